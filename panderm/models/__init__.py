@@ -1,0 +1,1 @@
+"""PanDerm models: the ViT encoder, its factory and checkpoint I/O."""

@@ -1,0 +1,151 @@
+"""Registries of named things contributed by plugins (timm-style names).
+
+Encoder names follow timm: ``arch`` or ``arch.tag``, where the tag picks one
+:class:`PretrainedCfg` of the architecture (the first registered is the default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from panderm.errors import ConfigError, PluginError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a user needs to feed an encoder correctly, like timm's pretrained cfg.
+
+    Attributes:
+        tag: Name of this weight set (``arch.tag``).
+        input_size: (channels, height, width) the encoder accepts.
+        preset: Preprocessing preset name (see :mod:`panderm.data.transforms`).
+        mean: Normalisation mean.
+        std: Normalisation std.
+        num_features: Dimension of ``forward_features`` output.
+        license: Licence of the weights.
+        file_name: Name of the released checkpoint file, if any.
+        hf_hub_id: Optional hub id for the opt-in ``hf-hub:`` loader.
+        notes: Free text shown by ``panderm models``.
+    """
+
+    tag: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    preset: str = "panderm"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.228, 0.224, 0.225)
+    num_features: int = 0
+    license: str = "unknown"
+    file_name: str | None = None
+    hf_hub_id: str | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """A registered encoder architecture."""
+
+    name: str
+    factory: Callable[..., Any]
+    pretrained_cfgs: tuple[PretrainedCfg, ...]
+    plugin: str
+    summary: str = ""
+
+    def cfg(self, tag: str | None = None) -> PretrainedCfg:
+        """Return the pretrained cfg for ``tag`` (default: the first one)."""
+        if tag is None:
+            return self.pretrained_cfgs[0]
+        for cfg in self.pretrained_cfgs:
+            if cfg.tag == tag:
+                return cfg
+        tags = ", ".join(c.tag for c in self.pretrained_cfgs)
+        raise ConfigError(f"encoder '{self.name}' has no tag '{tag}'", hint=f"known tags: {tags}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A downstream task head working on feature matrices.
+
+    ``factory(**options)`` returns an estimator with ``fit(X, y)`` and
+    ``predict_proba(X)`` (scikit-learn style); ``options`` come from the CLI.
+    """
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    kind: str = "classification"
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """An image modality and how its images are prepared by default."""
+
+    name: str
+    summary: str
+    preset: str = "panderm"
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class TeacherEntry:
+    """A pretraining teacher; ``factory(spec_rest)`` builds it."""
+
+    name: str
+    factory: Callable[..., Any]
+    summary: str = ""
+    plugin: str = ""
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Name → entry map that remembers which plugin registered each name."""
+
+    kind: str
+    _items: dict[str, T] = field(default_factory=dict)
+    _owners: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, item: T, plugin: str) -> None:
+        """Add ``item``; a name registered twice is an error naming both plugins."""
+        if not name or not isinstance(name, str):
+            raise PluginError(f"plugin '{plugin}' registered a {self.kind} with an invalid name {name!r}")
+        if name in self._items:
+            raise PluginError(
+                f"{self.kind} '{name}' is registered twice: by plugin '{self._owners[name]}' "
+                f"and by plugin '{plugin}'",
+                hint="uninstall or disable one of the two plugins (PANDERM_DISABLE_PLUGINS=name)",
+            )
+        self._items[name] = item
+        self._owners[name] = plugin
+
+    def get(self, name: str) -> T:
+        """Return the entry called ``name`` or raise a ConfigError listing known names."""
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "(none)"
+            raise ConfigError(f"unknown {self.kind} '{name}'", hint=f"known {self.kind}s: {known}") from None
+
+    def owner(self, name: str) -> str:
+        return self._owners[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """Split ``arch.tag`` into ``(arch, tag)``; tag is ``None`` when absent."""
+    arch, _, tag = name.partition(".")
+    return arch, (tag or None)

@@ -1,0 +1,127 @@
+"""The offline weights registry: name → local path and sha256, in ``PANDERM_HOME/weights.json``.
+
+``--weights`` accepts a registered name, a path, or (opt-in, via the ``hfhub``
+plugin) ``hf-hub:org/repo``. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from panderm.config import panderm_home
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_write_json, sha256_file
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """One registered weights file."""
+
+    name: str
+    path: str
+    sha256: str
+    size: int
+    added: str
+
+    @property
+    def exists(self) -> bool:
+        return Path(self.path).is_file()
+
+
+def registry_file() -> Path:
+    return panderm_home() / "weights.json"
+
+
+def _read() -> dict[str, dict]:
+    path = registry_file()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the weights registry {path}: {exc}",
+                          hint="fix or delete the file; it only maps names to paths") from None
+    return data.get("weights", {}) if isinstance(data, dict) else {}
+
+
+def _write(entries: dict[str, dict]) -> None:
+    atomic_write_json(registry_file(), {"version": 1, "weights": entries})
+
+
+def add_weights(name: str, path: str | Path, *, overwrite: bool = False) -> WeightsRecord:
+    """Register ``path`` under ``name`` after hashing it.
+
+    Raises:
+        InputError: the file does not exist.
+        ConfigError: bad name, or name taken and ``overwrite`` is False.
+    """
+    if not _NAME.match(name) or name.startswith("hf-hub"):
+        raise ConfigError(f"invalid weights name '{name}'", hint="use letters, digits, '.', '_' and '-'")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"weights file not found: {file}")
+    entries = _read()
+    if name in entries and not overwrite:
+        raise ConfigError(f"weights name '{name}' is already registered ({entries[name]['path']})",
+                          hint="remove it first with `panderm weights remove` or pass --overwrite")
+    record = WeightsRecord(name, str(file.resolve()), sha256_file(file), file.stat().st_size,
+                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    entries[name] = asdict(record)
+    _write(entries)
+    return record
+
+
+def list_weights() -> list[WeightsRecord]:
+    """All registered weights, sorted by name."""
+    return [WeightsRecord(**v) for _, v in sorted(_read().items())]
+
+
+def get_weights(name: str) -> WeightsRecord | None:
+    """The record for ``name``, or None."""
+    entry = _read().get(name)
+    return WeightsRecord(**entry) if entry else None
+
+
+def remove_weights(name: str) -> WeightsRecord:
+    """Forget ``name`` (the file itself is left alone)."""
+    entries = _read()
+    if name not in entries:
+        raise ConfigError(f"no weights registered as '{name}'", hint="see `panderm weights list`")
+    record = WeightsRecord(**entries.pop(name))
+    _write(entries)
+    return record
+
+
+def resolve_weights_path(spec: str | Path) -> Path:
+    """Turn a ``--weights`` value into an existing local file, asking plugins first.
+
+    Raises:
+        InputError: nothing resolves the spec to an existing file.
+    """
+    from panderm.plugins import resolve_weights
+
+    spec = str(spec)
+    path = resolve_weights(spec)
+    if path is None:
+        known = ", ".join(r.name for r in list_weights()) or "none registered"
+        raise InputError(f"weights '{spec}' is neither a registered name nor an existing file",
+                         hint=f"registered names: {known}; add one with `panderm weights add NAME PATH`")
+    if not path.is_file():
+        raise InputError(f"weights file for '{spec}' does not exist: {path}",
+                         hint="the registry entry points at a moved or deleted file; re-add it")
+    return path
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, reusing the registry's hash when size matches."""
+    resolved = str(Path(path).resolve())
+    for record in list_weights():
+        if record.path == resolved and Path(resolved).stat().st_size == record.size:
+            return record.sha256
+    return sha256_file(path)

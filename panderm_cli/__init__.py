@@ -1,0 +1,1 @@
+"""The ``panderm`` command line: a thin Click layer over the panderm library."""

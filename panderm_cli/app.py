@@ -1,0 +1,93 @@
+"""The ``panderm`` Click app: plugin commands, lazy loading, one place for error translation."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from panderm_cli.lazy import LazyGroup
+
+EPILOG = """\b
+Examples:
+  panderm models
+  panderm extract images/ --model panderm_large_patch16_224 --weights panderm-large --out feats/
+  panderm probe --features feats/ --csv data.csv --out probe/
+
+Set PANDERM_DEBUG=1 to see full tracebacks."""
+
+
+class PandermGroup(LazyGroup):
+    """Root group: turns expected errors into one clean message."""
+
+    def invoke(self, ctx: click.Context):
+        from panderm.errors import PandermError
+
+        try:
+            return super().invoke(ctx)
+        except PandermError as exc:
+            if os.environ.get("PANDERM_DEBUG"):
+                raise
+            click.secho(f"Error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            ctx.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug: keep the message short unless debugging
+            if os.environ.get("PANDERM_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            click.secho(f"Internal error: {type(exc).__name__}: {first}", fg="red", err=True)
+            click.echo("This is a bug in panderm or a plugin. Re-run with PANDERM_DEBUG=1 for the traceback.",
+                       err=True)
+            ctx.exit(1)
+
+
+def build_cli() -> PandermGroup:
+    """Create the root group and let every plugin add its commands."""
+    from panderm import __version__
+
+    @click.group(cls=PandermGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="panderm")
+    def cli() -> None:
+        """PanDerm dermatology foundation-model toolkit.
+
+        Extract encoder features, run linear probes, and more through plugins.
+        """
+
+    cli.add_lazy_command("plugins", "panderm_cli.host_commands:plugins_cmd",
+                         "List plugins and what each registered (JSON).")
+    cli.add_lazy_command("doctor", "panderm_cli.host_commands:doctor_cmd",
+                         "Show versions, hardware (bf16/AMX, CUDA), optional extras, weights.")
+    _register_plugin_commands(cli)
+    return cli
+
+
+def _register_plugin_commands(cli: PandermGroup) -> None:
+    from panderm.errors import PandermError
+    from panderm.plugins import _failures, _warn, get_plugin_manager
+
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        cli.current_plugin = impl.plugin_name
+        try:
+            impl.function(cli=cli)
+        except PandermError as exc:
+            _warn(str(exc).splitlines()[0])
+        except Exception as exc:  # one broken plugin must not take the CLI down
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _failures.setdefault(impl.plugin_name, reason)
+            _warn(f"plugin '{impl.plugin_name}' failed in register_commands and is skipped ({reason})")
+        finally:
+            cli.current_plugin = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli = build_cli()
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="panderm")

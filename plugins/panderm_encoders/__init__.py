@@ -1,0 +1,76 @@
+"""Built-in plugin: the PanDerm ViT encoders, weights resolution, and the model/weights/export commands."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import panderm
+from panderm.registry import PretrainedCfg
+
+_LICENSE = "PanDerm release terms (research use; see the official PanDerm repository)"
+
+#: arch name -> (PanDermViT kwargs, pretrained cfgs, summary)
+ARCHS = {
+    "panderm_large_patch16_224": (
+        dict(embed_dim=1024, depth=24, num_heads=16),
+        [PretrainedCfg(tag="official", num_features=1024, license=_LICENSE,
+                       file_name="panderm_ll_data6_checkpoint-499.pth",
+                       notes="the paper's PanDerm (ViT-L/16, CAE v2 pretraining, 2M+ skin images)")],
+        "PanDerm ViT-L/16 (303M), the paper's model",
+    ),
+    "panderm_base_patch16_224": (
+        dict(embed_dim=768, depth=12, num_heads=12),
+        [PretrainedCfg(tag="official", num_features=768, license=_LICENSE,
+                       file_name="panderm_bb_data6_checkpoint-499.pth", notes="PanDerm ViT-B/16 (86M)")],
+        "PanDerm ViT-B/16 (86M)",
+    ),
+    "panderm_tiny_patch16_224": (
+        dict(embed_dim=192, depth=12, num_heads=3),
+        [PretrainedCfg(tag="untrained", num_features=192, license="n/a",
+                       notes="ViT-Ti width for CPU demos and pretraining smoke runs; no released weights")],
+        "ViT-Ti/16 sized PanDerm encoder for CPU demos",
+    ),
+    "panderm_test_patch16_224": (
+        dict(embed_dim=32, depth=2, num_heads=2),
+        [PretrainedCfg(tag="untrained", num_features=32, license="n/a",
+                       notes="2-block, 32-wide encoder for unit tests")],
+        "tiny 2-block encoder for tests",
+    ),
+}
+
+
+def build(arch_kwargs: dict, **kwargs):
+    """Factory shared by all archs: import torch only when a model is built."""
+    from panderm.models.vit import PanDermViT
+
+    return PanDermViT(**{**arch_kwargs, **kwargs})
+
+
+@panderm.hookimpl
+def register_encoders(register):
+    for name, (arch_kwargs, cfgs, summary) in ARCHS.items():
+        register(name, partial(build, arch_kwargs), pretrained_cfgs=cfgs, summary=summary)
+
+
+@panderm.hookimpl
+def resolve_weights(spec):
+    from panderm.weights import get_weights
+
+    record = get_weights(spec)
+    if record is not None:
+        return Path(record.path)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    return None
+
+
+@panderm.hookimpl
+def register_commands(cli):
+    cli.add_lazy_command("models", "panderm_encoders.commands:models_cmd",
+                         "List registered encoders: input size, dims, normalisation, licence.")
+    cli.add_lazy_command("weights", "panderm_encoders.commands:weights_group",
+                         "Register local weight files by name (add, list, remove).")
+    cli.add_lazy_command("export", "panderm_encoders.commands:export_cmd",
+                         "Write encoder weights as safetensors or a timm ViT state dict.")

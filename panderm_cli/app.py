@@ -38,6 +38,9 @@ class PandermGroup(LazyGroup):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `panderm plugins | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as exc:  # a bug: keep the message short unless debugging
             if os.environ.get("PANDERM_DEBUG"):
                 raise
@@ -77,8 +80,8 @@ def _register_plugin_commands(cli: PandermGroup) -> None:
         cli.current_plugin = impl.plugin_name
         try:
             impl.function(cli=cli)
-        except PandermError as exc:
-            _warn(str(exc).splitlines()[0])
+        except PandermError:
+            raise
         except Exception as exc:  # one broken plugin must not take the CLI down
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             _failures.setdefault(impl.plugin_name, reason)
@@ -89,5 +92,15 @@ def _register_plugin_commands(cli: PandermGroup) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    cli = build_cli()
+    from panderm.errors import PandermError
+
+    try:
+        cli = build_cli()
+    except PandermError as exc:  # e.g. two plugins claiming one command name
+        if os.environ.get("PANDERM_DEBUG"):
+            raise
+        click.secho(f"Error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", err=True)
+        sys.exit(2)
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="panderm")

@@ -161,7 +161,7 @@ class PanDermViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(self.grid_size, embed_dim), requires_grad=False)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # plain floats: works on meta
         rel_grid = self.grid_size if use_rel_pos_bias else None
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, True, drop_rate, attn_drop_rate, dpr[i], init_values, rel_grid)

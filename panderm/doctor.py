@@ -1,0 +1,59 @@
+"""Environment report for ``panderm doctor``: versions, hardware, extras, weights, plugins."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import platform
+import sys
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _importable(module: str) -> tuple[bool, str]:
+    try:
+        importlib.import_module(module)
+        return True, ""
+    except Exception as exc:  # optional extras may be broken in many ways; report, don't crash
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def collect() -> dict:
+    """Gather the report as a JSON-serialisable dict."""
+    import torch
+
+    from panderm import __version__
+    from panderm.config import panderm_home
+    from panderm.hardware import cpu_flags, cpu_has_fast_bf16, resolve_precision
+    from panderm.plugins import load_failures
+    from panderm.weights import list_weights
+
+    flags = cpu_flags()
+    cuda = torch.cuda.is_available()
+    extras = {}
+    for name, module in [("triton", "triton"), ("xformers", "xformers"), ("open_clip", "open_clip"),
+                         ("openslide", "openslide"), ("huggingface_hub", "huggingface_hub"), ("numba", "numba")]:
+        ok, why = _importable(module)
+        extras[name] = {"available": ok, "version": _version(module.replace("_", "-")) if ok else None,
+                        "error": why or None}
+    return {
+        "panderm": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {d: _version(d) for d in ("torch", "torchvision", "timm", "numpy", "scikit-learn",
+                                               "safetensors", "pillow", "click", "pluggy")},
+        "cpu": {"machine": platform.machine(), "threads": torch.get_num_threads(),
+                "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+                "fast_bf16": cpu_has_fast_bf16(), "auto_precision": resolve_precision("auto", "cpu")},
+        "cuda": {"available": cuda, "version": torch.version.cuda,
+                 "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []},
+        "extras": extras,
+        "home": str(panderm_home()),
+        "weights": [{"name": r.name, "path": r.path, "exists": r.exists} for r in list_weights()],
+        "plugin_failures": load_failures(),
+    }

@@ -1,0 +1,99 @@
+"""Click commands of the encoders plugin: ``models``, ``weights``, ``export``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("models", epilog="\b\nExamples:\n  panderm models\n  panderm models --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_cmd(as_json: bool) -> None:
+    """List registered encoders with input size, feature dim, normalisation and licence."""
+    from panderm.models.listing import list_models
+
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']}  [{r['plugin']}]")
+        click.echo(f"    {r['summary']}")
+        click.echo(f"    input {r['input_size']}  dim {r['num_features']}  preset {r['preset']}  "
+                   f"mean {r['mean']} std {r['std']}")
+        click.echo(f"    licence: {r['license']}" + (f"  file: {r['file_name']}" if r["file_name"] else ""))
+
+
+@click.group("weights", epilog="\b\nExamples:\n  panderm weights add panderm-large ~/Downloads/panderm_ll_data6_checkpoint-499.pth\n"
+             "  panderm weights list\n  panderm weights remove panderm-large")
+def weights_group() -> None:
+    """Keep a local name → path registry of weight files (in PANDERM_HOME)."""
+
+
+@weights_group.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace an existing entry of the same name.")
+def weights_add(name: str, path: str, overwrite: bool) -> None:
+    """Register PATH under NAME (hashes the file with sha256)."""
+    from panderm.weights import add_weights
+
+    record = add_weights(name, path, overwrite=overwrite)
+    click.echo(f"registered '{record.name}' → {record.path}\n  sha256 {record.sha256}  ({record.size / 1e6:.1f} MB)")
+
+
+@weights_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def weights_list(as_json: bool) -> None:
+    """List registered weights."""
+    from dataclasses import asdict
+
+    from panderm.weights import list_weights, registry_file
+
+    records = list_weights()
+    if as_json:
+        click.echo(json.dumps([{**asdict(r), "exists": r.exists} for r in records], indent=2))
+        return
+    if not records:
+        click.echo(f"no weights registered ({registry_file()})")
+    for r in records:
+        flag = "" if r.exists else "  (MISSING FILE)"
+        click.echo(f"{r.name}\t{r.path}\t{r.sha256[:12]}{flag}")
+
+
+@weights_group.command("remove")
+@click.argument("name")
+def weights_remove(name: str) -> None:
+    """Forget NAME (the file itself is not deleted)."""
+    from panderm.weights import remove_weights
+
+    record = remove_weights(name)
+    click.echo(f"removed '{record.name}' ({record.path} was left in place)")
+
+
+@click.command("export", epilog="\b\nExamples:\n"
+               "  panderm export --model panderm_large_patch16_224 --weights panderm-large "
+               "--to safetensors --out panderm_large.safetensors\n"
+               "  panderm export --model panderm_large_patch16_224 --weights panderm-large "
+               "--to timm --out vit_large_panderm.safetensors\n\b\n"
+               "Load the timm export with:\n"
+               "  m = timm.create_model('vit_large_patch16_224', pretrained=False, num_classes=0, init_values=1e-5)\n"
+               "  m.load_state_dict(safetensors.torch.load_file('vit_large_panderm.safetensors'))")
+@click.option("--model", "model_name", required=True, help="Registered encoder name.")
+@click.option("--weights", help="Registered weights name or path.")
+@click.option("--to", "fmt", type=click.Choice(["safetensors", "timm"]), default="safetensors", show_default=True,
+              help="safetensors = PanDerm layout; timm = timm VisionTransformer keys.")
+@click.option("--pool", type=click.Choice(["token", "avg"]), default="token", show_default=True,
+              help="timm only: token = CLS features (probe); avg = mean-pool + fc_norm (fine-tune).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .safetensors or .pth file.")
+def export_cmd(model_name: str, weights: str | None, fmt: str, pool: str, out: str) -> None:
+    """Export encoder weights as safetensors or a timm ViT state dict."""
+    from panderm.export import export_encoder
+
+    if weights is None:
+        click.secho("warning: no --weights given; exporting a randomly initialised encoder", fg="yellow", err=True)
+    result = export_encoder(model_name, weights, fmt, out, global_pool=pool)
+    click.echo(f"wrote {result.tensors} tensors ({result.format}) to {result.path}")
+    if result.timm_create_kwargs:
+        click.echo(f"timm.create_model(**{result.timm_create_kwargs})")

@@ -1,0 +1,47 @@
+"""Test helpers: checkpoints in the released CAE v2 layout, built from a model's own tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter non-trivial values so that layout mistakes change the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "pos_embed":
+                continue
+            scale = 0.5 if ("gamma" in name or "bias" in name or "norm" in name) else 0.05
+            base = 1.0 if (name.endswith("norm1.weight") or name.endswith("norm2.weight")
+                           or name.startswith("norm.") and name.endswith("weight")) else 0.0
+            p.copy_(base + scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+def released_state_dict(model: torch.nn.Module, prefix: bool = True, extras: bool = True) -> dict:
+    """The flat CAE v2 pretraining dict the official release ships: ``encoder.*`` plus pretraining-only keys."""
+    sd = {(f"encoder.{k}" if prefix else k): v.clone() for k, v in model.state_dict().items()
+          if not k.startswith("head.") and "relative_position" not in k}
+    if extras:
+        d = model.embed_dim
+        sd.update({
+            "mask_token": torch.zeros(1, 1, d),
+            "rd_pos_embed": torch.zeros(1, 197, d),
+            "regresser.regressor_blocks.0.norm1_q.weight": torch.ones(d),
+            "regresser.regressor_blocks.0.cross_attn.q.weight": torch.zeros(d, d),
+            "regresser.norm.weight": torch.ones(d),
+            "decoder.norm.weight": torch.ones(d),
+            "decoder.head.weight": torch.zeros(768, d),
+            "teacher.visual.proj": torch.zeros(d, 768),
+        })
+    return sd
+
+
+def save_released(model: torch.nn.Module, path: Path, wrap: str | None = None, **kwargs) -> Path:
+    """Write ``model`` as a released-layout ``.pth`` (optionally wrapped in ``{wrap: sd}``)."""
+    sd = released_state_dict(model, **kwargs)
+    torch.save({wrap: sd, "epoch": 499} if wrap else sd, path)
+    return path

@@ -18,6 +18,13 @@ Examples:
 Set PANDERM_DEBUG=1 to see full tracebacks."""
 
 
+def echo_error(exc) -> None:
+    """Print a PandermError as the one-paragraph message users see."""
+    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+
+
 class PandermGroup(LazyGroup):
     """Root group: turns expected errors into one clean message."""
 
@@ -29,9 +36,7 @@ class PandermGroup(LazyGroup):
         except PandermError as exc:
             if os.environ.get("PANDERM_DEBUG"):
                 raise
-            click.secho(f"Error: {exc.message}", fg="red", err=True)
-            if exc.hint:
-                click.echo(f"Hint: {exc.hint}", err=True)
+            echo_error(exc)
             ctx.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -99,8 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     except PandermError as exc:  # e.g. two plugins claiming one command name
         if os.environ.get("PANDERM_DEBUG"):
             raise
-        click.secho(f"Error: {exc.message}", fg="red", err=True)
-        if exc.hint:
-            click.echo(f"Hint: {exc.hint}", err=True)
+        echo_error(exc)
         sys.exit(2)
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="panderm")

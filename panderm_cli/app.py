@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from panderm.config import debug_enabled
 from panderm_cli.lazy import LazyGroup
 
 EPILOG = """\b
@@ -34,7 +35,7 @@ class PandermGroup(LazyGroup):
         try:
             return super().invoke(ctx)
         except PandermError as exc:
-            if os.environ.get("PANDERM_DEBUG"):
+            if debug_enabled():
                 raise
             echo_error(exc)
             ctx.exit(2)
@@ -47,7 +48,7 @@ class PandermGroup(LazyGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(141)
         except Exception as exc:  # a bug: keep the message short unless debugging
-            if os.environ.get("PANDERM_DEBUG"):
+            if debug_enabled():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             click.secho(f"Internal error: {type(exc).__name__}: {first}", fg="red", err=True)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli = build_cli()
     except PandermError as exc:  # e.g. two plugins claiming one command name
-        if os.environ.get("PANDERM_DEBUG"):
+        if debug_enabled():
             raise
         echo_error(exc)
         sys.exit(2)

@@ -38,6 +38,9 @@ class ImageReadError(InputError):
         self.path = str(path)
         self.reason = reason
 
+    def __reduce__(self):  # picklable across DataLoader worker processes despite the custom signature
+        return (type(self), (self.path, self.reason))
+
 
 def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open ``path`` and return a fully decoded, upright, 8-bit RGB image.

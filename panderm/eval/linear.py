@@ -7,7 +7,11 @@ line_search_fn="strong_wolfe").step(closure)`` over the whole training set, and
 ``C = D·K/100`` by default.
 
 Two objectives are available (``W`` is the K×D weight, the bias is never
-penalised, ``N`` the number of training rows):
+penalised, ``N`` the number of training rows). The default is ``"sklearn"``:
+the paper's Methods state a scikit-learn logistic regression with an ℓ2
+coefficient of D·K/100, and reference-model §9 lists the released code's
+non-squared norm as a pitfall not to copy blindly; ``"official"`` reproduces
+the released torch code exactly.
 
 * ``penalty="official"``: ``mean CE + (0.5/C)·‖W‖₂`` — the released code uses
   the plain, *not squared*, Frobenius norm.
@@ -19,10 +23,29 @@ penalised, ``N`` the number of training rows):
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 
 PENALTIES = ("official", "sklearn")
+#: Below this many feature values (N·D) a fit runs on one thread (see ``n_threads``).
+SMALL_PROBLEM = 1 << 22
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily use ``n`` intra-op threads (``None``: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_C(n_features: int, n_classes: int) -> float:
@@ -39,9 +62,17 @@ class LBFGSLogisticRegression:
         seed: Seed for the ``Linear`` initialisation.
         max_iter: L-BFGS iterations (the single ``step`` call's ``max_iter``).
         dtype: ``torch.float32`` (like the release, and fast) or ``torch.float64``.
-        tolerance_grad: L-BFGS first-order tolerance (torch default).
+        tolerance_grad: Stop when max |gradient| ≤ this. ``None``: the release's torch
+            default 1e-7 for ``"official"``; scikit-learn's default ``tol=1e-4`` for
+            ``"sklearn"`` (scipy's L-BFGS-B uses the same max-|g| test), so each mode
+            reproduces its reference's stopping rule as well as its objective.
         tolerance_change: L-BFGS loss/step change tolerance (torch default).
         history_size: L-BFGS memory (torch default).
+        block_bytes: Rows of X are processed in blocks of about this size (speed only).
+        n_threads: Intra-op threads during ``fit``, restored afterwards. ``None``: one
+            thread when N·D < 4M, otherwise torch's setting as it is. Small fits gain
+            nothing from threads, and on a busy machine each multi-threaded op can
+            wait a whole scheduler slice (measured: 20 ms vs 0.6-2.4 s for a 600×30 fit).
 
     Attributes:
         classes_: Sorted distinct training labels; column order of ``predict_proba``.
@@ -49,9 +80,10 @@ class LBFGSLogisticRegression:
         n_iter_: L-BFGS iterations actually run. ``C_``: the C used.
     """
 
-    def __init__(self, C: float | None = None, penalty: str = "official", seed: int = 0,
+    def __init__(self, C: float | None = None, penalty: str = "sklearn", seed: int = 0,
                  max_iter: int = 1000, dtype: torch.dtype = torch.float32,
-                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100):
+                 tolerance_grad: float | None = None, tolerance_change: float = 1e-9, history_size: int = 100,
+                 block_bytes: int = 2 << 20, n_threads: int | None = None):
         if penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
         self.C = C
@@ -62,6 +94,8 @@ class LBFGSLogisticRegression:
         self.tolerance_grad = tolerance_grad
         self.tolerance_change = tolerance_change
         self.history_size = history_size
+        self.block_bytes = block_bytes
+        self.n_threads = n_threads
 
     def fit(self, X, y) -> "LBFGSLogisticRegression":
         """Fit on features ``X`` (N×D) and labels ``y`` (any sortable labels)."""
@@ -74,31 +108,56 @@ class LBFGSLogisticRegression:
         if k < 2:
             raise ValueError("need at least two classes in the training labels")
         self.C_ = float(self.C) if self.C is not None else default_C(d, k)
+        threads = self.n_threads if self.n_threads is not None else (1 if n * d < SMALL_PROBLEM else None)
+        with _torch_threads(threads):
+            self._fit(X, y_idx, n, d, k)
+        return self
+
+    def _fit(self, X: np.ndarray, y_idx: np.ndarray, n: int, d: int, k: int) -> None:
 
         torch.manual_seed(self.seed)
         linear = torch.nn.Linear(d, k)  # PyTorch default init, as in the release
-        W = linear.weight.detach().to(self.dtype).clone().requires_grad_(True)
-        b = linear.bias.detach().to(self.dtype).clone().requires_grad_(True)
         Xt = torch.as_tensor(X, dtype=self.dtype)
-        yt = torch.as_tensor(y_idx.reshape(-1), dtype=torch.long)
-        rows = torch.arange(n)
+        # Centre the features and shift the bias to match: an exact reparametrisation
+        # (the bias is unpenalised, so the objective and its minimiser in W are
+        # unchanged) that removes the badly conditioned mean direction and cuts
+        # L-BFGS iterations several-fold. Same starting point as the release.
+        mu = Xt.mean(dim=0)  # any shift is exact (the bias absorbs it), so fp32 is fine
+        Xt = Xt - mu
+        W = linear.weight.detach().to(self.dtype).clone().requires_grad_(True)
+        b = (linear.bias.detach().to(self.dtype) + W.detach() @ mu).reshape(k, 1).requires_grad_(True)
+        y_t = torch.as_tensor(y_idx.reshape(-1), dtype=torch.long)
+        onehot = torch.nn.functional.one_hot(y_t, k).t().to(self.dtype).contiguous()  # K×N
+        # Row blocks small enough to stay in cache between the forward and the
+        # gradient matmul: one pass over X per evaluation instead of two (the
+        # skinny K-column matmuls are memory-bound, so this halves their cost).
+        rows = max(256, self.block_bytes // (Xt.element_size() * d))
+        blocks = list(zip(Xt.split(rows), onehot.split(rows, dim=1)))
         pen = 0.5 / self.C_ if self.penalty == "official" else 0.5 / (self.C_ * n)
         squared = self.penalty == "sklearn"
         W.grad = torch.zeros_like(W)
         b.grad = torch.zeros_like(b)
 
         def closure() -> torch.Tensor:
-            # Analytic gradients instead of autograd: same values, much less overhead
-            # per L-BFGS evaluation on the CPU.
+            # Analytic gradients instead of autograd (same values, far less overhead);
+            # K×N logits so that the softmax reduces over contiguous rows.
             with torch.no_grad():
-                logits = torch.addmm(b, Xt, W.t())
-                lse = torch.logsumexp(logits, dim=1, keepdim=True)
-                loss = (lse.squeeze(1) - logits[rows, yt]).mean()
-                resid = logits.sub_(lse).exp_()  # softmax probabilities, in place
-                resid[rows, yt] -= 1.0
-                resid.div_(n)
-                torch.mm(resid.t(), Xt, out=W.grad)
-                torch.sum(resid, dim=0, out=b.grad)
+                W.grad.zero_()
+                b.grad.zero_()
+                total = torch.zeros((), dtype=torch.float64)
+                for xb, ob in blocks:
+                    logits = torch.addmm(b, W, xb.t())
+                    m = logits.amax(dim=0)
+                    true_logit = (logits * ob).sum()
+                    p = logits.sub_(m).exp_()
+                    s = p.sum(dim=0)
+                    total += (s.log() + m).sum() - true_logit
+                    resid = p.div_(s).sub_(ob)  # softmax - onehot
+                    W.grad.addmm_(resid, xb)
+                    b.grad.add_(resid.sum(dim=1, keepdim=True))
+                W.grad.div_(n)
+                b.grad.div_(n)
+                loss = (total / n).to(self.dtype)
                 if squared:
                     loss = loss + pen * W.pow(2).sum()
                     W.grad.add_(W, alpha=2 * pen)
@@ -109,15 +168,17 @@ class LBFGSLogisticRegression:
                         W.grad.add_(W, alpha=float(pen / norm))
             return loss
 
+        tol = self.tolerance_grad
+        if tol is None:
+            tol = 1e-7 if self.penalty == "official" else 1e-4
         opt = torch.optim.LBFGS([W, b], lr=1, max_iter=self.max_iter, history_size=self.history_size,
-                                tolerance_grad=self.tolerance_grad, tolerance_change=self.tolerance_change,
+                                tolerance_grad=tol, tolerance_change=self.tolerance_change,
                                 line_search_fn="strong_wolfe")
         opt.step(closure)  # returns the *initial* loss; the final one is recomputed below
         self.n_iter_ = int(opt.state[opt._params[0]].get("n_iter", 0))
-        self.coef_ = W.detach().numpy().copy()
-        self.intercept_ = b.detach().numpy().copy()
         self.loss_ = float(closure())
-        return self
+        self.coef_ = W.detach().numpy().copy()
+        self.intercept_ = (b.detach().reshape(k) - W.detach() @ mu).numpy().copy()  # undo the centring
 
     def objective(self, X, y) -> tuple[float, np.ndarray, np.ndarray]:
         """Return (loss, dL/dW, dL/db) of the fitted model's objective on ``(X, y)`` (float64, autograd).
@@ -134,7 +195,7 @@ class LBFGSLogisticRegression:
         else:
             loss = loss + 0.5 / (self.C_ * len(Xt)) * W.pow(2).sum()
         loss.backward()
-        return float(loss), W.grad.numpy(), b.grad.numpy()
+        return float(loss.detach()), W.grad.numpy(), b.grad.numpy()
 
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X·Wᵀ + b`` (N×K)."""
@@ -153,7 +214,7 @@ class LBFGSLogisticRegression:
 
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in ("C", "penalty", "seed", "max_iter", "dtype", "tolerance_grad",
-                                               "tolerance_change", "history_size")}
+                                               "tolerance_change", "history_size", "block_bytes", "n_threads")}
 
     def __repr__(self) -> str:
         return f"LBFGSLogisticRegression(C={self.C}, penalty={self.penalty!r}, seed={self.seed})"

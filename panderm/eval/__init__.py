@@ -1,0 +1,7 @@
+"""Evaluation of frozen features: the linear probe, its metrics, statistics and figures.
+
+Submodules import torch / scikit-learn / matplotlib only when used:
+:mod:`panderm.eval.linear` (L-BFGS logistic regression), :mod:`panderm.eval.metrics`
+(metrics, bootstrap CIs, paired tests), :mod:`panderm.eval.plots` (PNG figures) and
+:mod:`panderm.eval.probe` (``run_probe``, behind ``panderm probe``).
+"""

@@ -1,0 +1,415 @@
+"""``run_probe``: the paper's linear-probing protocol on a ``panderm extract`` features folder.
+
+Protocol (``docs/reference-model.md`` §4): fit the task's estimator on the
+``train`` rows (plus ``val`` with ``use_val``), evaluate on ``test``, C = D·K/100.
+
+Joining: features are matched to CSV rows by image path, after normalising
+``./`` prefixes and backslashes. When the index holds paths one folder deeper
+than the CSV (extract run on the dataset folder, CSV relative to ``images/``),
+rows are matched by their unique path suffix.
+
+Missing features (decided here, reported in ``probe.json``):
+
+* images that ``extract`` listed in ``skipped.csv`` (unreadable) are excluded from
+  every split and reported (``excluded``), also for test — evaluation then covers
+  the remaining test images, and the CLI warns;
+* any other used CSV image without features is an error (it means the features
+  come from another image set or an incomplete run); ``val`` is checked only with
+  ``use_val``.
+
+``percent_data`` < 1 keeps, in each class, ``max(1, round(p·n_class))`` training
+rows drawn with ``seed`` (stratified; a smaller fraction is a subset of a larger
+one for the same seed). The release instead shuffled with ``random_state=42`` and
+kept the first ⌊n·p⌋ rows, which can drop rare classes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import ConfigError, InputError
+from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
+from panderm.io import atomic_path, atomic_write_json
+
+SPLITS = ("train", "val", "test")
+_SHOW = 5  # how many offending names an error message lists
+
+
+@dataclass
+class ProbeResult:
+    """What ``run_probe`` computed (and wrote when ``out`` was given)."""
+
+    metrics: dict[str, dict[str, float]]
+    classes: list
+    predictions: pd.DataFrame
+    summary: dict[str, Any]
+    comparison: dict[str, dict[str, float]] | None = None
+    warnings: list[str] = field(default_factory=list)
+    out: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Features:
+    folder: Path
+    X: np.ndarray
+    keys: list[str]
+    meta: dict
+    skipped: set[str]
+
+
+def normalise_path(path: str) -> str:
+    """Canonical relative path: forward slashes, no ``./`` or duplicate separators."""
+    p = posixpath.normpath(str(path).strip().replace("\\", "/"))
+    return "" if p == "." else p.removeprefix("./")
+
+
+def _examples(items) -> str:
+    items = list(items)
+    more = f", … ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return ", ".join(map(str, items[:_SHOW])) + more
+
+
+def load_features(folder: str | Path, role: str = "features") -> _Features:
+    """Read ``features.npy``, ``index.csv`` and optional ``meta.json``/``skipped.csv``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{role} folder {folder} does not exist",
+                         hint="create it with: panderm extract IMAGES --out DIR")
+    npy, index = folder / "features.npy", folder / "index.csv"
+    for f in (npy, index):
+        if not f.is_file():
+            raise InputError(f"{role} folder {folder} has no {f.name}",
+                             hint="point --features at a folder written by `panderm extract`")
+    try:
+        X = np.load(npy, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read {npy}: {exc}") from None
+    if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
+        raise InputError(f"{npy} must be a numeric N×D matrix, got shape {X.shape} ({X.dtype})")
+    idx = _read_csv(index)
+    if "image" not in idx.columns:
+        raise InputError(f"{index} has no 'image' column (columns: {', '.join(map(str, idx.columns))})")
+    if len(idx) != len(X):
+        raise InputError(f"{index} lists {len(idx)} images but {npy} has {len(X)} feature rows",
+                         hint="the folder is inconsistent; re-run `panderm extract`")
+    if not np.isfinite(X).all():
+        bad = idx["image"][~np.isfinite(X).all(axis=1)].astype(str).tolist()
+        raise InputError(f"{npy} has non-finite values in {len(bad)} rows: {_examples(bad)}")
+    keys = [normalise_path(p) for p in idx["image"].astype(str)]
+    dup = pd.Series(keys)[pd.Series(keys).duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"{index} lists {len(dup)} images more than once: {_examples(dup)}")
+    meta = {}
+    if (folder / "meta.json").is_file():
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {folder / 'meta.json'}: {exc}") from None
+    skipped: set[str] = set()
+    if (folder / "skipped.csv").is_file():
+        sk = _read_csv(folder / "skipped.csv")
+        if len(sk.columns):
+            col = "image" if "image" in sk.columns else sk.columns[0]
+            skipped = {normalise_path(p) for p in sk[col].dropna().astype(str)}
+    return _Features(folder, X, keys, meta, skipped)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as CSV: {exc}") from None
+
+
+def load_dataset(csv: str | Path, binary: bool) -> tuple[pd.DataFrame, str]:
+    """Read and validate the dataset CSV; returns it with a ``key`` column and the label column name."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise InputError(f"dataset CSV {csv} does not exist")
+    df = _read_csv(csv)
+    label_col = "binary_label" if binary else "label"
+    missing = [c for c in ("image", "split", label_col) if c not in df.columns]
+    if missing:
+        hint = "binary mode reads 'binary_label' (0/1)" if binary else "the CSV needs image, split and label"
+        raise InputError(f"{csv} lacks column(s) {', '.join(missing)} "
+                         f"(has: {', '.join(map(str, df.columns))})", hint=hint)
+    df = df.copy()
+    df["split"] = df["split"].astype(str).str.strip()
+    unknown = sorted(set(df["split"]) - set(SPLITS))
+    if unknown:
+        raise InputError(f"{csv} has unknown split value(s) {_examples(unknown)}",
+                         hint="split must be one of train, val, test")
+    if df["image"].isna().any():
+        raise InputError(f"{csv} has {int(df['image'].isna().sum())} rows without an image path")
+    df["key"] = [normalise_path(p) for p in df["image"].astype(str)]
+    dup = df["key"][df["key"].duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"{csv} lists {len(dup)} images more than once: {_examples(dup)}")
+    labels = df[label_col]
+    if labels.isna().any():
+        rows = df.loc[labels.isna(), "image"].tolist()
+        raise InputError(f"{csv} has {len(rows)} rows without '{label_col}': {_examples(rows)}")
+    if binary:
+        values = pd.to_numeric(labels, errors="coerce")
+        if values.isna().any() or not set(values.unique()) <= {0, 1}:
+            bad = sorted(set(labels.astype(str)) - {"0", "1", "0.0", "1.0"})
+            raise InputError(f"{csv}: 'binary_label' must be 0 or 1, found {_examples(bad)}")
+        df["_label"] = values.astype(int)
+    elif pd.api.types.is_integer_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+        df["_label"] = labels.astype(int)
+    elif pd.api.types.is_float_dtype(labels) and (labels == labels.round()).all():
+        df["_label"] = labels.astype(int)  # ints that pandas read as floats
+    else:
+        df["_label"] = labels.astype(str).str.strip()
+    return df, label_col
+
+
+def _suffixes(path: str) -> list[str]:
+    """``a/b/c.jpg`` → ``[a/b/c.jpg, b/c.jpg, c.jpg]``."""
+    parts = path.split("/")
+    return ["/".join(parts[j:]) for j in range(len(parts))]
+
+
+def _match(keys: pd.Series, feats: _Features) -> np.ndarray:
+    """Feature row of each CSV key, −1 where none: exact path first, then unique path suffix."""
+    exact = {k: i for i, k in enumerate(feats.keys)}
+    rows = np.array([exact.get(k, -1) for k in keys], dtype=np.int64)
+    if (rows < 0).any():
+        suffix: dict[str, int] = {}
+        for i, k in enumerate(feats.keys):
+            for s in _suffixes(k)[1:]:
+                suffix[s] = -1 if s in suffix else i  # an ambiguous suffix matches nothing
+        for r in np.flatnonzero(rows < 0):
+            rows[r] = suffix.get(keys.iloc[r], -1)
+    return rows
+
+
+def _skipped(keys: pd.Series, feats: _Features) -> np.ndarray:
+    """Which CSV keys ``extract`` reported in ``skipped.csv`` (same path matching as features)."""
+    known = {s for p in feats.skipped for s in _suffixes(p)}
+    return np.array([k in known for k in keys], dtype=bool)
+
+
+def subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted row indices of a stratified ``fraction`` of ``labels`` (≥ 1 per class)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        keep.append(rng.permutation(rows)[:max(1, int(round(fraction * len(rows))))])
+    return np.sort(np.concatenate(keep))
+
+
+def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: str) -> tuple[pd.DataFrame, dict]:
+    """Rows of the used splits with their feature row; applies the missing-features policy."""
+    used = df[df["split"].isin(("train", "val", "test") if use_val else ("train", "test"))].copy()
+    used["row"] = _match(used["key"], feats)
+    if (used["row"] < 0).all() and len(used):
+        raise InputError(f"none of the {len(used)} images in {csv} is in {feats.folder / 'index.csv'} "
+                         f"(CSV: {_examples(used['image'].head(3))}; features: {_examples(feats.keys[:3])})",
+                         hint="the CSV 'image' paths must be relative to the folder given to `panderm extract`")
+    missing = used["row"] < 0
+    skipped = missing & _skipped(used["key"], feats)
+    absent = used[missing & ~skipped]
+    if len(absent):
+        raise InputError(f"{len(absent)} of {len(used)} images in {csv} have no features in {feats.folder} "
+                         f"({role}; by split: {({k: int(v) for k, v in absent['split'].value_counts().items()})}): "
+                         f"{_examples(absent['image'])}",
+                         hint="extract features for all images in the CSV, or remove those rows")
+    excluded = {"count": int(skipped.sum()), "by_split": {k: int(v) for k, v in
+                                                           used.loc[skipped, "split"].value_counts().items()},
+                "images": used.loc[skipped, "image"].astype(str).tolist()}
+    return used[~skipped], excluded
+
+
+def _fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
+    from panderm.plugins import registries
+
+    spec = registries().tasks.get(task)
+    est = spec.factory(C=C, penalty=penalty, seed=seed, max_iter=1000)
+    est.fit(Xtr, ytr)
+    proba = np.asarray(est.predict_proba(Xte), dtype=np.float64)
+    if proba.ndim != 2 or proba.shape != (len(Xte), len(classes)):
+        raise ConfigError(f"task '{task}' returned probabilities of shape {proba.shape}, "
+                          f"expected {(len(Xte), len(classes))}")
+    order = getattr(est, "classes_", None)
+    if order is not None and list(np.asarray(order).tolist()) != list(classes):
+        pos = {c: i for i, c in enumerate(np.asarray(order).tolist())}
+        proba = proba[:, [pos[c] for c in classes]]  # put columns in our sorted class order
+    return proba, est
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN → null, numpy scalars → Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj
+
+
+def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: bool = False,
+              percent_data: float = 1.0, seed: int = 0, use_val: bool = False, task: str = "logreg",
+              penalty: str = "sklearn", n_bootstrap: int = 1000, compare: Path | None = None,
+              compare_method: str = "permutation") -> ProbeResult:
+    """Fit a linear probe on train features, evaluate on test with bootstrap CIs.
+
+    Args:
+        features: Folder from ``panderm extract`` (``features.npy``, ``index.csv``).
+        csv: Dataset CSV with ``image``, ``split`` and ``label`` (or ``binary_label``).
+        out: Output folder; ``None`` writes nothing.
+        binary: Use ``binary_label`` (0/1) instead of ``label``.
+        percent_data: Fraction of training rows kept (stratified, seeded; see module doc).
+        seed: Seed for the classifier init, the subsample and the bootstrap.
+        use_val: Also train on ``val`` rows (the release never does).
+        task: Registered task name (``panderm plugins`` lists them).
+        penalty: ``"official"`` or ``"sklearn"`` (see :mod:`panderm.eval.linear`).
+        n_bootstrap: Bootstrap replicates for the 95% CIs (0: no CIs).
+        compare: A second features folder to fit with the same protocol and compare against.
+        compare_method: ``"permutation"`` or ``"bootstrap"`` paired test.
+
+    Returns:
+        A :class:`ProbeResult`. Outputs appear in ``out`` only after everything
+        succeeded; ``metrics.json`` is written last and marks a complete run.
+
+    Raises:
+        InputError: Missing/inconsistent files or unusable labels (message names the file).
+        ConfigError: Bad option values or an unknown task.
+    """
+    features, csv = Path(features), Path(csv)
+    if penalty not in ("official", "sklearn"):
+        raise ConfigError(f"unknown penalty '{penalty}'", hint="use 'official' or 'sklearn'")
+    if compare_method not in ("permutation", "bootstrap"):
+        raise ConfigError(f"unknown compare method '{compare_method}'", hint="use 'permutation' or 'bootstrap'")
+    if not 0 < percent_data <= 1:
+        raise ConfigError(f"percent_data must be in (0, 1], got {percent_data}",
+                          hint="e.g. 0.1 keeps 10% of the training rows")
+    if n_bootstrap < 0:
+        raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
+    from panderm.plugins import registries
+
+    registries().tasks.get(task)  # unknown task → ConfigError before any work
+    feats = load_features(features)
+    df, label_col = load_dataset(csv, binary)
+    rows, excluded = _select(df, feats, csv, use_val, "features")
+    train_splits = ("train", "val") if use_val else ("train",)
+    train, test = rows[rows["split"].isin(train_splits)], rows[rows["split"] == "test"]
+    if train.empty:
+        raise InputError(f"{csv} has no training rows with features (split == {' or '.join(train_splits)})")
+    if test.empty:
+        raise InputError(f"{csv} has no test rows with features (split == test)")
+    if percent_data < 1:
+        train = train.iloc[subsample(train["_label"].to_numpy(), percent_data, seed)]
+    classes = sorted(train["_label"].unique().tolist())
+    if len(classes) < 2:
+        raise InputError(f"{csv}: the training rows have only one class ({classes[0]!r}) in '{label_col}'",
+                         hint="a classifier needs at least two classes")
+    unseen = sorted(set(test["_label"]) - set(classes), key=str)
+    if unseen:
+        raise InputError(f"{csv}: test label(s) {_examples(unseen)} never occur in the training rows",
+                         hint="every test class needs training examples")
+    D = feats.X.shape[1]
+    C = D * len(classes) / 100.0
+    warn = []
+    if excluded["count"]:
+        warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded "
+                    f"({excluded['by_split']}): {_examples(excluded['images'])}")
+    absent_test = [c for c in classes if c not in set(test["_label"])]
+    if absent_test:
+        warn.append(f"class(es) {_examples(absent_test)} have no test rows: AUROC/AUPR are undefined (null)")
+
+    def probe(X):
+        return _fit_predict(task, X[train["row"].to_numpy()], train["_label"].to_numpy(),
+                            X[test["row"].to_numpy()], classes, C, penalty, seed)
+
+    proba, est = probe(feats.X)
+    y_test = test["_label"].to_numpy()
+    metrics = bootstrap_ci(y_test, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
+    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    predictions = pd.DataFrame({"image": test["image"].to_numpy(), "split": "test",
+                                "true_label": y_test, "predicted_label": pred})
+    for j, c in enumerate(classes):
+        predictions[f"prob_{c}"] = proba[:, j]
+
+    comparison = None
+    if compare is not None:
+        other = load_features(compare, role="compare features")
+        orows, oexcl = _select(df, other, csv, use_val, "compare features")
+        okey = dict(zip(orows["key"], orows["row"]))
+        lost = [k for k in test["key"] if k not in okey]
+        extra = sorted(set(orows.loc[orows["split"] == "test", "key"]) - set(test["key"]))
+        if lost or extra:
+            raise InputError(f"compare features {other.folder} cover a different test set: "
+                             f"{len(lost)} test image(s) missing, {len(extra)} extra "
+                             f"({_examples(lost or extra)})",
+                             hint="compare models on exactly the same test images")
+        lost_train = [k for k in train["key"] if k not in okey]
+        if lost_train:
+            raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
+                             f"used: {_examples(lost_train)}")
+        Xo = other.X
+        proba_b, _ = _fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
+                                  Xo[[okey[k] for k in test["key"]]], classes,
+                                  Xo.shape[1] * len(classes) / 100.0, penalty, seed)
+        comparison = paired_test(y_test, proba, proba_b, metric=list(ALL_METRICS), n=max(n_bootstrap, 1),
+                                 method=compare_method, seed=seed, classes=classes)
+
+    summary = {
+        "task": task, "penalty": penalty, "C": C, "seed": seed, "binary": binary, "label_column": label_col,
+        "percent_data": percent_data, "use_val": use_val, "classes": classes,
+        "n_train": len(train), "n_test": len(test), "n_features": D,
+        "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes},
+        "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes},
+        "features": str(features), "features_meta": feats.meta, "csv": str(csv),
+        "excluded": excluded, "n_iter": getattr(est, "n_iter_", None),
+        "bootstrap": {"n": n_bootstrap, "stratified": True, "ci": 0.95, "seed": seed},
+        "metrics": metrics, "warnings": warn,
+    }
+    if compare is not None:
+        summary["compare"] = {"features": str(compare), "method": compare_method, "result": comparison}
+    result = ProbeResult(metrics=metrics, classes=classes, predictions=predictions, summary=summary,
+                         comparison=comparison, warnings=warn)
+    if out is not None:
+        result.out, result.files = Path(out), _write(Path(out), result, compare is not None)
+    return result
+
+
+def _write(out: Path, result: ProbeResult, with_compare: bool) -> list[Path]:
+    """Write outputs; ``metrics.json`` goes last (and a stale one first goes away)."""
+    from panderm.eval.plots import confusion_matrix_png, roc_png
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ["metrics.json"] + ([] if with_compare else ["comparison.json"]):
+        (out / stale).unlink(missing_ok=True)  # an old file must not pass for this run's
+    pred = result.predictions
+    with atomic_path(out / "predictions.csv") as tmp:
+        pred.to_csv(tmp, index=False)
+    classes = result.classes
+    proba = pred[[f"prob_{c}" for c in classes]].to_numpy()
+    files = [out / "predictions.csv",
+             confusion_matrix_png(out / "confusion_matrix.png", pred["true_label"], pred["predicted_label"], classes),
+             roc_png(out / "roc.png", pred["true_label"], proba, classes)]
+    if with_compare:
+        atomic_write_json(out / "comparison.json", _clean(result.comparison))
+        files.append(out / "comparison.json")
+    atomic_write_json(out / "probe.json", _clean(result.summary))
+    atomic_write_json(out / "metrics.json", _clean({m: result.metrics[m] for m in METRICS + ("auroc_ovr",)}))
+    return files + [out / "probe.json", out / "metrics.json"]

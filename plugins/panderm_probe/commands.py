@@ -1,0 +1,87 @@
+"""``panderm probe``: parse options, call :func:`panderm.eval.probe.run_probe`, print the table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.command("probe", epilog="""\b
+Examples:
+  panderm probe --features feats/ --csv labels.csv --out probe/
+  panderm probe --features feats/ --csv labels.csv --binary --out probe-binary/
+  panderm probe --features feats/ --csv labels.csv --percent-data 0.1 --seed 1
+  panderm probe --features panderm/ --csv labels.csv --compare dinov2/ --out cmp/
+  panderm probe --features feats/ --csv labels.csv --task sklearn-logreg --json
+
+\b
+Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
+last), predictions.csv, confusion_matrix.png, roc.png, probe.json (classes,
+counts, C, excluded images), and comparison.json with --compare.""")
+@click.option("--features", required=True, type=_PATH, metavar="DIR",
+              help="Folder written by `panderm extract` (features.npy, index.csv).")
+@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
+              help="Dataset CSV with image, split (train/val/test) and label columns.")
+@click.option("--out", type=_PATH, default=Path("probe"), show_default=True, metavar="DIR",
+              help="Output folder.")
+@click.option("--binary", is_flag=True, help="Use the binary_label column (0/1) instead of label.")
+@click.option("--percent-data", type=float, default=1.0, show_default=True,
+              help="Fraction of training rows to use (stratified by class, seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for init, subsample and bootstrap.")
+@click.option("--use-val", is_flag=True, help="Also train on the val split (the paper trains on train only).")
+@click.option("--task", default="logreg", show_default=True,
+              help="Registered task head (see `panderm plugins`), e.g. logreg or sklearn-logreg.")
+@click.option("--penalty", type=click.Choice(["sklearn", "official"]), default="sklearn", show_default=True,
+              help="sklearn: mean CE + ‖W‖²/(2CN), the paper's scikit-learn probe; official: mean CE + ‖W‖/(2C), the released torch code.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              metavar="N", help="Bootstrap replicates for the 95% CIs (0 = none).")
+@click.option("--compare", type=_PATH, default=None, metavar="DIR",
+              help="Second features folder: fit the same probe and test the difference on the same test images.")
+@click.option("--compare-method", type=click.Choice(["permutation", "bootstrap"]), default="permutation",
+              show_default=True, help="Paired test for --compare.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
+def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task, penalty, n_bootstrap,
+              compare, compare_method, as_json):
+    """Fit a linear probe on train features and report test metrics with 95% CIs.
+
+    Follows the PanDerm protocol: softmax regression by L-BFGS on the train split
+    (C = D·K/100, no feature scaling), evaluated on the test split. Features are
+    joined to CSV rows by image path.
+    """
+    from panderm.eval.probe import _clean, run_probe
+
+    result = run_probe(features, csv_path, out, binary=binary, percent_data=percent_data, seed=seed,
+                       use_val=use_val, task=task, penalty=penalty, n_bootstrap=n_bootstrap,
+                       compare=compare, compare_method=compare_method)
+    for line in result.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        return
+    s = result.summary
+    click.echo(f"task {s['task']} (penalty {s['penalty']}, C = {s['C']:g}); {len(result.classes)} classes; "
+               f"train {s['n_train']}, test {s['n_test']}")
+    click.echo(_table(result))
+    if result.comparison:
+        click.echo(f"\ncomparison with {compare} ({compare_method} test, {n_bootstrap} replicates):")
+        click.echo(f"{'metric':<12} {'A':>7} {'B':>7} {'A-B':>8}  {'95% CI of A-B':<19} {'p':>7}")
+        for m, r in result.comparison.items():
+            click.echo(f"{m:<12} {_fmt(r['value_a']):>7} {_fmt(r['value_b']):>7} {_fmt(r['difference'], '+.4f'):>8}  "
+                       f"[{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}] {_fmt(r['p_value'], '.3f'):>7}")
+    click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
+
+
+def _fmt(v: float, spec: str = ".4f") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def _table(result) -> str:
+    lines = [f"{'metric':<12} {'value':>7}  {'95% CI':<17}"]
+    for m, r in result.metrics.items():
+        lines.append(f"{m:<12} {_fmt(r['value']):>7}  [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+    return "\n".join(lines)

@@ -61,6 +61,7 @@ class ExtractResult:
     world_size: int = 1
     up_to_date: bool = False
     notes: list[str] = field(default_factory=list)
+    weights_summary: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -289,7 +290,8 @@ def extract_features(
             _barrier(world_size)
             return ExtractResult(out, done["n"], done["n_skipped"], done["dim"], prec, device,
                                  time.perf_counter() - t0, *[out / f for f in OUTPUT_FILES],
-                                 n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True)
+                                 n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True,
+                                 weights_summary=getattr(info, "summary", ""))
         notes = list(items.notes)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -308,7 +310,7 @@ def extract_features(
         dim = int(getattr(enc, "num_features", 0))
         result = ExtractResult(out, 0, 0, dim, prec, device, 0.0, n_shards=n_shards, shards_reused=reused,
                                shards_computed=len(todo), images_computed=computed_images, rank=rank,
-                               world_size=world_size, notes=notes)
+                               world_size=world_size, notes=notes, weights_summary=getattr(info, "summary", ""))
         if rank == 0:
             meta = dict(model=model_name, weights=_weights_meta(info, wsha), preset=preset_name,
                         preprocessing=get_preset(preset_name).__dict__, precision=prec, device=device,

@@ -212,7 +212,7 @@ def _batch_chunk(y, P, W, names) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- resampling
 
 
-def bootstrap_counts(y: np.ndarray, n: int, rng: np.random.Generator, stratified: bool = True) -> np.ndarray:
+def bootstrap_counts(y: np.ndarray, n: int, rng: np.random.Generator, stratified: bool = False) -> np.ndarray:
     """``(n, len(y))`` resample counts; stratified keeps each class's size (so every class stays present)."""
     N = len(y)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(N)]
@@ -230,7 +230,7 @@ def _interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 def bootstrap_ci(y_true, proba, classes, n: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 stratified: bool = True, metrics: Sequence[str] = ALL_METRICS) -> dict[str, dict[str, float]]:
+                 stratified: bool = False, metrics: Sequence[str] = ALL_METRICS) -> dict[str, dict[str, float]]:
     """Point estimates with percentile bootstrap confidence intervals.
 
     Args:
@@ -239,7 +239,9 @@ def bootstrap_ci(y_true, proba, classes, n: int = 1000, seed: int = 0, alpha: fl
         seed: Seed of the resampling (same seed → same intervals).
         alpha: 0.05 for 95% intervals.
         stratified: Resample within each true class (as the release's unused bootstrap
-            helper does), so no class can vanish from a replicate.
+            helper does). Off by default: the paper's nonparametric bootstrap resamples
+            rows, and fixing class sizes makes intervals of threshold metrics (acc, F1)
+            collapse when a model predicts one class.
         metrics: Which metrics to report.
 
     Returns:
@@ -264,7 +266,7 @@ def paired_test(y_true, proba_a, proba_b, metric: str | Sequence[str] = "auroc",
     ``permutation`` (the paper's test): each replicate swaps the two models'
     predictions on a random half of the rows; p = (1 + #{|Δ*| ≥ |Δ|}) / (n + 1).
     ``bootstrap``: paired resamples of rows; p = twice the smaller tail of Δ* around 0.
-    Either way the CI of the difference comes from a paired stratified bootstrap.
+    Either way the CI of the difference comes from a paired bootstrap of rows.
 
     Args:
         y_true: True labels (class indices when ``classes`` is None).

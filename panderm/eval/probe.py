@@ -378,7 +378,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes},
         "features": str(features), "features_meta": feats.meta, "csv": str(csv),
         "excluded": excluded, "n_iter": getattr(est, "n_iter_", None),
-        "bootstrap": {"n": n_bootstrap, "stratified": True, "ci": 0.95, "seed": seed},
+        "bootstrap": {"n": n_bootstrap, "stratified": False, "ci": 0.95, "seed": seed},
         "metrics": metrics, "warnings": warn,
     }
     if compare is not None:

@@ -71,6 +71,8 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
                               progress=not quiet, compile=use_compile, **kwargs)
     if result.rank != 0:
         return
+    if result.weights_summary:
+        click.echo(f"weights: {result.weights_summary}")
     if result.up_to_date:
         click.echo(f"{result.out}: already complete ({result.n_images} images, dim {result.dim}); nothing to do.")
         return

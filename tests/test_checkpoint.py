@@ -87,6 +87,7 @@ def test_base_checkpoint_for_large_model_is_refused(tmp_path):
     assert "panderm_base_patch16_224" in hint
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_needing_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
 
@@ -136,3 +137,29 @@ def test_cli_shows_one_paragraph_error_for_bad_checkpoint(tmp_path, cli, source)
     assert "Error: checkpoint" in result.output and "norm.bias" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_checkpoint_without_pos_embed_uses_fixed_sincos(tmp_path, source):
+    sd = released_state_dict(source)
+    del sd["encoder.pos_embed"]
+    torch.save(sd, tmp_path / "nopos.pth")
+    model = create_encoder(TEST_ARCH, weights=str(tmp_path / "nopos.pth"))
+    assert "pos_embed not in the checkpoint" in model.weights_info.summary
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ours = model.forward_features(x).double()
+    reference = official_features(sd, x, depth=2, heads=2)  # the reference builds its own sin-cos table
+    assert (ours - reference).abs().max().item() < 1e-4
+
+
+def test_large_released_checkpoint_has_366_encoder_tensors(tmp_path):
+    with torch.device("meta"):
+        large = create_encoder("panderm_large_patch16_224")
+    sd = released_state_dict(large)
+    encoder_keys = [k for k in sd if k.startswith("encoder.")]
+    assert len(encoder_keys) == 366
+    path = tmp_path / "large.pth"
+    torch.save({k: torch.zeros(1).expand(v.shape) for k, v in sd.items()}, path)
+    large.load_state_dict = lambda state, strict: None  # meta tensors cannot receive data; the checks ran before
+    report = load_encoder_state(large, path)
+    assert report.loaded == 366 and report.dropped_total == 8

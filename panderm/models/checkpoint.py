@@ -23,8 +23,10 @@ WRAPPER_KEYS = ("model", "module", "state_dict")
 #: Top-level prefixes of the CAE v2 pretraining model that are not part of the encoder.
 PRETRAIN_ONLY_PREFIXES = ("mask_token", "rd_pos_embed", "regresser.", "decoder.", "teacher.",
                           "encoder_to_regresser", "head.", "lm_head.", "projector.")
-#: Model keys a checkpoint may legitimately lack (task heads, fine-tune-only parameters).
-ALLOWED_MISSING = re.compile(r"^(head\.|fc_norm\.|.*relative_position_bias_table$|.*relative_position_index$)")
+#: Model keys a checkpoint may legitimately lack: task heads, fine-tune-only parameters, and the
+#: fixed sin-cos ``pos_embed`` (rebuilt exactly by the model; some dumps leave it out).
+ALLOWED_MISSING = re.compile(
+    r"^(head\.|fc_norm\.|pos_embed$|.*relative_position_bias_table$|.*relative_position_index$)")
 
 
 @dataclass
@@ -239,8 +241,14 @@ def load_encoder_state(model: torch.nn.Module, path: str | Path) -> LoadReport:
         raise CheckpointError(f"checkpoint {path} does not match the model exactly: " + "; ".join(problems) + ".",
                               hint=hint + ". Pick the matching --model.")
 
+    if "pos_embed" in target and "pos_embed" not in encoder:
+        report.notes.append("pos_embed not in the checkpoint: using the fixed 2-D sin-cos table")
     if "pos_embed" in encoder and "pos_embed" in target:
-        diff = (encoder["pos_embed"].float() - target["pos_embed"].float()).abs().max().item()
+        from panderm.models.vit import sincos_pos_embed_2d
+
+        n, dim = encoder["pos_embed"].shape[-2:]
+        expected = sincos_pos_embed_2d(int(round((n - 1) ** 0.5)), dim)
+        diff = (encoder["pos_embed"].float() - expected).abs().max().item()
         if diff > 1e-4:
             report.notes.append(f"pos_embed differs from the fixed sin-cos table (max {diff:.2g}); using the checkpoint's")
     to_load = {k: v.to(target[k].dtype) for k, v in encoder.items()}

@@ -30,7 +30,7 @@ def make_sklearn_logreg(C: float | None = None, seed: int = 0, max_iter: int = 1
 @panderm.hookimpl
 def register_tasks(register):
     register(TaskSpec(name="logreg", factory=make_logreg,
-                      summary="linear probe as released: torch L-BFGS softmax regression, C = D·K/100"))
+                      summary="the paper's linear probe: torch L-BFGS softmax regression, C = D·K/100 (--penalty sklearn|official)"))
     register(TaskSpec(name="sklearn-logreg", factory=make_sklearn_logreg,
                       summary="scikit-learn LogisticRegression(lbfgs) with the same C (comparison)"))
 

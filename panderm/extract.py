@@ -210,6 +210,7 @@ def extract_features(
     device: str | None = None,
     resume: bool = True,
     keep_shards: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     compile: bool = False,
     extensions=IMAGE_EXTENSIONS,
@@ -231,6 +232,8 @@ def extract_features(
         device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
         resume: Reuse finished shards of an identical earlier run.
         keep_shards: Keep ``out/.shards`` after the final files are written.
+        overwrite: Replace the outputs of a *different* finished run in ``out``
+            (without it such a folder is refused, so no features are lost).
         progress: Show a progress bar and notes on stderr.
         compile: Wrap the model in ``torch.compile`` (falls back to eager on failure).
         extensions: Image extensions for folder input.
@@ -292,6 +295,8 @@ def extract_features(
                                  time.perf_counter() - t0, *[out / f for f in OUTPUT_FILES],
                                  n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True,
                                  weights_summary=getattr(info, "summary", ""))
+        if not overwrite:
+            _refuse_foreign_outputs(out, fp_hash)
         notes = list(items.notes)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -341,6 +346,19 @@ def _existing_result(out: Path, fp_hash: str, resume: bool) -> dict | None:
     except (OSError, ValueError):
         return None
     return meta if meta.get("fingerprint") == fp_hash else None
+
+
+def _refuse_foreign_outputs(out: Path, fp_hash: str) -> None:
+    """Stop before deleting the finished outputs of a run with other settings or inputs."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(meta, dict) and meta.get("fingerprint") not in (None, fp_hash):
+        raise InputError(
+            f"{out} already holds features of another run ({meta.get('model')}, {meta.get('n')} images, "
+            f"precision {meta.get('precision')}, created {meta.get('created')})",
+            hint="choose another --out, or pass --overwrite to replace them")
 
 
 def _weights_meta(info, wsha: str) -> dict[str, Any]:

@@ -126,7 +126,11 @@ def test_stale_shards_are_discarded(assets, tmp_path):
     _run(imgs, out, weights, batch_size=4, shard_size=4, keep_shards=True)
     old = (out / "features.npy").read_bytes()
     assert len(list((out / ".shards").glob("shard-*.npz"))) == 2
-    res = _run(imgs, out, weights, batch_size=4, shard_size=4, preset="imagenet")
+    # finished outputs of other settings are never deleted silently
+    with pytest.raises(InputError, match="already holds features of another run"):
+        _run(imgs, out, weights, batch_size=4, shard_size=4, preset="imagenet")
+    assert (out / "features.npy").read_bytes() == old
+    res = _run(imgs, out, weights, batch_size=4, shard_size=4, preset="imagenet", overwrite=True)
     assert res.shards_reused == 0 and res.shards_computed == 2
     assert any("discarding 2 stale shard" in n and "preset" in n for n in res.notes)
     assert (out / "features.npy").read_bytes() != old

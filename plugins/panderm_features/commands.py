@@ -42,10 +42,11 @@ the finished shards in --out/.shards when rerun with the same settings."""
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda if available].")
 @click.option("--no-resume", is_flag=True, help="Ignore finished shards of an earlier run and start over.")
 @click.option("--keep-shards", is_flag=True, help="Keep --out/.shards after writing the final files.")
+@click.option("--overwrite", is_flag=True, help="Replace features of a different earlier run in --out.")
 @click.option("--compile", "use_compile", is_flag=True, help="Use torch.compile (optional speed-up; falls back to eager).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; only the summary.")
 def extract_cmd(input, out, root, model, weights, preset, modality, precision, batch_size, workers, shard_size,
-                device, no_resume, keep_shards, use_compile, quiet):
+                device, no_resume, keep_shards, overwrite, use_compile, quiet):
     """Extract encoder features from a folder or CSV of images.
 
     INPUT is an image folder (searched recursively) or a CSV with an `image`
@@ -67,7 +68,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
     kwargs = {"extensions": extensions} if extensions else {}
     result = extract_features(input, out, model=model, weights=weights, root=root, preset=preset,
                               precision=precision, batch_size=batch_size, workers=workers, shard_size=shard_size,
-                              device=device, resume=not no_resume, keep_shards=keep_shards,
+                              device=device, resume=not no_resume, keep_shards=keep_shards, overwrite=overwrite,
                               progress=not quiet, compile=use_compile, **kwargs)
     if result.rank != 0:
         return

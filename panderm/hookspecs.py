@@ -66,3 +66,13 @@ def resolve_weights(spec: str) -> Any:
     Return a :class:`pathlib.Path` (or ``str``) if this plugin knows the spec,
     else ``None``. The first non-``None`` answer wins.
     """
+
+
+@hookspec
+def register_data_sources(register: Callable[..., None]) -> None:
+    """Register pretraining data sources: ``register(name, factory, summary="")``.
+
+    ``factory(spec: str, **options)`` returns a ``torch.utils.data.Dataset`` of
+    ``(PIL.Image, modality)`` items (or skip records); ``panderm pretrain --data``
+    takes ``name:spec`` or, without a prefix, a manifest CSV or folder.
+    """

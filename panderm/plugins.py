@@ -25,7 +25,7 @@ from panderm.registry import (
     PretrainedCfg,
     Registry,
     TaskSpec,
-    TeacherEntry,
+    FactoryEntry,
 )
 
 ENTRY_POINT_GROUP = "panderm"
@@ -114,7 +114,8 @@ class Registries:
     encoders: Registry[EncoderEntry] = field(default_factory=lambda: Registry("encoder"))
     tasks: Registry[TaskSpec] = field(default_factory=lambda: Registry("task"))
     modalities: Registry[ModalitySpec] = field(default_factory=lambda: Registry("modality"))
-    teachers: Registry[TeacherEntry] = field(default_factory=lambda: Registry("teacher"))
+    teachers: Registry[FactoryEntry] = field(default_factory=lambda: Registry("teacher"))
+    data_sources: Registry[FactoryEntry] = field(default_factory=lambda: Registry("data source"))
 
 
 def _build_registries() -> Registries:
@@ -138,15 +139,18 @@ def _build_registries() -> Registries:
             return register
         return make
 
-    def teacher_register(plugin: str):
-        def register(name: str, factory: Callable[..., Any], summary: str = "") -> None:
-            regs.teachers.add(name, TeacherEntry(name, factory, summary, plugin), plugin)
-        return register
+    def factory_register(registry: Registry):
+        def make(plugin: str):
+            def register(name: str, factory: Callable[..., Any], summary: str = "") -> None:
+                registry.add(name, FactoryEntry(name, factory, summary, plugin), plugin)
+            return register
+        return make
 
     _call_registering_hook("register_encoders", encoder_register)
     _call_registering_hook("register_tasks", spec_register(regs.tasks, TaskSpec))
     _call_registering_hook("register_modalities", spec_register(regs.modalities, ModalitySpec))
-    _call_registering_hook("register_teachers", teacher_register)
+    _call_registering_hook("register_teachers", factory_register(regs.teachers))
+    _call_registering_hook("register_data_sources", factory_register(regs.data_sources))
     return regs
 
 
@@ -181,6 +185,7 @@ def describe_plugins() -> list[dict[str, Any]]:
             "tasks": [n for n in regs.tasks if regs.tasks.owner(n) == name],
             "modalities": [n for n in regs.modalities if regs.modalities.owner(n) == name],
             "teachers": [n for n in regs.teachers if regs.teachers.owner(n) == name],
+            "data_sources": [n for n in regs.data_sources if regs.data_sources.owner(n) == name],
         })
     for name, reason in sorted(_failures.items()):
         if not pm.has_plugin(name):

@@ -91,13 +91,16 @@ class ModalitySpec:
 
 
 @dataclass(frozen=True)
-class TeacherEntry:
-    """A pretraining teacher; ``factory(spec_rest)`` builds it."""
+class FactoryEntry:
+    """A named factory: a pretraining teacher (``factory(spec_rest)``) or a data source."""
 
     name: str
     factory: Callable[..., Any]
     summary: str = ""
     plugin: str = ""
+
+
+TeacherEntry = FactoryEntry
 
 
 @dataclass

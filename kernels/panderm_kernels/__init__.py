@@ -1,0 +1,1 @@
+"""panderm_kernels: hot-path ops with pure-torch references (the spec) and Triton kernels."""

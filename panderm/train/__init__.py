@@ -1,0 +1,1 @@
+"""Training: the DDP trainer, objectives, teachers and pretraining data."""

@@ -28,6 +28,8 @@ class PretrainedCfg:
         license: Licence of the weights.
         file_name: Name of the released checkpoint file, if any.
         hf_hub_id: Optional hub id for the opt-in ``hf-hub:`` loader.
+        bundled: File name under ``panderm/weights/`` of weights shipped in the
+            package; such a tag loads them when no ``--weights`` is given.
         notes: Free text shown by ``panderm models``.
     """
 
@@ -40,6 +42,7 @@ class PretrainedCfg:
     license: str = "unknown"
     file_name: str | None = None
     hf_hub_id: str | None = None
+    bundled: str | None = None
     notes: str = ""
 
 

@@ -27,13 +27,30 @@ def get_encoder_entry(name: str) -> tuple[EncoderEntry, PretrainedCfg]:
     return entry, entry.cfg(tag)
 
 
+def bundled_weights_path(cfg: PretrainedCfg) -> Path:
+    """Path of weights shipped inside the package for ``cfg`` (``panderm/weights/<file>``)."""
+    from panderm.errors import CheckpointError
+
+    path = Path(__file__).resolve().parents[1] / "weights" / cfg.bundled
+    if not path.is_file():
+        raise CheckpointError(f"bundled weights {path} for tag '{cfg.tag}' are missing from the installation",
+                              hint="reinstall panderm, or pass --weights explicitly")
+    return path
+
+
+def has_weights(name: str, weights: str | Path | None) -> bool:
+    """True when ``create_encoder(name, weights)`` would load trained weights (given or bundled)."""
+    return weights is not None or bool(get_encoder_entry(name)[1].bundled)
+
+
 def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any):
     """Build a registered encoder, optionally loading weights strictly.
 
     Args:
         name: Registered ``arch`` or ``arch.tag``.
         weights: A registered weights name, a file path, or a plugin-resolved
-            spec (``hf-hub:...``). ``None`` leaves the random initialisation.
+            spec (``hf-hub:...``). ``None`` loads the tag's bundled weights if it
+            has any, else leaves the random initialisation.
         **kwargs: Passed to the architecture factory (``global_pool``, ...).
 
     Returns:
@@ -48,6 +65,8 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any):
     entry, cfg = get_encoder_entry(name)
     model = entry.factory(**kwargs)
     info = WeightsInfo(None, None, None, "random initialisation (no --weights given)")
+    if weights is None and cfg.bundled:
+        weights = bundled_weights_path(cfg)
     if weights is not None:
         path = resolve_weights_path(weights)
         report = load_encoder_state(model, path)

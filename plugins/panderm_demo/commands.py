@@ -23,7 +23,9 @@ def demo_cmd(out: str, model_name: str, weights: str | None, precision: str, qui
     """
     from panderm.demo import run_demo
 
-    if weights is None:
+    from panderm.models.factory import has_weights
+
+    if not has_weights(model_name, weights):
         click.secho("note: no --weights given; the encoder is randomly initialised (pipeline check only)",
                     fg="yellow", err=True)
     result = run_demo(out, model=model_name, weights=weights, precision=precision, progress=not quiet)

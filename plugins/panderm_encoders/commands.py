@@ -91,7 +91,9 @@ def export_cmd(model_name: str, weights: str | None, fmt: str, pool: str, out: s
     """Export encoder weights as safetensors or a timm ViT state dict."""
     from panderm.export import export_encoder
 
-    if weights is None:
+    from panderm.models.factory import has_weights
+
+    if not has_weights(model_name, weights):
         click.secho("warning: no --weights given; exporting a randomly initialised encoder", fg="yellow", err=True)
     result = export_encoder(model_name, weights, fmt, out, global_pool=pool)
     click.echo(f"wrote {result.tensors} tensors ({result.format}) to {result.path}")

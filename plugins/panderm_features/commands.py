@@ -54,6 +54,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
     row i of features.npy.
     """
     from panderm.extract import extract_features
+    from panderm.models.factory import has_weights
     from panderm.plugins import registries
 
     extensions = None
@@ -62,7 +63,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
         preset = preset or spec.preset
         extensions = spec.extensions
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    if weights is None and rank0:
+    if rank0 and not has_weights(model, weights):
         click.secho("Warning: no --weights given: the encoder is randomly initialised; the features are only "
                     "good for checking the pipeline.", fg="yellow", err=True)
     kwargs = {"extensions": extensions} if extensions else {}

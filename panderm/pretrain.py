@@ -19,6 +19,7 @@ RECIPES = Path(__file__).resolve().parent / "recipes" / "pretrain"
 #: Every config key with its default: the CPU demo setting, offline (HOG teacher).
 DEFAULTS: dict[str, Any] = {
     "model": "panderm_tiny_patch16_224",
+    "init_weights": None,
     "teacher": "hog",
     "teacher_input_size": None,
     "data": None,
@@ -92,3 +93,111 @@ def resolve_config(recipe: dict[str, Any] | None = None, **overrides: Any) -> di
     if config["steps"] is None and config["epochs"] is None:
         raise ConfigError("give the run length", hint="pass --steps N or --epochs N (or set one in the config)")
     return config
+
+
+def build_pretrainer(config: dict[str, Any]):
+    """Encoder + frozen teacher + regressor for ``config`` (a resolved config)."""
+    from panderm.models.factory import create_encoder
+    from panderm.train.cae2 import CAEv2Pretrainer
+    from panderm.train.teachers import build_teacher
+
+    encoder = create_encoder(config["model"], init_values=config["init_values"], drop_path_rate=config["drop_path"])
+    if config.get("init_weights"):
+        from panderm.models.checkpoint import load_encoder_state
+
+        load_encoder_state(encoder, config["init_weights"])
+    teacher = build_teacher(config["teacher"])
+    size = config.get("teacher_input_size")
+    if size is not None and int(size) != teacher.input_size:
+        raise ConfigError(f"teacher '{config['teacher']}' takes {teacher.input_size}-px inputs for a 14x14 grid, "
+                          f"but the config asks for {size}", hint="drop teacher_input_size or fix it")
+    return CAEv2Pretrainer(
+        encoder, teacher, num_masked=config["num_masked"], regressor_depth=config["regressor_depth"],
+        regressor_dim=config["regressor_dim"], regressor_heads=config["regressor_heads"],
+        init_values=config["regressor_init_values"], drop_path=config["drop_path"],
+        loss_weighting=config["loss_weighting"], loss_weight_visible=config["loss_weight_visible"],
+        loss_weight_masked=config["loss_weight_masked"])
+
+
+def build_dataset(config: dict[str, Any], model) -> Any:
+    """The two-view, masked pretraining dataset for ``config``."""
+    from panderm.data.pretrain import PretrainDataset, TwoViewTransform, resolve_data
+    from panderm.train.masking import BlockMaskGenerator, RandomMaskGenerator
+
+    items = resolve_data(config["data"])
+    grid = model.encoder.grid_size
+    if config["mask_generator"] == "block":
+        masks = BlockMaskGenerator(grid=grid, num_masked=config["num_masked"],
+                                   min_block=config["min_mask_patches_per_block"])
+    elif config["mask_generator"] == "random":
+        masks = RandomMaskGenerator(grid=grid, num_masked=config["num_masked"])
+    else:
+        raise ConfigError(f"unknown mask_generator '{config['mask_generator']}'", hint="use block or random")
+    cfg, teacher = model.encoder.pretrained_cfg, model.teacher
+    views = TwoViewTransform(student_size=model.encoder.img_size, teacher_size=teacher.input_size,
+                             scale=tuple(config["crop_scale"]), color_jitter=config["color_jitter"],
+                             student_mean=cfg.mean, student_std=cfg.std,
+                             teacher_mean=teacher.mean, teacher_std=teacher.std)
+    return PretrainDataset(items, views, masks, seed=config["seed"], balance=config["balance"])
+
+
+def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
+             stop_after_steps: int | None = None):
+    """Run (or resume) CAE v2 pretraining into ``out``.
+
+    Args:
+        config: A resolved config (:func:`resolve_config`); on resume, the stored one.
+        out: Run folder: ``checkpoint-last.pth`` (released layout, loads with
+            ``--weights``), periodic checkpoints, ``train-state.pt``, ``log.jsonl``.
+        resume: Continue the run in ``out`` exactly where it stopped.
+        progress: Show a progress bar.
+        stop_after_steps: Stop early as if killed (for tests and demos).
+
+    Returns:
+        The trainer's :class:`~panderm.train.trainer.TrainResult`.
+    """
+    from panderm.hardware import default_device, resolve_precision
+    from panderm.train.trainer import TrainConfig, Trainer
+
+    out = Path(out)
+    if not resume and (out / "train-state.pt").exists():
+        raise InputError(f"{out} already holds a pretraining run",
+                         hint=f"continue it with `panderm pretrain --resume {out}`, or choose another --out")
+    device = default_device()
+    precision = resolve_precision(config["precision"], device) if config["precision"] == "auto" else \
+        config["precision"]
+    model = build_pretrainer(config)
+    dataset = build_dataset(config, model)
+    if not resume:  # only once the run can start, so a failed start leaves no half-made run folder
+        save_config(config, out)
+    train_cfg = TrainConfig(
+        steps=config["steps"], epochs=config["epochs"], batch_size=config["batch_size"],
+        accum_steps=config["accum_steps"], lr=config["lr"], lr_base_batch=config["lr_base_batch"],
+        min_lr=config["min_lr"], warmup_steps=config["warmup_steps"], warmup_epochs=config["warmup_epochs"],
+        weight_decay=config["weight_decay"], clip_grad=config["clip_grad"], precision=precision,
+        checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"], log_every=config["log_every"],
+        seed=config["seed"], num_workers=config["num_workers"], tensorboard=config["tensorboard"],
+        progress=progress, device=device, stop_after_steps=stop_after_steps)
+    trainer = Trainer(model, dataset, train_cfg, out, param_groups=lambda m, wd: m.param_groups(wd),
+                      export_fn=lambda m: m.released_state_dict(), run_config=config, resume=resume,
+                      resume_ignore=RESUME_IGNORE)
+    return trainer.fit()
+
+
+def stored_config(out: str | Path) -> dict[str, Any]:
+    """The resolved config a run in ``out`` was started with (for ``--resume``)."""
+    import json
+
+    path = Path(out) / "pretrain-config.json"
+    if not path.is_file():
+        raise InputError(f"{out} holds no pretraining run to resume ({path.name} missing)",
+                         hint="start a run with `panderm pretrain --data ... --out DIR` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_config(config: dict[str, Any], out: str | Path) -> None:
+    """Store the resolved config next to the run (read back by ``--resume``)."""
+    from panderm.io import atomic_write_json
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(out) / "pretrain-config.json", config)

@@ -207,6 +207,39 @@ class PanDermViT(nn.Module):
             x = blk(x)
         return x
 
+    def forward_visible(self, x: torch.Tensor, visible_index: torch.Tensor, check_index: bool = True) -> torch.Tensor:
+        """Encode only the visible patches (CAE v2 pretraining, reference-model §6.2.1).
+
+        Patches are embedded and given their sin-cos position first, then the
+        visible ones are gathered, so each keeps its own position. The final
+        ``norm`` is applied, as in CAE's ``VisionTransformerEncoder`` (the
+        released ``norm.*`` is this LN). With every patch visible this equals
+        ``norm(forward_tokens(x))``.
+
+        Args:
+            x: Images ``[B, 3, H, W]``.
+            visible_index: ``[B, M]`` int64 patch indices (raster order, no CLS).
+            check_index: Range-check the index (one device sync); callers whose
+                indices are valid by construction pass ``False``.
+
+        Returns:
+            ``[B, 1+M, D]``: CLS first, then the visible patches in ``visible_index`` order.
+        """
+        from panderm_kernels import gather_tokens
+
+        self._check_input(x)
+        if any(blk.attn.relative_position_bias_table is not None for blk in self.blocks):
+            # The bias table is indexed by position in the full sequence; a gathered subset would misalign it.
+            raise ValueError("forward_visible does not support relative position bias (pretraining never uses it)")
+        pos = self.pos_embed.detach()
+        x = self.patch_embed(x) + pos[:, 1:].to(x.dtype)
+        x = gather_tokens(x, visible_index, backend="auto", check_index=check_index)
+        cls = (self.cls_token + pos[:, :1].to(self.cls_token.dtype)).expand(x.shape[0], -1, -1)
+        x = self.pos_drop(torch.cat((cls.to(x.dtype), x), dim=1))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Reduce tokens to one feature vector per image according to ``global_pool``."""
         if self.global_pool == "avg":

@@ -420,7 +420,7 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
         if self.skipped_total:
-            self._say(f"skipped {self.skipped_total} unreadable image(s); see {self.out / 'skipped.csv'}")
+            self._say(f"skipped {self.skipped_total} unreadable image load(s); files listed in {self.out / 'skipped.csv'}")
         D.barrier(ctx)
         return TrainResult(step, self.final_loss, self.out, list(self.checkpoints), time.perf_counter() - t0,
                            self.skipped_total, interrupted)

@@ -1,0 +1,355 @@
+"""Frozen teachers that give CAE v2 its regression targets (reference-model §6.3).
+
+Every teacher maps a batch of images, prepared at ``input_size`` with its own
+``mean``/``std``, to per-token targets ``[B, (1+)grid², out_dim]``: the CLS
+target first when ``has_cls``, then one target per patch in raster order on the
+student's 14×14 grid. Teachers are always frozen, in eval mode, run under
+``no_grad`` and return float32.
+
+Build one from a spec string with :func:`build_teacher` (``hog``, ``random``,
+``openclip:<arch>:<weights file>``, ``timm:<name>:<weights file>``); names
+resolve through the plugin teacher registry, so plugins can add more.
+Weights are only ever read from local files: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from panderm.errors import ConfigError, InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_TRAIN_HINT = "install the pretraining extras: pip install 'panderm[train]'"
+
+
+class Teacher(nn.Module):
+    """Base class: freezing, eval mode and the precision policy.
+
+    Args:
+        precision: ``auto`` (bf16 autocast on CUDA and on CPUs with fast bf16,
+            see :mod:`panderm.hardware`), ``bf16`` or ``fp32``.
+    """
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    out_dim: int = 0
+    grid: int = 14
+    has_cls: bool = False
+
+    def __init__(self, precision: str = "auto"):
+        super().__init__()
+        self.precision = precision
+
+    def freeze(self) -> "Teacher":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":
+        return super().train(False)  # a teacher is never in training mode (dropout, BN stats)
+
+    def _autocast(self, device: torch.device):
+        from panderm.hardware import resolve_precision
+
+        if resolve_precision(self.precision, device.type) != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    def _check(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (self.input_size,) * 2:
+            raise InputError(f"{type(self).__name__} expects [B, 3, {self.input_size}, {self.input_size}], "
+                             f"got {list(images.shape)}",
+                             hint="prepare the teacher view at the teacher's input_size with its mean/std")
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Subclass hook: raw targets for ``images``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self._check(images)
+        with self._autocast(images.device):
+            out = self.tokens(images)
+        return out.float()
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, out_dim={self.out_dim}, has_cls={self.has_cls}"
+
+
+class HOGTeacher(Teacher):
+    """MaskFeat-style HOG targets; no weights.
+
+    Per RGB channel of the *normalised* image (as MaskFeat): gradients from fixed
+    ``[-1, 0, 1]`` filters (reflect padding), unsigned orientation hard-binned
+    into ``bins`` bins over [0, π), magnitudes weighted by a Gaussian window
+    (σ = patch/2) centred on each 16×16 patch, summed in 8×8 cells and
+    L2-normalised per cell. A patch target concatenates its channels × 2×2
+    cells × bins (108 values for RGB), ordered (channel, cell row, cell col, bin).
+
+    The per-cell L2 norm makes HOG invariant to any per-channel affine
+    normalisation (up to its epsilon), so the student tensor can be used as the
+    teacher view directly; ``mean``/``std`` are the PanDerm student values for
+    that reason. Always computed in float32 (cheap, and bf16 would quantise the
+    angles). Bin 0 holds horizontal gradients, i.e. vertical edges.
+    """
+
+    has_cls = False
+
+    def __init__(self, bins: int = 9, cell: int = 8, patch: int = 16, input_size: int = 224,
+                 channels: int = 3):
+        super().__init__(precision="fp32")
+        if patch % cell or input_size % patch:
+            raise ConfigError(f"HOG needs cell | patch | input_size, got cell={cell}, patch={patch}, "
+                              f"input_size={input_size}")
+        self.bins, self.cell, self.patch, self.channels = bins, cell, patch, channels
+        self.input_size, self.grid = input_size, input_size // patch
+        self.mean, self.std = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)
+        self.out_dim = channels * (patch // cell) ** 2 * bins
+        k = torch.tensor([-1.0, 0.0, 1.0])
+        self.register_buffer("kx", k.view(1, 1, 1, 3).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("ky", k.view(1, 1, 3, 1).repeat(channels, 1, 1, 1), persistent=False)
+        centre = (patch - 1) / 2
+        g1 = torch.exp(-((torch.arange(patch) - centre) ** 2) / (2 * (patch / 2) ** 2))
+        window = torch.outer(g1, g1).repeat(self.grid, self.grid)
+        self.register_buffer("window", window, persistent=False)
+        self.freeze()
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        gx = F.conv2d(x, self.kx, groups=self.channels)[:, :, 1:-1, :]
+        gy = F.conv2d(x, self.ky, groups=self.channels)[:, :, :, 1:-1]
+        magnitude = torch.sqrt(gx ** 2 + gy ** 2) * self.window
+        angle = torch.remainder(torch.atan2(gy, gx), math.pi)  # unsigned orientation in [0, π)
+        index = (angle / math.pi * self.bins).floor().long().clamp_(0, self.bins - 1)
+        B, C, H, W = magnitude.shape
+        hist = magnitude.new_zeros(B, C, self.bins, H, W).scatter_(2, index.unsqueeze(2), magnitude.unsqueeze(2))
+        cells = F.avg_pool2d(hist.flatten(1, 2), self.cell, divisor_override=1)  # sum per cell
+        cells = F.normalize(cells.view(B, C, self.bins, H // self.cell, W // self.cell), dim=2)
+        c = self.patch // self.cell
+        # [B, C, bins, G*c, G*c] -> [B, G, G, C, c, c, bins] -> [B, G², C*c*c*bins]
+        cells = cells.view(B, C, self.bins, self.grid, c, self.grid, c).permute(0, 3, 5, 1, 4, 6, 2)
+        return cells.reshape(B, self.grid * self.grid, self.out_dim)
+
+
+class RandomTeacher(Teacher):
+    """A frozen random patch projector with a CLS target, for tests and smoke runs only."""
+
+    has_cls = True
+
+    def __init__(self, out_dim: int = 16, seed: int = 0, precision: str = "fp32"):
+        super().__init__(precision)
+        self.input_size, self.grid, self.out_dim = 224, 14, out_dim
+        g = torch.Generator().manual_seed(seed)
+        self.proj = nn.Conv2d(3, out_dim, 16, 16)
+        self.cls_proj = nn.Linear(out_dim, out_dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        self.freeze()
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        patches = torch.tanh(self.proj(images).flatten(2).transpose(1, 2))
+        return torch.cat([self.cls_proj(patches.mean(1, keepdim=True)), patches], dim=1)
+
+
+def _require_file(path: str | Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not str(path) or not path.is_file():
+        raise InputError(f"{what} weights file not found: {path}",
+                         hint="pass a local file; teachers never download weights")
+    return path
+
+
+def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """``load_state_dict(strict=True)`` that names mismatched keys briefly in a ConfigError."""
+    target = module.state_dict()
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    mismatched = [f"{k} {list(sd[k].shape)} vs {list(target[k].shape)}"
+                  for k in sd if k in target and sd[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("shape mismatches", mismatched)) if keys]
+        raise ConfigError(f"{path} does not match the {what} architecture: " + "; ".join(parts),
+                          hint="check that the architecture name matches the weights file")
+    module.load_state_dict(sd, strict=True)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a state-dict file (weights_only / safetensors); TorchScript archives as a fallback."""
+    from panderm.errors import CheckpointError
+    from panderm.models.checkpoint import read_state_dict
+
+    try:
+        return read_state_dict(path)
+    except CheckpointError:
+        if not zipfile.is_zipfile(path):
+            raise
+    try:  # OpenAI's original CLIP .pt files are TorchScript archives; loading one runs no pickled Python
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception:
+        return read_state_dict(path)  # re-raise the clear CheckpointError
+
+
+def _resize_grid_embedding(pos: torch.Tensor, grid: int, prefix: int) -> torch.Tensor:
+    """Bilinearly resize a ``[prefix + g², D]`` position table to ``grid × grid`` (prefix rows kept)."""
+    head, body = pos[:prefix], pos[prefix:]
+    old = int(round(math.sqrt(body.shape[0])))
+    if old == grid:
+        return pos
+    body = body.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
+    body = F.interpolate(body, size=(grid, grid), mode="bilinear", align_corners=False)
+    return torch.cat([head, body.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)])
+
+
+class OpenCLIPTeacher(Teacher):
+    """An OpenCLIP / OpenAI CLIP ViT image tower (CAE v2's and PanDerm's teacher).
+
+    Targets are ``ln_post`` applied to all tokens, times ``proj``: ``[B, 1+196,
+    out_dim]``. The input size is chosen so the grid is 14×14 (ViT-B/16 → 224,
+    ViT-L/14 → 196, the PanDerm paper's setting) and the positional embedding is
+    bilinearly resized when that differs from the native grid.
+
+    Args:
+        arch: open_clip model name, e.g. ``ViT-L-14`` (for OpenAI weights use the
+            ``-quickgelu`` variant: the activation is not stored in the weights).
+        weights_path: Local state dict of the whole CLIP model (``visual.*`` keys)
+            or of the image tower alone; OpenAI TorchScript ``.pt`` also works.
+        grid: Target patch grid (the student's).
+    """
+
+    has_cls = True
+
+    def __init__(self, arch: str, weights_path: str | Path, grid: int = 14, precision: str = "auto"):
+        super().__init__(precision)
+        try:
+            import open_clip
+        except ImportError:
+            raise ConfigError("the openclip teacher needs open_clip, which is not installed",
+                              hint=_TRAIN_HINT) from None
+        if ":" in arch or "/" in arch:
+            raise ConfigError(f"openclip teacher arch must be a plain model name, not {arch!r}",
+                              hint="hub names are refused: teachers load local files only")
+        if open_clip.get_model_config(arch) is None:
+            raise ConfigError(f"unknown open_clip architecture {arch!r}",
+                              hint="see open_clip.list_models() for the names")
+        path = _require_file(weights_path, "openclip teacher")
+        model = open_clip.create_model(arch, pretrained=None, device="cpu")
+        visual = model.visual
+        del model  # the text tower is never used
+        sd = _read_weights(path)
+        if any(k.startswith("visual.") for k in sd):
+            sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+        _load_strict(visual, sd, path, f"open_clip {arch} image tower")
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "proj", None) is None:
+            raise ConfigError(f"open_clip {arch} has no plain ln_post + proj token path",
+                              hint="use a CLIP ViT (ViT-B-16, ViT-L-14, ...)")
+        patch = visual.conv1.kernel_size[0]
+        self.grid, self.input_size = grid, grid * patch
+        self.out_dim = visual.proj.shape[1]
+        self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_CLIP_MEAN)
+        self.std = tuple(getattr(visual, "image_std", None) or OPENAI_CLIP_STD)
+        with torch.no_grad():
+            visual.positional_embedding = nn.Parameter(
+                _resize_grid_embedding(visual.positional_embedding.data, grid, prefix=1), requires_grad=False)
+        self.visual = visual
+        self.arch, self.weights_path = arch, str(path)
+        self.freeze()
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(images).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.transformer(v.ln_pre(x))
+        return v.ln_post(x) @ v.proj
+
+
+class TimmTeacher(Teacher):
+    """A timm ViT as teacher: ``forward_features`` tokens (CLS kept, other prefix tokens dropped).
+
+    The model is created at its native size, loaded strictly, then re-sized so
+    the patch grid is 14×14 (``set_input_size`` resamples the position table).
+
+    Args:
+        name: timm model name, e.g. ``vit_base_patch16_224``.
+        weights_path: Local state dict (safetensors or a weights-only torch file).
+        grid: Target patch grid.
+        **model_kwargs: Extra ``timm.create_model`` arguments (tests use tiny depths).
+    """
+
+    def __init__(self, name: str, weights_path: str | Path, grid: int = 14, precision: str = "auto",
+                 **model_kwargs):
+        super().__init__(precision)
+        import timm
+
+        path = _require_file(weights_path, "timm teacher")
+        try:
+            model = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise ConfigError(f"cannot create timm model {name!r}: {exc}",
+                              hint="see timm.list_models() for the names") from None
+        sd = _read_weights(path)
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}  # classifier unused (num_classes=0)
+        _load_strict(model, sd, path, f"timm {name}")
+        if not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
+            raise ConfigError(f"timm model {name!r} is not a ViT with patch tokens")
+        patch = model.patch_embed.patch_size[0]
+        if model.patch_embed.grid_size != (grid, grid):
+            if not hasattr(model, "set_input_size"):
+                raise ConfigError(f"timm model {name!r} has a {model.patch_embed.grid_size} grid and cannot be "
+                                  f"re-sized to {grid}×{grid}")
+            model.set_input_size(img_size=grid * patch)
+        self.grid, self.input_size = grid, grid * patch
+        self.has_cls = getattr(model, "cls_token", None) is not None
+        self.out_dim = model.num_features
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        self.mean, self.std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+        self.model, self.name, self.weights_path = model, name, str(path)
+        self.freeze()
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.model.forward_features(images)
+        n_prefix = self.model.num_prefix_tokens
+        patches = x[:, n_prefix:]
+        return torch.cat([x[:, :1], patches], dim=1) if self.has_cls else patches
+
+
+def build_teacher(spec: str) -> Teacher:
+    """Build a teacher from ``name[:rest]`` through the plugin teacher registry.
+
+    Raises:
+        ConfigError: unknown teacher (listing the registered ones) or a bad spec.
+    """
+    from panderm.plugins import registries
+
+    name, _, rest = spec.partition(":")
+    entry = registries().teachers.get(name.strip())
+    return entry.factory(rest)
+
+
+def split_weights_spec(rest: str, kind: str) -> tuple[str, str]:
+    """Split ``<model>:<path>`` (the path may itself contain ``:``)."""
+    model, sep, path = rest.partition(":")
+    if not sep or not model or not path:
+        raise ConfigError(f"teacher spec '{kind}:{rest}' needs a model name and a local weights file",
+                          hint=f"use {kind}:<model>:<path to weights>")
+    return model, path

@@ -1,0 +1,79 @@
+"""``panderm pretrain``: thin CLI over :mod:`panderm.pretrain`."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+EPILOG = """\b
+Examples:
+  # CPU demo, offline (HOG teacher), a few minutes:
+  panderm pretrain --model panderm_tiny_patch16_224 --teacher hog --data images/ --steps 200 --out runs/demo
+\b
+  # the paper's recipe (edit the teacher path in the YAML or override it here):
+  panderm pretrain --config panderm_large --teacher openclip:ViT-L-14-quickgelu:/models/clip-vit-l-14.bin \\
+                   --data manifest.csv --out runs/pl
+  torchrun --nproc_per_node 4 -m panderm_cli pretrain --config configs/pretrain/panderm_large.yaml \\
+                   --data manifest.csv --out runs/pl
+\b
+  # continue a stopped run exactly where it was (optionally with a new length):
+  panderm pretrain --resume runs/pl
+  panderm extract imgs/ --model panderm_large_patch16_224 --weights runs/pl/checkpoint-last.pth --out feats/
+\b
+--data: a manifest CSV (columns path, modality, optional weight), a folder with one
+subfolder per modality, a plain image folder, or NAME:SPEC for a plugin data source."""
+
+
+@click.command("pretrain", epilog=EPILOG)
+@click.option("--config", "config_path", help="Recipe YAML path or bundled recipe name (panderm_large, panderm_base).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Resume the run in this folder.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (checkpoints, log.jsonl).")
+@click.option("--model", help="Encoder name (default panderm_tiny_patch16_224).")
+@click.option("--init-weights", help="Start the encoder from these weights (the paper started from ImageNet ones).")
+@click.option("--teacher", help="hog | random | openclip:<arch>:<path> | timm:<name>:<path>.")
+@click.option("--data", help="Manifest CSV, modality folders, image folder or NAME:SPEC.")
+@click.option("--steps", type=int, help="Optimizer steps (alternative to --epochs).")
+@click.option("--epochs", type=float, help="Epochs over the data.")
+@click.option("--batch-size", type=int, help="Images per process per micro-step.")
+@click.option("--accum-steps", type=int, help="Gradient accumulation micro-steps.")
+@click.option("--lr", type=float, help="Learning rate at lr_base_batch (scaled by the global batch).")
+@click.option("--num-masked", type=int, help="Masked patches of 196 (default 98 = 50%).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Mixed precision.")
+@click.option("--balance", type=click.Choice(["none", "modality", "weight"]), help="Sampling across modalities.")
+@click.option("--workers", "num_workers", type=int, help="DataLoader workers per process.")
+@click.option("--checkpoint-every", type=int, help="Optimizer steps between checkpoints.")
+@click.option("--keep-last", type=int, help="Periodic checkpoints to keep.")
+@click.option("--seed", type=int, help="Seed for data order, augmentation and masks.")
+@click.option("--tensorboard", is_flag=True, default=None, help="Also log to TensorBoard (if installed).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain_cmd(config_path, resume_dir, out, quiet, **overrides):
+    """Pretrain a PanDerm encoder self-supervised (CAE v2 masked latent alignment).
+
+    The encoder sees only visible patches; a 4-block regressor predicts the
+    teacher's latents of the masked ones; the loss is 1 - cosine to the
+    L2-normalised teacher latents. Checkpoints are written in the released
+    PanDerm layout, so `extract` and `probe` load them directly.
+    """
+    from panderm.errors import ConfigError
+    from panderm.pretrain import load_recipe, pretrain, resolve_config, stored_config
+
+    if resume_dir:
+        if config_path:
+            raise ConfigError("--resume continues a run with its stored config; drop --config")
+        stored = stored_config(resume_dir)
+        stored.update({k: v for k, v in overrides.items() if v is not None})
+        config, out = stored, resume_dir
+    else:
+        if not out:
+            raise ConfigError("--out is required for a new run", hint="e.g. --out runs/demo")
+        config = resolve_config(load_recipe(config_path) if config_path else None, **overrides)
+    result = pretrain(config, out, resume=bool(resume_dir), progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    click.echo(f"trained {result.steps} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}")
+    if result.skipped:
+        click.echo(f"skipped {result.skipped} unreadable image load(s); the files are listed in {out}/skipped.csv")
+    click.echo(f"encoder checkpoint (released layout): {out}/checkpoint-last.pth")
+    click.echo(f"use it: panderm extract IMAGES --model {config['model']} --weights {out}/checkpoint-last.pth "
+               "--out feats/")

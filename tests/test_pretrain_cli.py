@@ -1,0 +1,112 @@
+"""`panderm pretrain` end to end: a tiny CPU run on real images, resume, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from panderm.models.factory import create_encoder
+from panderm.pretrain import load_recipe, resolve_config
+
+MODEL = "panderm_test_patch16_224"
+
+
+@pytest.fixture
+def images(shared_data, tmp_path):
+    """Twelve real dermoscopy images in two modality folders, plus one corrupt file."""
+    src = sorted((shared_data / "ham10000_dermoscopy_cls" / "images").glob("*.jpg"))[:8]
+    clin = sorted((shared_data / "pad_ufes20_clinical" / "images").glob("*.jpg"))[:4]
+    root = tmp_path / "data"
+    for folder, files in (("dermoscopy", src), ("clinical", clin)):
+        (root / folder).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, root / folder / f.name)
+    (root / "dermoscopy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _args(data, out, *extra):
+    return ["pretrain", "--model", MODEL, "--teacher", "hog", "--data", str(data), "--batch-size", "4",
+            "--workers", "0", "--precision", "fp32", "--checkpoint-every", "2", "--quiet", "--out", str(out), *extra]
+
+
+def test_tiny_run_end_to_end_and_checkpoint_loads_in_extract(cli, images, tmp_path):
+    out = tmp_path / "run"
+    res = cli(_args(images, out, "--steps", "4"))
+    assert res.exit_code == 0, res.output
+    assert "trained 4 steps" in res.output and "unreadable image load" in res.output
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert lines and {"step", "epoch", "loss", "lr", "samples_per_s"} <= set(lines[-1])
+    assert all(np.isfinite(line["loss"]) and 0 <= line["loss"] <= 2 for line in lines)
+    skipped = (out / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 2 and "broken.jpg" in skipped[1]  # header + the one corrupt file, once
+    sd = torch.load(out / "checkpoint-last.pth", weights_only=True)
+    assert any(k.startswith("encoder.") for k in sd) and any(k.startswith("regresser.") for k in sd)
+    assert not any(k.startswith("teacher.") for k in sd)
+    feats = tmp_path / "feats"
+    res = cli(["extract", str(images), "--model", MODEL, "--weights", str(out / "checkpoint-last.pth"),
+               "--out", str(feats), "--quiet", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert np.load(feats / "features.npy").shape == (12, 32)
+    # the encoder actually changed from its initialisation
+    trained = create_encoder(MODEL, weights=str(out / "checkpoint-last.pth"))
+    assert "dropped" in trained.weights_info.summary
+
+
+def test_resume_continues_and_refuses_changed_config(cli, images, tmp_path):
+    out = tmp_path / "run"
+    assert cli(_args(images, out, "--steps", "2")).exit_code == 0
+    again = cli(_args(images, out, "--steps", "4"))
+    assert again.exit_code == 2 and "already holds a pretraining run" in again.output
+    res = cli(["pretrain", "--resume", str(out), "--steps", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4
+    bad = cli(["pretrain", "--resume", str(out), "--steps", "6", "--lr", "0.1", "--quiet"])
+    assert bad.exit_code == 2 and "lr" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("teacher, message", [
+    ("openclip:ViT-B-16:/nonexistent/clip.bin", "clip.bin"),
+    ("timm:vit_tiny_patch16_224:/nonexistent/w.safetensors", "w.safetensors"),
+    ("dino", "unknown teacher 'dino'"),
+])
+def test_teacher_errors_are_clean(cli, images, tmp_path, teacher, message):
+    args = _args(images, tmp_path / "run", "--steps", "1")
+    args[args.index("hog")] = teacher
+    res = cli(args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_wrong_architecture_teacher_weights(cli, images, tmp_path):
+    timm = pytest.importorskip("timm")
+    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2)
+    path = tmp_path / "small.pth"
+    torch.save(other.state_dict(), path)
+    args = _args(images, tmp_path / "run", "--steps", "1")
+    args[args.index("hog")] = f"timm:vit_small_patch16_224:{path}"
+    res = cli(args)
+    assert res.exit_code == 2 and "small.pth" in res.output and "Traceback" not in res.output
+
+
+def test_config_errors(cli, tmp_path):
+    res = cli(["pretrain", "--config", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "panderm_large" in res.output
+    res = cli(["pretrain", "--model", MODEL, "--out", str(tmp_path / "x"), "--steps", "1"])
+    assert res.exit_code == 2 and "no training data" in res.output
+    res = cli(["pretrain", "--resume", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "no pretraining run" in res.output
+
+
+def test_bundled_recipes_resolve_with_their_sources():
+    large = resolve_config(load_recipe("panderm_large"), data="x.csv")
+    assert large["model"] == "panderm_large_patch16_224" and large["teacher_input_size"] == 196
+    assert large["lr"] == 1.5e-3 and large["batch_size"] == 480 and large["epochs"] == 500
+    assert large["num_masked"] == 98 and large["regressor_depth"] == 4 and large["clip_grad"] == 3.0
+    text = (load_recipe.__globals__["RECIPES"] / "panderm_large.yaml").read_text()
+    assert "[paper]" in text and "[cae2]" in text and "118" in text

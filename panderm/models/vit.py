@@ -91,12 +91,20 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias())
         q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = None
-        if self.relative_position_bias_table is not None:
-            idx = self.relative_position_index[:N, :N].reshape(-1)
-            bias = self.relative_position_bias_table[idx].reshape(N, N, -1).permute(2, 0, 1).unsqueeze(0).to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           dropout_p=self.attn_drop if self.training else 0.0)
+        if self.relative_position_bias_table is not None or (self.training and self.attn_drop > 0):
+            # Biased or dropout attention is not a panderm_kernels op: plain SDPA.
+            bias = None
+            if self.relative_position_bias_table is not None:
+                idx = self.relative_position_index[:N, :N].reshape(-1)
+                bias = self.relative_position_bias_table[idx].reshape(N, N, -1).permute(2, 0, 1).unsqueeze(0)
+                bias = bias.to(q.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                               dropout_p=self.attn_drop if self.training else 0.0)
+        else:
+            from panderm_kernels import attention, layer_backend
+
+            # SDPA on CPU (the reference), Triton flash attention on CUDA; chosen once per layer.
+            x = attention(q, k, v, backend=layer_backend(self, q.device))
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
@@ -225,7 +233,7 @@ class PanDermViT(nn.Module):
         Returns:
             ``[B, 1+M, D]``: CLS first, then the visible patches in ``visible_index`` order.
         """
-        from panderm_kernels import gather_tokens
+        from panderm_kernels import gather_tokens, layer_backend
 
         self._check_input(x)
         if any(blk.attn.relative_position_bias_table is not None for blk in self.blocks):
@@ -233,7 +241,7 @@ class PanDermViT(nn.Module):
             raise ValueError("forward_visible does not support relative position bias (pretraining never uses it)")
         pos = self.pos_embed.detach()
         x = self.patch_embed(x) + pos[:, 1:].to(x.dtype)
-        x = gather_tokens(x, visible_index, backend="auto", check_index=check_index)
+        x = gather_tokens(x, visible_index, backend=layer_backend(self, x.device), check_index=check_index)
         cls = (self.cls_token + pos[:, :1].to(self.cls_token.dtype)).expand(x.shape[0], -1, -1)
         x = self.pos_drop(torch.cat((cls.to(x.dtype), x), dim=1))
         for blk in self.blocks:

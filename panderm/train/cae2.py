@@ -22,7 +22,7 @@ from torch import nn
 
 from panderm.errors import ConfigError, InputError
 from panderm.models.vit import PanDermViT, sincos_pos_embed_2d
-from panderm_kernels import attention, gather_tokens
+from panderm_kernels import attention, gather_tokens, layer_backend
 
 LOSS_WEIGHTINGS = ("tokens", "explicit")
 
@@ -55,7 +55,7 @@ class CrossAttention(nn.Module):
         q = self._heads(F.linear(x, self.q.weight, self.q_bias))
         k = self._heads(F.linear(k, self.k.weight))
         v = self._heads(F.linear(v, self.v.weight, self.v_bias))
-        out = attention(q, k, v, scale=self.head_dim ** -0.5, backend="auto")
+        out = attention(q, k, v, scale=self.head_dim ** -0.5, backend=layer_backend(self, q.device))
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
@@ -235,8 +235,8 @@ class CAEv2Pretrainer(nn.Module):
             z = self.encoder_to_regresser_norm(self.encoder_to_regresser(z))
         cls, z_vis = z[:, :1], z[:, 1:]
         pos = self.rd_pos_embed.detach()[:, 1:].to(z.dtype).expand(z.shape[0], -1, -1)
-        pos_vis = gather_tokens(pos, vis_idx, backend="auto", check_index=False)
-        pos_msk = gather_tokens(pos, msk_idx, backend="auto", check_index=False)
+        pos_vis = gather_tokens(pos, vis_idx, backend=layer_backend(self, pos.device), check_index=False)
+        pos_msk = gather_tokens(pos, msk_idx, backend=layer_backend(self, pos.device), check_index=False)
         queries = self.mask_token.to(z.dtype).expand(z.shape[0], self.num_masked, -1)
         z_msk = self.regresser(queries, z_vis, pos_msk, pos_vis)
         parts = ([cls] if self.teacher.has_cls else []) + [z_vis, z_msk]
@@ -249,7 +249,8 @@ class CAEv2Pretrainer(nn.Module):
         if patches.shape[1] != self.num_patches:
             raise InputError(f"teacher returned {patches.shape[1]} patch tokens, expected {self.num_patches}")
         parts = ([tokens[:, :1]] if self.teacher.has_cls else []) + [
-            gather_tokens(patches, idx, backend="auto", check_index=False) for idx in (vis_idx, msk_idx)]
+            gather_tokens(patches, idx, backend=layer_backend(self, patches.device), check_index=False)
+            for idx in (vis_idx, msk_idx)]
         return torch.cat(parts, dim=1)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -96,9 +96,11 @@ def test_explicit_loss_weights(images):
         _model(loss_weighting="mean")
 
 
-def test_hog_teacher_has_no_cls_token(images):
-    model = _model(HOGTeacher())
+def test_plain_hog_teacher_has_no_cls_token(images):
+    model = _model(HOGTeacher(color=False, global_token=False))
     assert model.predict(images, _masks(2)).shape == (2, 196, 108)
+    model = _model(HOGTeacher())
+    assert model.predict(images, _masks(2)).shape == (2, 197, 120)
 
 
 def test_encoder_sees_only_visible_patches(images):

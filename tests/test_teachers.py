@@ -23,7 +23,7 @@ def _edge_image(vertical: bool) -> torch.Tensor:
 
 
 def test_hog_shape_and_cell_normalisation():
-    hog = HOGTeacher()
+    hog = HOGTeacher(center=False, color=False, global_token=False)
     assert (hog.input_size, hog.grid, hog.out_dim, hog.has_cls) == (224, 14, 108, False)
     out = hog(torch.rand(2, 3, 224, 224))
     assert out.shape == (2, 196, 108) and out.dtype == torch.float32
@@ -31,8 +31,20 @@ def test_hog_shape_and_cell_normalisation():
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)  # random image: no empty cell
 
 
+def test_hog_centred_targets_have_zero_mean():
+    raw, centred = HOGTeacher(center=False, color=False, global_token=False), HOGTeacher(color=False, global_token=False)
+    x = torch.rand(1, 3, 224, 224)
+    a, b = raw(x), centred(x)
+    assert torch.allclose(b.mean(dim=-1), torch.zeros(1, 196), atol=1e-6)
+    torch.testing.assert_close(b, a - a.mean(dim=-1, keepdim=True))
+    # a constant prediction no longer aligns with the targets on average
+    mean_dir = a.mean(dim=(0, 1))
+    assert torch.nn.functional.cosine_similarity(a, mean_dir.expand_as(a), dim=-1).mean() > 0.7
+    assert torch.nn.functional.cosine_similarity(b, b.mean(dim=(0, 1)).expand_as(b), dim=-1).mean() < 0.3
+
+
 def test_hog_vertical_edge_lands_in_horizontal_gradient_bin():
-    hog = HOGTeacher()
+    hog = HOGTeacher(center=False, color=False, global_token=False)
     out = hog(_edge_image(vertical=True)).view(196, 3, 4, 9)
     edge_patches = [r * 14 + 6 for r in range(14)]
     energy = out[edge_patches].sum(dim=(0, 1, 2))
@@ -42,8 +54,22 @@ def test_hog_vertical_edge_lands_in_horizontal_gradient_bin():
     assert horizontal[[6 * 14 + c for c in range(14)]].sum(dim=(0, 1, 2)).argmax() == 4  # vertical gradient (π/2)
 
 
+def test_default_hog_adds_cell_colour_and_an_image_level_cls_target():
+    hog, plain = HOGTeacher(), HOGTeacher(color=False, global_token=False)
+    assert (hog.out_dim, hog.has_cls, plain.out_dim, plain.has_cls) == (120, True, 108, False)
+    x = torch.rand(2, 3, 224, 224)
+    out = hog(x)
+    assert out.shape == (2, 197, 120)
+    torch.testing.assert_close(out[:, 1:, :108], plain(x))
+    # colour of patch (row 3, col 5), cell (1, 0), channel 2 = mean of that 8x8 block
+    patch, cell = 3 * 14 + 5, 1 * 2 + 0
+    block = x[:, 2, 3 * 16 + 8: 3 * 16 + 16, 5 * 16: 5 * 16 + 8]
+    torch.testing.assert_close(out[:, 1 + patch, 108 + 2 * 4 + cell], block.mean(dim=(1, 2)))
+    torch.testing.assert_close(out[:, 0], out[:, 1:].mean(dim=1))
+
+
 def test_hog_ignores_per_channel_affine_normalisation():
-    hog = HOGTeacher()
+    hog = HOGTeacher(color=False, global_token=False)
     x = torch.rand(1, 3, 224, 224)
     mean, std = torch.tensor(hog.mean).view(1, 3, 1, 1), torch.tensor(hog.std).view(1, 3, 1, 1)
     assert torch.allclose(hog(x), hog((x - mean) / std), atol=1e-4)

@@ -28,7 +28,11 @@ ARCHS = {
     "panderm_tiny_patch16_224": (
         dict(embed_dim=192, depth=12, num_heads=3),
         [PretrainedCfg(tag="untrained", num_features=192, license="n/a",
-                       notes="ViT-Ti width for CPU demos and pretraining smoke runs; no released weights")],
+                       notes="ViT-Ti width for CPU demos and pretraining runs; random initialisation"),
+         PretrainedCfg(tag="demo", num_features=192, bundled="panderm_tiny_demo.safetensors",
+                       license="CC BY-NC 4.0 (trained on HAM10000 / ISIC images; attribute, non-commercial)",
+                       notes="demo encoder pretrained by `panderm pretrain` (HOG teacher, ~20 CPU minutes) on "
+                             "../shared/data; a demo, not for clinical use (panderm/weights/panderm_tiny_demo.md)")],
         "ViT-Ti/16 sized PanDerm encoder for CPU demos",
     ),
     "panderm_test_patch16_224": (

@@ -15,8 +15,10 @@ def _hog(rest: str):
     from panderm.errors import ConfigError
     from panderm.train.teachers import HOGTeacher
 
+    if rest.strip() == "plain":
+        return HOGTeacher(color=False, global_token=False)
     if rest.strip():
-        raise ConfigError(f"the hog teacher takes no arguments, got 'hog:{rest}'", hint="use --teacher hog")
+        raise ConfigError(f"unknown hog teacher option 'hog:{rest}'", hint="use --teacher hog or hog:plain")
     return HOGTeacher()
 
 
@@ -52,7 +54,7 @@ def _timm(rest: str):
 
 @panderm.hookimpl
 def register_teachers(register):
-    register("hog", _hog, summary="MaskFeat-style HOG targets (108-d per patch, no weights)")
+    register("hog", _hog, summary="HOG + cell colour targets with an image-level CLS target, no weights (hog:plain = MaskFeat HOG)")
     register("random", _random, summary="frozen random patch projector with CLS (tests and smoke runs only)")
     register("openclip", _openclip,
              summary="CLIP ViT image tower from a local file: openclip:<arch>:<path> (paper: ViT-L-14 @196 px)")

@@ -29,15 +29,15 @@ def demo_images() -> Path:
     return DEMO_DIR / "images"
 
 
-def run_demo(out: str | Path, *, model: str = "panderm_tiny_patch16_224", weights: str | None = None,
+def run_demo(out: str | Path, *, model: str = "panderm_tiny_patch16_224.demo", weights: str | None = None,
              precision: str = "auto", progress: bool = True) -> DemoResult:
     """Run ``extract`` then ``probe`` on the bundled images.
 
     Args:
         out: Output folder; gets ``features/`` and ``probe/``.
-        model: Encoder name. The default tiny encoder runs anywhere in seconds.
-        weights: Weights name or path; without it the encoder is randomly
-            initialised and the numbers only show that the pipeline works.
+        model: Encoder name. The default, the bundled tiny demo encoder, runs anywhere in seconds.
+        weights: Weights name or path; without it the model's bundled weights
+            are used if its tag has any, else a random initialisation.
         precision: ``fp32``, ``bf16`` or ``auto``.
         progress: Show progress bars.
     """
@@ -48,4 +48,7 @@ def run_demo(out: str | Path, *, model: str = "panderm_tiny_patch16_224", weight
     extracted = extract_features(demo_csv(), out / "features", model=model, weights=weights, root=demo_images(),
                                  precision=precision, batch_size=32, progress=progress)
     probed = run_probe(out / "features", demo_csv(), out / "probe")
-    return DemoResult(out / "features", out / "probe", extracted.n_images, probed.metrics, weights is None)
+    from panderm.models.factory import has_weights
+
+    return DemoResult(out / "features", out / "probe", extracted.n_images, probed.metrics,
+                      not has_weights(model, weights))

@@ -9,24 +9,25 @@ import click
                "  panderm demo --model panderm_large_patch16_224 --weights panderm-large --out demo-out/")
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (features/ and probe/ inside).")
-@click.option("--model", "model_name", default="panderm_tiny_patch16_224", show_default=True,
+@click.option("--model", "model_name", default="panderm_tiny_patch16_224.demo", show_default=True,
               help="Encoder name (see `panderm models`).")
-@click.option("--weights", help="Registered weights name or path; omit for a random-init pipeline check.")
+@click.option("--weights", help="Registered weights name or path (default: the model's bundled weights).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(out: str, model_name: str, weights: str | None, precision: str, quiet: bool) -> None:
     """Extract features from 84 bundled HAM10000 images (7 classes) and linear-probe them.
 
-    Everything is local: the images ship inside the package (CC BY-NC 4.0, see
-    panderm/demo_data/README.md). Without --weights the encoder is randomly
-    initialised, so the metrics only show that the pipeline works end to end.
+    Everything is local: the images and the default encoder (a tiny ViT pretrained
+    with `panderm pretrain` on public skin images, see panderm/weights/) ship inside
+    the package (CC BY-NC 4.0). 84 images are far too few to judge an encoder: the
+    numbers show that the pipeline works end to end.
     """
     from panderm.demo import run_demo
 
     from panderm.models.factory import has_weights
 
     if not has_weights(model_name, weights):
-        click.secho("note: no --weights given; the encoder is randomly initialised (pipeline check only)",
+        click.secho("note: this encoder has no weights; it is randomly initialised (pipeline check only)",
                     fg="yellow", err=True)
     result = run_demo(out, model=model_name, weights=weights, precision=precision, progress=not quiet)
     click.echo(f"\nfeatures: {result.features_dir}  ({result.n_images} images)")

@@ -32,6 +32,7 @@ from panderm.data.inputs import IMAGE_EXTENSIONS, collect_inputs
 from panderm.data.transforms import build_transform, get_preset
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text
+from panderm.train.distributed import barrier, init_distributed
 
 FORMAT_VERSION = 1
 SHARD_DIR = ".shards"
@@ -97,23 +98,6 @@ def _collate(batch):
 def _say(msg: str, enabled: bool) -> None:
     if enabled:
         print(f"panderm: {msg}", file=sys.stderr, flush=True)
-
-
-def _setup_distributed(device: str) -> tuple[int, int, bool]:
-    """Return ``(world_size, rank, we_initialised)``; initialise torch.distributed under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 1, 0, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank(), False
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_world_size(), dist.get_rank(), True
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        torch.distributed.barrier()
 
 
 def _params_sha256(model: torch.nn.Module) -> str:
@@ -256,14 +240,11 @@ def extract_features(
         raise InputError(f"--out {out} exists and is not a folder")
     items = collect_inputs(input, root, extensions)
     device = device or default_device()
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
-        torch.cuda.set_device(torch.device(device))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
+    ctx = init_distributed(device)  # under torchrun: one GPU per local rank, gloo/nccl group
+    device, world_size, rank, we_init = ctx.device, ctx.world_size, ctx.rank, ctx.created
     prec = resolve_precision(precision, device)
-    world_size, rank, we_init = _setup_distributed(device)
     say = (lambda m: _say(m, progress)) if rank == 0 else (lambda m: None)
     try:
         for note in items.notes:
@@ -290,7 +271,7 @@ def extract_features(
         if done is not None:
             if rank == 0:
                 say(f"outputs in {out} are already complete for these settings; nothing to do")
-            _barrier(world_size)
+            barrier(ctx)
             return ExtractResult(out, done["n"], done["n_skipped"], done["dim"], prec, device,
                                  time.perf_counter() - t0, *[out / f for f in OUTPUT_FILES],
                                  n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True,
@@ -303,7 +284,7 @@ def extract_features(
             for name in OUTPUT_FILES:  # never leave outputs of an older run next to a new skipped list
                 (out / name).unlink(missing_ok=True)
             notes += _prepare_shard_dir(shard_dir, fp, resume, say)
-        _barrier(world_size)
+        barrier(ctx)
 
         mine = [s for s in range(n_shards) if s % world_size == rank]
         todo = [s for s in mine if not _shard_done(shard_dir / f"shard-{s:05d}.npz")]
@@ -311,7 +292,7 @@ def extract_features(
         enc = _prepare_model(enc, device, prec, compile, user_module, say)
         computed_images = _run_shards(enc, items, todo, shard_dir, transform, batch_size, shard_size, workers,
                                       device, prec, max_pixels, progress and rank == 0)
-        _barrier(world_size)
+        barrier(ctx)
         dim = int(getattr(enc, "num_features", 0))
         result = ExtractResult(out, 0, 0, dim, prec, device, 0.0, n_shards=n_shards, shards_reused=reused,
                                shards_computed=len(todo), images_computed=computed_images, rank=rank,
@@ -325,11 +306,11 @@ def extract_features(
             try:
                 _merge(out, shard_dir, items, n_shards, meta, result)
             except BaseException:
-                _barrier(world_size)  # release the other ranks before reporting the error
+                barrier(ctx)  # release the other ranks before reporting the error
                 raise
             if not keep_shards:
                 shutil.rmtree(shard_dir, ignore_errors=True)
-        _barrier(world_size)
+        barrier(ctx)
         result.seconds = time.perf_counter() - t0
         return result
     finally:

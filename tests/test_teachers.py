@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from panderm.errors import CheckpointError, ConfigError, InputError, PandermError
+from panderm.errors import ConfigError, InputError, PandermError
 from panderm.plugins import registries
 from panderm.train.teachers import HOGTeacher, RandomTeacher, TimmTeacher, build_teacher
 

@@ -322,3 +322,40 @@ def paired_test(y_true, proba_a, proba_b, metric: str | Sequence[str] = "auroc",
         results[m] = {"metric": m, "value_a": va[m], "value_b": vb[m], "difference": diff,
                       "ci_low": lo, "ci_high": hi, "p_value": float(p), "method": method, "n": n}
     return results[names[0]] if isinstance(metric, str) else results
+
+
+def threshold_metrics_ci(y_true, score, threshold: float = 0.5, n: int = 1000, seed: int = 0,
+                         alpha: float = 0.05) -> dict[str, dict[str, float]]:
+    """Sensitivity, specificity and balanced accuracy of a binary score at a threshold, with bootstrap CIs.
+
+    A sample is called positive when ``score >= threshold``. The resamples are those
+    of :func:`bootstrap_ci` with the same ``seed`` (unstratified), so intervals of
+    both functions come from the same bootstrap replicates.
+
+    Args:
+        y_true: ``(N,)`` labels, 1 = positive, 0 = negative.
+        score: ``(N,)`` positive-class probabilities.
+        threshold: Decision threshold.
+        n, seed, alpha: As for :func:`bootstrap_ci`.
+
+    Returns:
+        ``{"sensitivity" | "specificity" | "bacc": {"value", "ci_low", "ci_high"}}``;
+        a value is NaN when its class is absent.
+    """
+    y = np.asarray(y_true).astype(np.int64)
+    pred = (np.asarray(score, dtype=np.float64) >= threshold).astype(np.int64)
+    pos, neg = (y == 1).astype(np.float64), (y == 0).astype(np.float64)
+
+    def rates(w: np.ndarray) -> dict[str, np.ndarray]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sens = (w * pos * pred).sum(axis=-1) / (w * pos).sum(axis=-1)
+            spec = (w * neg * (1 - pred)).sum(axis=-1) / (w * neg).sum(axis=-1)
+        return {"sensitivity": sens, "specificity": spec, "bacc": (sens + spec) / 2}
+
+    point = rates(np.ones((1, len(y))))
+    result = {m: {"value": float(v[0]), "ci_low": float("nan"), "ci_high": float("nan")} for m, v in point.items()}
+    if n > 0 and len(y):
+        reps = rates(bootstrap_counts(y, n, np.random.default_rng(seed)))
+        for m in result:
+            result[m]["ci_low"], result[m]["ci_high"] = _interval(reps[m], alpha)
+    return result

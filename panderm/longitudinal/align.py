@@ -1,0 +1,264 @@
+"""``align_pair`` / ``align_pairs``: preprocess, register and picture a pair (or a CSV of pairs) of lesion images.
+
+Outputs per pair (all written atomically): ``transform.json``, ``aligned.png``
+(b in a's frame), ``overlay.png`` (a | aligned b | checkerboard), ``difference.png``
+(abs difference heat map with both lesion contours), ``a_pre.png``, ``b_pre.png``,
+``mask_a.png``, ``mask_b.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_path, atomic_write_json
+from panderm.longitudinal.preprocess import (
+    remove_dark_corners,
+    remove_hair,
+    segment_lesion,
+)
+from panderm.longitudinal.register import RegistrationResult, register, warp_to
+
+STEPS = ("dark-corner", "hair", "register", "segment")
+SUMMARY_COLUMNS = ["pair_id", "image_a", "image_b", "success", "rotation_deg", "tx", "ty", "matches", "inliers",
+                   "inlier_ratio", "reason", "error"]
+
+
+@dataclass
+class AlignResult:
+    """Result of :func:`align_pair`: the registration plus the images (not saved in JSON)."""
+
+    registration: RegistrationResult
+    steps: tuple
+    a_path: str
+    b_path: str
+    out: str | None = None
+    images: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def success(self) -> bool:
+        return self.registration.success
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: registration fields, the steps and the inputs."""
+        return {**self.registration.to_dict(), "steps": list(self.steps), "image_a": self.a_path,
+                "image_b": self.b_path, "matrix_direction": "maps pixel (x=col, y=row) of image_b to image_a"}
+
+
+def parse_steps(steps) -> tuple:
+    """Normalise ``"dark-corner,hair"`` or a sequence to a tuple, checking names."""
+    if isinstance(steps, str):
+        steps = [s.strip() for s in steps.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        raise ConfigError(f"unknown align step(s): {', '.join(bad)}", hint=f"choose from {', '.join(STEPS)}")
+    return tuple(s for s in STEPS if s in steps)  # the paper's order, whatever order was given
+
+
+def _load(path) -> np.ndarray:
+    from panderm.data.images import load_rgb
+
+    return np.asarray(load_rgb(path))  # raises ImageReadError (an InputError) naming the file
+
+
+def preprocess(rgb: np.ndarray, steps) -> np.ndarray:
+    """Apply the enabled image-cleaning steps (dark corners then hair)."""
+    if "dark-corner" in steps:
+        rgb = remove_dark_corners(rgb)
+    if "hair" in steps:
+        rgb = remove_hair(rgb)
+    return rgb
+
+
+def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool = False,
+               **register_kwargs) -> AlignResult:
+    """Register image b onto image a after the paper's preprocessing; optionally write pictures.
+
+    Args:
+        a_path: Fixed (earlier) image.
+        b_path: Moving (later) image; may differ in size; warped into a's frame.
+        out: Output folder (None: compute only).
+        steps: Subset of ``dark-corner, hair, register, segment`` (list or comma string).
+        fallback_identity: Use the identity when registration fails (``success``
+            stays True, ``reason`` records the failure).
+        **register_kwargs: Passed to :func:`panderm.longitudinal.register.register`.
+
+    Returns:
+        :class:`AlignResult`; ``result.images`` holds the arrays.
+
+    Raises:
+        InputError: an unreadable image (the message names it).
+    """
+    steps = parse_steps(steps)
+    a, b = _load(a_path), _load(b_path)
+    a_pre, b_pre = preprocess(a, steps), preprocess(b, steps)
+    if "register" in steps:
+        reg = register(a_pre, b_pre, fallback_identity=fallback_identity, **register_kwargs)
+    else:
+        reg = RegistrationResult(True, reason="registration step not requested: identity")
+    if reg.success:
+        aligned = warp_to(b_pre, reg.matrix, a.shape[:2])
+    else:  # keep something to look at: b resized into a's frame, clearly unregistered
+        aligned = cv2.resize(b_pre, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    images = {"a_pre": a_pre, "b_pre": b_pre, "aligned": aligned}
+    if "segment" in steps:
+        images["mask_a"] = segment_lesion(a_pre)
+        images["mask_b"] = segment_lesion(aligned)  # in a's frame, so the contours are comparable
+    result = AlignResult(reg, steps, str(a_path), str(b_path), None if out is None else str(out), images)
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    img = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", img)
+        if not ok:  # pragma: no cover
+            raise OSError(f"cannot encode {path}")
+        tmp.write_bytes(buf.tobytes())
+
+
+def _label(img: np.ndarray, text: str, scale: float | None = None) -> np.ndarray:
+    """Add a title bar above an image (readable at any size); pass one ``scale`` for panels placed side by side."""
+    w = img.shape[1]
+    scale = max(0.6, w / 500) if scale is None else scale
+    bar_h = int(26 * scale)
+    bar = np.full((bar_h, w, 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, int(bar_h * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, (0, 0, 0),
+                max(1, int(scale)), cv2.LINE_AA)
+    return np.vstack([bar, img])
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """Alternate square tiles of a and b (same shape): misalignment shows as broken edges."""
+    h, w = a.shape[:2]
+    side = max(8, min(h, w) // tiles)
+    yy, xx = np.mgrid[0:h, 0:w]
+    pick = ((yy // side + xx // side) % 2).astype(bool)
+    return np.where(pick[..., None], b, a)
+
+
+def _contours(img: np.ndarray, mask, colour) -> None:
+    if mask is None or not mask.any():
+        return
+    cs, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(img, cs, -1, colour, max(1, img.shape[1] // 300), cv2.LINE_AA)
+
+
+def pictures(result: AlignResult) -> dict:
+    """Build the overlay and difference pictures (RGB uint8) from ``result.images``."""
+    im = result.images
+    a, al = im["a_pre"], im["aligned"]
+    gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
+    reg = result.registration
+    status = (f"rot {reg.rotation_deg:.1f} deg, t=({reg.translation_px[0]:.1f}, {reg.translation_px[1]:.1f})"
+              if reg.success else "NOT registered")
+    sc = max(0.6, a.shape[1] / 500)
+    overlay = np.hstack([_label(a, "a", sc), _label(gap, "", sc), _label(al, f"b aligned: {status}", sc),
+                         _label(gap, "", sc), _label(checkerboard(a, al), "checkerboard a/b", sc)])
+    ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gb = cv2.cvtColor(al, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # Match b's median brightness to a's: exposure changes between visits otherwise fill the whole map.
+    gb += float(np.median(ga) - np.median(gb))
+    diff = np.abs(ga - gb)
+    # Stretch to the 99th percentile so small changes are visible without one outlier washing it out.
+    top = max(float(np.percentile(diff, 99)), 1.0)
+    heat = cv2.applyColorMap(np.clip(diff * (255.0 / top), 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+    _contours(heat, im.get("mask_a"), (0, 255, 255))  # cyan: lesion in a
+    _contours(heat, im.get("mask_b"), (0, 255, 0))  # green: lesion in aligned b
+    if heat.shape[1] < 400:  # small images: enlarge so the caption and contours stay readable
+        f = 400 / heat.shape[1]
+        heat = cv2.resize(heat, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    difference = _label(heat, f"|a-b| (scale 0-{top:.0f}); cyan: lesion a, green: lesion b")
+    return {"overlay": overlay, "difference": difference}
+
+
+def write_outputs(result: AlignResult, out) -> None:
+    """Write transform.json and the pictures of ``result`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    im = result.images
+    for name in ("a_pre", "b_pre", "aligned"):
+        _save_png(out / f"{name}.png", im[name])
+    for name in ("mask_a", "mask_b"):
+        if name in im:
+            _save_png(out / f"{name}.png", im[name].astype(np.uint8) * 255)
+    for name, pic in pictures(result).items():
+        _save_png(out / f"{name}.png", pic)
+    atomic_write_json(out / "transform.json", result.to_dict())
+
+
+def read_pairs(pairs_csv) -> list[dict]:
+    """Rows of a pairs CSV with ``image_a``, ``image_b`` and optional ``pair_id`` columns."""
+    pairs_csv = Path(pairs_csv)
+    if not pairs_csv.is_file():
+        raise InputError(f"pairs CSV not found: {pairs_csv}")
+    with open(pairs_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"image_a", "image_b"} <= set(rows[0]):
+        raise InputError(f"{pairs_csv} needs the columns image_a and image_b (and optionally pair_id)")
+    for i, row in enumerate(rows):
+        pid = (row.get("pair_id") or "").strip() or f"pair_{i:05d}"
+        row["pair_id"] = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in pid)
+    return rows
+
+
+def _one(row, root: Path, out: Path, kwargs) -> dict:
+    rec = {k: "" for k in SUMMARY_COLUMNS}
+    rec.update(pair_id=row["pair_id"], image_a=row["image_a"], image_b=row["image_b"], success=False)
+    try:
+        res = align_pair(root / row["image_a"], root / row["image_b"], out / row["pair_id"], **kwargs)
+    except InputError as exc:  # a bad pair is reported, never fatal for the batch
+        rec["error"] = exc.message
+        return rec
+    reg = res.registration
+    rec.update(success=reg.success, rotation_deg=reg.rotation_deg, tx=reg.translation_px[0],
+               ty=reg.translation_px[1], matches=reg.matches, inliers=reg.inliers, inlier_ratio=reg.inlier_ratio,
+               reason=reg.reason)
+    return rec
+
+
+def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True, **kwargs) -> list[dict]:
+    """Align every pair of a CSV in parallel; write ``out/<pair_id>/...`` and ``out/summary.csv``.
+
+    Threads suffice: OpenCV and the Numba RANSAC (``nogil``) release the GIL.
+
+    Args:
+        pairs_csv: CSV with ``image_a``, ``image_b`` (paths relative to ``root``), optional ``pair_id``.
+        root: Folder of the images (default: the CSV's folder when None).
+        out: Output folder.
+        workers: Parallel pairs.
+        progress: Show a tqdm progress bar.
+        **kwargs: Passed to :func:`align_pair`.
+
+    Returns:
+        The summary rows (dicts with :data:`SUMMARY_COLUMNS`), in CSV order.
+    """
+    from tqdm import tqdm
+
+    rows = read_pairs(pairs_csv)
+    root = Path(root) if root is not None else Path(pairs_csv).parent
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "steps" in kwargs:
+        kwargs["steps"] = parse_steps(kwargs["steps"])
+    cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(_one, row, root, out, kwargs) for row in rows]
+        summary = [f.result() for f in tqdm(futures, desc="align", unit="pair", disable=not progress)]
+    with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        w.writeheader()
+        w.writerows(summary)
+    return summary
+
+
+__all__ = ["STEPS", "AlignResult", "align_pair", "align_pairs", "checkerboard", "parse_steps", "preprocess"]

@@ -1,0 +1,305 @@
+"""Siamese change detection on (registered) pairs of sequential lesion images.
+
+As in the paper's Methods ("Siamese network for change detection"): one
+encoder with shared weights embeds both images, the two feature vectors are
+concatenated and passed through two fully connected layers and a softmax; the
+network is trained with a contrastive loss (here added to cross-entropy).
+
+Label convention (everywhere in this module): ``1 = changed``, ``0 = unchanged``.
+The contrastive term pulls the embeddings of unchanged pairs together (loss
+``d²``) and pushes those of changed pairs apart until their distance exceeds
+``margin`` (loss ``max(0, margin - d)²``), where ``d`` is the L2 distance between
+the L2-normalised encoder features (so ``margin`` is on the unit sphere's scale,
+0 ≤ d ≤ 2, whatever the encoder).
+
+Pairs CSV columns: ``image_a``, ``image_b`` (paths relative to ``root``),
+``label`` (``0``/``1``, or the strings ``unchanged``/``changed``), ``split``
+(``train``/``val``/``test``) and optionally ``patient``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from panderm.errors import InputError
+from panderm.io import atomic_path, atomic_write_json
+
+PAIR_COLUMNS = ("image_a", "image_b", "label", "split")
+_LABEL_NAMES = {"unchanged": 0, "changed": 1, "0": 0, "1": 1}
+CONFIG_FILE = "change_config.json"
+
+
+# --------------------------------------------------------------------------- model
+
+
+def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, label: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Contrastive loss (Hadsell et al. 2006) on L2-normalised embeddings.
+
+    Args:
+        za, zb: ``[B, D]`` embeddings of the two images.
+        label: ``[B]``, 1 = changed (pushed apart beyond ``margin``), 0 = unchanged (pulled together).
+        margin: Distance beyond which changed pairs cost nothing.
+
+    Returns:
+        Mean over the batch of ``(1 - y) d² + y max(0, margin - d)²``.
+    """
+    d = (F.normalize(za.float(), dim=-1) - F.normalize(zb.float(), dim=-1)).norm(dim=-1)
+    y = label.float()
+    return ((1 - y) * d.pow(2) + y * F.relu(margin - d).pow(2)).mean()
+
+
+class SiameseChangeModel(nn.Module):
+    """Shared-weight Siamese encoder + two-layer classification head.
+
+    Args:
+        encoder: Module with ``forward_features(x) -> [B, D]`` and ``num_features``
+            (e.g. from :func:`panderm.models.factory.create_encoder`); it is applied
+            to both images (one parameter set).
+        hidden: Width of the hidden fully connected layer.
+        margin: Contrastive margin (see the module docstring).
+        contrastive_weight: Weight of the contrastive term in ``loss``.
+    """
+
+    def __init__(self, encoder: nn.Module, hidden: int = 256, margin: float = 1.0, contrastive_weight: float = 1.0):
+        super().__init__()
+        self.encoder = encoder
+        dim = int(getattr(encoder, "num_features", 0) or encoder.embed_dim)
+        self.head = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        self.margin, self.contrastive_weight = float(margin), float(contrastive_weight)
+
+    def embed(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of both images from the one shared encoder (a single batched pass)."""
+        z = self.encoder.forward_features(torch.cat([a, b], dim=0))
+        return z[: a.shape[0]], z[a.shape[0]:]
+
+    def logits(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        """``[B, 2]`` logits (column 1 = changed) from the concatenated features."""
+        return self.head(torch.cat([za, zb], dim=-1))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training step for the shared :class:`~panderm.train.trainer.Trainer`.
+
+        Args:
+            batch: ``{"a": [B,3,H,W], "b": [B,3,H,W], "label": [B] long}``.
+
+        Returns:
+            ``{"loss", "loss_ce", "loss_contrastive"}`` (scalars).
+        """
+        za, zb = self.embed(batch["a"], batch["b"])
+        label = batch["label"].long()
+        ce = F.cross_entropy(self.logits(za, zb).float(), label)
+        con = contrastive_loss(za, zb, label, self.margin)
+        return {"loss": ce + self.contrastive_weight * con, "loss_ce": ce, "loss_contrastive": con}
+
+    @torch.no_grad()
+    def predict_proba(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``[B]`` probability that the pair changed (softmax column 1)."""
+        za, zb = self.embed(a, b)
+        return self.logits(za, zb).float().softmax(dim=-1)[:, 1]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_pairs(pairs_csv: str | Path, split: str | None = None) -> pd.DataFrame:
+    """Read and validate a pairs CSV; labels become ints (1 = changed).
+
+    Args:
+        pairs_csv: CSV with :data:`PAIR_COLUMNS` (and optionally ``patient``).
+        split: Keep only this split (None: all rows).
+
+    Raises:
+        InputError: Missing file/columns, bad labels, or no rows in ``split``.
+    """
+    path = Path(pairs_csv)
+    if not path.is_file():
+        raise InputError(f"pairs file not found: {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty", hint=f"expected columns {', '.join(PAIR_COLUMNS)}") from None
+    missing = [c for c in PAIR_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(df.columns)})",
+                         hint=f"expected columns {', '.join(PAIR_COLUMNS)} (+ optional patient)")
+    labels = df["label"].str.strip().str.lower().map(_LABEL_NAMES)
+    if labels.isna().any():
+        i = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise InputError(f"{path}: label {df['label'].iloc[i]!r} on line {i + 2} is not 0/1 or unchanged/changed",
+                         hint="label: 1 (changed) or 0 (unchanged)")
+    df["label"] = labels.astype(int)
+    if split is not None:
+        df = df[df["split"] == split].reset_index(drop=True)
+        if df.empty:
+            raise InputError(f"{path} has no rows with split '{split}'")
+    return df
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Image pairs as ``{"a", "b", "label", "index"}``; an unreadable image gives a skip record.
+
+    Args:
+        rows: A DataFrame (or list of dicts) with ``image_a``, ``image_b``, ``label``
+            (int, 1 = changed) and ``split``; e.g. from :func:`read_pairs`.
+        root: Folder the image paths are relative to.
+        transform: ``PIL.Image -> [3, H, W]`` tensor, e.g. ``build_transform("panderm")``.
+        split: Keep only rows of this split (None: all rows).
+    """
+
+    def __init__(self, rows, root: str | Path, transform, split: str | None = None):
+        df = pd.DataFrame(rows)
+        if split is not None:
+            df = df[df["split"] == split]
+        self.rows = df.reset_index(drop=True)
+        self.root, self.transform = Path(root), transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from panderm.data.images import ImageReadError, load_rgb
+
+        r = self.rows.iloc[int(index)]
+        images = []
+        for col in ("image_a", "image_b"):
+            path = self.root / str(r[col])
+            try:
+                images.append(self.transform(load_rgb(path)))
+            except ImageReadError as exc:
+                return {"skip": True, "path": str(path), "reason": exc.reason}
+        return {"a": images[0], "b": images[1], "label": torch.tensor(int(r["label"]), dtype=torch.long),
+                "index": torch.tensor(int(index), dtype=torch.long)}
+
+
+# --------------------------------------------------------------------------- train / eval
+
+
+def _export(model: SiameseChangeModel) -> dict[str, torch.Tensor]:
+    """Checkpoint tensors: ``encoder.*`` and ``head.*`` (everything needed for inference)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model: str = "panderm_base_patch16_224",
+                 weights: str | Path | None = None, steps: int | None = None, epochs: float | None = None,
+                 batch_size: int = 16, lr: float = 5e-4, hidden: int = 256, margin: float = 1.0,
+                 contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
+                 precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
+                 warmup_epochs: float = 1, progress: bool = True, resume: bool = False, **train_kwargs):
+    """Train a :class:`SiameseChangeModel` with the shared Trainer.
+
+    Args:
+        pairs_csv, root: Pairs CSV and the folder its image paths are relative to.
+        out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
+        model, weights: Encoder name and weights for :func:`create_encoder`.
+        steps, epochs: Training length (one of them; default 10 epochs).
+        batch_size, lr: Per-step batch and base learning rate (scaled as the Trainer does).
+        hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
+        preset: Preprocessing preset (default: the encoder's).
+        split: Rows of the pairs CSV to train on.
+        precision, device, num_workers, seed, warmup_epochs, progress, resume: Trainer options.
+        **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
+
+    Returns:
+        The Trainer's ``TrainResult``; ``out/checkpoint-last.pth`` holds the model tensors.
+    """
+    from panderm.data.transforms import build_transform
+    from panderm.models.factory import create_encoder
+    from panderm.train.trainer import TrainConfig, Trainer
+
+    rows = read_pairs(pairs_csv, split)
+    encoder = create_encoder(model, weights)
+    preset = preset or encoder.pretrained_cfg.preset
+    net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
+    dataset = PairDataset(rows, root, build_transform(preset))
+    if steps is None and epochs is None:
+        epochs = 10
+    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
+                      num_workers=num_workers, seed=seed, warmup_epochs=warmup_epochs, progress=progress,
+                      **train_kwargs)
+    run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": str(root), "model": model,
+                  "weights": None if weights is None else str(weights), "hidden": hidden, "margin": margin,
+                  "contrastive_weight": contrastive_weight, "preset": preset, "split": split}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / CONFIG_FILE, run_config)
+    return Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume).fit()
+
+
+def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
+    """Rebuild the trained model of ``run_dir`` from ``change_config.json`` and ``checkpoint-last.pth``."""
+    from panderm.models.factory import create_encoder
+    from panderm.train import checkpointing as ckpt
+
+    run_dir = Path(run_dir)
+    cfg_path, weights = run_dir / CONFIG_FILE, run_dir / ckpt.LAST
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise InputError(f"{run_dir} is not a finished change-detection run: {p.name} is missing",
+                             hint="train one with `panderm change train`")
+    cfg = json.loads(cfg_path.read_text())
+    net = SiameseChangeModel(create_encoder(cfg["model"]), hidden=cfg["hidden"], margin=cfg["margin"],
+                             contrastive_weight=cfg["contrastive_weight"])
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return net.eval(), cfg
+
+
+def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path, out: str | Path,
+                    split: str = "test", threshold: float = 0.5, batch_size: int = 32, device: str | None = None,
+                    n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Evaluate a trained change detector on one split of a pairs CSV.
+
+    Writes ``metrics.json`` (AUROC, sensitivity, specificity and balanced accuracy,
+    each ``{"value", "ci_low", "ci_high"}`` with a 95% percentile bootstrap CI;
+    threshold metrics call ``changed`` when P(changed) ≥ ``threshold``) and
+    ``predictions.csv`` (one row per evaluated pair with ``prob_changed``).
+    Pairs with an unreadable image are left out and listed in ``skipped.csv``.
+
+    Returns:
+        The ``metrics.json`` content.
+    """
+    from panderm.data.pretrain import skip_collate
+    from panderm.data.transforms import build_transform
+    from panderm.eval.metrics import bootstrap_ci, threshold_metrics_ci
+
+    net, cfg = load_change_model(run_dir)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net.to(dev)
+    rows = read_pairs(pairs_csv, split)
+    dataset = PairDataset(rows, root, build_transform(cfg["preset"]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
+    idx, probs, skipped = [], [], []
+    for batch, skip in loader:
+        skipped.extend(skip)
+        if batch is None:
+            continue
+        probs.append(net.predict_proba(batch["a"].to(dev), batch["b"].to(dev)).cpu().numpy())
+        idx.append(batch["index"].numpy())
+    if not probs:
+        raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv}")
+    idx, prob = np.concatenate(idx), np.concatenate(probs).astype(np.float64)
+    y = rows["label"].to_numpy()[idx]
+    metrics = {"auroc": bootstrap_ci(y, np.stack([1 - prob, prob], 1), [0, 1], n=n_bootstrap, seed=seed,
+                                     metrics=("auroc",))["auroc"]}
+    metrics.update(threshold_metrics_ci(y, prob, threshold, n=n_bootstrap, seed=seed))
+    result = {"metrics": metrics, "n_pairs": len(y), "n_changed": int(y.sum()),
+              "n_unchanged": int(len(y) - y.sum()), "n_skipped": len(skipped), "threshold": threshold,
+              "split": split, "ci": f"95% percentile bootstrap, {n_bootstrap} replicates",
+              "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged"}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    preds = rows.iloc[idx].assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
+    with atomic_path(out / "predictions.csv") as tmp:
+        preds.to_csv(tmp, index=False)
+    if skipped:
+        with atomic_path(out / "skipped.csv") as tmp:
+            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
+    atomic_write_json(out / "metrics.json", json.loads(json.dumps(result, default=float).replace("NaN", "null")))
+    return result

@@ -1,0 +1,163 @@
+"""Feature-based rigid registration: AKAZE keypoints, cross-checked Hamming matching, Euclidean RANSAC.
+
+Direction convention (tested): ``RegistrationResult.matrix`` is a 2x3 matrix that
+maps a pixel ``(x=col, y=row)`` of image **b** to its position in image **a**,
+so ``cv2.warpAffine(b, matrix, (w_a, h_a))`` renders b in a's frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from panderm.longitudinal.ransac import (
+    draw_samples,
+    ransac_euclidean_numba,
+    ransac_euclidean_numpy,
+)
+
+#: Below these, a "transform" is mostly chance: unrelated HAM10000 pairs keep at most a few inliers.
+MIN_MATCHES = 8
+MIN_INLIERS = 10
+MIN_INLIER_RATIO = 0.1
+
+
+@dataclass
+class RegistrationResult:
+    """Outcome of registering b onto a.
+
+    Attributes:
+        success: True when a trustworthy transform was found (or the identity
+            fallback was requested; ``reason`` then says so).
+        matrix: 2x3 list, maps b pixel (x, y) to a.
+        rotation_deg: Counter-clockwise rotation in degrees in image coordinates
+            (x right, y down, so positive angles turn clockwise on screen).
+        translation_px: ``[tx, ty]`` in pixels.
+        keypoints: ``[n_a, n_b]`` AKAZE keypoints.
+        matches: Cross-checked matches.
+        inliers: RANSAC inliers.
+        inlier_ratio: ``inliers / matches`` (0 when no match).
+        reason: Why registration failed (empty on success).
+    """
+
+    success: bool
+    matrix: list = field(default_factory=lambda: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    rotation_deg: float = 0.0
+    translation_px: list = field(default_factory=lambda: [0.0, 0.0])
+    keypoints: list = field(default_factory=lambda: [0, 0])
+    matches: int = 0
+    inliers: int = 0
+    inlier_ratio: float = 0.0
+    reason: str = ""
+
+    @property
+    def matrix_array(self) -> np.ndarray:
+        """The matrix as a float64 (2, 3) array."""
+        return np.asarray(self.matrix, np.float64)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of all fields."""
+        return asdict(self)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def detect(gray: np.ndarray, *, threshold: float = 9e-5, n_octaves: int = 4):
+    """AKAZE keypoints and binary descriptors (paper settings: descriptor_size 0, threshold 9e-5, 4 octaves)."""
+    akaze = cv2.AKAZE_create(descriptor_size=0, threshold=threshold, nOctaves=n_octaves)
+    return akaze.detectAndCompute(gray, None)
+
+
+def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_octaves: int = 4,
+             residual_threshold: float = 2.5, max_trials: int = 2000, seed: int = 0,
+             min_matches: int = MIN_MATCHES, min_inliers: int = MIN_INLIERS,
+             min_inlier_ratio: float = MIN_INLIER_RATIO, max_translation: float | None = None,
+             fallback_identity: bool = False, backend: str = "numba") -> RegistrationResult:
+    """Estimate the rigid transform taking image b onto image a.
+
+    Args:
+        a: Fixed image (RGB or gray uint8).
+        b: Moving image (RGB or gray uint8), any size.
+        akaze_threshold: AKAZE detector response threshold.
+        n_octaves: AKAZE octaves.
+        residual_threshold: RANSAC inlier distance in pixels.
+        max_trials: RANSAC trials (early stop at 99.9% confidence).
+        seed: Seed of the RANSAC samples (results are reproducible).
+        min_matches: Fewer cross-checked matches -> failure.
+        min_inliers: Fewer inliers -> failure.
+        min_inlier_ratio: Lower ``inliers / matches`` -> failure.
+        max_translation: Larger translation (pixels) -> failure as degenerate
+            (default: the diagonal of a).
+        fallback_identity: On failure return the identity with ``success=True``
+            and the failure in ``reason`` instead of ``success=False``.
+        backend: ``"numba"`` (fast) or ``"numpy"`` (reference) RANSAC.
+
+    Returns:
+        A :class:`RegistrationResult`.
+    """
+    result = _register(a, b, akaze_threshold, n_octaves, residual_threshold, max_trials, seed, min_matches,
+                       min_inliers, min_inlier_ratio, max_translation, backend)
+    if not result.success and fallback_identity:
+        reason = result.reason
+        result = RegistrationResult(success=True, keypoints=result.keypoints, matches=result.matches,
+                                    inliers=result.inliers, inlier_ratio=result.inlier_ratio,
+                                    reason=f"identity fallback: {reason}")
+    return result
+
+
+def _register(a, b, akaze_threshold, n_octaves, residual_threshold, max_trials, seed, min_matches, min_inliers,
+              min_inlier_ratio, max_translation, backend) -> RegistrationResult:
+    kp_a, des_a = detect(_gray(a), threshold=akaze_threshold, n_octaves=n_octaves)
+    kp_b, des_b = detect(_gray(b), threshold=akaze_threshold, n_octaves=n_octaves)
+    n_kp = [len(kp_a), len(kp_b)]
+    if min(n_kp) < min_matches or des_a is None or des_b is None:
+        return RegistrationResult(False, keypoints=n_kp,
+                                  reason=f"too few keypoints (a: {n_kp[0]}, b: {n_kp[1]}; need {min_matches}); "
+                                         "texture-less or blank image?")
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    matches = matcher.match(des_b, des_a)  # query = b, train = a: src points in b, dst in a
+    n_m = len(matches)
+    if n_m < min_matches:
+        return RegistrationResult(False, keypoints=n_kp, matches=n_m,
+                                  reason=f"too few matches ({n_m}; need {min_matches})")
+    src = np.array([kp_b[m.queryIdx].pt for m in matches], np.float64)
+    dst = np.array([kp_a[m.trainIdx].pt for m in matches], np.float64)
+    samples = draw_samples(n_m, max_trials, seed)
+    fn = ransac_euclidean_numba if backend == "numba" else ransac_euclidean_numpy
+    matrix, inl = fn(src, dst, residual_threshold, samples=samples)
+    n_in = int(inl.sum())
+    ratio = n_in / n_m
+    common = {"keypoints": n_kp, "matches": n_m, "inliers": n_in, "inlier_ratio": round(ratio, 4)}
+    if matrix is None or n_in < min_inliers or ratio < min_inlier_ratio:
+        return RegistrationResult(False, **common,
+                                  reason=f"too few inliers ({n_in} of {n_m} matches; need {min_inliers} and "
+                                         f"ratio {min_inlier_ratio}): images do not show the same scene rigidly")
+    h, w = a.shape[:2]
+    limit = math.hypot(w, h) if max_translation is None else max_translation
+    # Rotation about the origin moves far pixels a lot, so judge the displacement of b's centre.
+    hb, wb = b.shape[:2]
+    centre = matrix @ np.array([wb / 2, hb / 2, 1.0]) - np.array([wb / 2, hb / 2])
+    if not np.isfinite(matrix).all() or float(np.hypot(*centre)) > limit:
+        return RegistrationResult(False, **common, reason="degenerate transform (non-finite or moves b out of a)")
+    angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
+    return RegistrationResult(True, matrix=matrix.tolist(), rotation_deg=round(angle, 4),
+                              translation_px=[round(float(matrix[0, 2]), 4), round(float(matrix[1, 2]), 4)],
+                              **common)
+
+
+def warp_to(b: np.ndarray, matrix, shape: tuple[int, int]) -> np.ndarray:
+    """Render b in a's frame: ``cv2.warpAffine`` with linear interpolation and reflected borders.
+
+    Args:
+        b: Moving image.
+        matrix: 2x3 b -> a matrix.
+        shape: ``(height, width)`` of a.
+    """
+    h, w = shape
+    return cv2.warpAffine(b, np.asarray(matrix, np.float64), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)

@@ -1,0 +1,95 @@
+"""``panderm change train|eval``: thin Click wrappers around :mod:`panderm.longitudinal.change`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+TRAIN_EPILOG = """\b
+Examples:
+  panderm change train --pairs pairs.csv --root registered/ --out change_run/ --weights panderm-base
+  panderm change train --pairs pairs.csv --root registered/ --out run/ --epochs 50 --lr 5e-4
+
+\b
+Pairs CSV: image_a, image_b (relative to --root; ideally registered with
+`panderm align-pair`), label (1 = changed, 0 = unchanged; or the words
+changed/unchanged), split (train/val/test), optional patient. Trains on the
+--split rows. Outputs in --out: checkpoint-last.pth (encoder + head),
+change_config.json, config.json, log.jsonl, train-state.pt (for --resume)."""
+
+EVAL_EPILOG = """\b
+Examples:
+  panderm change eval --run change_run/ --pairs pairs.csv --root registered/ --out change_eval/
+
+\b
+Outputs in --out: metrics.json (AUROC, sensitivity, specificity, balanced
+accuracy, each with a 95% bootstrap CI; changed when P(changed) >= --threshold)
+and predictions.csv (prob_changed per pair); skipped.csv lists unreadable pairs."""
+
+
+@click.group("change", context_settings=_CTX)
+def change_group():
+    """Siamese change detection on registered image pairs (train, eval)."""
+
+
+@change_group.command("train", epilog=TRAIN_EPILOG, context_settings=_CTX)
+@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path), help="Pairs CSV.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Folder the image paths are relative to (default: the CSV's folder).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
+@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Epochs [default: 10].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Base learning rate (batch 256 scaling).")
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Head hidden width.")
+@click.option("--margin", type=float, default=1.0, show_default=True, help="Contrastive margin.")
+@click.option("--contrastive-weight", type=float, default=1.0, show_default=True)
+@click.option("--split", default="train", show_default=True, help="Rows of the CSV to train on.")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_cmd(pairs_csv, root, out, model, weights, steps, epochs, batch_size, lr, hidden, margin,
+              contrastive_weight, split, precision, device, workers, seed, resume, quiet):
+    """Train a Siamese change detector (shared-weight encoder + 2-layer head)."""
+    from panderm.longitudinal.change import train_change
+
+    result = train_change(pairs_csv, root or pairs_csv.parent, out, model=model, weights=weights, steps=steps,
+                          epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, margin=margin,
+                          contrastive_weight=contrastive_weight, split=split, precision=precision, device=device,
+                          num_workers=workers, seed=seed, resume=resume, progress=not quiet)
+    click.echo(f"Trained {result.steps} steps, final loss {result.final_loss:.4f}; model in {result.out}")
+    if result.skipped:
+        click.echo(f"Skipped {result.skipped} unreadable pair(s): see {result.out}/skipped.csv")
+
+
+@change_group.command("eval", epilog=EVAL_EPILOG, context_settings=_CTX)
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Trained run folder.")
+@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path), help="Pairs CSV.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Folder the image paths are relative to (default: the CSV's folder).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--split", default="test", show_default=True, help="Rows of the CSV to evaluate.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for the CIs.")
+def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device, bootstrap):
+    """Evaluate a trained change detector: AUROC, sensitivity, specificity, BACC with 95% CIs."""
+    from panderm.longitudinal.change import evaluate_change
+
+    res = evaluate_change(run_dir, pairs_csv, root or pairs_csv.parent, out, split=split, threshold=threshold,
+                          batch_size=batch_size, device=device, n_bootstrap=bootstrap)
+    click.echo(f"{res['n_pairs']} pairs ({res['n_changed']} changed, {res['n_unchanged']} unchanged), "
+               f"split {split}, threshold {threshold:g}")
+    for name, m in res["metrics"].items():
+        click.echo(f"  {name:<12} {m['value']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f})")
+    click.echo(f"Wrote metrics.json and predictions.csv to {out}")

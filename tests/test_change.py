@@ -1,0 +1,151 @@
+"""Siamese change detection: model contract, contrastive loss, training and evaluation on real image pairs.
+
+HAM10000 same-lesion pairs stand in for sequential pairs (same_lesion → 0 unchanged,
+different_lesion → 1 changed): a proxy for the pipeline, not real change labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from panderm.errors import InputError
+from panderm.longitudinal.change import (
+    PairDataset,
+    SiameseChangeModel,
+    contrastive_loss,
+    read_pairs,
+)
+
+TINY = "panderm_test_patch16_224"
+
+
+def _tiny_model(**kw) -> SiameseChangeModel:
+    from panderm.models.factory import create_encoder
+
+    torch.manual_seed(0)
+    return SiameseChangeModel(create_encoder(TINY), hidden=16, **kw)
+
+
+@pytest.fixture(scope="module")
+def pairs(shared_data, tmp_path_factory):
+    """A pairs.csv (4 train + 6 test pairs) with the images copied to a tmp folder."""
+    src = shared_data / "ham10000_same_lesion_pairs"
+    df = pd.read_csv(src / "labels.csv")
+    root = tmp_path_factory.mktemp("pairs")
+    rows = []
+    for split, per_class in (("train", 2), ("test", 3)):
+        for name, label in (("same_lesion", 0), ("different_lesion", 1)):
+            sel = df[(df["split"] == split) & (df["label"] == name)].head(per_class)
+            for r in sel.itertuples():
+                rows.append({"image_a": r.image, "image_b": r.image_b, "label": label, "split": split,
+                             "patient": r.lesion_id})
+    for r in rows:
+        for col in ("image_a", "image_b"):
+            shutil.copy(src / "images" / r[col], root / r[col])
+    pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
+    return root
+
+
+def test_shared_weights_and_outputs():
+    model = _tiny_model()
+    enc_params = {id(p) for p in model.encoder.parameters()}
+    assert enc_params and enc_params <= {id(p) for p in model.parameters()}
+    assert sum(1 for n, _ in model.named_parameters() if n.startswith("encoder.")) == len(enc_params)
+    a, b = torch.randn(2, 3, 224, 224), torch.randn(2, 3, 224, 224)
+    out = model({"a": a, "b": b, "label": torch.tensor([0, 1])})
+    assert set(out) == {"loss", "loss_ce", "loss_contrastive"}
+    assert all(torch.isfinite(v) and v.ndim == 0 for v in out.values())
+    out["loss"].backward()
+    assert model.encoder.patch_embed.proj.weight.grad is not None  # one encoder gets the gradient of both branches
+    p = model.eval().predict_proba(a, b)
+    assert p.shape == (2,) and ((p >= 0) & (p <= 1)).all()
+    # swapping the order does not change the features (same weights in both branches)
+    za, zb = model.embed(a, b)
+    zb2, za2 = model.embed(b, a)
+    assert torch.allclose(za, za2, atol=1e-5) and torch.allclose(zb, zb2, atol=1e-5)
+
+
+def test_contrastive_loss_convention():
+    z = torch.randn(3, 8)
+    assert contrastive_loss(z, z.clone(), torch.zeros(3, dtype=torch.long)).item() == pytest.approx(0.0, abs=1e-6)
+    # identical but labelled changed: full margin penalty
+    assert contrastive_loss(z, z.clone(), torch.ones(3, dtype=torch.long), margin=1.0).item() == pytest.approx(1.0)
+    # opposite unit vectors (distance 2 > margin): changed costs nothing, unchanged costs d² = 4
+    assert contrastive_loss(z, -z, torch.ones(3, dtype=torch.long)).item() == pytest.approx(0.0, abs=1e-6)
+    assert contrastive_loss(z, -z, torch.zeros(3, dtype=torch.long)).item() == pytest.approx(4.0)
+    model = _tiny_model().eval()
+    x = torch.randn(2, 3, 224, 224)
+    out = model({"a": x, "b": x.clone(), "label": torch.zeros(2, dtype=torch.long)})
+    assert out["loss_contrastive"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pair_dataset_skips_unreadable(pairs, tmp_path):
+    from panderm.data.transforms import build_transform
+
+    rows = read_pairs(pairs / "pairs.csv", "train")
+    assert set(rows["label"]) == {0, 1}
+    bad = rows.copy()
+    bad.loc[0, "image_b"] = "missing.jpg"
+    ds = PairDataset(bad, pairs, build_transform("panderm"))
+    rec = ds[0]
+    assert rec["skip"] and rec["path"].endswith("missing.jpg")
+    ok = ds[1]
+    assert ok["a"].shape == (3, 224, 224) and ok["label"].dtype == torch.long
+
+
+def test_read_pairs_errors(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("image_a,image_b,split\na.jpg,b.jpg,train\n")
+    with pytest.raises(InputError, match="label"):
+        read_pairs(p)
+    p.write_text("image_a,image_b,label,split\na.jpg,b.jpg,maybe,train\n")
+    with pytest.raises(InputError, match="maybe"):
+        read_pairs(p)
+    p.write_text("image_a,image_b,label,split\na.jpg,b.jpg,changed,train\nc.jpg,d.jpg,unchanged,train\n")
+    assert list(read_pairs(p)["label"]) == [1, 0]
+    with pytest.raises(InputError, match="split 'test'"):
+        read_pairs(p, "test")
+
+
+def test_train_and_eval_cli(pairs, tmp_path, cli):
+    run, ev = tmp_path / "run", tmp_path / "ev"
+    r = cli(["change", "train", "--pairs", str(pairs / "pairs.csv"), "--out", str(run), "--model", TINY,
+             "--steps", "3", "--batch-size", "2", "--precision", "fp32", "--device", "cpu", "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    assert log[-1]["step"] == 3 and math.isfinite(log[-1]["loss"]) and "loss_contrastive" in log[-1]
+    state = torch.load(run / "checkpoint-last.pth", weights_only=True)
+    assert any(k.startswith("encoder.") for k in state) and any(k.startswith("head.") for k in state)
+
+    r = cli(["change", "eval", "--run", str(run), "--pairs", str(pairs / "pairs.csv"), "--out", str(ev),
+             "--device", "cpu", "--bootstrap", "200"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["n_pairs"] == 6 and metrics["n_changed"] == 3
+    for name in ("auroc", "sensitivity", "specificity", "bacc"):
+        m = metrics["metrics"][name]
+        assert 0 <= m["value"] <= 1 and m["ci_low"] <= m["value"] <= m["ci_high"]
+    preds = pd.read_csv(ev / "predictions.csv")
+    assert len(preds) == 6 and preds["prob_changed"].between(0, 1).all()
+
+
+def test_eval_missing_run_exit_2(pairs, tmp_path, cli):
+    r = cli(["change", "eval", "--run", str(tmp_path / "norun"), "--pairs", str(pairs / "pairs.csv"),
+             "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "change_config.json" in r.output
+
+
+def test_threshold_metrics_ci_hand_checked():
+    from panderm.eval.metrics import threshold_metrics_ci
+
+    # positives 0.9, 0.4 (one hit of two); negatives 0.1, 0.5 (0.5 >= 0.5 is a false alarm)
+    res = threshold_metrics_ci([1, 1, 0, 0], [0.9, 0.4, 0.1, 0.5], threshold=0.5, n=200)
+    assert res["sensitivity"]["value"] == 0.5 and res["specificity"]["value"] == 0.5
+    assert res["bacc"]["value"] == 0.5
+    assert 0 <= res["bacc"]["ci_low"] <= 0.5 <= res["bacc"]["ci_high"] <= 1

@@ -158,10 +158,11 @@ def pictures(result: AlignResult) -> dict:
     a, al = im["a_pre"], im["aligned"]
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
     reg = result.registration
-    status = (f"rot {reg.rotation_deg:.1f} deg, t=({reg.translation_px[0]:.1f}, {reg.translation_px[1]:.1f})"
+    # Short enough for one panel's width even at 200 px.
+    status = (f"{reg.rotation_deg:+.1f}deg {reg.translation_px[0]:+.0f},{reg.translation_px[1]:+.0f}px"
               if reg.success else "NOT registered")
     sc = max(0.6, a.shape[1] / 500)
-    overlay = np.hstack([_label(a, "a", sc), _label(gap, "", sc), _label(al, f"b aligned: {status}", sc),
+    overlay = np.hstack([_label(a, "a", sc), _label(gap, "", sc), _label(al, f"b: {status}", sc),
                          _label(gap, "", sc), _label(checkerboard(a, al), "checkerboard a/b", sc)])
     ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gb = cv2.cvtColor(al, cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -116,7 +116,7 @@ def test_read_pairs_errors(tmp_path):
 def test_train_and_eval_cli(pairs, tmp_path, cli):
     run, ev = tmp_path / "run", tmp_path / "ev"
     r = cli(["change", "train", "--pairs", str(pairs / "pairs.csv"), "--out", str(run), "--model", TINY,
-             "--steps", "3", "--batch-size", "2", "--precision", "fp32", "--device", "cpu", "--workers", "0", "-q"])
+             "--max-steps", "3", "--batch-size", "2", "--precision", "fp32", "--device", "cpu", "--workers", "0", "-q"])
     assert r.exit_code == 0, r.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     assert log[-1]["step"] == 3 and math.isfinite(log[-1]["loss"]) and "loss_contrastive" in log[-1]

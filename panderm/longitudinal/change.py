@@ -188,7 +188,8 @@ def _export(model: SiameseChangeModel) -> dict[str, torch.Tensor]:
 
 
 def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model: str = "panderm_base_patch16_224",
-                 weights: str | Path | None = None, steps: int | None = None, epochs: float | None = None,
+                 weights: str | Path | None = None, steps="default", max_steps: int | None = None,
+                 epochs: float | None = None,
                  batch_size: int = 16, lr: float = 5e-4, hidden: int = 256, margin: float = 1.0,
                  contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
                  precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
@@ -199,7 +200,11 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         pairs_csv, root: Pairs CSV and the folder its image paths are relative to.
         out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
         model, weights: Encoder name and weights for :func:`create_encoder`.
-        steps, epochs: Training length (one of them; default 10 epochs).
+        steps: Preprocessing ablation: a preset (``default`` = raw images, ``warp``,
+            ``mask``, ``whole``) or a comma list of align steps; see
+            :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
+            pair once into ``out/preprocessed/`` (with ``preprocess.csv``) and trains on that.
+        max_steps, epochs: Training length (one of them; default 10 epochs).
         batch_size, lr: Per-step batch and base learning rate (scaled as the Trainer does).
         hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
         preset: Preprocessing preset (default: the encoder's).
@@ -208,29 +213,46 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
 
     Returns:
-        The Trainer's ``TrainResult``; ``out/checkpoint-last.pth`` holds the model tensors.
+        The Trainer's ``TrainResult``; ``out/checkpoint-last.pth`` holds the model tensors;
+        ``result.preprocess`` holds the preprocessing counts (None for ``default``).
     """
     from panderm.data.transforms import build_transform
+    from panderm.longitudinal.ablation import (
+        ablation_name,
+        apply_to_rows,
+        parse_ablation,
+    )
     from panderm.models.factory import create_encoder
     from panderm.train.trainer import TrainConfig, Trainer
 
+    ablation = parse_ablation(steps)
     rows = read_pairs(pairs_csv, split)
+    out = Path(out)
+    summary, data_root = None, root
+    if ablation:
+        _, rows, _, summary = apply_to_rows(rows, root, ablation, out / "preprocessed")
+        if rows.empty:
+            raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv} after preprocessing",
+                             hint=f"see {summary['report']}")
+        data_root = "/"  # the cached paths are absolute
     encoder = create_encoder(model, weights)
     preset = preset or encoder.pretrained_cfg.preset
     net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
-    dataset = PairDataset(rows, root, build_transform(preset))
-    if steps is None and epochs is None:
+    dataset = PairDataset(rows, data_root, build_transform(preset))
+    if max_steps is None and epochs is None:
         epochs = 10
-    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
+    cfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
                       num_workers=num_workers, seed=seed, warmup_epochs=warmup_epochs, progress=progress,
                       **train_kwargs)
     run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": str(root), "model": model,
                   "weights": None if weights is None else str(weights), "hidden": hidden, "margin": margin,
-                  "contrastive_weight": contrastive_weight, "preset": preset, "split": split}
-    out = Path(out)
+                  "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
+                  "steps": list(ablation), "ablation": ablation_name(ablation)}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / CONFIG_FILE, run_config)
-    return Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume).fit()
+    atomic_write_json(out / CONFIG_FILE, {**run_config, "preprocess": summary})
+    result = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume).fit()
+    result.preprocess = summary
+    return result
 
 
 def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
@@ -261,6 +283,9 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     threshold metrics call ``changed`` when P(changed) ≥ ``threshold``) and
     ``predictions.csv`` (one row per evaluated pair with ``prob_changed``).
     Pairs with an unreadable image are left out and listed in ``skipped.csv``.
+    The run's preprocessing ablation (``steps`` in ``change_config.json``) is applied
+    to the evaluated pairs too, cached in ``out/preprocessed/``; ``metrics.json``
+    records it (``steps``, ``ablation``, ``preprocess`` counts).
 
     Returns:
         The ``metrics.json`` content.
@@ -272,10 +297,18 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     net, cfg = load_change_model(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(dev)
+    from panderm.longitudinal.ablation import ablation_name, apply_to_rows
+
     rows = read_pairs(pairs_csv, split)
-    dataset = PairDataset(rows, root, build_transform(cfg["preset"]))
+    ablation = tuple(cfg.get("steps") or ())
+    out = Path(out)
+    ds_rows, data_root, skipped, summary = rows, root, [], None
+    if ablation:
+        rows, ds_rows, skipped, summary = apply_to_rows(rows, root, ablation, out / "preprocessed")
+        data_root = "/"  # the cached paths are absolute
+    dataset = PairDataset(ds_rows, data_root, build_transform(cfg["preset"]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
-    idx, probs, skipped = [], [], []
+    idx, probs = [], []
     for batch, skip in loader:
         skipped.extend(skip)
         if batch is None:
@@ -292,8 +325,8 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     result = {"metrics": metrics, "n_pairs": len(y), "n_changed": int(y.sum()),
               "n_unchanged": int(len(y) - y.sum()), "n_skipped": len(skipped), "threshold": threshold,
               "split": split, "ci": f"95% percentile bootstrap, {n_bootstrap} replicates",
-              "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged"}
-    out = Path(out)
+              "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged",
+              "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary}
     out.mkdir(parents=True, exist_ok=True)
     preds = rows.iloc[idx].assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
     with atomic_path(out / "predictions.csv") as tmp:

@@ -41,6 +41,7 @@ class RegistrationResult:
         inliers: RANSAC inliers.
         inlier_ratio: ``inliers / matches`` (0 when no match).
         reason: Why registration failed (empty on success).
+        fallback: True when this is the requested identity fallback after a failure.
     """
 
     success: bool
@@ -52,6 +53,7 @@ class RegistrationResult:
     inliers: int = 0
     inlier_ratio: float = 0.0
     reason: str = ""
+    fallback: bool = False
 
     @property
     def matrix_array(self) -> np.ndarray:
@@ -106,7 +108,7 @@ def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_o
         reason = result.reason
         result = RegistrationResult(success=True, keypoints=result.keypoints, matches=result.matches,
                                     inliers=result.inliers, inlier_ratio=result.inlier_ratio,
-                                    reason=f"identity fallback: {reason}")
+                                    reason=f"identity fallback: {reason}", fallback=True)
     return result
 
 

@@ -186,3 +186,24 @@ def test_batch_continues_past_missing_file(shared_data, tmp_path, cli):
     assert len(summary) == 2 and "tx" in summary[0]
     r = cli(["align-pair", "--pairs", str(csv_path), "--root", str(imgs), "--out", str(tmp_path / "o2"), "-q"])
     assert r.exit_code == 1 and "1/2 pairs registered, 1 unreadable" in r.output
+
+
+def test_keypoints_on_a_downscaled_copy_keep_subpixel_accuracy(shared_data):
+    """Large images are searched at <= 512 px for speed; the full-resolution transform stays exact."""
+    import cv2
+    import numpy as np
+
+    from panderm.data.images import load_rgb
+    from panderm.longitudinal.register import register
+
+    src = sorted((shared_data / "ham10000_dermoscopy_cls" / "images").glob("*.jpg"))[5]
+    a = cv2.resize(np.asarray(load_rgb(src)), (800, 600), interpolation=cv2.INTER_CUBIC)
+    truth = cv2.getRotationMatrix2D((400, 300), 7.0, 1.0)
+    truth[:, 2] += (9.0, -6.0)
+    b = cv2.warpAffine(a, cv2.invertAffineTransform(truth), (800, 600), borderMode=cv2.BORDER_REFLECT)
+    corners = np.array([[0, 0, 1], [799, 0, 1], [0, 599, 1], [799, 599, 1]], float).T
+    for max_side in (512, None):
+        res = register(a, b, detect_max_side=max_side)
+        assert res.success, res.reason
+        err = np.abs(np.asarray(res.matrix) @ corners - truth @ corners).max()
+        assert err < 0.5, (max_side, err)

@@ -75,8 +75,21 @@ def detect(gray: np.ndarray, *, threshold: float = 9e-5, n_octaves: int = 4):
     return akaze.detectAndCompute(gray, None)
 
 
+def _detect_scaled(img: np.ndarray, max_side: int | None, threshold: float, n_octaves: int):
+    """AKAZE on a copy shrunk to ``max_side`` (if larger); keypoints in full-resolution pixels."""
+    gray = _gray(img)
+    scale = 1.0
+    if max_side and max(gray.shape) > max_side:
+        scale = max_side / max(gray.shape)
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    kp, des = detect(gray, threshold=threshold, n_octaves=n_octaves)
+    pts = np.array([k.pt for k in kp], np.float64).reshape(-1, 2)
+    # Pixel centres: x_full + 0.5 = (x_small + 0.5) / scale.
+    return (pts + 0.5) / scale - 0.5, des
+
+
 def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_octaves: int = 4,
-             residual_threshold: float = 2.5, max_trials: int = 2000, seed: int = 0,
+             detect_max_side: int | None = 512, residual_threshold: float = 2.5, max_trials: int = 2000, seed: int = 0,
              min_matches: int = MIN_MATCHES, min_inliers: int = MIN_INLIERS,
              min_inlier_ratio: float = MIN_INLIER_RATIO, max_translation: float | None = None,
              fallback_identity: bool = False, backend: str = "numba") -> RegistrationResult:
@@ -87,6 +100,10 @@ def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_o
         b: Moving image (RGB or gray uint8), any size.
         akaze_threshold: AKAZE detector response threshold.
         n_octaves: AKAZE octaves.
+        detect_max_side: Detect keypoints on a copy whose long side is at most
+            this many pixels (``None``: full resolution). AKAZE dominates the run
+            time and scales with pixels; the least-squares refit over all inliers
+            keeps sub-pixel accuracy at full resolution.
         residual_threshold: RANSAC inlier distance in pixels.
         max_trials: RANSAC trials (early stop at 99.9% confidence).
         seed: Seed of the RANSAC samples (results are reproducible).
@@ -102,8 +119,8 @@ def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_o
     Returns:
         A :class:`RegistrationResult`.
     """
-    result = _register(a, b, akaze_threshold, n_octaves, residual_threshold, max_trials, seed, min_matches,
-                       min_inliers, min_inlier_ratio, max_translation, backend)
+    result = _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_threshold, max_trials, seed,
+                       min_matches, min_inliers, min_inlier_ratio, max_translation, backend)
     if not result.success and fallback_identity:
         reason = result.reason
         result = RegistrationResult(success=True, keypoints=result.keypoints, matches=result.matches,
@@ -112,10 +129,10 @@ def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_o
     return result
 
 
-def _register(a, b, akaze_threshold, n_octaves, residual_threshold, max_trials, seed, min_matches, min_inliers,
-              min_inlier_ratio, max_translation, backend) -> RegistrationResult:
-    kp_a, des_a = detect(_gray(a), threshold=akaze_threshold, n_octaves=n_octaves)
-    kp_b, des_b = detect(_gray(b), threshold=akaze_threshold, n_octaves=n_octaves)
+def _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_threshold, max_trials, seed, min_matches,
+              min_inliers, min_inlier_ratio, max_translation, backend) -> RegistrationResult:
+    kp_a, des_a = _detect_scaled(a, detect_max_side, akaze_threshold, n_octaves)
+    kp_b, des_b = _detect_scaled(b, detect_max_side, akaze_threshold, n_octaves)
     n_kp = [len(kp_a), len(kp_b)]
     if min(n_kp) < min_matches or des_a is None or des_b is None:
         return RegistrationResult(False, keypoints=n_kp,
@@ -127,8 +144,8 @@ def _register(a, b, akaze_threshold, n_octaves, residual_threshold, max_trials, 
     if n_m < min_matches:
         return RegistrationResult(False, keypoints=n_kp, matches=n_m,
                                   reason=f"too few matches ({n_m}; need {min_matches})")
-    src = np.array([kp_b[m.queryIdx].pt for m in matches], np.float64)
-    dst = np.array([kp_a[m.trainIdx].pt for m in matches], np.float64)
+    src = kp_b[[m.queryIdx for m in matches]]
+    dst = kp_a[[m.trainIdx for m in matches]]
     samples = draw_samples(n_m, max_trials, seed)
     fn = ransac_euclidean_numba if backend == "numba" else ransac_euclidean_numpy
     matrix, inl = fn(src, dst, residual_threshold, samples=samples)

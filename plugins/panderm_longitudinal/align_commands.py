@@ -32,9 +32,11 @@ checkerboard), difference.png, a_pre.png, b_pre.png, mask_a.png, mask_b.png;
 @click.option("--steps", default="dark-corner,hair,register,segment", show_default=True,
               help="Comma-separated subset of dark-corner, hair, register, segment.")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
+@click.option("--detect-max-side", type=click.IntRange(min=0), default=512, show_default=True,
+              help="Find keypoints on a copy at most this many pixels long (0: full resolution).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Pairs in parallel (--pairs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity, workers, quiet):
+def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity, detect_max_side, workers, quiet):
     """Register image B onto image A (dark corners, hair, AKAZE + RANSAC).
 
     Give two images A B, or --pairs CSV for many pairs.
@@ -47,7 +49,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity,
         if image_a is not None or image_b is not None:
             raise InputError("give either two images or --pairs, not both")
         rows = align_pairs(pairs, root, out, workers=workers, progress=not quiet, steps=steps,
-                           fallback_identity=fallback_identity)
+                           fallback_identity=fallback_identity, detect_max_side=detect_max_side or None)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
         click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable; summary: {out / 'summary.csv'}")
@@ -56,7 +58,8 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity,
         return
     if image_a is None or image_b is None:
         raise InputError("need two images A B (or --pairs CSV)", hint="panderm align-pair --help")
-    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity)
+    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity,
+                     detect_max_side=detect_max_side or None)
     reg = res.registration
     if reg.success:
         click.echo(f"registered: rotation {reg.rotation_deg:.2f} deg, translation ({reg.translation_px[0]:.1f}, "

@@ -134,6 +134,15 @@ def test_train_and_eval_cli(pairs, tmp_path, cli):
     preds = pd.read_csv(ev / "predictions.csv")
     assert len(preds) == 6 and preds["prob_changed"].between(0, 1).all()
 
+    # a test-only CSV without a split column, and no --out: evaluated whole into RUN/eval-<name>
+    test_only = pd.read_csv(pairs / "pairs.csv")
+    test_only = test_only[test_only["split"] == "test"].drop(columns=["split"])
+    test_only.to_csv(pairs / "test.csv", index=False)
+    r = cli(["change", "eval", "--run", str(run), "--pairs", str(pairs / "test.csv"), "--device", "cpu",
+             "--bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["n_pairs"] == len(test_only)
+
 
 def test_eval_missing_run_exit_2(pairs, tmp_path, cli):
     r = cli(["change", "eval", "--run", str(tmp_path / "norun"), "--pairs", str(pairs / "pairs.csv"),

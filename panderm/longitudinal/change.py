@@ -32,7 +32,7 @@ from torch import nn
 from panderm.errors import InputError
 from panderm.io import atomic_path, atomic_write_json
 
-PAIR_COLUMNS = ("image_a", "image_b", "label", "split")
+PAIR_COLUMNS = ("image_a", "image_b", "label")  # + optional split (absent: every row is used), patient
 _LABEL_NAMES = {"unchanged": 0, "changed": 1, "0": 0, "1": 1}
 CONFIG_FILE = "change_config.json"
 
@@ -136,6 +136,8 @@ def read_pairs(pairs_csv: str | Path, split: str | None = None) -> pd.DataFrame:
         raise InputError(f"{path}: label {df['label'].iloc[i]!r} on line {i + 2} is not 0/1 or unchanged/changed",
                          hint="label: 1 (changed) or 0 (unchanged)")
     df["label"] = labels.astype(int)
+    if "split" not in df.columns:  # a CSV of one split only (e.g. test.csv): use every row
+        df["split"] = split or ""
     if split is not None:
         df = df[df["split"] == split].reset_index(drop=True)
         if df.empty:

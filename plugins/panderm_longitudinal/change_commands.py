@@ -108,8 +108,10 @@ def train_cmd(pairs_csv, root, out, model, weights, ablation, max_steps, epochs,
 @click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path), help="Pairs CSV.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder the image paths are relative to (default: the CSV's folder).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--split", default="test", show_default=True, help="Rows of the CSV to evaluate.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: RUN/eval-<pairs file name>).")
+@click.option("--split", default="test", show_default=True,
+              help="Rows of the CSV to evaluate (a CSV without a split column is used whole).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
@@ -119,6 +121,7 @@ def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device
     """Evaluate a trained change detector: AUROC, sensitivity, specificity, BACC with 95% CIs."""
     from panderm.longitudinal.change import evaluate_change
 
+    out = out or Path(run_dir) / f"eval-{pairs_csv.stem}"
     res = evaluate_change(run_dir, pairs_csv, root or pairs_csv.parent, out, split=split, threshold=threshold,
                           batch_size=batch_size, device=device, n_bootstrap=bootstrap)
     click.echo(f"{res['n_pairs']} pairs ({res['n_changed']} changed, {res['n_unchanged']} unchanged), "

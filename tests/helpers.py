@@ -45,3 +45,28 @@ def save_released(model: torch.nn.Module, path: Path, wrap: str | None = None, *
     sd = released_state_dict(model, **kwargs)
     torch.save({wrap: sd, "epoch": 499} if wrap else sd, path)
     return path
+
+
+def copy_change_pairs(shared_data: Path, root: Path, per_class: dict[str, int]) -> Path:
+    """Write ``root/pairs.csv`` from real HAM10000 pairs and copy their images into ``root``.
+
+    ``per_class`` maps a split to how many same-lesion (label 0) and different-lesion
+    (label 1) pairs it gets.
+    """
+    import shutil
+
+    import pandas as pd
+
+    src = shared_data / "ham10000_same_lesion_pairs"
+    df = pd.read_csv(src / "labels.csv")
+    rows = []
+    for split, n in per_class.items():
+        for name, label in (("same_lesion", 0), ("different_lesion", 1)):
+            for r in df[(df["split"] == split) & (df["label"] == name)].head(n).itertuples():
+                rows.append({"image_a": r.image, "image_b": r.image_b, "label": label, "split": split,
+                             "patient": r.lesion_id})
+    for r in rows:
+        for col in ("image_a", "image_b"):
+            shutil.copy(src / "images" / r[col], root / r[col])
+    pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
+    return root

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pandas as pd
 import pytest
@@ -21,6 +20,7 @@ from panderm.longitudinal.change import (
     contrastive_loss,
     read_pairs,
 )
+from tests.helpers import copy_change_pairs
 
 TINY = "panderm_test_patch16_224"
 
@@ -35,21 +35,7 @@ def _tiny_model(**kw) -> SiameseChangeModel:
 @pytest.fixture(scope="module")
 def pairs(shared_data, tmp_path_factory):
     """A pairs.csv (4 train + 6 test pairs) with the images copied to a tmp folder."""
-    src = shared_data / "ham10000_same_lesion_pairs"
-    df = pd.read_csv(src / "labels.csv")
-    root = tmp_path_factory.mktemp("pairs")
-    rows = []
-    for split, per_class in (("train", 2), ("test", 3)):
-        for name, label in (("same_lesion", 0), ("different_lesion", 1)):
-            sel = df[(df["split"] == split) & (df["label"] == name)].head(per_class)
-            for r in sel.itertuples():
-                rows.append({"image_a": r.image, "image_b": r.image_b, "label": label, "split": split,
-                             "patient": r.lesion_id})
-    for r in rows:
-        for col in ("image_a", "image_b"):
-            shutil.copy(src / "images" / r[col], root / r[col])
-    pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
-    return root
+    return copy_change_pairs(shared_data, tmp_path_factory.mktemp("pairs"), {"train": 2, "test": 3})
 
 
 def test_shared_weights_and_outputs():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from PIL import Image
 from panderm.errors import ConfigError
 from panderm.longitudinal import ablation
 from panderm.longitudinal.ablation import PRESETS, parse_ablation, prepare_pairs
+from tests.helpers import copy_change_pairs
 
 TINY = "panderm_test_patch16_224"
 
@@ -20,18 +20,7 @@ TINY = "panderm_test_patch16_224"
 @pytest.fixture(scope="module")
 def pairs(shared_data, tmp_path_factory):
     """pairs.csv with 2 train + 2 test pairs (one of each label), images copied to a tmp folder."""
-    src = shared_data / "ham10000_same_lesion_pairs"
-    df = pd.read_csv(src / "labels.csv")
-    root = tmp_path_factory.mktemp("abl_pairs")
-    rows = []
-    for split in ("train", "test"):
-        for name, label in (("same_lesion", 0), ("different_lesion", 1)):
-            r = df[(df["split"] == split) & (df["label"] == name)].iloc[0]
-            rows.append({"image_a": r.image, "image_b": r.image_b, "label": label, "split": split})
-            for col in ("image", "image_b"):
-                shutil.copy(src / "images" / r[col], root / r[col])
-    pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
-    return root
+    return copy_change_pairs(shared_data, tmp_path_factory.mktemp("abl_pairs"), {"train": 1, "test": 1})
 
 
 def test_presets_parse():

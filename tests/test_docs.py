@@ -20,7 +20,7 @@ def test_readme_opens_with_install_demo_and_test_commands():
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
     commands = [line for line in first_block.splitlines() if line and not line.startswith("#")]
     assert len(commands) == 2
-    assert "pip install" in commands[0] and "panderm demo" in commands[0]
+    assert "pip install" in commands[0] and "panderm screen-tbp --demo" in commands[0]
     assert "pip install" in commands[1] and "pytest" in commands[1]
     test_command = commands[1].split("&& ")[-1]
     assert test_command in (REPO / ".ci" / "run").read_text(), "CI must run exactly the README's test command"

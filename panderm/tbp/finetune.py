@@ -1,0 +1,85 @@
+"""Fine-tune the encoder with the linear risk head (paper: TBP tiles at 224², colour + geometric augmentation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RiskModel(nn.Module):
+    """Encoder + one linear layer giving the high-risk logit; class-weighted BCE."""
+
+    def __init__(self, encoder: nn.Module, pos_weight: float = 1.0):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(int(encoder.num_features), 1)
+        self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logit = self.head(self.encoder.forward_features(batch["x"])).float().squeeze(-1)
+        return {"loss": F.binary_cross_entropy_with_logits(logit, batch["label"].float(), pos_weight=self.pos_weight)}
+
+
+def train_transform(preset_name: str):
+    """Augmentation for tiles: random resized crop, flips, rotation, colour jitter, then the preset's normalisation."""
+    from torchvision import transforms as T
+
+    from panderm.data.transforms import get_preset
+
+    p = get_preset(preset_name)
+    return T.Compose([
+        T.RandomResizedCrop(p.crop, scale=(0.6, 1.0)),
+        T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.RandomRotation(20),
+        T.ColorJitter(0.2, 0.2, 0.2, 0.02),
+        T.ToTensor(), T.Normalize(p.mean, p.std),
+    ])
+
+
+class TileDataset(torch.utils.data.Dataset):
+    """``{"x", "label"}`` per tile; an unreadable tile gives a skip record (the Trainer drops it)."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, transform):
+        self.paths, self.labels, self.transform = list(paths), np.asarray(labels, np.int64), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from panderm.data.images import ImageReadError, load_rgb
+
+        try:
+            x = self.transform(load_rgb(self.paths[i]))
+        except ImageReadError as exc:
+            return {"skip": True, "path": self.paths[i], "reason": exc.reason}
+        return {"x": x, "label": torch.tensor(int(self.labels[i]))}
+
+
+def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out: Path, *, epochs: float = 10,
+                  batch_size: int = 32, lr: float = 5e-4, precision: str = "bf16", device: str | None = None,
+                  num_workers: int = 2, seed: int = 0, progress: bool = True, resume: bool = False,
+                  max_steps: int | None = None) -> tuple[nn.Module, np.ndarray, float]:
+    """Fine-tune ``encoder`` + risk head with the shared Trainer (resumable in ``out``).
+
+    Returns:
+        The fine-tuned encoder (eval mode, on CPU), the head weight ``(D,)`` and bias.
+    """
+    from panderm.train.trainer import TrainConfig, Trainer
+
+    labels = np.asarray(labels)
+    pos = max(int(labels.sum()), 1)
+    model = RiskModel(encoder, pos_weight=(len(labels) - pos) / pos)
+    ds = TileDataset(paths, labels, train_transform(encoder.pretrained_cfg.preset))
+    cfg = TrainConfig(steps=max_steps, epochs=None if max_steps else epochs, batch_size=batch_size, lr=lr,
+                      lr_base_batch=256, warmup_epochs=min(1.0, float(epochs) / 5), precision=precision,
+                      device=device, num_workers=num_workers, seed=seed, progress=progress,
+                      checkpoint_every=200, keep_last=1)
+    Trainer(model, ds, cfg, out, run_config={"task": "tbp-risk", "n": len(labels), "positives": pos},
+            resume=resume).fit()
+    model = model.cpu().eval()
+    w = model.head.weight.detach()[0].double().numpy()
+    return model.encoder, w, float(model.head.bias.detach()[0])

@@ -1,0 +1,268 @@
+"""Read TBP lesions from a patient folder, a cohort folder, a lesions CSV or the ISIC 2024 layout.
+
+Every reader returns a :class:`LesionTable`: one row per lesion with ``patient_id``,
+``lesion_id``, ``image`` (as written by the user), ``path`` (absolute tile path),
+optional ``label`` (1 = malignant) and ``split``, plus whatever measurement columns
+the input has (ISIC 2024 ``tbp_lv_*`` names are renamed to the Vectra names).
+Bad items never abort a batch: they become :attr:`LesionTable.skipped` rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import InputError
+
+TILE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MEASUREMENTS_FILE = "measurements.csv"
+FORMATS = ("auto", "patient", "cohort", "isic2024")
+_LABEL_WORDS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+
+
+@dataclass
+class LesionTable:
+    """Lesions to screen or train on, and what was left out on the way."""
+
+    df: pd.DataFrame
+    fmt: str
+    skipped: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    leaky_dropped: list[str] = field(default_factory=list)
+
+    def skip(self, rows: pd.DataFrame, reason) -> None:
+        """Move ``rows`` (a subset of :attr:`df`) to :attr:`skipped`; ``reason``: one string or one per row."""
+        reasons = [reason] * len(rows) if isinstance(reason, str) else list(reason)
+        for r, why in zip(rows.itertuples(index=False), reasons):
+            self.skipped.append({"patient_id": getattr(r, "patient_id", ""), "lesion_id": getattr(r, "lesion_id", ""),
+                                 "image": getattr(r, "image", ""), "reason": why})
+        self.df = self.df.drop(index=rows.index).reset_index(drop=True)
+
+
+def parse_labels(values: pd.Series, source: str) -> pd.Series:
+    """0/1, benign/malignant or true/false → int; anything else is an InputError naming it."""
+    text = values.astype(str).str.strip().str.lower()
+    out = text.map(_LABEL_WORDS)
+    if out.isna().any():
+        bad = sorted(set(values[out.isna()].astype(str)))[:5]
+        raise InputError(f"{source}: label value(s) {', '.join(map(repr, bad))} are not 0/1 or benign/malignant",
+                         hint="label: 1 = malignant, 0 = benign")
+    return out.astype(int)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"patient_id": str, "lesion_id": str, "image": str, "isic_id": str},
+                           low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty", hint="expected a header row with lesion_id,image,...") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+
+
+def _finish(table: LesionTable, root: Path, source: str) -> LesionTable:
+    """Common clean-up: ids as strings, paths resolved, labels parsed, duplicates and missing files skipped."""
+    from panderm.tbp.measurements import drop_leaky, normalize_columns
+
+    df = table.df
+    label_col = "target" if table.fmt == "isic2024" and "target" in df.columns else "label"
+    label = parse_labels(df[label_col], source) if label_col in df.columns else None
+    df, table.leaky_dropped = drop_leaky(df, "isic2024" if table.fmt == "isic2024" else "vectra")
+    df, renamed = normalize_columns(df)
+    if table.fmt == "isic2024":  # its own lesion_id (biopsied lesions only) leaked the label and is gone
+        df["lesion_id"] = df["isic_id"]
+    if label is not None:
+        df["label"] = label.to_numpy()
+    for col in ("patient_id", "lesion_id", "image"):
+        df[col] = df[col].fillna("").astype(str).str.strip()
+    df["path"] = [str(Path(p) if Path(p).is_absolute() else root / p) if p else "" for p in df["image"]]
+    table.df = df.reset_index(drop=True)
+    dup = table.df.duplicated(["patient_id", "lesion_id"], keep="first")
+    if dup.any():
+        ids = table.df.loc[dup, "lesion_id"].unique().tolist()
+        table.warnings.append(f"{int(dup.sum())} duplicate lesion id row(s) skipped (first kept): "
+                              + ", ".join(ids[:8]) + (" …" if len(ids) > 8 else ""))
+        table.skip(table.df[dup], "duplicate lesion_id (an earlier row of this patient has it)")
+    missing = ~table.df["path"].map(lambda p: bool(p) and Path(p).is_file())
+    if missing.any():
+        table.skip(table.df[missing], "image file not found")
+    return table
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def read_patient_folder(folder: str | Path, patient_id: str | None = None) -> LesionTable:
+    """One patient: tiles (jpg/png) plus an optional ``measurements.csv`` (``lesion_id,image,...``).
+
+    Tiles without a measurement row are kept (measurements imputed later, with a warning);
+    rows whose tile is missing are skipped.
+    """
+    folder = Path(folder)
+    pid = patient_id or folder.name
+    tiles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TILE_EXTENSIONS)
+    csv = folder / MEASUREMENTS_FILE
+    warnings = []
+    if csv.is_file():
+        rows = _read_csv(csv)
+        if "image" not in rows.columns:
+            raise InputError(f"{csv} has no 'image' column (columns: {', '.join(map(str, rows.columns))})",
+                             hint="one row per tile: lesion_id,image,<measurements>")
+        if "lesion_id" not in rows.columns:
+            rows["lesion_id"] = rows["image"].map(lambda s: Path(str(s)).stem)
+        listed = set(rows["image"].astype(str))
+        extra = [t for t in tiles if t not in listed]
+        if extra:
+            warnings.append(f"patient {pid}: {len(extra)} tile(s) have no row in {MEASUREMENTS_FILE} "
+                            f"(measurements imputed): " + ", ".join(extra[:5]) + (" …" if len(extra) > 5 else ""))
+            rows = pd.concat([rows, pd.DataFrame({"image": extra, "lesion_id": [Path(t).stem for t in extra]})],
+                             ignore_index=True)
+    else:
+        rows = pd.DataFrame({"image": tiles, "lesion_id": [Path(t).stem for t in tiles]})
+    rows["patient_id"] = pid
+    table = _finish(LesionTable(rows, "patient", warnings=warnings), folder, str(csv))
+    return table
+
+
+def _is_patient_folder(folder: Path) -> bool:
+    return (folder / MEASUREMENTS_FILE).is_file() or any(
+        p.is_file() and p.suffix.lower() in TILE_EXTENSIONS for p in folder.iterdir())
+
+
+def read_cohort(folder: str | Path) -> LesionTable:
+    """A patient folder, or a folder with one sub-folder per patient (named by patient id)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder", hint="pass a patient folder or a cohort folder")
+    if _is_patient_folder(folder):
+        return read_patient_folder(folder)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    patients = [read_patient_folder(p) for p in subs if _is_patient_folder(p)]
+    if not patients:
+        raise InputError(f"no patients found in {folder}: no tiles, no {MEASUREMENTS_FILE} and no patient "
+                         "sub-folders with either",
+                         hint="a patient folder holds lesion tiles (jpg/png) and optionally measurements.csv")
+    table = LesionTable(pd.concat([t.df for t in patients], ignore_index=True), "cohort")
+    for t in patients:
+        table.skipped += t.skipped
+        table.warnings += t.warnings
+    return table
+
+
+def read_lesions_csv(csv: str | Path, root: str | Path | None = None) -> LesionTable:
+    """A lesions CSV (``image`` relative to ``root``; ``patient_id``; optional ``lesion_id``, ``label``, ``split``)."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise InputError(f"lesions file not found: {csv}")
+    df = _read_csv(csv)
+    for col in ("image", "patient_id"):
+        if col not in df.columns:
+            raise InputError(f"{csv} has no '{col}' column (columns: {', '.join(map(str, df.columns))})",
+                             hint="columns: patient_id,lesion_id,image,label,split,<measurements>")
+    if "lesion_id" not in df.columns:
+        df["lesion_id"] = df["image"].map(lambda s: Path(str(s)).stem)
+    return _finish(LesionTable(df, "patient"), Path(root) if root else csv.parent, str(csv))
+
+
+def _find_metadata(folder: Path) -> Path:
+    csvs = sorted(folder.glob("*.csv"))
+    with_id = [c for c in csvs if "isic_id" in pd.read_csv(c, nrows=0).columns]
+    if not with_id:
+        raise InputError(f"no metadata CSV with an 'isic_id' column in {folder}",
+                         hint="ISIC 2024 layout: train-metadata.csv (isic_id, patient_id, tbp_lv_*) + images")
+    preferred = [c for c in with_id if "metadata" in c.name]
+    return (preferred or with_id)[0]
+
+
+def _find_images(folder: Path) -> Path | None:
+    for pattern in ("*.hdf5", "*.h5"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    for name in ("images", "image", "train-image/image", "test-image/image"):
+        if (folder / name).is_dir():
+            return folder / name
+    return None
+
+
+def unpack_hdf5(h5_path: Path, ids, dest: Path) -> dict[str, str]:
+    """Write the JPEG bytes of each ``isic_id`` in ``h5_path`` to ``dest/<id>.jpg`` (cached); returns id → path."""
+    try:
+        import h5py
+    except ImportError:
+        raise InputError(f"reading {h5_path} needs h5py", hint="pip install h5py") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {}
+    try:
+        f = h5py.File(h5_path, "r")
+    except OSError as exc:
+        raise InputError(f"cannot open {h5_path} as HDF5: {exc}") from None
+    with f:
+        for i in ids:
+            target = dest / f"{i}.jpg"
+            if not target.is_file():
+                if i not in f:
+                    continue
+                data = f[i][()]
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(bytes(np.asarray(data).tobytes()))
+                tmp.replace(target)
+            out[i] = str(target)
+    return out
+
+
+def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str | Path | None = None) -> LesionTable:
+    """ISIC 2024 (SLICE-3D): metadata CSV (``isic_id``, ``patient_id``, ``tbp_lv_*``) + image folder or HDF5.
+
+    Args:
+        path: The metadata CSV, or a folder holding it (and the images).
+        images: Image folder (``<isic_id>.jpg``) or HDF5 file keyed by ``isic_id`` (default: found in the folder).
+        cache: Where HDF5 tiles are unpacked (needed for HDF5 input).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    meta = path if path.is_file() else _find_metadata(path)
+    folder = meta.parent
+    df = _read_csv(meta)
+    for col in ("isic_id", "patient_id"):
+        if col not in df.columns:
+            raise InputError(f"{meta} has no '{col}' column", hint="ISIC 2024 metadata: isic_id, patient_id, tbp_lv_*")
+    df["isic_id"] = df["isic_id"].astype(str)
+    src = Path(images) if images else _find_images(folder)
+    if src is None:
+        raise InputError(f"no images for {meta}: no *.hdf5 file and no images/ folder beside it",
+                         hint="pass --images FOLDER_OR_HDF5")
+    if src.is_file():
+        if cache is None:
+            raise InputError("HDF5 input needs a cache folder for the unpacked tiles")
+        paths = unpack_hdf5(src, df["isic_id"].tolist(), Path(cache))
+        df["image"] = df["isic_id"].map(lambda i: paths.get(i, ""))
+        root = Path("/")
+    else:
+        if "image" not in df.columns:
+            df["image"] = df["isic_id"] + ".jpg"
+        root = src
+    return _finish(LesionTable(df, "isic2024"), root, str(meta))
+
+
+def read_input(input: str | Path, fmt: str = "auto", *, root: str | Path | None = None,
+               images: str | Path | None = None, cache: str | Path | None = None) -> LesionTable:
+    """Dispatch on ``fmt``: ``auto`` (CSV → lesions CSV, folder → patient/cohort), ``isic2024``, ..."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
+    path = Path(input)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if fmt == "isic2024":
+        return read_isic2024(path, images=images, cache=cache)
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise InputError(f"{path} is neither a folder nor a CSV file")
+        return read_lesions_csv(path, root)
+    if fmt == "patient":
+        return read_patient_folder(path)
+    return read_cohort(path)

@@ -1,0 +1,133 @@
+"""Steps shared by ``tbp train``, ``screen-tbp`` and ``tbp eval``: encode tiles, measurements, UD, flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import InputError
+from panderm.io import atomic_path
+from panderm.tbp.inputs import LesionTable
+
+IMAGE_MEASURES_CACHE = "image_measures.csv"
+
+
+def encode_lesions(table: LesionTable, encoder, work: Path, *, precision: str = "auto", batch_size: int = 32,
+                   device: str | None = None, progress: bool = True) -> np.ndarray:
+    """Encoder features for every row of ``table.df``; unreadable tiles move to ``table.skipped``.
+
+    Uses :func:`panderm.extract.extract_features` (resumable shards, bf16 where fast) on a
+    CSV of absolute tile paths in ``work``.
+
+    Returns:
+        float32 (N, D), row i belongs to ``table.df`` row i (after the skips).
+    """
+    from panderm.extract import extract_features
+
+    work.mkdir(parents=True, exist_ok=True)
+    if table.df.empty:
+        raise InputError("no lesion tiles left to encode", hint="see skipped.csv for why each was left out")
+    paths = table.df["path"].drop_duplicates()
+    listing = work / "tiles.csv"
+    with atomic_path(listing) as tmp:
+        pd.DataFrame({"image": paths}).to_csv(tmp, index=False)
+    res = extract_features(listing, work / "features", model=encoder, root="/", precision=precision,
+                           batch_size=batch_size, device=device, progress=progress, overwrite=True)
+    X = np.load(res.features_path)
+    index = pd.read_csv(res.index_path, dtype=str)["image"].tolist()
+    row_of = {p: i for i, p in enumerate(index)}
+    reasons = {}
+    if res.skipped_path and res.skipped_path.is_file():
+        sk = pd.read_csv(res.skipped_path, dtype=str)
+        reasons = dict(zip(sk["image"], sk["reason"])) if len(sk) else {}
+    bad = ~table.df["path"].map(lambda p: p in row_of)
+    if bad.any():
+        rows = table.df[bad]
+        table.skip(rows, [f"unreadable image: {reasons.get(p, 'not encoded')}" for p in rows["path"]])
+    return X[[row_of[p] for p in table.df["path"]]].astype(np.float32)
+
+
+def image_measurements(table: LesionTable, work: Path, progress: bool = True) -> pd.DataFrame:
+    """``--measure-from-image`` columns for every row of ``table.df`` (cached in ``work``)."""
+    from panderm.tbp.image_measures import IMAGE_MEASUREMENTS, measure_images
+
+    cache = work / IMAGE_MEASURES_CACHE
+    known = pd.DataFrame()
+    if cache.is_file():
+        known = pd.read_csv(cache, dtype={"image": str}).drop_duplicates("image").set_index("image")
+    todo = [p for p in table.df["path"].unique() if p not in known.index]
+    masks = None
+    if "mask" in table.df.columns:
+        mask_of = dict(zip(table.df["path"], table.df["mask"]))
+        masks = [mask_of.get(p) if isinstance(mask_of.get(p), str) and mask_of.get(p) else None for p in todo]
+    if todo:
+        new = measure_images(todo, masks=masks, progress=progress).set_index("image")
+        known = pd.concat([known, new]) if len(known) else new
+        work.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            known.reset_index().to_csv(tmp, index=False)
+    return known.loc[table.df["path"], list(IMAGE_MEASUREMENTS) + ["measure_status"]].reset_index(drop=True)
+
+
+def attach_image_measurements(table: LesionTable, work: Path, progress: bool = True) -> None:
+    """Replace the measurement columns of ``table.df`` by image-derived ones (warns about failures)."""
+    from panderm.tbp.image_measures import IMAGE_MEASUREMENTS
+
+    m = image_measurements(table, work, progress)
+    for col in IMAGE_MEASUREMENTS:
+        table.df[col] = m[col].to_numpy()
+    bad = m["measure_status"] != "ok"
+    if bad.any():
+        table.warnings.append(f"{int(bad.sum())} tile(s) could not be measured (e.g. "
+                              f"{table.df.loc[bad, 'image'].iloc[0]}: {m.loc[bad, 'measure_status'].iloc[0]}); "
+                              "their measurements are imputed")
+
+
+def patient_offsets(patient_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Stable order grouping rows by patient, and the ragged offsets of that order."""
+    codes, uniques = pd.factorize(patient_ids, sort=True)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(uniques))
+    return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def ugly_duckling_columns(patient_ids: pd.Series, X: np.ndarray, *, k: float = 1.5, min_lesions: int = 4,
+                          metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UD distance, outlier flag and the patient's fence, per row (in the rows' own order)."""
+    import panderm_kernels
+
+    order, offsets = patient_offsets(patient_ids)
+    dist, out, fence = panderm_kernels.ugly_duckling(X[order], offsets, k=k, min_lesions=min_lesions,
+                                                     metric=metric, return_fence=True)
+    patient_of_sorted = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    d, o, f = np.empty_like(dist), np.empty_like(out), np.empty(len(order))
+    d[order], o[order], f[order] = dist, out, fence[patient_of_sorted]
+    return d, o, f
+
+
+def flag_and_rank(df: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
+    """Add ``flag_*``, ``flagged``, ``suspicion`` and ``rank`` (1 = most suspicious within the patient).
+
+    ``suspicion`` is the largest ratio of a module's score to its threshold (UD: distance over the
+    patient's fence), so a lesion is flagged exactly when some module's ratio passes 1; lesions are
+    ranked by (flagged, number of modules flagging, suspicion).
+    """
+    df = df.copy()
+    df["flag_risk"] = df["risk_score"] >= thresholds["risk"]
+    df["flag_ud"] = df["ud_outlier"].astype(bool)
+    ml_thr = thresholds.get("ml")
+    df["flag_ml"] = (df["ml_score"] >= ml_thr) if ml_thr is not None else False
+    df["flag_ml"] = df["flag_ml"].fillna(False).astype(bool)
+    df["flagged"] = df["flag_risk"] | df["flag_ud"] | df["flag_ml"]
+    ratios = [df["risk_score"] / max(thresholds["risk"], 1e-12), df["ud_distance"] / df["ud_fence"]]
+    if ml_thr is not None:
+        ratios.append(df["ml_score"] / max(ml_thr, 1e-12))
+    df["suspicion"] = pd.concat(ratios, axis=1).replace([np.inf, -np.inf], np.nan).max(axis=1, skipna=True)
+    n_flags = df[["flag_risk", "flag_ud", "flag_ml"]].sum(axis=1)
+    key = pd.DataFrame({"p": df["patient_id"], "f": ~df["flagged"], "n": -n_flags, "s": -df["suspicion"].fillna(0)})
+    order = key.sort_values(["p", "f", "n", "s"], kind="stable").index
+    df.loc[order, "rank"] = df.loc[order].groupby("patient_id").cumcount().to_numpy() + 1
+    df["rank"] = df["rank"].astype(int)
+    return df

@@ -1,0 +1,192 @@
+"""``panderm screen-tbp``: score every lesion of one or many patients with a screening bundle.
+
+Outputs in ``out`` (each written atomically): ``lesions.csv``, ``patients.json``,
+``skipped.csv``, ``reports/<patient>.html`` and ``index.html``; ``.work/`` holds the
+resumable features and cached image measurements (rerunning reuses them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_path, atomic_write_json
+
+LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_outlier", "ml_score",
+                  "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion"]
+
+
+@dataclass
+class ScreenResult:
+    """What a screening run produced."""
+
+    out: Path
+    n_patients: int
+    n_lesions: int
+    n_flagged: int
+    n_skipped: int
+    lesions: pd.DataFrame
+    reports: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ml_used: bool = True
+
+
+def _report_name(pid: str, used: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", pid).strip("._") or "patient"
+    name, i = f"{base}.html", 1
+    while name in used:
+        i += 1
+        name = f"{base}-{i}.html"
+    used.add(name)
+    return name
+
+
+def _ml_scores(bundle, table, work: Path, measure_from_image: bool | None, on_missing: str, progress: bool):
+    """ML scores (NaN when the bundle has no model or the input has no measurements) and warnings."""
+    from panderm.tbp import pipeline
+    from panderm.tbp.measurements import measurement_matrix
+
+    if bundle.ml is None:
+        return np.full(len(table.df), np.nan), ["the bundle has no measurement model"]
+    source = bundle.measurement_source
+    if measure_from_image is not None and measure_from_image != (source == "image"):
+        raise ConfigError(
+            f"the bundle's measurement model was trained on {source} measurements; "
+            f"{'--measure-from-image' if measure_from_image else 'Vectra measurements'} would feed it other units",
+            hint="drop the flag: screening follows the bundle")
+    if source == "image":
+        pipeline.attach_image_measurements(table, work, progress)
+    columns = bundle.meta["ml"]["columns"]
+    if not any(c in table.df.columns for c in columns) and on_missing != "error":
+        return np.full(len(table.df), np.nan), [
+            "the input has none of the measurement columns the bundle's model needs; the measurement module "
+            "is off for this run (--strict-measurements makes this an error)"]
+    Xm, rep = measurement_matrix(table.df, columns, fill_values=bundle.meta["ml"]["fill_values"],
+                                 on_missing=on_missing)
+    return bundle.ml.predict_proba(Xm)[:, 1], rep.warnings()
+
+
+def score_lesions(table, bundle, work: Path, *, model=None, weights=None, measure_from_image=None,
+                  on_missing: str = "impute", batch_size: int = 32, precision: str = "auto",
+                  device: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Encode, score (risk, UD, ML), flag and rank the lesions of ``table``.
+
+    Returns:
+        The scored table (``table.df`` order), its features and the run's warnings.
+    """
+    from panderm.tbp import pipeline
+
+    encoder = bundle.build_encoder(model, weights)
+    X = pipeline.encode_lesions(table, encoder, work, precision=precision, batch_size=batch_size, device=device,
+                                progress=progress)
+    ml, warnings = _ml_scores(bundle, table, work, measure_from_image, on_missing, progress)
+    ud = bundle.ud
+    d, o, f = pipeline.ugly_duckling_columns(table.df["patient_id"], X, k=ud["k"], min_lesions=ud["min_lesions"],
+                                             metric=ud["metric"])
+    df = table.df.assign(risk_score=bundle.risk_scores(X), ud_distance=d, ud_outlier=o, ud_fence=f, ml_score=ml)
+    thresholds = dict(bundle.thresholds)
+    if np.isnan(ml).all():
+        thresholds["ml"] = None
+    small = df.groupby("patient_id")["lesion_id"].transform("size") < ud["min_lesions"]
+    if small.any():
+        n = df.loc[small, "patient_id"].nunique()
+        warnings.append(f"{n} patient(s) have fewer than {ud['min_lesions']} lesions: the ugly-duckling test "
+                        "does not apply to them")
+    return pipeline.flag_and_rank(df, thresholds), X, warnings
+
+
+def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path | None = None, demo: bool = False,
+               fmt: str = "auto", images: str | Path | None = None, model: str | None = None,
+               weights: str | Path | None = None, measure_from_image: bool | None = None,
+               lesion_filter: bool = False, on_missing: str = "impute", reports: bool = True,
+               map_method: str = "pca", batch_size: int = 32, precision: str = "auto",
+               device: str | None = None, progress: bool = True) -> ScreenResult:
+    """Screen a patient folder, a cohort folder or ISIC 2024 input with a bundle.
+
+    Args:
+        input: Patient folder, cohort folder (one sub-folder per patient), lesions CSV or ISIC 2024
+            metadata; ``None`` with ``demo=True`` uses the bundled demo patient.
+        out: Output folder.
+        bundle: Bundle folder (default: the bundled demo bundle).
+        fmt: ``auto``, ``patient``, ``cohort`` or ``isic2024``.
+        measure_from_image: ``None`` follows the bundle; a contradicting value is an error.
+        lesion_filter: Apply the paper's Vectra lesion filter first.
+        on_missing: ``impute`` (warn) or ``error`` for missing measurement columns.
+        reports: Write the HTML reports.
+    """
+    from panderm.tbp.bundle import demo_patient_path, load_bundle
+    from panderm.tbp.inputs import read_input
+    from panderm.tbp.measurements import lesion_filter as filt
+
+    if input is None:
+        if not demo:
+            raise InputError("no input given", hint="pass a patient or cohort folder, or --demo")
+        input = demo_patient_path()
+    b = load_bundle(bundle)
+    out = Path(out)
+    work = out / ".work"
+    table = read_input(input, fmt, images=images, cache=work / "tiles")
+    if lesion_filter:
+        keep, _ = filt(table.df)
+        table.skip(table.df[~keep], "removed by the lesion filter")
+    if table.df.empty:
+        _write_skipped(out, table.skipped)
+        raise InputError(f"no lesion tiles to screen in {input}",
+                         hint=f"{len(table.skipped)} item(s) were left out; see {out / 'skipped.csv'}")
+    df, X, warnings = score_lesions(table, b, work, model=model, weights=weights,
+                                    measure_from_image=measure_from_image, on_missing=on_missing,
+                                    batch_size=batch_size, precision=precision, device=device, progress=progress)
+    warnings = table.warnings + warnings
+    order = df.sort_values(["patient_id", "rank"], kind="stable").index
+    df, X = df.loc[order].reset_index(drop=True), X[order]
+    out.mkdir(parents=True, exist_ok=True)
+    extra = [c for c in ("label",) if c in df.columns]
+    with atomic_path(out / "lesions.csv") as tmp:
+        df[LESION_COLUMNS + extra].to_csv(tmp, index=False)
+    _write_skipped(out, table.skipped)
+    patients, paths = _patients(df, b, X, out, reports, map_method)
+    atomic_write_json(out / "patients.json", {
+        "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
+        "ml_used": bool(df["ml_score"].notna().any()), "n_skipped": len(table.skipped), "warnings": warnings,
+        "patients": patients})
+    return ScreenResult(out, len(patients), len(df), int(df["flagged"].sum()), len(table.skipped), df, paths,
+                        warnings, bool(df["ml_score"].notna().any()))
+
+
+def _write_skipped(out: Path, skipped: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "skipped.csv") as tmp:
+        pd.DataFrame(skipped, columns=["patient_id", "lesion_id", "image", "reason"]).to_csv(tmp, index=False)
+
+
+def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str):
+    from panderm.tbp.report import write_cohort_index, write_patient_report
+
+    info = {"encoder": b.meta["encoder"]["name"], "bundle": str(b.path), "created": b.meta.get("created"),
+            "demo": bool(b.meta.get("demo"))}
+    thresholds = {"risk": b.thresholds["risk"], "ml": b.thresholds.get("ml"), "ud_k": b.ud["k"],
+                  "ud_min_lesions": b.ud["min_lesions"]}
+    imp = b.importance[["feature", "importance", "std"]] if b.importance is not None else None
+    used, patients, paths = set(), [], []
+    for pid, rows in df.groupby("patient_id", sort=True):
+        flagged = rows[rows["flagged"]].sort_values("rank")
+        entry = {"patient_id": pid, "n_lesions": len(rows), "n_flagged": len(flagged),
+                 "recommended_for_dermoscopy": flagged["lesion_id"].tolist(),
+                 "ud_applied": len(rows) >= b.ud["min_lesions"]}
+        if reports:
+            name = _report_name(str(pid), used)
+            paths.append(write_patient_report(out / "reports" / name, str(pid), rows.reset_index(drop=True),
+                                              X[rows.index.to_numpy()], rows["path"].tolist(), importance=imp,
+                                              thresholds=thresholds, bundle_info=info, map_method=map_method))
+            entry["report"] = f"reports/{name}"
+        patients.append(entry)
+    if reports:
+        write_cohort_index(out / "index.html", [{"patient_id": p["patient_id"], "lesions": p["n_lesions"],
+                                                 "flagged": p["n_flagged"], "report": p["report"]}
+                                                for p in patients], bundle_info=info)
+    return patients, paths

@@ -1,0 +1,238 @@
+"""``panderm tbp train``: risk head + ExtraTrees + thresholds → a screening bundle.
+
+Protocol: patient-grouped train/validation split (the CSV's ``split`` column, else
+StratifiedGroupKFold by patient, one fold held out); class imbalance handled by
+balanced class weights (risk head, ExtraTrees) or a positive-class weight (fine-tuning);
+each module's threshold is the largest one reaching ``target_sensitivity`` on validation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_path, atomic_write_json
+
+HEADS = ("probe", "finetune")
+
+
+@dataclass
+class TBPTrainResult:
+    """Where the bundle went and its validation metrics."""
+
+    bundle: Path
+    metrics: dict
+    n_train: int
+    n_val: int
+    skipped: int
+    warnings: list
+
+
+def grouped_split(y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Boolean validation mask: one fold of StratifiedGroupKFold (patients never straddle the split)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise InputError("a patient-grouped validation split needs at least 2 patients",
+                         hint="add patients, or give a split column (train/val)")
+    sgkf = StratifiedGroupKFold(n_splits=min(folds, n_groups), shuffle=True, random_state=seed)
+    _, val_idx = next(sgkf.split(np.zeros(len(y)), y, groups))
+    mask = np.zeros(len(y), bool)
+    mask[val_idx] = True
+    return mask
+
+
+def _split(df: pd.DataFrame, folds: int, seed: int) -> tuple[np.ndarray, str]:
+    if "split" in df.columns and {"train", "val"} <= set(df["split"].astype(str)):
+        keep = df["split"].isin(["train", "val"]).to_numpy()
+        return np.where(keep, df["split"].eq("val").to_numpy(), False), "the CSV's split column (train/val)"
+    return grouped_split(df["label"].to_numpy(), df["patient_id"].to_numpy(), folds, seed), \
+        f"StratifiedGroupKFold by patient ({folds} folds, seed {seed}), fold 0 held out"
+
+
+def _check_classes(y: np.ndarray, where: str) -> None:
+    if y.sum() == 0 or y.sum() == len(y):
+        raise InputError(f"the {where} lesions are all of one class ({int(y.sum())} malignant of {len(y)})",
+                         hint="training needs malignant and benign lesions in both train and validation")
+
+
+def _probe_head(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    from panderm.eval.linear import default_C
+
+    clf = LogisticRegression(C=default_C(X.shape[1], 2), class_weight="balanced", max_iter=1000, random_state=seed)
+    clf.fit(X.astype(np.float64), y)
+    return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+
+
+def _fit_ml(Xm: np.ndarray, y: np.ndarray, n_estimators: int, seed: int):
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    et = ExtraTreesClassifier(n_estimators=n_estimators, min_samples_leaf=2, class_weight="balanced_subsample",
+                              random_state=seed, n_jobs=-1)
+    return et.fit(Xm, y)
+
+
+def _importance(et, X: np.ndarray, y: np.ndarray, columns: list[str], seed: int) -> pd.DataFrame:
+    """Permutation importance (AUROC drop) on validation; impurity importance when AUROC is undefined."""
+    from sklearn.inspection import permutation_importance
+
+    if 0 < y.sum() < len(y):
+        r = permutation_importance(et, X, y, scoring="roc_auc", n_repeats=5, random_state=seed, n_jobs=1)
+        imp = pd.DataFrame({"feature": columns, "importance": r.importances_mean, "std": r.importances_std})
+        imp["method"] = "permutation (validation AUROC drop)"
+    else:
+        imp = pd.DataFrame({"feature": columns, "importance": et.feature_importances_, "std": np.nan,
+                            "method": "impurity"})
+    return imp.sort_values("importance", ascending=False).reset_index(drop=True)
+
+
+def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None = None, fmt: str = "auto",
+              images: str | Path | None = None, model: str = "panderm_base_patch16_224",
+              weights: str | Path | None = None, head: str = "probe", measure_from_image: bool = False,
+              no_ml: bool = False, lesion_filter: bool = False, target_sensitivity: float = 0.8,
+              ud_k: float = 1.5, ud_min_lesions: int = 4, ud_metric: str = "euclidean", folds: int = 5,
+              seed: int = 0, n_estimators: int = 300, epochs: float = 10, max_steps: int | None = None,
+              batch_size: int = 32, lr: float = 5e-4, precision: str = "auto", device: str | None = None,
+              on_missing: str = "impute", demo: bool = False, data_note: str = "", progress: bool = True,
+              resume: bool = False) -> TBPTrainResult:
+    """Train a TBP screening bundle (see the module docstring for the protocol).
+
+    Args:
+        lesions: Lesions CSV (``patient_id,lesion_id,image,label[,split],<measurements>``) or ISIC 2024 input.
+        out: Bundle folder; the working files go to ``out/.work`` (features, fine-tuning checkpoints).
+        head: ``probe`` (logistic regression on frozen features) or ``finetune`` (encoder + head, Trainer).
+        measure_from_image: Train the measurement model on image-derived substitutes.
+        no_ml: Train no measurement model.
+        target_sensitivity: Validation sensitivity each module's threshold must reach.
+        demo: Mark the bundle as a demo (banner in reports, card says not for clinical use).
+        data_note: A sentence about the training data for ``card.md``.
+    """
+    from panderm.models.factory import create_encoder
+    from panderm.tbp import pipeline
+    from panderm.tbp.bundle import save_bundle
+    from panderm.tbp.card import render_card
+    from panderm.tbp.evaluate import validation_metrics
+    from panderm.tbp.inputs import read_input
+    from panderm.tbp.measurements import (
+        VECTRA_MEASUREMENTS,
+        fit_fill_values,
+        measurement_matrix,
+    )
+    from panderm.tbp.measurements import lesion_filter as filt
+    from panderm.tbp.metrics import threshold_for_sensitivity
+
+    if head not in HEADS:
+        raise ConfigError(f"unknown head '{head}'", hint=f"choose one of: {', '.join(HEADS)}")
+    if not 0 < target_sensitivity <= 1:
+        raise ConfigError("target sensitivity must be in (0, 1]")
+    out = Path(out)
+    work = out / ".work"
+    table = read_input(lesions, fmt, root=root, images=images, cache=work / "tiles")
+    if "label" not in table.df.columns:
+        raise InputError(f"{lesions} has no label column", hint="label: 1 = malignant, 0 = benign")
+    if lesion_filter:
+        keep, report = filt(table.df)
+        table.skip(table.df[~keep], "removed by the lesion filter")
+        table.warnings.append(f"lesion filter kept {int(keep.sum())} of {len(keep)} lesions")
+    val_mask, split_how = _split(table.df, folds, seed)
+    in_use = table.df["split"].isin(["train", "val"]) if "split" in table.df.columns and "split" in split_how \
+        else pd.Series(True, index=table.df.index)
+    table.df = table.df[in_use.to_numpy()].reset_index(drop=True)
+    table.df["_val"] = val_mask[in_use.to_numpy()]
+
+    encoder = create_encoder(model, weights)
+    base_sha, base_spec = encoder.weights_info.sha256, encoder.weights_info.spec
+    if head == "finetune":
+        tr = table.df[~table.df["_val"]]
+        _check_classes(tr["label"].to_numpy(), "training")
+        encoder, w, b = finetune_encoder(encoder, tr, work, epochs, max_steps, batch_size, lr, precision, device,
+                                         seed, progress, resume)
+        encoder.weights_info = None  # features must be fingerprinted by the new parameters
+    X = pipeline.encode_lesions(table, encoder, work / ("finetuned" if head == "finetune" else "frozen"),
+                                precision=precision, device=device, progress=progress)
+    df, y, val = table.df, table.df["label"].to_numpy().astype(int), table.df["_val"].to_numpy()
+    _check_classes(y[~val], "training")
+    _check_classes(y[val], "validation")
+    if head == "probe":
+        w, b = _probe_head(X[~val], y[~val], seed)
+
+    ml, ml_meta, importance, report_lines = None, None, None, []
+    if not no_ml:
+        if measure_from_image:
+            pipeline.attach_image_measurements(table, work, progress)
+            from panderm.tbp.image_measures import IMAGE_MEASUREMENTS as columns
+        else:
+            columns = [c for c in VECTRA_MEASUREMENTS if c in df.columns]
+            if not columns:
+                raise InputError(f"{lesions} has none of the 32 measurement columns",
+                                 hint="use --measure-from-image to compute substitutes, or --no-ml")
+        df = table.df
+        fill = fit_fill_values(df[~val], list(columns))
+        Xm, rep = measurement_matrix(df, list(columns), fill_values=fill, on_missing=on_missing)
+        report_lines = rep.warnings()
+        ml = _fit_ml(Xm[~val], y[~val], n_estimators, seed)
+        importance = _importance(ml, Xm[val], y[val], list(columns), seed)
+        ml_meta = {"columns": list(columns), "fill_values": fill, "n_estimators": n_estimators,
+                   "measurement_source": "image" if measure_from_image else "vectra",
+                   "missing_in_training": [c for c in VECTRA_MEASUREMENTS if c not in columns]}
+
+    from panderm.tbp.bundle import Bundle
+
+    scorer = Bundle(out, {}, w, b, ml, None)
+    df = df.assign(risk_score=scorer.risk_scores(X))
+    df["ml_score"] = ml.predict_proba(Xm)[:, 1] if ml is not None else np.nan
+    thresholds = {"risk": threshold_for_sensitivity(y[val], df["risk_score"].to_numpy()[val], target_sensitivity),
+                  "ml": None if ml is None else threshold_for_sensitivity(y[val], df["ml_score"].to_numpy()[val],
+                                                                           target_sensitivity),
+                  "target_sensitivity": target_sensitivity}
+    d, o, f = pipeline.ugly_duckling_columns(df["patient_id"], X, k=ud_k, min_lesions=ud_min_lesions,
+                                             metric=ud_metric)
+    df = pipeline.flag_and_rank(df.assign(ud_distance=d, ud_outlier=o, ud_fence=f), thresholds)
+    metrics = {"validation": validation_metrics(df[val]), "split": split_how, "n_train": int((~val).sum()),
+               "n_val": int(val.sum()), "n_train_malignant": int(y[~val].sum()),
+               "n_val_malignant": int(y[val].sum()), "n_patients": int(df["patient_id"].nunique()),
+               "skipped": len(table.skipped), "measurement_warnings": report_lines, "warnings": table.warnings}
+    meta = {"encoder": {"name": getattr(encoder, "model_name", model), "weights_spec": None if base_spec is None
+                        else str(base_spec), "weights_sha256": base_sha, "preset": encoder.pretrained_cfg.preset,
+                        "dim": int(X.shape[1]), "finetuned": head == "finetune"},
+            "risk_head": {"mode": head}, "ud": {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric},
+            "ml": ml_meta, "thresholds": thresholds, "demo": demo, "metrics": metrics,
+            "training": {"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter,
+                         "seed": seed, "epochs": epochs if head == "finetune" else None, "data_note": data_note},
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    import panderm
+
+    meta["panderm_version"] = panderm.__version__
+    # A fine-tuned or randomly initialised encoder cannot be re-created from a weights file: ship it.
+    state = encoder.state_dict() if (head == "finetune" or base_sha is None) else None
+    save_bundle(out, meta=meta, risk_weight=w, risk_bias=b, ml=ml, importance=importance, encoder_state=state,
+                card=render_card(meta))
+    atomic_write_json(out / "metrics.json", metrics)
+    with atomic_path(out / "validation_lesions.csv") as tmp:
+        df[val].drop(columns=["_val"]).to_csv(tmp, index=False)
+    if table.skipped:
+        with atomic_path(out / "skipped.csv") as tmp:
+            pd.DataFrame(table.skipped).to_csv(tmp, index=False)
+    return TBPTrainResult(out, json.loads(json.dumps(metrics)), int((~val).sum()), int(val.sum()),
+                          len(table.skipped), table.warnings + report_lines)
+
+
+def finetune_encoder(encoder, train_rows: pd.DataFrame, work: Path, epochs, max_steps, batch_size, lr, precision,
+                     device, seed, progress, resume):
+    """Fine-tune on the training rows; returns (encoder, head weight, head bias)."""
+    from panderm.hardware import resolve_precision
+    from panderm.tbp.finetune import finetune_risk
+
+    prec = resolve_precision(precision, device or "cpu")
+    return finetune_risk(encoder, train_rows["path"].tolist(), train_rows["label"].to_numpy(), work / "finetune",
+                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=prec,
+                         device=device, seed=seed, progress=progress, resume=resume)

@@ -1,0 +1,214 @@
+"""``panderm screen-tbp`` and ``panderm tbp train|eval``: thin wrappers around :mod:`panderm.tbp`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+_PATH = click.Path(path_type=Path)
+_FORMATS = click.Choice(["auto", "patient", "cohort", "isic2024"])
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+
+
+def _common(f):
+    """Options shared by the three commands (input layout, encoder, compute)."""
+    opts = [
+        click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True,
+                     help="Input layout: auto (folder → patient/cohort, CSV → lesions CSV), isic2024."),
+        click.option("--images", type=_PATH, default=None, metavar="DIR|HDF5",
+                     help="ISIC 2024: image folder or HDF5 file keyed by isic_id (default: found beside the CSV)."),
+        click.option("--weights", default=None, metavar="W",
+                     help="Encoder weights (name or path) when the bundle does not carry its own."),
+        click.option("--strict-measurements", is_flag=True,
+                     help="Missing measurement columns are an error (default: imputed with a warning)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+SCREEN_EPILOG = """\b
+Examples:
+  panderm screen-tbp --demo --out report/
+  panderm screen-tbp patient_dir/ --bundle bundle/ --out report/
+  panderm screen-tbp cohort_dir/ --bundle bundle/ --out report/
+  panderm screen-tbp isic2024/ --format isic2024 --bundle bundle/ --out report/
+
+\b
+A patient folder holds lesion tiles (jpg/png) and measurements.csv
+(lesion_id, image, measurement columns); a cohort folder holds one such
+folder per patient. A lesion is flagged when the risk head, the ugly-duckling
+outlier test or the measurement model says so (see docs/tbp.md).
+
+\b
+Outputs in --out: lesions.csv (scores, flags, rank 1 = most suspicious in
+the patient), patients.json (lesions recommended for dermoscopy), skipped.csv,
+reports/<patient>.html (self-contained) and index.html. Rerunning reuses the
+features in --out/.work."""
+
+
+@click.command("screen-tbp", context_settings=_CTX, epilog=SCREEN_EPILOG)
+@click.argument("input", required=False, type=_PATH)
+@click.option("--bundle", type=_PATH, default=None, metavar="DIR",
+              help="Screening bundle from `panderm tbp train` (default: the bundled demo bundle).")
+@click.option("--demo", is_flag=True, help="Screen the bundled demo patient (with the demo bundle unless --bundle).")
+@click.option("--out", type=_PATH, default=Path("tbp-report"), show_default=True, metavar="DIR")
+@click.option("--lesion-filter", is_flag=True,
+              help="Apply the paper's Vectra filter first (majorAxisMM ≥ 2, deltaLBnorm ≥ 4.5, ...).")
+@click.option("--measure-from-image/--vectra-measurements", default=None,
+              help="Measurement source; default: whatever the bundle was trained on.")
+@click.option("--no-reports", is_flag=True, help="Skip the HTML reports.")
+@click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), default="pca", show_default=True,
+              help="Feature-space map in the reports (umap needs umap-learn).")
+@click.option("--json", "as_json", is_flag=True, help="Print patients.json to stdout.")
+@_common
+def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, no_reports, map_method, as_json,
+                   fmt, images, weights, strict_measurements, batch_size, precision, device, quiet):
+    """Screen the lesions of a patient (or a cohort) and rank them for dermoscopy."""
+    from panderm.tbp.screen import screen_tbp
+
+    if input is None and not demo:
+        raise click.UsageError("give a patient/cohort folder, or --demo")
+    res = screen_tbp(input, out, bundle=bundle, demo=demo, fmt=fmt, images=images, weights=weights,
+                     measure_from_image=measure_from_image, lesion_filter=lesion_filter,
+                     on_missing="error" if strict_measurements else "impute", reports=not no_reports,
+                     map_method=map_method, batch_size=batch_size, precision=precision, device=device,
+                     progress=not quiet)
+    _warn(res.warnings)
+    if as_json:
+        click.echo((res.out / "patients.json").read_text())
+        return
+    click.echo(f"{res.n_patients} patient(s), {res.n_lesions} lesions screened, {res.n_flagged} flagged for "
+               f"dermoscopy, {res.n_skipped} skipped" + ("" if res.ml_used else " (measurement model off)"))
+    for pid, rows in res.lesions.groupby("patient_id"):
+        top = rows[rows["flagged"]].sort_values("rank")["lesion_id"].tolist()
+        more = f" … (+{len(top) - 5})" if len(top) > 5 else ""
+        click.echo(f"  {pid}: {len(top)}/{len(rows)} flagged  {', '.join(map(str, top[:5]))}{more}")
+    click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
+               f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
+
+
+@click.group("tbp", context_settings=_CTX)
+def tbp_group():
+    """Train and evaluate TBP screening bundles."""
+
+
+TRAIN_EPILOG = """\b
+Examples:
+  panderm tbp train --lesions lesions.csv --root tiles/ --model panderm_base_patch16_224 --weights W --out bundle/
+  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --head finetune --epochs 10 --out bundle/
+  panderm tbp train --lesions train-metadata.csv --format isic2024 --images train-image.hdf5 --weights W --out b/
+  panderm tbp train --lesions lesions.csv --root tiles/ --measure-from-image --out bundle/
+
+\b
+Lesions CSV: patient_id, lesion_id, image (relative to --root), label
+(1/malignant, 0/benign), optional split (train/val; other rows unused) and
+measurement columns (Vectra names or ISIC 2024 tbp_lv_* names). Without a
+split column one patient-grouped StratifiedGroupKFold fold is the validation
+set. Thresholds reach --target-sensitivity on validation.
+
+\b
+Outputs in --out (the bundle): bundle.json, risk_head.safetensors,
+extra_trees.skops, importance.csv, card.md, encoder.safetensors (fine-tuned
+only), metrics.json and validation_lesions.csv."""
+
+
+@tbp_group.command("train", context_settings=_CTX, epilog=TRAIN_EPILOG)
+@click.option("--lesions", required=True, type=_PATH, metavar="CSV", help="Labelled lesions (or ISIC 2024 metadata).")
+@click.option("--root", type=_PATH, default=None, metavar="DIR", help="Folder image paths are relative to.")
+@click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
+@click.option("--out", type=_PATH, required=True, metavar="DIR", help="Bundle folder.")
+@click.option("--head", type=click.Choice(["probe", "finetune"]), default="probe", show_default=True,
+              help="probe: linear head on frozen features; finetune: encoder + head with the Trainer.")
+@click.option("--measure-from-image", is_flag=True, help="Train the measurement model on image-derived substitutes.")
+@click.option("--no-ml", is_flag=True, help="No measurement model.")
+@click.option("--lesion-filter", is_flag=True, help="Apply the paper's Vectra lesion filter first.")
+@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
+@click.option("--ud-k", type=click.FloatRange(min=0), default=1.5, show_default=True, help="IQR multiplier.")
+@click.option("--ud-min-lesions", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--ud-metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--trees", "n_estimators", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--epochs", type=float, default=10, show_default=True, help="Fine-tuning epochs.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Fine-tuning optimizer steps instead.")
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Resume an interrupted fine-tuning run in --out/.work.")
+@_common
+def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, lesion_filter, target_sensitivity,
+                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, fmt,
+                  images, weights, strict_measurements, batch_size, precision, device, quiet):
+    """Train a screening bundle: risk head, ExtraTrees on measurements, thresholds."""
+    from panderm.tbp.train import train_tbp
+
+    res = train_tbp(lesions, out, root=root, fmt=fmt, images=images, model=model, weights=weights, head=head,
+                    measure_from_image=measure_from_image, no_ml=no_ml, lesion_filter=lesion_filter,
+                    target_sensitivity=target_sensitivity, ud_k=ud_k, ud_min_lesions=ud_min_lesions,
+                    ud_metric=ud_metric, folds=folds, seed=seed, n_estimators=n_estimators, epochs=epochs,
+                    max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision, device=device,
+                    on_missing="error" if strict_measurements else "impute", progress=not quiet, resume=resume)
+    _warn(res.warnings)
+    v = res.metrics["validation"]
+    click.echo(f"trained on {res.n_train} lesions, validated on {res.n_val} ({res.skipped} skipped)")
+    click.echo(v["table_markdown"])
+    s = v["summary"]
+    click.echo(f"validation: lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity "
+               f"{_f(s['patient_sensitivity'])}, {s['benign_flagged_total']} benign flagged")
+    click.echo(f"wrote the bundle to {res.bundle}/ (card.md describes it)")
+
+
+EVAL_EPILOG = """\b
+Examples:
+  panderm tbp eval --bundle bundle/ --lesions test.csv --root tiles/ --out eval/
+  panderm tbp eval --bundle bundle/ --lesions test-metadata.csv --format isic2024 --out eval/
+
+\b
+Outputs in --out: metrics.json (lesion/patient sensitivity, benign flagged,
+per-module precision/recall/F1, AUROC, partial AUROC above 80% TPR),
+table10.csv and table10.md (the paper's Extended Data Table 10 layout),
+per_patient.csv, lesions.csv, skipped.csv. With a split column the test rows
+are evaluated (--split to choose)."""
+
+
+@tbp_group.command("eval", context_settings=_CTX, epilog=EVAL_EPILOG)
+@click.option("--bundle", type=_PATH, required=True, metavar="DIR")
+@click.option("--lesions", required=True, type=_PATH, metavar="CSV")
+@click.option("--root", type=_PATH, default=None, metavar="DIR")
+@click.option("--split", default=None, help="Rows to evaluate (default: test if present, else all).")
+@click.option("--out", type=_PATH, required=True, metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
+@_common
+def tbp_eval_cmd(bundle, lesions, root, split, out, as_json, fmt, images, weights, strict_measurements, batch_size,
+                 precision, device, quiet):
+    """Screening metrics of a bundle on labelled lesions."""
+    from panderm.tbp.evaluate import evaluate_tbp
+
+    m = evaluate_tbp(bundle, lesions, out, root=root, fmt=fmt, images=images, split=split, weights=weights,
+                     on_missing="error" if strict_measurements else "impute", batch_size=batch_size,
+                     precision=precision, device=device, progress=not quiet)
+    _warn(m["warnings"])
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    s = m["summary"]
+    click.echo(m["table_markdown"])
+    click.echo(f"lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity {_f(s['patient_sensitivity'])} "
+               f"({s['patients_detected']}/{s['n_patients_with_malignant']}), benign flagged "
+               f"{s['benign_flagged_total']} ({_f(s['benign_flagged_per_patient_mean'])} per patient)")
+    click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {_f(v)}" for k, v in m["partial_auroc_tpr80"].items()))
+    click.echo(f"wrote metrics.json, table10.csv, table10.md, per_patient.csv, lesions.csv to {out}/")
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

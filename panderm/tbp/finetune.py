@@ -75,9 +75,9 @@ def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out:
     model = RiskModel(encoder, pos_weight=(len(labels) - pos) / pos)
     ds = TileDataset(paths, labels, train_transform(encoder.pretrained_cfg.preset))
     cfg = TrainConfig(steps=max_steps, epochs=None if max_steps else epochs, batch_size=batch_size, lr=lr,
-                      lr_base_batch=256, warmup_epochs=min(1.0, float(epochs) / 5), precision=precision,
+                      lr_base_batch=0, warmup_epochs=min(10.0, float(epochs) / 5), precision=precision,
                       device=device, num_workers=num_workers, seed=seed, progress=progress,
-                      checkpoint_every=200, keep_last=1)
+                      min_lr=1e-6, checkpoint_every=200, keep_last=1)  # lr 5e-4 unscaled, as the paper (BEiT v2)
     Trainer(model, ds, cfg, out, run_config={"task": "tbp-risk", "n": len(labels), "positives": pos},
             resume=resume).fit()
     model = model.cpu().eval()

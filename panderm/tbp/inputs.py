@@ -71,7 +71,7 @@ def _finish(table: LesionTable, root: Path, source: str) -> LesionTable:
     label_col = "target" if table.fmt == "isic2024" and "target" in df.columns else "label"
     label = parse_labels(df[label_col], source) if label_col in df.columns else None
     df, table.leaky_dropped = drop_leaky(df, "isic2024" if table.fmt == "isic2024" else "vectra")
-    df, renamed = normalize_columns(df)
+    df, _ = normalize_columns(df)
     if table.fmt == "isic2024":  # its own lesion_id (biopsied lesions only) leaked the label and is gone
         df["lesion_id"] = df["isic_id"]
     if label is not None:

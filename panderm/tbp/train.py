@@ -103,7 +103,7 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
               seed: int = 0, n_estimators: int = 300, epochs: float = 10, max_steps: int | None = None,
               batch_size: int = 32, lr: float = 5e-4, precision: str = "auto", device: str | None = None,
               on_missing: str = "impute", demo: bool = False, data_note: str = "", progress: bool = True,
-              resume: bool = False) -> TBPTrainResult:
+              resume: bool = False, keep_work: bool = False) -> TBPTrainResult:
     """Train a TBP screening bundle (see the module docstring for the protocol).
 
     Args:
@@ -115,6 +115,9 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
         target_sensitivity: Validation sensitivity each module's threshold must reach.
         demo: Mark the bundle as a demo (banner in reports, card says not for clinical use).
         data_note: A sentence about the training data for ``card.md``.
+        resume: Continue an interrupted fine-tuning run from ``out/.work``.
+        keep_work: Keep ``out/.work`` (features, fine-tuning checkpoints) after success; by default
+            it is removed so that the bundle folder is small enough to copy.
     """
     from panderm.models.factory import create_encoder
     from panderm.tbp import pipeline
@@ -140,7 +143,7 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     if "label" not in table.df.columns:
         raise InputError(f"{lesions} has no label column", hint="label: 1 = malignant, 0 = benign")
     if lesion_filter:
-        keep, report = filt(table.df)
+        keep, _ = filt(table.df)
         table.skip(table.df[~keep], "removed by the lesion filter")
         table.warnings.append(f"lesion filter kept {int(keep.sum())} of {len(keep)} lesions")
     val_mask, split_how = _split(table.df, folds, seed)
@@ -222,6 +225,10 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     if table.skipped:
         with atomic_path(out / "skipped.csv") as tmp:
             pd.DataFrame(table.skipped).to_csv(tmp, index=False)
+    if not keep_work:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     return TBPTrainResult(out, json.loads(json.dumps(metrics)), int((~val).sum()), int(val.sum()),
                           len(table.skipped), table.warnings + report_lines)
 

@@ -145,9 +145,10 @@ only), metrics.json and validation_lesions.csv."""
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Resume an interrupted fine-tuning run in --out/.work.")
+@click.option("--keep-work", is_flag=True, help="Keep --out/.work (features, fine-tuning checkpoints) after success.")
 @_common
 def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, lesion_filter, target_sensitivity,
-                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, fmt,
+                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, keep_work, fmt,
                   images, weights, strict_measurements, batch_size, precision, device, quiet):
     """Train a screening bundle: risk head, ExtraTrees on measurements, thresholds."""
     from panderm.tbp.train import train_tbp
@@ -157,7 +158,8 @@ def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, le
                     target_sensitivity=target_sensitivity, ud_k=ud_k, ud_min_lesions=ud_min_lesions,
                     ud_metric=ud_metric, folds=folds, seed=seed, n_estimators=n_estimators, epochs=epochs,
                     max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision, device=device,
-                    on_missing="error" if strict_measurements else "impute", progress=not quiet, resume=resume)
+                    on_missing="error" if strict_measurements else "impute", progress=not quiet, resume=resume,
+                    keep_work=keep_work)
     _warn(res.warnings)
     v = res.metrics["validation"]
     click.echo(f"trained on {res.n_train} lesions, validated on {res.n_val} ({res.skipped} skipped)")

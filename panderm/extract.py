@@ -31,7 +31,7 @@ from panderm.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
 from panderm.data.inputs import IMAGE_EXTENSIONS, collect_inputs
 from panderm.data.transforms import build_transform, get_preset
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_json, atomic_write_text
+from panderm.io import atomic_path, atomic_write_json, atomic_write_text, file_stamp
 from panderm.train.distributed import barrier, init_distributed
 
 FORMAT_VERSION = 1
@@ -258,7 +258,7 @@ def extract_features(
         info = getattr(enc, "weights_info", None)
         model_name = getattr(enc, "model_name", type(enc).__name__)
         wsha = getattr(info, "sha256", None) or f"params:{_params_sha256(enc)}"
-        listing = hashlib.sha256("\n".join(f"{r}\t{p}" for r, p in items).encode()).hexdigest()
+        listing = hashlib.sha256("\n".join(f"{r}\t{p}\t{file_stamp(p)}" for r, p in items).encode()).hexdigest()
         fp = _fingerprint(model=model_name, weights_sha256=wsha, preset=preset_name, precision=prec,
                           device_type=torch.device(device).type, batch_size=batch_size, shard_size=shard_size,
                           compile=bool(compile), n_inputs=len(items), inputs_sha256=listing,

@@ -60,3 +60,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_stamp(path: str | os.PathLike) -> str:
+    """``"size:mtime_ns"`` of a file (``"missing"`` if it cannot be stat'ed), to notice replaced inputs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"

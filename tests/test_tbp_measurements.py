@@ -134,7 +134,7 @@ def test_missing_columns_error_lists_all(isic):
     msg = str(info.value)
     assert "3 measurement columns missing" in msg
     assert all(c in msg for c in ("nevi_confidence", "stdL", "dnn_lesion_confidence"))
-    assert "--impute" in info.value.hint
+    assert "--strict-measurements" in info.value.hint
 
 
 def test_nan_and_non_numeric_cells_imputed_and_counted():

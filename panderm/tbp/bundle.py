@@ -185,6 +185,8 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     ml = None
     if meta.get("ml"):
         ml = _load_skops(path / meta["ml"]["file"])
+        if hasattr(ml, "n_jobs"):  # threaded tree averaging adds in a varying order: keep scores reproducible
+            ml.n_jobs = 1
     importance = None
     if (path / IMPORTANCE_FILE).is_file():
         importance = pd.read_csv(path / IMPORTANCE_FILE)

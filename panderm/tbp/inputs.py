@@ -63,13 +63,32 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
-def _finish(table: LesionTable, root: Path, source: str) -> LesionTable:
+def _labels(table: LesionTable, source: str, strict: bool) -> pd.Series | None:
+    """Parsed labels, or None. ISIC 2024's label is ``target``; elsewhere ``label``.
+
+    With ``strict=False`` (screening never needs labels) unparseable labels are dropped with a warning.
+    """
+    df = table.df
+    if table.fmt == "isic2024":
+        df = table.df = df.drop(columns=[c for c in ("label", "binary_label") if c in df.columns])
+    col = "target" if table.fmt == "isic2024" else "label"
+    if col not in df.columns:
+        return None
+    try:
+        return parse_labels(df[col], source)
+    except InputError as exc:
+        if strict:
+            raise
+        table.warnings.append(f"{exc.message}; the {col} column is ignored")
+        return None
+
+
+def _finish(table: LesionTable, root: Path, source: str, strict_labels: bool = True) -> LesionTable:
     """Common clean-up: ids as strings, paths resolved, labels parsed, duplicates and missing files skipped."""
     from panderm.tbp.measurements import drop_leaky, normalize_columns
 
+    label = _labels(table, source, strict_labels)
     df = table.df
-    label_col = "target" if table.fmt == "isic2024" and "target" in df.columns else "label"
-    label = parse_labels(df[label_col], source) if label_col in df.columns else None
     df, table.leaky_dropped = drop_leaky(df, "isic2024" if table.fmt == "isic2024" else "vectra")
     df, _ = normalize_columns(df)
     if table.fmt == "isic2024":  # its own lesion_id (biopsied lesions only) leaked the label and is gone
@@ -95,7 +114,7 @@ def _finish(table: LesionTable, root: Path, source: str) -> LesionTable:
 # --------------------------------------------------------------------------- layouts
 
 
-def read_patient_folder(folder: str | Path, patient_id: str | None = None) -> LesionTable:
+def read_patient_folder(folder: str | Path, patient_id: str | None = None, strict_labels: bool = True) -> LesionTable:
     """One patient: tiles (jpg/png) plus an optional ``measurements.csv`` (``lesion_id,image,...``).
 
     Tiles without a measurement row are kept (measurements imputed later, with a warning);
@@ -123,8 +142,7 @@ def read_patient_folder(folder: str | Path, patient_id: str | None = None) -> Le
     else:
         rows = pd.DataFrame({"image": tiles, "lesion_id": [Path(t).stem for t in tiles]})
     rows["patient_id"] = pid
-    table = _finish(LesionTable(rows, "patient", warnings=warnings), folder, str(csv))
-    return table
+    return _finish(LesionTable(rows, "patient", warnings=warnings), folder, str(csv), strict_labels)
 
 
 def _is_patient_folder(folder: Path) -> bool:
@@ -132,27 +150,36 @@ def _is_patient_folder(folder: Path) -> bool:
         p.is_file() and p.suffix.lower() in TILE_EXTENSIONS for p in folder.iterdir())
 
 
-def read_cohort(folder: str | Path) -> LesionTable:
+def read_cohort(folder: str | Path, strict_labels: bool = True) -> LesionTable:
     """A patient folder, or a folder with one sub-folder per patient (named by patient id)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder", hint="pass a patient folder or a cohort folder")
     if _is_patient_folder(folder):
-        return read_patient_folder(folder)
+        return read_patient_folder(folder, strict_labels=strict_labels)
     subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    patients = [read_patient_folder(p) for p in subs if _is_patient_folder(p)]
+    patients, empty = [], []
+    for sub in subs:
+        table = read_patient_folder(sub, strict_labels=strict_labels) if _is_patient_folder(sub) else None
+        if table is not None and (len(table.df) or table.skipped):
+            patients.append(table)
+        else:
+            empty.append(sub.name)
     if not patients:
         raise InputError(f"no patients found in {folder}: no tiles, no {MEASUREMENTS_FILE} and no patient "
                          "sub-folders with either",
                          hint="a patient folder holds lesion tiles (jpg/png) and optionally measurements.csv")
     table = LesionTable(pd.concat([t.df for t in patients], ignore_index=True), "cohort")
+    if empty:
+        table.warnings.append(f"{len(empty)} sub-folder(s) without lesion tiles ignored: " + ", ".join(empty[:8])
+                              + (" …" if len(empty) > 8 else ""))
     for t in patients:
         table.skipped += t.skipped
         table.warnings += t.warnings
     return table
 
 
-def read_lesions_csv(csv: str | Path, root: str | Path | None = None) -> LesionTable:
+def read_lesions_csv(csv: str | Path, root: str | Path | None = None, strict_labels: bool = True) -> LesionTable:
     """A lesions CSV (``image`` relative to ``root``; ``patient_id``; optional ``lesion_id``, ``label``, ``split``)."""
     csv = Path(csv)
     if not csv.is_file():
@@ -164,7 +191,7 @@ def read_lesions_csv(csv: str | Path, root: str | Path | None = None) -> LesionT
                              hint="columns: patient_id,lesion_id,image,label,split,<measurements>")
     if "lesion_id" not in df.columns:
         df["lesion_id"] = df["image"].map(lambda s: Path(str(s)).stem)
-    return _finish(LesionTable(df, "patient"), Path(root) if root else csv.parent, str(csv))
+    return _finish(LesionTable(df, "patient"), Path(root) if root else csv.parent, str(csv), strict_labels)
 
 
 def _find_metadata(folder: Path) -> Path:
@@ -214,7 +241,8 @@ def unpack_hdf5(h5_path: Path, ids, dest: Path) -> dict[str, str]:
     return out
 
 
-def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str | Path | None = None) -> LesionTable:
+def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str | Path | None = None,
+                  strict_labels: bool = True) -> LesionTable:
     """ISIC 2024 (SLICE-3D): metadata CSV (``isic_id``, ``patient_id``, ``tbp_lv_*``) + image folder or HDF5.
 
     Args:
@@ -246,23 +274,27 @@ def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str
         if "image" not in df.columns:
             df["image"] = df["isic_id"] + ".jpg"
         root = src
-    return _finish(LesionTable(df, "isic2024"), root, str(meta))
+    return _finish(LesionTable(df, "isic2024"), root, str(meta), strict_labels)
 
 
 def read_input(input: str | Path, fmt: str = "auto", *, root: str | Path | None = None,
-               images: str | Path | None = None, cache: str | Path | None = None) -> LesionTable:
-    """Dispatch on ``fmt``: ``auto`` (CSV → lesions CSV, folder → patient/cohort), ``isic2024``, ..."""
+               images: str | Path | None = None, cache: str | Path | None = None,
+               strict_labels: bool = True) -> LesionTable:
+    """Dispatch on ``fmt``: ``auto`` (CSV → lesions CSV, folder → patient/cohort), ``isic2024``, ...
+
+    ``strict_labels=False`` (screening) ignores an unparseable label column with a warning.
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}'", hint=f"choose one of: {', '.join(FORMATS)}")
     path = Path(input)
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if fmt == "isic2024":
-        return read_isic2024(path, images=images, cache=cache)
+        return read_isic2024(path, images=images, cache=cache, strict_labels=strict_labels)
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise InputError(f"{path} is neither a folder nor a CSV file")
-        return read_lesions_csv(path, root)
+        return read_lesions_csv(path, root, strict_labels)
     if fmt == "patient":
-        return read_patient_folder(path)
-    return read_cohort(path)
+        return read_patient_folder(path, strict_labels=strict_labels)
+    return read_cohort(path, strict_labels)

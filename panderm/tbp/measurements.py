@@ -279,7 +279,7 @@ def measurement_matrix(df: pd.DataFrame, columns: Iterable[str] = VECTRA_MEASURE
     if report.missing_columns and on_missing == "error":
         n = len(report.missing_columns)
         raise InputError(f"{n} measurement column{'s' * (n != 1)} missing: {', '.join(report.missing_columns)}",
-                         hint="add them, or pass --impute to fill them with the training medians")
+                         hint="add them, or drop --strict-measurements to impute them with the training medians")
 
     X = np.empty((len(table), len(columns)), dtype=np.float64)
     for j, col in enumerate(columns):

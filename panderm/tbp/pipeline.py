@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import InputError
-from panderm.io import atomic_path
+from panderm.io import atomic_path, file_stamp
 from panderm.tbp.inputs import LesionTable
 
 IMAGE_MEASURES_CACHE = "image_measures.csv"
@@ -56,18 +56,22 @@ def image_measurements(table: LesionTable, work: Path, progress: bool = True) ->
     cache = work / IMAGE_MEASURES_CACHE
     known = pd.DataFrame()
     if cache.is_file():
-        known = pd.read_csv(cache, dtype={"image": str}).drop_duplicates("image").set_index("image")
-    todo = [p for p in table.df["path"].unique() if p not in known.index]
+        known = pd.read_csv(cache, dtype={"image": str, "stamp": str}).drop_duplicates("image").set_index("image")
+    paths = table.df["path"].unique()
+    stamps = {p: file_stamp(p) for p in paths}
+    # A tile replaced under the same name (other size/mtime) is measured again.
+    todo = [p for p in paths if p not in known.index or known.at[p, "stamp"] != stamps[p]]
     masks = None
     if "mask" in table.df.columns:
         mask_of = dict(zip(table.df["path"], table.df["mask"]))
         masks = [mask_of.get(p) if isinstance(mask_of.get(p), str) and mask_of.get(p) else None for p in todo]
     if todo:
         new = measure_images(todo, masks=masks, progress=progress).set_index("image")
-        known = pd.concat([known, new]) if len(known) else new
+        new["stamp"] = [stamps[p] for p in new.index]
+        known = pd.concat([known.drop(index=[p for p in todo if p in known.index]), new]) if len(known) else new
         work.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:
-            known.reset_index().to_csv(tmp, index=False)
+            known.reset_index().to_csv(tmp, index=False, float_format="%.17g")  # exact round trip
     return known.loc[table.df["path"], list(IMAGE_MEASUREMENTS) + ["measure_status"]].reset_index(drop=True)
 
 

@@ -130,7 +130,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     b = load_bundle(bundle)
     out = Path(out)
     work = out / ".work"
-    table = read_input(input, fmt, images=images, cache=work / "tiles")
+    table = read_input(input, fmt, images=images, cache=work / "tiles", strict_labels=False)
     if lesion_filter:
         keep, _ = filt(table.df)
         table.skip(table.df[~keep], "removed by the lesion filter")

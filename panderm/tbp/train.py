@@ -78,7 +78,9 @@ def _fit_ml(Xm: np.ndarray, y: np.ndarray, n_estimators: int, seed: int):
 
     et = ExtraTreesClassifier(n_estimators=n_estimators, min_samples_leaf=2, class_weight="balanced_subsample",
                               random_state=seed, n_jobs=-1)
-    return et.fit(Xm, y)
+    et.fit(Xm, y)
+    et.n_jobs = 1  # fit in parallel; predict serially, so that scores do not depend on thread timing
+    return et
 
 
 def _importance(et, X: np.ndarray, y: np.ndarray, columns: list[str], seed: int) -> pd.DataFrame:

@@ -157,6 +157,14 @@ class Trainer:
         if self.ctx.is_main:
             print(f"panderm: {msg}", file=sys.stderr, flush=True)
 
+    def _release_workers(self) -> None:
+        """Stop persistent DataLoader workers now rather than at interpreter exit (where they may be
+        killed mid-shutdown by a test runner or a notebook)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
     def _setup(self) -> None:
         c, ctx = self.cfg, D.init_distributed(self.cfg.device)
         self.ctx, self.device = ctx, torch.device(ctx.device)
@@ -419,6 +427,7 @@ class Trainer:
             self.bar.close()
             if self.tb is not None:
                 self.tb.close()
+            self._release_workers()
         if self.skipped_total:
             self._say(f"skipped {self.skipped_total} unreadable image load(s); files listed in {self.out / 'skipped.csv'}")
         D.barrier(ctx)

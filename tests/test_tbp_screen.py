@@ -414,3 +414,28 @@ def test_strict_measurements_hint_names_a_real_option(cli, shared_data, tmp_path
                "--strict-measurements", "--quiet"])
     assert res.exit_code == 2 and "areaMM2" in res.output
     assert "--impute" not in res.output
+
+
+def test_lesion_filter_flag_removes_non_nevi(cli, shared_data, tmp_path):
+    """--lesion-filter applies the paper's Vectra thresholds; removed lesions are reported, not screened."""
+    tiles = ham_images(shared_data, 5, offset=80)
+    patient = make_patient(tmp_path / "P", tiles)
+    m = pd.read_csv(patient / "measurements.csv")
+    m["majorAxisMM"] = [3.0, 1.5, 3.0, 3.0, 3.0]          # lesion 1: too small
+    m["deltaLBnorm"] = [6.0, 6.0, 4.0, 6.0, 6.0]          # lesion 2: too little contrast
+    m["nevi_confidence"] = [90.0, 90.0, 90.0, 80.0, 95.0]  # lesion 3: exactly 80 is not > 80
+    m[["A", "B", "areaMM2"]] = 1.0
+    m.to_csv(patient / "measurements.csv", index=False)
+    bundle = vectra_bundle(tmp_path / "vb")
+    out = tmp_path / "o"
+    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(out), "--lesion-filter",
+               "--quiet", "--no-reports"])
+    assert res.exit_code == 0, res.output
+    kept = read_lesions(out)["lesion_id"].tolist()
+    assert sorted(kept) == sorted(m["lesion_id"].iloc[[0, 4]])
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert sorted(skipped["lesion_id"]) == sorted(m["lesion_id"].iloc[[1, 2, 3]])
+    assert set(skipped["reason"]) == {"removed by the lesion filter"}
+    unfiltered = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "o2"),
+                      "--quiet", "--no-reports"])
+    assert unfiltered.exit_code == 0 and len(read_lesions(tmp_path / "o2")) == 5

@@ -149,7 +149,7 @@ def _load_skops(path: Path):
         return sio.load(str(path), trusted=untrusted)
     except CheckpointError:
         raise
-    except Exception as exc:  # skops raises many kinds for a damaged file
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a damaged file
         raise CheckpointError(f"cannot read the measurement model {path}: {exc}") from None
 
 
@@ -177,7 +177,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
                               hint="upgrade panderm")
     try:
         head = load_file(str(path / HEAD_FILE))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
         raise CheckpointError(f"cannot read the risk head {path / HEAD_FILE}: {exc}") from None
     if set(head) != {"weight", "bias"} or head["weight"].shape != (1, meta["encoder"]["dim"]):
         raise CheckpointError(f"{path / HEAD_FILE} must hold weight (1, {meta['encoder']['dim']}) and bias (1,); "

@@ -16,20 +16,20 @@ def render_card(meta: dict) -> str:
     demo = meta.get("demo")
     lines = [f"# TBP screening bundle{' (DEMO)' if demo else ''}", ""]
     if demo:
-        lines += ["> **Demo bundle — not for clinical use.** It exists so that `panderm screen-tbp --demo` runs "
+        lines += [("> **Demo bundle — not for clinical use.** It exists so that `panderm screen-tbp --demo` runs "
                   "out of the box. It was trained on dermoscopic images, not TBP tiles, with a tiny encoder; "
-                  "its numbers say nothing about screening performance.", ""]
+                  "its numbers say nothing about screening performance."), ""]
     lines += [
         "## Intended use",
-        "Research decision support for ranking a patient's TBP lesion tiles for dermoscopic review. "
+        ("Research decision support for ranking a patient's TBP lesion tiles for dermoscopic review. "
         "A lesion is flagged when any module (risk head, ugly-duckling outlier test, measurement model) is "
-        "positive. Not a diagnostic device; unflagged lesions may still need review.", "",
+        "positive. Not a diagnostic device; unflagged lesions may still need review."), "",
         "## Model",
-        f"- Encoder: `{enc['name']}` ({'fine-tuned, weights in this bundle' if enc['finetuned'] else 'frozen'}); "
-        f"base weights sha256 `{enc['weights_sha256']}`; preprocessing preset `{enc['preset']}`; {enc['dim']}-d features.",
+        (f"- Encoder: `{enc['name']}` ({'fine-tuned, weights in this bundle' if enc['finetuned'] else 'frozen'}); "
+        f"base weights sha256 `{enc['weights_sha256']}`; preprocessing preset `{enc['preset']}`; {enc['dim']}-d features."),
         f"- Risk head: one linear layer ({meta['risk_head']['mode']}).",
-        f"- Ugly duckling: {meta['ud']['metric']} distance to the patient's mean feature, outlier above "
-        f"Q3 + {meta['ud']['k']}·IQR, patients with ≥ {meta['ud']['min_lesions']} lesions.",
+        (f"- Ugly duckling: {meta['ud']['metric']} distance to the patient's mean feature, outlier above "
+        f"Q3 + {meta['ud']['k']}·IQR, patients with ≥ {meta['ud']['min_lesions']} lesions."),
     ]
     if ml:
         lines.append(f"- Measurement model: ExtraTrees ({ml['n_estimators']} trees, balanced class weights) on "
@@ -38,21 +38,21 @@ def render_card(meta: dict) -> str:
     else:
         lines.append("- Measurement model: none.")
     th = meta["thresholds"]
-    lines += [f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}): risk {_fmt(th['risk'])}, "
-              f"measurement model {_fmt(th['ml'])}.", "",
+    lines += [(f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}): risk {_fmt(th['risk'])}, "
+              f"measurement model {_fmt(th['ml'])}."), "",
               "## Training data",
               f"- Input: `{tr['lesions']}` ({tr['format']} layout); lesion filter: {'on' if tr['lesion_filter'] else 'off'}.",
-              f"- {m['n_patients']} patients; {m['n_train']} training lesions ({m['n_train_malignant']} malignant), "
-              f"{m['n_val']} validation lesions ({m['n_val_malignant']} malignant); {m['skipped']} skipped.",
+              (f"- {m['n_patients']} patients; {m['n_train']} training lesions ({m['n_train_malignant']} malignant), "
+              f"{m['n_val']} validation lesions ({m['n_val_malignant']} malignant); {m['skipped']} skipped."),
               f"- Split: {m['split']}."]
     if tr.get("data_note"):
         lines.append(f"- {tr['data_note']}")
     lines += ["", "## Validation metrics", "",
-              f"- Lesion sensitivity {_fmt(s['lesion_sensitivity'])}, patient sensitivity "
+              (f"- Lesion sensitivity {_fmt(s['lesion_sensitivity'])}, patient sensitivity "
               f"{_fmt(s['patient_sensitivity'])} ({s['patients_detected']} of {s['n_patients_with_malignant']} "
-              f"patients with a malignant lesion).",
-              f"- Benign lesions flagged: {s['benign_flagged_total']} "
-              f"(mean {_fmt(s['benign_flagged_per_patient_mean'])} per patient).",
+              f"patients with a malignant lesion)."),
+              (f"- Benign lesions flagged: {s['benign_flagged_total']} "
+              f"(mean {_fmt(s['benign_flagged_per_patient_mean'])} per patient)."),
               "- AUROC: " + ", ".join(f"{k} {_fmt(v)}" for k, v in val["auroc"].items()) + ".",
               "- Partial AUROC above 80% TPR (max 0.2): "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in val["partial_auroc_tpr80"].items()) + ".", "",

@@ -64,8 +64,8 @@ def _ml_scores(bundle, table, work: Path, measure_from_image: bool | None, on_mi
     columns = bundle.meta["ml"]["columns"]
     if not any(c in table.df.columns for c in columns) and on_missing != "error":
         return np.full(len(table.df), np.nan), [
-            "the input has none of the measurement columns the bundle's model needs; the measurement module "
-            "is off for this run (--strict-measurements makes this an error)"]
+            ("the input has none of the measurement columns the bundle's model needs; the measurement module "
+            "is off for this run (--strict-measurements makes this an error)")]
     Xm, rep = measurement_matrix(table.df, columns, fill_values=bundle.meta["ml"]["fill_values"],
                                  on_missing=on_missing)
     return bundle.ml.predict_proba(Xm)[:, 1], rep.warnings()

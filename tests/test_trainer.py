@@ -212,3 +212,43 @@ def test_resume_is_bit_identical_with_two_gloo_ranks(tmp_path):
 def test_mixed_precision_runs(tmp_path, precision):
     r = Trainer(TinyModel(), NoisyData(24), cfg(steps=3, precision=precision), tmp_path / "r").fit()
     assert r.steps == 3 and math.isfinite(r.final_loss)
+
+
+def _eval_fn(values):
+    """An eval_fn returning the next value of ``values`` (and drawing random numbers, which must not leak)."""
+    it = iter(values)
+
+    def run(model):
+        assert not model.training  # the trainer switches to eval mode for evaluation
+        torch.rand(5), random.random(), np.random.rand()
+        return {"score": next(it), "other": 1.0}
+
+    return run
+
+
+def test_eval_hook_keeps_the_best_checkpoint_and_resumes_it(tmp_path):
+    scores = [0.2, 0.9, 0.5, 0.7]  # 4 evaluations: steps 3, 6, 9, 12 (one per epoch of 3 steps)
+    c = cfg(steps=12, checkpoint_every=6)
+    plain = Trainer(TinyModel(), NoisyData(12), c, tmp_path / "plain").fit()
+    r = Trainer(TinyModel(), NoisyData(12), c, tmp_path / "a", eval_fn=_eval_fn(scores), monitor="score").fit()
+    assert r.best["step"] == 6 and r.best["value"] == 0.9
+    assert json.loads((tmp_path / "a" / "best.json").read_text())["step"] == 6
+    evals = [rec for rec in log_lines(tmp_path / "a") if "eval" in rec]
+    assert [e["step"] for e in evals] == [3, 6, 9, 12] and [e["eval"]["score"] for e in evals] == scores
+    # evaluation neither changes training nor its random numbers
+    assert [x for x in curve(tmp_path / "a") if "eval" not in x] == curve(tmp_path / "plain")
+    best = torch.load(tmp_path / "a" / "checkpoint-best.pth", weights_only=True)
+    last = torch.load(tmp_path / "a" / "checkpoint-last.pth", weights_only=True)
+    assert set(best) == set(last) and not all(torch.equal(best[k], last[k]) for k in best)
+    # killed after step 7 (checkpoint at 6 holds best = step 6); the resumed run keeps it against 0.5 and 0.7
+    Trainer(TinyModel(), NoisyData(12), cfg(**{**c.__dict__, "stop_after_steps": 7}), tmp_path / "b",
+            eval_fn=_eval_fn(scores), monitor="score").fit()
+    r2 = Trainer(TinyModel(), NoisyData(12), c, tmp_path / "b", eval_fn=_eval_fn(scores[2:]), monitor="score",
+                 resume=True).fit()
+    assert r2.best["step"] == 6 and r2.best["value"] == 0.9
+    b_best = torch.load(tmp_path / "b" / "checkpoint-best.pth", weights_only=True)
+    assert all(torch.equal(best[k], b_best[k]) for k in best)
+    with pytest.raises(ConfigError, match="not among the evaluation metrics"):
+        Trainer(TinyModel(), NoisyData(12), c, tmp_path / "c", eval_fn=_eval_fn(scores), monitor="nope").fit()
+    with pytest.raises(ConfigError, match="needs an eval_fn"):
+        Trainer(TinyModel(), NoisyData(12), c, tmp_path / "d", monitor="score")

@@ -29,6 +29,7 @@ from panderm.io import atomic_path
 
 TRAIN_STATE = "train-state.pt"
 LAST = "checkpoint-last.pth"
+BEST = "checkpoint-best.pth"  # written by the Trainer when it monitors an evaluation metric
 _PERIODIC = re.compile(r"^checkpoint-(\d{7,})\.pth$")
 
 

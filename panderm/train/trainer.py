@@ -77,6 +77,7 @@ class TrainConfig:
     progress: bool = True
     device: str | None = None
     stop_after_steps: int | None = None
+    eval_every: int | None = None  # steps between eval_fn calls; None: once per epoch (and at the end)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class TrainResult:
     seconds: float = 0.0
     skipped: int = 0
     interrupted: bool = False
+    best: dict | None = None  # {"step", "value", "metrics"} of the best evaluation when monitoring
 
 
 def _plain(obj: Any) -> Any:
@@ -135,8 +137,15 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, dataset, config: TrainConfig, out, *, collate_fn=None,
                  param_groups: Callable | None = None, export_fn: Callable | None = None,
                  run_config: dict | None = None, resume: bool = False,
-                 resume_ignore=DEFAULT_RESUME_IGNORE, sampler_factory: Callable | None = None):
+                 resume_ignore=DEFAULT_RESUME_IGNORE, sampler_factory: Callable | None = None,
+                 eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+                 monitor: str | None = None, monitor_mode: str = "max"):
         self.model, self.dataset, self.cfg, self.out = model, dataset, config, Path(out)
+        self.eval_fn, self.monitor, self.monitor_mode = eval_fn, monitor, monitor_mode
+        if monitor_mode not in ("max", "min"):
+            raise ConfigError(f"monitor_mode must be 'max' or 'min', not {monitor_mode!r}")
+        if monitor and eval_fn is None:
+            raise ConfigError("monitor needs an eval_fn")
         self.collate_fn, self.param_groups, self.export_fn = collate_fn, param_groups or default_param_groups, export_fn
         self.run_config = _plain(run_config or {})
         self.resume, self.resume_ignore, self.sampler_factory = resume, tuple(resume_ignore), sampler_factory
@@ -239,6 +248,7 @@ class Trainer:
             self.scaler.load_state_dict(st["scaler"])
         ckpt.restore_rng(st["rng"][self.ctx.rank])
         self.acc, self.skipped_total = dict(st["log_acc"]), int(st["skipped_total"])
+        self.best = st.get("best")
         self.skipped = [tuple(r) for r in st["skipped"]] if self.ctx.is_main else []
         step = int(st["step"])
         if self.ctx.is_main:  # drop log lines the killed run wrote after this checkpoint
@@ -262,7 +272,8 @@ class Trainer:
                          "scheduler": self.sched.state_dict(),
                          "scaler": self.scaler.state_dict() if self.scaler else {}, "rng": rngs,
                          "config": self._state_config(), "run_config": self.run_config, "log_acc": dict(self.acc),
-                         "skipped_total": self.skipped_total, "skipped": [list(r) for r in skipped]}
+                         "skipped_total": self.skipped_total, "skipped": [list(r) for r in skipped],
+                         "best": self.best}
                 ckpt.save_atomic(state, self.out / ckpt.TRAIN_STATE)
                 self._write_skipped(skipped)
                 self.last_good = (step, self.out / ckpt.LAST)
@@ -275,6 +286,40 @@ class Trainer:
             raise err
         if msg is not None:
             raise PandermError(*msg)
+
+    def _evaluate(self, step: int) -> None:
+        """Run ``eval_fn`` on rank 0 (RNG state preserved, so resume stays exact); log it; keep the best."""
+        metrics = None
+        if self.ctx.is_main:
+            rng = ckpt.capture_rng()
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+            finally:
+                self.model.train(was_training)
+                ckpt.restore_rng(rng)
+        metrics = D.broadcast_object(metrics, self.ctx)
+        if not self.ctx.is_main:
+            return
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "epoch": step / self.spe, "eval": metrics}) + "\n")
+        if not self.monitor:
+            return
+        if self.monitor not in metrics:
+            raise ConfigError(f"monitor '{self.monitor}' is not among the evaluation metrics: {', '.join(metrics)}")
+        value, best = metrics[self.monitor], None if self.best is None else self.best["value"]
+        if best is None or not math.isfinite(best):
+            better = True
+        else:
+            better = math.isfinite(value) and (value > best if self.monitor_mode == "max" else value < best)
+        if better:
+            self.best = {"step": step, "value": value, "metrics": metrics, "monitor": self.monitor}
+            tensors = self.export_fn(self.model) if self.export_fn else ckpt.tensor_dict(self.model.state_dict())
+            ckpt.save_atomic(tensors, self.out / ckpt.BEST)
+            atomic_write_json(self.out / "best.json", self.best)
+            self._say(f"step {step}: best {self.monitor} so far {value:.4f}")
 
     def _write_skipped(self, skipped) -> None:
         if skipped or (self.out / "skipped.csv").exists():
@@ -373,6 +418,7 @@ class Trainer:
         c, ctx = self.cfg, self.ctx
         self.acc, self.skipped, self.skipped_total, self.checkpoints = {}, [], 0, []
         self.last_good, self._prev, self.final_loss, self.tb = None, None, float("nan"), None
+        self.best = None
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         if self.resume:
@@ -418,6 +464,8 @@ class Trainer:
                     step += 1
                     self.bar.update(1)
                     self._log(step, stats)
+                    if self.eval_fn is not None and (step % (c.eval_every or self.spe) == 0 or step == self.total):
+                        self._evaluate(step)
                     if step % c.checkpoint_every == 0 or step == self.total:
                         self._checkpoint(step)
                     if step >= self.total or (c.stop_after_steps is not None and step >= c.stop_after_steps):
@@ -432,4 +480,4 @@ class Trainer:
             self._say(f"skipped {self.skipped_total} unreadable image load(s); files listed in {self.out / 'skipped.csv'}")
         D.barrier(ctx)
         return TrainResult(step, self.final_loss, self.out, list(self.checkpoints), time.perf_counter() - t0,
-                           self.skipped_total, interrupted)
+                           self.skipped_total, interrupted, self.best)

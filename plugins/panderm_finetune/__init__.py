@@ -1,0 +1,1 @@
+"""Built-in plugin: finetune (placeholder until its commands land)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin: segment (placeholder until its commands land)."""

@@ -39,3 +39,7 @@ def register_tasks(register):
 def register_commands(cli):
     cli.add_lazy_command("probe", "panderm_probe.commands:probe_cmd",
                          "Linear probe on extracted features with 95% CIs.")
+    cli.add_lazy_command("curve", "panderm_probe.curve_commands:curve_cmd",
+                         "Label-efficiency curves: metric vs fraction of training labels.")
+    cli.add_lazy_command("evaluate", "panderm_probe.evaluate_commands:evaluate_cmd",
+                         "Subgroup robustness of predictions (by sex, age, site, …) with 95% CIs.")

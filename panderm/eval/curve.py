@@ -1,0 +1,397 @@
+"""Label-efficiency curves (the paper's Fig. 2b): a test metric against the fraction of training labels.
+
+For every encoder × percent × seed one model is trained on a stratified, seeded
+subsample of the training rows (:func:`panderm.eval.probe.subsample`; for one seed a
+smaller fraction is a subset of a larger one) and evaluated on the full test split:
+
+* ``method="probe"``: :func:`panderm.eval.probe.run_probe` on a features folder;
+* ``method="finetune"``: :func:`panderm.finetune.finetune` on the images.
+
+Outputs (``out``):
+
+* ``runs.csv``: one row per run (encoder, percent, seed, n_train, the metric's value
+  and its bootstrap CI). Rewritten atomically after every run; a later call skips
+  runs already there with the same settings (``settings`` column: a hash of the
+  CSV, the encoder's features/model, the method's options, binary, metric and
+  bootstrap size), so an interrupted curve resumes where it stopped.
+* ``curve.csv`` / ``curve.json``: per encoder × percent the mean over seeds, sd, min,
+  max and a 95% interval. With ≥ 2 seeds the interval is the **t-interval across
+  seeds**, mean ± t(0.975, n−1)·sd/√n (variation from the label subsample and the
+  initialisation); with a single seed it is that run's bootstrap CI over test rows
+  (``ci_method`` says which). ``boot_ci_low``/``boot_ci_high`` average the runs'
+  bootstrap CIs (test-set uncertainty; at 100% the seeds share the training rows,
+  so the t-interval there only reflects the classifier's initialisation).
+* ``matches`` (in ``curve.json``): for each pair of encoders A ≠ B where B was run on
+  100% of the labels, the **first measured percent** at which A's mean reaches
+  (≥) B's full-data mean, plus ``percent_interpolated``: the linear interpolation
+  (in percent) between that percent and the previous measured one where the line
+  crosses B's score (equal to ``percent`` when already reached at the smallest).
+* ``curve.png``: the metric against percent of labels (log x), one line per encoder
+  with the 95% band, a star where an encoder first matches another's full-data score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_path, atomic_write_json, file_stamp
+
+RUN_COLUMNS = ["encoder", "method", "percent", "seed", "n_train", "metric", "value", "ci_low", "ci_high",
+               "settings"]
+CURVE_COLUMNS = ["encoder", "percent", "n_seeds", "n_train", "mean", "std", "min", "max", "ci_low", "ci_high",
+                 "ci_method", "boot_ci_low", "boot_ci_high"]
+
+
+@dataclass
+class CurveResult:
+    """What :func:`label_efficiency` computed and wrote."""
+
+    metric: str
+    runs: pd.DataFrame
+    curve: pd.DataFrame
+    matches: list[dict[str, Any]]
+    computed: int = 0
+    skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
+    out: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def resolve_metric(metric: str, binary: bool) -> str:
+    """``"auto"`` → ``auroc`` for binary tasks, ``weighted_f1`` otherwise; else checked against the probe's keys."""
+    from panderm.eval.metrics import ALL_METRICS
+
+    if metric == "auto":
+        return "auroc" if binary else "weighted_f1"
+    if metric not in ALL_METRICS:
+        raise ConfigError(f"unknown metric '{metric}'", hint=f"use auto or one of {', '.join(ALL_METRICS)}")
+    return metric
+
+
+def _percent_key(p: float) -> float:
+    return round(float(p), 6)
+
+
+def _settings_key(**parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _check_percents(percents: Sequence[float]) -> list[float]:
+    out = sorted({_percent_key(p) for p in percents})
+    if not out:
+        raise ConfigError("no percents given", hint="e.g. --percents 0.05,0.1,0.2,0.5,1")
+    bad = [p for p in out if not 0 < p <= 1]
+    if bad:
+        raise ConfigError(f"percents must be fractions in (0, 1], got {', '.join(map(str, bad))}",
+                          hint="0.1 means 10% of the training labels")
+    return out
+
+
+def _n_train(result) -> int | None:
+    summary = getattr(result, "summary", None)
+    if isinstance(summary, dict) and summary.get("n_train") is not None:
+        return int(summary["n_train"])
+    n = getattr(result, "n_train", None)
+    return None if n is None else int(n)
+
+
+def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None,
+                     percents: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0), seeds: Sequence[int] = (0, 1, 2),
+                     metric: str = "auto", binary: bool = False, method: str = "probe",
+                     finetune_kwargs: dict | None = None, root=None,
+                     models: list[tuple[str, str, str | None]] | None = None,
+                     n_bootstrap: int = 200, progress: bool = True, resume: bool = True) -> CurveResult:
+    """Train every encoder on growing fractions of the training labels and collect a test metric.
+
+    Args:
+        csv: Dataset CSV (image, split, label[, binary_label]).
+        out: Output folder (``runs.csv``, ``curve.csv``, ``curve.json``, ``curve.png``).
+        features: ``(name, features folder)`` per encoder (``method="probe"``).
+        percents: Fractions of the training rows, each in (0, 1].
+        seeds: Seeds of the subsample, the classifier and the bootstrap; one run each.
+        metric: ``"auto"`` (AUROC for binary, weighted F1 otherwise) or any probe metric key.
+        binary: Use ``binary_label`` instead of ``label``.
+        method: ``"probe"`` (linear probe on features) or ``"finetune"``.
+        finetune_kwargs: Extra keyword arguments for :func:`panderm.finetune.finetune`.
+        root: Image folder for ``method="finetune"``.
+        models: ``(name, model, weights)`` per encoder (``method="finetune"``).
+        n_bootstrap: Bootstrap replicates of each run's CI.
+        progress: Print one line per run to stderr.
+        resume: Skip runs already in ``out/runs.csv`` with the same settings.
+
+    Returns:
+        A :class:`CurveResult`.
+
+    Raises:
+        ConfigError: Bad percents, seeds, metric or method, or duplicate encoder names.
+        InputError: Missing inputs (and whatever the probe / fine-tuning raises).
+    """
+    csv, out = Path(csv), Path(out)
+    if method not in ("probe", "finetune"):
+        raise ConfigError(f"unknown method '{method}'", hint="use probe or finetune")
+    metric = resolve_metric(metric, binary)
+    percents = _check_percents(percents)
+    seeds = sorted({int(s) for s in seeds})
+    if not seeds:
+        raise ConfigError("no seeds given", hint="e.g. --seeds 0,1,2")
+    if not csv.is_file():
+        raise InputError(f"dataset CSV {csv} does not exist")
+    finetune_kwargs = dict(finetune_kwargs or {})
+    if method == "finetune":
+        finetune_kwargs.setdefault("n_bootstrap", n_bootstrap)
+    if method == "probe":
+        if not features:
+            raise ConfigError("method 'probe' needs at least one features folder", hint="pass --features DIR")
+        encoders = [(str(n), Path(f)) for n, f in features]
+        for _, f in encoders:
+            if not (f / "features.npy").is_file():
+                raise InputError(f"features folder {f} has no features.npy",
+                                 hint="create it with: panderm extract CSV --out DIR")
+    else:
+        if not models:
+            raise ConfigError("method 'finetune' needs at least one model", hint="pass --model NAME[=WEIGHTS]")
+        if root is None:
+            raise ConfigError("method 'finetune' needs the image folder", hint="pass --root IMAGES")
+        encoders = [(str(n), (m, w)) for n, m, w in models]
+    names = [n for n, _ in encoders]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"encoder name(s) used twice: {', '.join(dup)}",
+                          hint="name them explicitly, e.g. --features panderm=feats_a/ --features other=feats_b/")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    csv_stamp = file_stamp(csv)
+    keys = {}
+    for name, src in encoders:
+        if method == "probe":
+            source = {"features": str(src.resolve()), "stamp": file_stamp(src / "features.npy")}
+        else:
+            source = {"model": src[0], "weights": src[1], "root": str(Path(root).resolve()),
+                      "kwargs": finetune_kwargs}
+        keys[name] = _settings_key(method=method, csv=str(csv.resolve()), csv_stamp=csv_stamp, binary=binary,
+                                   metric=metric, n_bootstrap=n_bootstrap, **source)
+
+    warns: list[str] = []
+    done: dict[tuple, dict] = {}
+    runs_csv = out / "runs.csv"
+    if resume and runs_csv.is_file():
+        try:
+            old = pd.read_csv(runs_csv)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:  # a damaged file is recomputed
+            warns.append(f"could not read {runs_csv} ({exc}); recomputing every run")
+            old = pd.DataFrame(columns=RUN_COLUMNS)
+        if set(RUN_COLUMNS) <= set(old.columns):
+            for rec in old[RUN_COLUMNS].to_dict("records"):
+                k = (str(rec["encoder"]), _percent_key(rec["percent"]), int(rec["seed"]))
+                if keys.get(k[0]) == rec["settings"] and k[1] in percents and k[2] in seeds:
+                    done[k] = rec
+            dropped = len(old) - len(done)
+            if dropped:
+                warns.append(f"{dropped} earlier run(s) in {runs_csv} with other settings or outside the "
+                             f"requested grid were dropped")
+
+    records: list[dict] = []
+    computed = skipped = 0
+    total = len(encoders) * len(percents) * len(seeds)
+    i = 0
+    for name, src in encoders:
+        for p in percents:
+            for s in seeds:
+                i += 1
+                k = (name, p, s)
+                if k in done:
+                    records.append(done[k])
+                    skipped += 1
+                    continue
+                if method == "probe":
+                    from panderm.eval import probe as _probe
+
+                    res = _probe.run_probe(src, csv, None, binary=binary, percent_data=p, seed=s,
+                                           n_bootstrap=n_bootstrap)
+                else:
+                    res = _finetune(csv, root, out / "runs" / name / f"p{p:g}_s{s}", model=src[0],
+                                    weights=src[1], percent_data=p, seed=s, binary=binary, progress=progress,
+                                    **finetune_kwargs)
+                if metric not in res.metrics:
+                    raise ConfigError(f"metric '{metric}' is not among the run's metrics "
+                                      f"({', '.join(res.metrics)})")
+                m = res.metrics[metric]
+                rec = {"encoder": name, "method": method, "percent": p, "seed": s, "n_train": _n_train(res),
+                       "metric": metric, "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")),
+                       "ci_high": _num(m.get("ci_high")), "settings": keys[name]}
+                records.append(rec)
+                computed += 1
+                _write_runs(runs_csv, records)
+                if progress:
+                    print(f"[{i}/{total}] {name} {100 * p:g}% seed {s}: n_train {rec['n_train']}, "
+                          f"{metric} {rec['value']:.4f}", file=sys.stderr, flush=True)
+    runs = pd.DataFrame(records, columns=RUN_COLUMNS)
+    _write_runs(runs_csv, records)
+    curve = summarise(runs)
+    matches = find_matches(curve)
+    files = [runs_csv]
+    with atomic_path(out / "curve.csv") as tmp:
+        curve.to_csv(tmp, index=False)
+    files.append(out / "curve.csv")
+    from panderm.eval.probe import _clean
+
+    atomic_write_json(out / "curve.json", _clean({
+        "metric": metric, "method": method, "binary": binary, "csv": str(csv), "percents": percents,
+        "seeds": seeds, "n_bootstrap": n_bootstrap,
+        "encoders": {n: (str(s) if method == "probe" else {"model": s[0], "weights": s[1]}) for n, s in encoders},
+        "interval": "t-interval across seeds (mean ± t·sd/√n) with ≥ 2 seeds; the run's bootstrap CI with 1 seed",
+        "matches_rule": "first measured percent where the mean reaches (≥) the reference's 100% mean; "
+                        "percent_interpolated: linear interpolation between that percent and the previous one",
+        "curve": curve.to_dict("records"), "matches": matches, "warnings": warns}))
+    files.append(out / "curve.json")
+    files.append(curve_png(out / "curve.png", curve, matches, metric))
+    return CurveResult(metric=metric, runs=runs, curve=curve, matches=matches, computed=computed,
+                       skipped=skipped, warnings=warns, out=out, files=files)
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _finetune(*args, **kwargs):
+    try:
+        from panderm.finetune import finetune
+    except ImportError as exc:
+        raise ConfigError(f"fine-tuning is not available: {exc}",
+                          hint="use --method probe on extracted features") from None
+    return finetune(*args, **kwargs)
+
+
+def _write_runs(path: Path, records: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(records, columns=RUN_COLUMNS).to_csv(tmp, index=False)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per encoder × percent: mean/sd/min/max over seeds and the 95% interval (see module doc)."""
+    from scipy import stats
+
+    rows = []
+    for (enc, p), g in runs.groupby(["encoder", "percent"], sort=False):
+        v = g["value"].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        n = len(v)
+        mean = float(v.mean()) if n else float("nan")
+        sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+        if n > 1:
+            half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+            lo, hi, how = mean - half, mean + half, "t"
+        else:
+            lo = float(g["ci_low"].iloc[0]) if n else float("nan")
+            hi = float(g["ci_high"].iloc[0]) if n else float("nan")
+            how = "bootstrap"
+        n_train = pd.to_numeric(g["n_train"], errors="coerce")
+        rows.append({"encoder": enc, "percent": float(p), "n_seeds": n,
+                     "n_train": float(n_train.mean()) if n_train.notna().any() else float("nan"),
+                     "mean": mean, "std": sd, "min": float(v.min()) if n else float("nan"),
+                     "max": float(v.max()) if n else float("nan"), "ci_low": lo, "ci_high": hi,
+                     "ci_method": how, "boot_ci_low": float(pd.to_numeric(g["ci_low"]).mean()),
+                     "boot_ci_high": float(pd.to_numeric(g["ci_high"]).mean())})
+    curve = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    order = {e: i for i, e in enumerate(dict.fromkeys(runs["encoder"]))}  # encoders in the order given
+    curve["_o"] = curve["encoder"].map(order)
+    return curve.sort_values(["_o", "percent"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def find_matches(curve: pd.DataFrame) -> list[dict[str, Any]]:
+    """Where each encoder first reaches (≥) another encoder's full-data (100%) mean.
+
+    Args:
+        curve: A ``curve.csv`` table (encoder, percent, mean, …).
+
+    Returns:
+        ``[{encoder, reference, percent, percent_interpolated, value, reference_value}]``;
+        pairs that never match are left out.
+    """
+    out = []
+    encoders = list(dict.fromkeys(curve["encoder"]))
+    for ref in encoders:
+        full = curve[(curve["encoder"] == ref) & np.isclose(curve["percent"], 1.0)]
+        if full.empty or not np.isfinite(full["mean"].iloc[0]):
+            continue
+        target = float(full["mean"].iloc[0])
+        for enc in encoders:
+            if enc == ref:
+                continue
+            g = curve[curve["encoder"] == enc].sort_values("percent")
+            ps, vs = g["percent"].to_numpy(float), g["mean"].to_numpy(float)
+            hit = np.flatnonzero(np.isfinite(vs) & (vs >= target))
+            if not len(hit):
+                continue
+            j = int(hit[0])
+            interp = ps[j]
+            if j > 0 and np.isfinite(vs[j - 1]) and vs[j] > vs[j - 1]:
+                interp = ps[j - 1] + (target - vs[j - 1]) / (vs[j] - vs[j - 1]) * (ps[j] - ps[j - 1])
+            out.append({"encoder": enc, "reference": ref, "percent": float(ps[j]),
+                        "percent_interpolated": float(interp), "value": float(vs[j]), "reference_value": target})
+    return out
+
+
+def curve_png(path, curve: pd.DataFrame, matches: list[dict], metric: str, title: str | None = None) -> Path:
+    """Metric vs percent of labels (log x): line + markers + 95% band per encoder, stars at matches."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    from panderm.eval.plots import _figure, _save
+
+    encoders = list(dict.fromkeys(curve["encoder"]))
+    fig = _figure(7.5, 5.2)
+    ax = fig.add_subplot()
+    colors = {e: f"C{i % 10}" for i, e in enumerate(encoders)}
+    markers = "osD^vP*X"
+    for i, enc in enumerate(encoders):
+        g = curve[curve["encoder"] == enc].sort_values("percent")
+        x = 100 * g["percent"].to_numpy(float)
+        ax.fill_between(x, g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float), color=colors[enc],
+                        alpha=0.18, linewidth=0)
+        ax.plot(x, g["mean"].to_numpy(float), marker=markers[i % len(markers)], color=colors[enc],
+                linewidth=1.8, markersize=6, label=enc)
+    refs_drawn = set()
+    for k, m in enumerate(matches):
+        ref = m["reference"]
+        if ref not in refs_drawn:
+            ax.axhline(m["reference_value"], color=colors[ref], linestyle=":", linewidth=1.1, alpha=0.9)
+            refs_drawn.add(ref)
+        ax.plot([100 * m["percent"]], [m["value"]], marker="*", markersize=16, color=colors[m["encoder"]],
+                markeredgecolor="black", zorder=5, linestyle="none")
+        ax.annotate(f"{m['encoder']} matches {ref}'s full-data\nscore with {100 * m['percent']:g}% of the labels",
+                    xy=(100 * m["percent"], m["value"]), xytext=(12, -28 - 26 * k), textcoords="offset points",
+                    fontsize=8.5, arrowprops={"arrowstyle": "->", "color": "0.3", "linewidth": 0.8},
+                    bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.7", "alpha": 0.9})
+    ax.set_xscale("log")
+    ticks = sorted(set(100 * curve["percent"].to_numpy(float)))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}%" for t in ticks])
+    ax.set_xlabel("Training labels used (log scale)")
+    label = {"auroc": "AUROC", "weighted_f1": "Weighted F1", "bacc": "Balanced accuracy", "acc": "Accuracy",
+             "aupr": "AUPR", "kappa": "Quadratic kappa", "auroc_ovr": "AUROC (OvR)"}.get(metric, metric)
+    ax.set_ylabel(f"Test {label}")
+    seeds = int(curve["n_seeds"].max()) if len(curve) else 0
+    band = "95% t-interval over seeds" if seeds > 1 else "95% bootstrap CI"
+    ax.set_title(title or f"Label efficiency: test {label} (mean of {seeds} seed{'s' * (seeds != 1)}; band: {band})",
+                 fontsize=10)
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(loc="lower right", fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,121 @@
+"""``panderm curve``: label-efficiency curves, via :func:`panderm.eval.curve.label_efficiency`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+
+def _floats(ctx, param, value):
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _ints(ctx, param, value):
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _named(value: str) -> tuple[str, str]:
+    """``NAME=VALUE`` → (NAME, VALUE); plain ``VALUE`` → ("", VALUE)."""
+    name, sep, rest = value.partition("=")
+    return (name.strip(), rest.strip()) if sep and name.strip() else ("", value.strip())
+
+
+@click.command("curve", epilog="""\b
+Examples:
+  panderm curve --csv data.csv --features feats/ --percents 0.05,0.1,0.2,0.5,1 --out curve/
+  panderm curve --csv data.csv --features panderm=feats/ --features random=feats_rand/ \\
+      --binary --seeds 0,1,2 --out curve-binary/
+  panderm curve --csv data.csv --features feats/ --metric bacc --out curve-bacc/
+  panderm curve --csv data.csv --method finetune --root images/ \\
+      --model panderm_tiny_patch16_224.demo --model panderm_tiny_patch16_224 --epochs 20 --out curve-ft/
+
+\b
+Outputs in --out: runs.csv (one row per encoder × percent × seed, rewritten
+after every run; a rerun skips runs already there with the same settings),
+curve.csv and curve.json (mean, sd, min, max over seeds and a 95% t-interval
+across seeds; curve.json also lists `matches`: the first percent at which an
+encoder reaches another encoder's 100% score), curve.png.""")
+@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
+              help="Dataset CSV with image, split (train/val/test) and label columns.")
+@click.option("--features", "features", multiple=True, metavar="[NAME=]DIR",
+              help="Features folder of one encoder (repeatable); the name defaults to the folder name.")
+@click.option("--percents", default="0.05,0.1,0.2,0.5,1", show_default=True, callback=_floats,
+              help="Comma-separated fractions of the training labels.")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_ints,
+              help="Comma-separated seeds; one run per seed (subsample, init, bootstrap).")
+@click.option("--binary", is_flag=True, help="Use the binary_label column (0/1) instead of label.")
+@click.option("--metric", default="auto", show_default=True,
+              help="auto (auroc with --binary, else weighted_f1), or weighted_f1, auroc, bacc, aupr, acc, kappa, auroc_ovr.")
+@click.option("--method", type=click.Choice(["probe", "finetune"]), default="probe", show_default=True,
+              help="probe: linear probe on --features; finetune: fine-tune each --model on the images in --root.")
+@click.option("--root", type=_PATH, default=None, metavar="DIR", help="Image folder (--method finetune).")
+@click.option("--model", "models", multiple=True, metavar="NAME[=WEIGHTS]",
+              help="Encoder to fine-tune (repeatable), optionally =WEIGHTS (--method finetune); the spec names the line.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning epochs (--method finetune; default: the fine-tuner's).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning optimizer steps instead of epochs (--method finetune).")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              metavar="N", help="Bootstrap replicates of each run's CI.")
+@click.option("--out", type=_PATH, default=Path("curve"), show_default=True, metavar="DIR", help="Output folder.")
+@click.option("--no-resume", is_flag=True, help="Recompute runs already in --out/runs.csv.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-run progress lines.")
+def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, root, models, epochs, max_steps,
+              n_bootstrap, out, no_resume, quiet):
+    """Label-efficiency curve: test metric vs fraction of training labels, per encoder.
+
+    Each encoder is trained on stratified, seeded subsamples of the train split
+    (one run per percent × seed) and evaluated on the whole test split, as in
+    the PanDerm paper's Fig. 2b.
+    """
+    from panderm.errors import ConfigError
+    from panderm.eval.curve import label_efficiency
+
+    feats = None
+    if method == "probe":
+        if models:
+            raise ConfigError("--model is for --method finetune", hint="give --features DIR for the probe")
+        feats = []
+        for v in features:
+            name, folder = _named(v)
+            feats.append((name or Path(folder).resolve().name, Path(folder)))
+    elif features:
+        raise ConfigError("--features is for --method probe", hint="give --model NAME[=WEIGHTS] and --root")
+    parsed_models = None
+    if method == "finetune":
+        parsed_models = []
+        for v in models:
+            model, _, weights = v.partition("=")
+            parsed_models.append((v, model, weights or None))
+    kwargs = {"epochs": epochs} if epochs is not None else {}
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
+    res = label_efficiency(csv_path, out, features=feats, percents=percents, seeds=seeds, metric=metric,
+                           binary=binary, method=method, finetune_kwargs=kwargs, root=root, models=parsed_models,
+                           n_bootstrap=n_bootstrap, progress=not quiet, resume=not no_resume)
+    for line in res.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    click.echo(f"{res.computed} run(s) computed, {res.skipped} reused from {out / 'runs.csv'}")
+    w = min(40, max([7] + [len(str(e)) for e in res.curve["encoder"]]))
+    click.echo(f"{'encoder':<{w}} {'percent':>7} {'n_train':>8} {res.metric:>11}  {'95% interval':<17} {'seeds':>5}")
+    for r in res.curve.to_dict("records"):
+        click.echo(f"{str(r['encoder'])[:w]:<{w}} {100 * r['percent']:>6g}% {_fmt(r['n_train'], '.0f'):>8} "
+                   f"{_fmt(r['mean']):>11}  [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] {r['n_seeds']:>5}")
+    for m in res.matches:
+        click.echo(f"{m['encoder']} matches {m['reference']}'s full-data {res.metric} ({m['reference_value']:.4f}) "
+                   f"with {100 * m['percent']:g}% of the labels (interpolated {100 * m['percent_interpolated']:.1f}%)")
+    click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)

@@ -1,0 +1,93 @@
+"""``panderm evaluate``: subgroup robustness, via :func:`panderm.eval.subgroups.evaluate_subgroups`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+
+def _bins(ctx, param, value):
+    if value is None:
+        return None
+    parts = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        if len(parts) == 1:
+            return int(parts[0])
+        return [float(v) for v in parts]
+    except ValueError:
+        raise click.BadParameter(f"expected a number of quantile bins (4) or edges (0,40,60,120), got {value!r}") \
+            from None
+
+
+@click.command("evaluate", epilog="""\b
+Examples:
+  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by sex,age,localization \\
+      --binary --out subgroups/
+  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 0,40,60,120
+  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 4 --min-size 50
+
+\b
+Numeric columns are binned: --bins K = K quantile bins, --bins a,b,c = edges
+(left-closed, the last bin closed); without --bins a numeric column with more
+than 10 distinct values gets 4 quantile bins. Missing values form a (missing)
+group. Outputs in --out: subgroups.csv (n, metrics and 95% bootstrap CIs per
+group), subgroups.json (also the best−worst spread per column and metric, over
+groups with n ≥ --min-size), subgroups.png (forest plot).""")
+@click.option("--predictions", required=True, type=_PATH, metavar="FILE",
+              help="predictions.csv written by `panderm probe` (image, true_label, prob_<class>…).")
+@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
+              help="Dataset CSV with image and the subgroup columns.")
+@click.option("--by", required=True, metavar="COL[,COL…]",
+              help="Comma-separated subgroup columns of --csv, e.g. sex,age,localization.")
+@click.option("--bins", default=None, callback=_bins, metavar="K|EDGES",
+              help="Numeric columns: K quantile bins, or comma-separated bin edges.")
+@click.option("--min-size", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Groups smaller than this are flagged and left out of the spreads.")
+@click.option("--binary", is_flag=True, default=None,
+              help="Binary metrics (sensitivity/specificity of the positive class); default: when there are 2 classes.")
+@click.option("--positive", default=None, help="Positive class for binary metrics (default: the second, e.g. 1).")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              metavar="N", help="Bootstrap replicates per group (0 = no CIs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--out", type=_PATH, default=Path("subgroups"), show_default=True, metavar="DIR",
+              help="Output folder.")
+def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_bootstrap, seed, out):
+    """Per-subgroup metrics with 95% CIs for a predictions.csv (robustness across sex, age, site…)."""
+    from panderm.eval.subgroups import evaluate_subgroups
+
+    res = evaluate_subgroups(predictions, csv_path, out, by=[c for c in by.split(",")], bins=bins,
+                             min_size=min_size, n_bootstrap=n_bootstrap, seed=seed, binary=binary or None,
+                             positive=positive)
+    for line in res.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    task = f"binary (positive = {res.positive})" if res.binary else f"{len(res.classes)} classes"
+    click.echo(f"{res.overall['n']} predictions, {task}; 95% bootstrap CIs ({n_bootstrap} replicates)")
+    names = {"weighted_f1": "wF1", "sensitivity": "sens" if res.binary else "mRecall", "specificity": "spec",
+             "auroc": "AUROC"}
+    head = f"{'column':<14} {'group':<22} {'n':>5}" + ("  pos" if res.binary else "")
+    head += "".join(f" {names[m]:>22}" for m in res.metrics)
+    click.echo(head)
+    for r in res.table.to_dict("records"):
+        line = f"{str(r['column'])[:14]:<14} {str(r['group'])[:22]:<22} {r['n']:>5}"
+        line += f" {r['n_positive']:>4}" if res.binary else ""
+        for m in res.metrics:
+            line += f" {_fmt(r[m]):>5} [{_fmt(r[f'{m}_ci_low'])}, {_fmt(r[f'{m}_ci_high'])}]"
+        click.echo(line + ("  small" if r["small"] else ""))
+    click.echo(f"\nspread (best − worst, groups with n ≥ {min_size}):")
+    for col, per in res.spreads.items():
+        parts = []
+        for m, s in per.items():
+            if s["spread"] is None:
+                parts.append(f"{names[m]} n/a")
+            else:
+                parts.append(f"{names[m]} {s['spread']:.3f} ({s['best_group']} vs {s['worst_group']})")
+        click.echo(f"  {col}: " + "; ".join(parts))
+    click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)

@@ -1,0 +1,172 @@
+"""Subgroup robustness: ``evaluate_subgroups`` and ``panderm evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from panderm.errors import InputError
+from panderm.eval.subgroups import evaluate_subgroups, group_metrics
+
+
+def _write(tmp: Path, pred: pd.DataFrame, data: pd.DataFrame) -> tuple[Path, Path]:
+    p, c = tmp / "predictions.csv", tmp / "data.csv"
+    pred.to_csv(p, index=False)
+    data.to_csv(c, index=False)
+    return p, c
+
+
+def _binary_preds(images, y, p1) -> pd.DataFrame:
+    p1 = np.asarray(p1, dtype=float)
+    return pd.DataFrame({"image": images, "split": "test", "true_label": y,
+                         "predicted_label": (p1 >= 0.5).astype(int), "prob_0": 1 - p1, "prob_1": p1})
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    # group A: y 1,1,0,0 with P(1) .9,.4,.3,.6 → predictions 1,0,0,1
+    # group B: y 1,0,0,0,0 with P(1) .8,.2,.1,.7,.3 → predictions 1,0,0,1,0
+    y = [1, 1, 0, 0, 1, 0, 0, 0, 0]
+    p1 = [0.9, 0.4, 0.3, 0.6, 0.8, 0.2, 0.1, 0.7, 0.3]
+    images = [f"./x/{i}.jpg" for i in range(9)]
+    pred = _binary_preds(images, y, p1)
+    data = pd.DataFrame({"image": [f"x/{i}.jpg" for i in range(9)], "site": list("AAAABBBBB"),
+                         "age": [20, 30, 40, 50, 60, 70, 80, np.nan, 90]})
+    return _write(tmp_path, pred, data)
+
+
+def test_hand_computed_metrics_per_group_and_spread(tiny, tmp_path):
+    pred, csv = tiny
+    res = evaluate_subgroups(pred, csv, tmp_path / "out", by=["site"], min_size=1, n_bootstrap=200)
+    assert res.binary and res.positive == "1" and res.metrics == ("weighted_f1", "sensitivity", "specificity",
+                                                                   "auroc")
+    t = res.table.set_index("group")
+    assert list(t.index) == ["A", "B"] and list(t["n"]) == [4, 5] and list(t["n_positive"]) == [2, 1]
+    # A: F1 of both classes 1/2 → weighted 0.5; sens 1/2, spec 1/2; AUROC: 3 of 4 pos/neg pairs ordered
+    assert t.loc["A", "weighted_f1"] == pytest.approx(0.5)
+    assert (t.loc["A", "sensitivity"], t.loc["A", "specificity"]) == (0.5, 0.5)
+    assert t.loc["A", "auroc"] == pytest.approx(0.75)
+    # B: F1(1) = 2/3 (support 1), F1(0) = 6/7 (support 4); sens 1, spec 3/4, AUROC 1
+    assert t.loc["B", "weighted_f1"] == pytest.approx((2 / 3 + 4 * 6 / 7) / 5)
+    assert (t.loc["B", "sensitivity"], t.loc["B", "specificity"], t.loc["B", "auroc"]) == (1.0, 0.75, 1.0)
+    for m in res.metrics:
+        for g in "AB":
+            assert t.loc[g, f"{m}_ci_low"] <= t.loc[g, m] + 1e-12 <= t.loc[g, f"{m}_ci_high"] + 2e-12
+    s = res.spreads["site"]
+    assert s["auroc"] == {"spread": pytest.approx(0.25), "best_group": "B", "best": 1.0, "worst_group": "A",
+                          "worst": 0.75, "n_groups": 2}
+    assert s["specificity"]["spread"] == pytest.approx(0.25)
+    # the same with sklearn
+    from sklearn.metrics import f1_score, roc_auc_score
+    assert t.loc["A", "auroc"] == pytest.approx(roc_auc_score([1, 1, 0, 0], [0.9, 0.4, 0.3, 0.6]))
+    assert t.loc["B", "weighted_f1"] == pytest.approx(f1_score([1, 0, 0, 0, 0], [1, 0, 0, 1, 0], average="weighted"))
+    out = json.loads((tmp_path / "out" / "subgroups.json").read_text())
+    assert out["spreads"]["site"]["auroc"]["spread"] == pytest.approx(0.25) and len(out["groups"]) == 2
+    assert out["overall"]["n"] == 9 and out["n_unmatched"] == 0
+    saved = pd.read_csv(tmp_path / "out" / "subgroups.csv")
+    assert list(saved.columns[:5]) == ["column", "group", "n", "n_positive", "small"]
+    assert (tmp_path / "out" / "subgroups.png").stat().st_size > 5_000
+
+
+def test_bins_missing_group_and_small_groups(tiny):
+    pred, csv = tiny
+    res = evaluate_subgroups(pred, csv, by=["age"], bins=[0, 45, 75, 85], min_size=3, n_bootstrap=50)
+    t = res.table.set_index("group")
+    # ages 20 30 40 | 50 60 70 | 80 | NaN | 90 → last bin is closed, 90 is out of range
+    assert list(t.index) == ["[0, 45)", "[45, 75)", "[75, 85]", "(out of range)", "(missing)"]
+    assert list(t["n"]) == [3, 3, 1, 1, 1] and list(t["small"]) == [False, False, True, True, True]
+    assert any("smaller than 3" in w and "age=(missing) (n=1)" in w for w in res.warnings)
+    assert res.spreads["age"]["weighted_f1"]["n_groups"] == 2  # small, missing, out-of-range left out
+    # quantile bins: 2 bins split at the median of the 8 known ages
+    res = evaluate_subgroups(pred, csv, by=["age"], bins=2, min_size=1, n_bootstrap=0)
+    assert list(res.table["group"]) == ["[20, 55)", "[55, 90]", "(missing)"]
+    assert list(res.table["n"]) == [4, 4, 1] and res.columns["age"]["kind"] == "quantile"
+    assert np.isnan(res.table["auroc_ci_low"]).all()  # no bootstrap → no CIs
+
+
+def test_quantile_bins_auto_binning_and_categorical_missing(tmp_path):
+    n = 100
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    pred = _binary_preds([f"{i}.png" for i in range(n)], y, np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1))
+    sex = np.where(np.arange(n) % 3 == 0, "male", "female").astype(object)
+    sex[:5] = None
+    data = pd.DataFrame({"image": [f"{i}.png" for i in range(n)], "age": np.arange(1, n + 1), "sex": sex})
+    p, c = _write(tmp_path, pred, data)
+    res = evaluate_subgroups(p, c, by=["age", "sex"], bins=4, min_size=10, n_bootstrap=50)
+    age = res.table[res.table.column == "age"]
+    assert list(age["n"]) == [25, 25, 25, 25]
+    assert res.columns["age"]["edges"] == pytest.approx([1, 25.75, 50.5, 75.25, 100])
+    sex_t = res.table[res.table.column == "sex"].set_index("group")
+    assert list(sex_t.index) == ["female", "male", "(missing)"] and sex_t.loc["(missing)", "n"] == 5
+    res = evaluate_subgroups(p, c, by=["age"], min_size=10, n_bootstrap=0)  # 100 distinct ages, no bins
+    assert len(res.table) == 4 and any("split into 4 quantile bins" in w for w in res.warnings)
+
+
+def test_multiclass_sensitivity_is_macro_recall_and_auroc_ovr_over_present_classes():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    P = np.array([[.7, .2, .1], [.3, .6, .1], [.2, .7, .1], [.1, .8, .1], [.1, .1, .8], [.5, .1, .4]])
+    m = group_metrics(y, P, binary=False, positive=None, n_bootstrap=0)
+    assert m["sensitivity"]["value"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    from sklearn.metrics import roc_auc_score
+    assert m["auroc"]["value"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr", average="macro"))
+    # only classes 0 and 1 present: OvR over those two columns
+    sub = group_metrics(y[:4], P[:4], binary=False, positive=None, n_bootstrap=0)
+    exp = np.mean([roc_auc_score(y[:4] == c, P[:4, c]) for c in (0, 1)])
+    assert sub["auroc"]["value"] == pytest.approx(exp)
+    one = group_metrics(y[:2], P[:2], binary=False, positive=None, n_bootstrap=20)
+    assert np.isnan(one["auroc"]["value"]) and np.isnan(one["auroc"]["ci_low"])
+
+
+def test_cli_unknown_column_and_unmatched_rows(cli, tiny, tmp_path):
+    pred, csv = tiny
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "site,ethnicity",
+               "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "'ethnicity'" in res.output and "available: site, age" in res.output
+    assert not (tmp_path / "o" / "subgroups.json").exists()
+    with pytest.raises(InputError, match="ethnicity"):
+        evaluate_subgroups(pred, csv, by=["ethnicity"])
+    # two prediction rows without a dataset row: evaluated without them, with a warning
+    df = pd.read_csv(csv)
+    df.iloc[:7].to_csv(tmp_path / "part.csv", index=False)
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(tmp_path / "part.csv"), "--by", "site",
+               "--min-size", "2", "--bootstrap", "50", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    assert "2 of 9 prediction rows have no row" in res.output and "7 predictions" in res.output
+    assert "site" in res.output and "spread" in res.output
+    res = cli(["evaluate", "--help"])
+    assert "Examples:" in res.output and "--by sex,age,localization" in res.output
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "age", "--bins", "5,3",
+               "--out", str(tmp_path / "q")])
+    assert res.exit_code == 2 and "increasing" in res.output
+
+
+def test_real_ham10000_end_to_end(cli, shared_data, tmp_path):
+    csv = shared_data / "ham10000_dermoscopy_cls" / "labels.csv"
+    df = pd.read_csv(csv)
+    test = df[df.split == "test"]
+    rng = np.random.default_rng(0)
+    logit = 1.5 * (2 * test["binary_label"].to_numpy() - 1) + rng.normal(scale=1.5, size=len(test))
+    pred = _binary_preds(test["image"].to_numpy(), test["binary_label"].to_numpy(), 1 / (1 + np.exp(-logit)))
+    pred.to_csv(tmp_path / "predictions.csv", index=False)
+    out = tmp_path / "sub"
+    res = cli(["evaluate", "--predictions", str(tmp_path / "predictions.csv"), "--csv", str(csv),
+               "--by", "sex,age,localization", "--binary", "--bootstrap", "200", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "subgroups.json").read_text())
+    assert summary["n_evaluated"] == len(test) == 429 and summary["binary"] is True
+    assert 0.75 < summary["overall"]["auroc"]["value"] < 0.95
+    groups = pd.read_csv(out / "subgroups.csv")
+    assert {"female", "male"} <= set(groups.loc[groups.column == "sex", "group"])
+    assert summary["columns"]["age"]["kind"] == "quantile"  # auto-binned, with a note
+    assert "quantile bins" in res.output and "smaller than 30" in res.output
+    assert groups.loc[groups.column == "localization", "small"].any()
+    for col in ("sex", "age", "localization"):
+        assert groups.loc[groups.column == col, "n"].sum() == 429
+        sp = summary["spreads"][col]["auroc"]
+        assert sp["spread"] == pytest.approx(sp["best"] - sp["worst"]) and sp["spread"] >= 0
+    assert (out / "subgroups.png").stat().st_size > 20_000

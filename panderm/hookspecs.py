@@ -76,3 +76,14 @@ def register_data_sources(register: Callable[..., None]) -> None:
     ``(PIL.Image, modality)`` items (or skip records); ``panderm pretrain --data``
     takes ``name:spec`` or, without a prefix, a manifest CSV or folder.
     """
+
+
+@hookspec
+def register_segmenters(register: Callable[..., None]) -> None:
+    """Register lesion segmenters: ``register(name, factory, summary="")``.
+
+    ``factory(spec: str)`` builds the segmenter from the part of ``name:spec`` after
+    the colon (``run:runs/seg`` → ``factory("runs/seg")``) and returns a callable
+    ``rgb (H×W×3 uint8) -> bool mask (H×W)``. ``panderm align-pair --segmenter``
+    takes ``name`` or ``name:spec``.
+    """

@@ -116,6 +116,7 @@ class Registries:
     modalities: Registry[ModalitySpec] = field(default_factory=lambda: Registry("modality"))
     teachers: Registry[FactoryEntry] = field(default_factory=lambda: Registry("teacher"))
     data_sources: Registry[FactoryEntry] = field(default_factory=lambda: Registry("data source"))
+    segmenters: Registry[FactoryEntry] = field(default_factory=lambda: Registry("segmenter"))
 
 
 def _build_registries() -> Registries:
@@ -151,6 +152,7 @@ def _build_registries() -> Registries:
     _call_registering_hook("register_modalities", spec_register(regs.modalities, ModalitySpec))
     _call_registering_hook("register_teachers", factory_register(regs.teachers))
     _call_registering_hook("register_data_sources", factory_register(regs.data_sources))
+    _call_registering_hook("register_segmenters", factory_register(regs.segmenters))
     return regs
 
 
@@ -186,6 +188,7 @@ def describe_plugins() -> list[dict[str, Any]]:
             "modalities": [n for n in regs.modalities if regs.modalities.owner(n) == name],
             "teachers": [n for n in regs.teachers if regs.teachers.owner(n) == name],
             "data_sources": [n for n in regs.data_sources if regs.data_sources.owner(n) == name],
+            "segmenters": [n for n in regs.segmenters if regs.segmenters.owner(n) == name],
         })
     for name, reason in sorted(_failures.items()):
         if not pm.has_plugin(name):

@@ -61,6 +61,15 @@ def parse_steps(steps) -> tuple:
     return tuple(s for s in STEPS if s in steps)  # the paper's order, whatever order was given
 
 
+def _resolve_segmenter(segmenter):
+    """A callable passes through; a string is looked up in the segmenter registry."""
+    if segmenter is None or callable(segmenter):
+        return segmenter
+    from panderm.segmentation.segmenters import get_segmenter
+
+    return get_segmenter(segmenter)
+
+
 def _load(path) -> np.ndarray:
     from panderm.data.images import load_rgb
 
@@ -76,7 +85,7 @@ def preprocess(rgb: np.ndarray, steps) -> np.ndarray:
     return rgb
 
 
-def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool = False,
+def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool = False, segmenter=None,
                **register_kwargs) -> AlignResult:
     """Register image b onto image a after the paper's preprocessing; optionally write pictures.
 
@@ -87,6 +96,10 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
         steps: Subset of ``dark-corner, hair, register, segment`` (list or comma string).
         fallback_identity: Use the identity when registration fails (``success``
             stays True, ``reason`` records the failure).
+        segmenter: Lesion segmenter of the ``segment`` step: None (the classical
+            :func:`segment_lesion`), a callable ``rgb -> bool mask`` or a registered
+            spec such as ``"classical"`` or ``"run:runs/seg"`` (see
+            :mod:`panderm.segmentation.segmenters`).
         **register_kwargs: Passed to :func:`panderm.longitudinal.register.register`.
 
     Returns:
@@ -108,8 +121,9 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
         aligned = cv2.resize(b_pre, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
     images = {"a_pre": a_pre, "b_pre": b_pre, "aligned": aligned}
     if "segment" in steps:
-        images["mask_a"] = segment_lesion(a_pre)
-        images["mask_b"] = segment_lesion(aligned)  # in a's frame, so the contours are comparable
+        seg = segment_lesion if segmenter is None else _resolve_segmenter(segmenter)
+        images["mask_a"] = seg(a_pre)
+        images["mask_b"] = seg(aligned)  # in a's frame, so the contours are comparable
     result = AlignResult(reg, steps, str(a_path), str(b_path), None if out is None else str(out), images)
     if out is not None:
         write_outputs(result, out)
@@ -251,6 +265,8 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     if "steps" in kwargs:
         kwargs["steps"] = parse_steps(kwargs["steps"])
+    if kwargs.get("segmenter") is not None:  # load a model once, not once per pair
+        kwargs["segmenter"] = _resolve_segmenter(kwargs["segmenter"])
     cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(_one, row, root, out, kwargs) for row in rows]

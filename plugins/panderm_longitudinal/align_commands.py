@@ -11,13 +11,16 @@ Examples:
   panderm align-pair visit1.jpg visit2.jpg --out aligned/
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --steps dark-corner,register
   panderm align-pair --pairs pairs.csv --root imgs/ --out aligned/ --workers 2
+  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --segmenter run:runs/seg
 
 \b
 Outputs in --out (per pair in --out/<pair_id>/ for --pairs): transform.json
 (2x3 matrix mapping pixel (x, y) of B to A, rotation, translation, matches,
 inliers, reason), aligned.png (B in A's frame), overlay.png (A | aligned B |
 checkerboard), difference.png, a_pre.png, b_pre.png, mask_a.png, mask_b.png;
---pairs also writes summary.csv. Exit status 1 when a registration fails
+--pairs also writes summary.csv. --segmenter picks the lesion segmenter of the
+segment step: classical (Otsu, the default) or run:DIR (a model trained by
+`panderm segment train`), or any name a plugin registers. Exit status 1 when a registration fails
 (its outputs are still written with success=false)."""
 
 
@@ -31,12 +34,15 @@ checkerboard), difference.png, a_pre.png, b_pre.png, mask_a.png, mask_b.png;
               help="Folder the --pairs paths are relative to (default: the CSV's folder).")
 @click.option("--steps", default="dark-corner,hair,register,segment", show_default=True,
               help="Comma-separated subset of dark-corner, hair, register, segment.")
+@click.option("--segmenter", default="classical", show_default=True,
+              help="Lesion segmenter for the segment step: classical, run:RUN_DIR, or a plugin's name[:spec].")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
 @click.option("--detect-max-side", type=click.IntRange(min=0), default=512, show_default=True,
               help="Find keypoints on a copy at most this many pixels long (0: full resolution).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Pairs in parallel (--pairs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity, detect_max_side, workers, quiet):
+def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, detect_max_side, workers,
+                   quiet):
     """Register image B onto image A (dark corners, hair, AKAZE + RANSAC).
 
     Give two images A B, or --pairs CSV for many pairs.
@@ -45,11 +51,17 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity,
     from panderm.longitudinal.align import align_pair, align_pairs, parse_steps
 
     steps = parse_steps(steps)
+    seg = None
+    if "segment" in steps and segmenter != "classical":  # the default keeps the built-in Otsu path
+        from panderm.segmentation.segmenters import get_segmenter
+
+        seg = get_segmenter(segmenter)
     if pairs is not None:
         if image_a is not None or image_b is not None:
             raise InputError("give either two images or --pairs, not both")
         rows = align_pairs(pairs, root, out, workers=workers, progress=not quiet, steps=steps,
-                           fallback_identity=fallback_identity, detect_max_side=detect_max_side or None)
+                           fallback_identity=fallback_identity, detect_max_side=detect_max_side or None,
+                           segmenter=seg)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
         click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable; summary: {out / 'summary.csv'}")
@@ -59,7 +71,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, fallback_identity,
     if image_a is None or image_b is None:
         raise InputError("need two images A B (or --pairs CSV)", hint="panderm align-pair --help")
     res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity,
-                     detect_max_side=detect_max_side or None)
+                     detect_max_side=detect_max_side or None, segmenter=seg)
     reg = res.registration
     if reg.success:
         click.echo(f"registered: rotation {reg.rotation_deg:.2f} deg, translation ({reg.translation_px[0]:.1f}, "

@@ -392,24 +392,41 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
 
 def _write(out: Path, result: ProbeResult, with_compare: bool) -> list[Path]:
     """Write outputs; ``metrics.json`` goes last (and a stale one first goes away)."""
+    extra = {"comparison.json": result.comparison} if with_compare else {}
+    return write_eval_outputs(out, result.predictions, result.classes, result.metrics,
+                              {"probe.json": result.summary}, extra=extra,
+                              stale=() if with_compare else ("comparison.json",))
+
+
+def write_eval_outputs(out: Path, predictions: pd.DataFrame, classes: list, metrics: dict,
+                       summaries: dict[str, dict], extra: dict[str, Any] | None = None,
+                       stale: tuple[str, ...] = ()) -> list[Path]:
+    """Write the shared evaluation outputs of ``probe`` and ``finetune``.
+
+    ``predictions.csv`` (needs ``true_label``, ``predicted_label`` and one
+    ``prob_<class>`` column per class), ``confusion_matrix.png``, ``roc.png``,
+    the ``extra`` then ``summaries`` JSON files (``{file name: object}``) and,
+    last, ``metrics.json`` ({value, ci_low, ci_high} per metric). A stale
+    ``metrics.json`` (and the ``stale`` files) are removed first, so an old file
+    never passes for this run's.
+    """
     from panderm.eval.plots import confusion_matrix_png, roc_png
 
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ["metrics.json"] + ([] if with_compare else ["comparison.json"]):
-        (out / stale).unlink(missing_ok=True)  # an old file must not pass for this run's
-    pred = result.predictions
+    for name in ("metrics.json", *stale):
+        (out / name).unlink(missing_ok=True)
     with atomic_path(out / "predictions.csv") as tmp:
-        pred.to_csv(tmp, index=False)
-    classes = result.classes
-    proba = pred[[f"prob_{c}" for c in classes]].to_numpy()
+        predictions.to_csv(tmp, index=False)
+    proba = predictions[[f"prob_{c}" for c in classes]].to_numpy()
     files = [out / "predictions.csv",
-             confusion_matrix_png(out / "confusion_matrix.png", pred["true_label"], pred["predicted_label"], classes),
-             roc_png(out / "roc.png", pred["true_label"], proba, classes)]
-    if with_compare:
-        atomic_write_json(out / "comparison.json", _clean(result.comparison))
-        files.append(out / "comparison.json")
-    atomic_write_json(out / "probe.json", _clean(result.summary))
-    atomic_write_json(out / "metrics.json", _clean({m: result.metrics[m] for m in METRICS + ("auroc_ovr",)}))
-    return files + [out / "probe.json", out / "metrics.json"]
+             confusion_matrix_png(out / "confusion_matrix.png", predictions["true_label"],
+                                  predictions["predicted_label"], classes),
+             roc_png(out / "roc.png", predictions["true_label"], proba, classes)]
+    for name, obj in {**(extra or {}), **summaries}.items():
+        atomic_write_json(out / name, _clean(obj))
+        files.append(out / name)
+    atomic_write_json(out / "metrics.json", _clean({m: metrics[m] for m in METRICS + ("auroc_ovr",)}))
+    return files + [out / "metrics.json"]

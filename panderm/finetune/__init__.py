@@ -1,0 +1,5 @@
+"""End-to-end fine-tuning with the official PanDerm recipe (reference-model §5); see ``docs/finetune.md``."""
+
+from panderm.finetune.run import FinetuneResult, evaluate_run, finetune
+
+__all__ = ["FinetuneResult", "evaluate_run", "finetune"]

@@ -1,0 +1,138 @@
+"""``panderm finetune``: thin Click wrapper around :mod:`panderm.finetune`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+EPILOG = """\b
+Examples:
+  panderm finetune --csv data.csv --root images/ --model panderm_large_patch16_224 --weights W --out runs/ft
+  panderm finetune --csv data.csv --root images/ --model panderm_tiny_patch16_224.demo --binary \\
+                   --epochs 5 --warmup-epochs 1 --batch-size 32 --out runs/ft-demo
+  panderm finetune --resume runs/ft --epochs 80        # other options default to the run's
+  panderm finetune --csv data.csv --root images/ --resume runs/ft --eval --tta
+  torchrun --nproc_per_node 4 -m panderm_cli finetune --csv data.csv --root images/ \\
+                   --model panderm_large_patch16_224 --weights W --out runs/ft
+
+\b
+Recipe defaults (reference-model §5): AdamW lr 5e-4 (not batch-scaled), weight
+decay 0.05, layer decay 0.65, 50 epochs with 10 warm-up, cosine to 1e-6, batch
+128, drop path 0.2, Mixup 0.8 + CutMix 1.0 with label smoothing 0.1, mean
+pooling + fc_norm, head init × 0.001. Model selection on val each epoch
+(--monitor auto: AUROC for two classes, else accuracy); the best checkpoint is
+tested. --batch-size is per process (the global batch under torchrun is N ×).
+
+\b
+Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
+last), predictions.csv, confusion_matrix.png, roc.png, finetune.json (recipe,
+classes, counts, best epoch/value, warnings), checkpoint-best.pth (classifier
+state dict), checkpoint-last.pth, best.json, log.jsonl, config.json,
+train-state.pt (for --resume). --eval writes into RUN/eval-test[-tta]/.
+TTA views: identity, horizontal flip, vertical flip, rot90, rot270
+(probabilities averaged)."""
+
+
+@click.command("finetune", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--csv", "csv_path", type=_PATH, metavar="FILE",
+              help="Dataset CSV: image, split (train/val/test), label [, binary_label]. Default with "
+                   "--resume/--eval: the run's.")
+@click.option("--root", type=_PATH, metavar="DIR", help="Folder the image paths are relative to "
+              "(default: the CSV's folder).")
+@click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
+@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--out", type=_PATH, metavar="DIR", help="Run folder.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Per process.")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (not batch-scaled).")
+@click.option("--weight-decay", type=float, default=0.05, show_default=True)
+@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=0.65, show_default=True)
+@click.option("--drop-path", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=10, show_default=True)
+@click.option("--min-lr", type=float, default=1e-6, show_default=True)
+@click.option("--mixup", type=click.FloatRange(min=0), default=0.8, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--cutmix", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CutMix alpha (0 = off).")
+@click.option("--smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--rel-pos-bias", is_flag=True, help="Add zero-init relative position bias (the release's default).")
+@click.option("--weighted-sampler", is_flag=True, help="Class-balanced sampling with replacement (N/(K·n_c)).")
+@click.option("--monitor", type=click.Choice(["auto", "acc", "recall", "auroc"]), default="auto", show_default=True,
+              help="Val metric selecting the best checkpoint (auto: auroc for 2 classes, else acc).")
+@click.option("--percent-data", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of training rows (stratified, seeded).")
+@click.option("--binary", is_flag=True, help="Use binary_label (0/1) instead of label.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: mean over 5 views.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for the test CIs.")
+@click.option("--resume", "resume_dir", type=_PATH, metavar="RUN_DIR", default=None,
+              help="Continue the run in RUN_DIR (may replace --out); options not given default to the run's.")
+@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate the run (--resume or --out) on the test split.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
+def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **options):
+    """Fine-tune a PanDerm encoder end to end with the official recipe, then test the best checkpoint.
+
+    Trains on the CSV's train rows, selects the checkpoint on val, reports the
+    probe metrics (with 95% bootstrap CIs) on test. Runs on the shared trainer:
+    resumable (--resume), DDP under torchrun.
+    """
+    from panderm.errors import ConfigError
+    from panderm.finetune import evaluate_run, finetune
+
+    if resume_dir and out and Path(resume_dir) != Path(out):
+        raise ConfigError(f"--resume {resume_dir} and --out {out} differ", hint="give only --resume RUN_DIR")
+    run = resume_dir or out
+    if run is None:
+        raise ConfigError("--out is required", hint="e.g. --out runs/ft (or --resume RUN_DIR to continue one)")
+    root = root or (csv_path.parent if csv_path else None)
+    if eval_only:
+        result = evaluate_run(run, csv_path, root, tta=options["tta"], n_bootstrap=options["n_bootstrap"],
+                              device=options["device"], precision=options["precision"])
+    else:
+        opts = dict(options)
+        if resume_dir:  # options not given on the command line default to the run's
+            from click.core import ParameterSource
+
+            from panderm.finetune.run import _read_run_config
+
+            rc, ctx = _read_run_config(resume_dir), click.get_current_context()
+            for name in opts:
+                if name in rc and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+                    opts[name] = rc[name]
+            if csv_path is None:
+                csv_path, root = Path(rc["csv"]), root or Path(rc["root"])
+        if csv_path is None:
+            raise ConfigError("--csv is required for training")
+        opts["num_workers"] = opts.pop("workers")
+        result = finetune(csv_path, root, run, resume=bool(resume_dir), progress=not quiet, **opts)
+    if int(os.environ.get("RANK", "0")) != 0 or not result.metrics:
+        return
+    for line in result.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        from panderm.eval.probe import _clean
+
+        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        return
+    if result.best:
+        b = result.best
+        click.echo(f"best val {b.get('monitor')} {_fmt(b.get('value'))} at step {b.get('step')}")
+    click.echo(f"{len(result.classes)} classes; train {result.n_train}, test {result.n_test}")
+    click.echo(f"{'metric':<12} {'value':>7}  {'95% CI':<17}")
+    for m, r in result.metrics.items():
+        click.echo(f"{m:<12} {_fmt(r['value']):>7}  [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+    click.echo(f"\nwrote metrics.json, predictions.csv, confusion_matrix.png, roc.png, finetune.json to {result.out}/")
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)

@@ -1,0 +1,1 @@
+"""Dermatopathology: whole-slide reading, tissue masks, patching, per-slide features and MIL."""

@@ -1,0 +1,1 @@
+"""Built-in plugin: slide (placeholder until its commands land)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin: survival (placeholder until its commands land)."""

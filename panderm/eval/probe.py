@@ -131,13 +131,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read {path} as CSV: {exc}") from None
 
 
-def load_dataset(csv: str | Path, binary: bool) -> tuple[pd.DataFrame, str]:
-    """Read and validate the dataset CSV; returns it with a ``key`` column and the label column name."""
+def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple[pd.DataFrame, str]:
+    """Read and validate the dataset CSV; returns it with a ``key`` column and the label column name.
+
+    ``use_split=False`` (out-of-fold probing) ignores any ``split`` column: every row
+    gets ``split == "train"`` and the column is not required.
+    """
     csv = Path(csv)
     if not csv.is_file():
         raise InputError(f"dataset CSV {csv} does not exist")
     df = _read_csv(csv)
     label_col = "binary_label" if binary else "label"
+    if not use_split:
+        df = df.assign(split="train")
     missing = [c for c in ("image", "split", label_col) if c not in df.columns]
     if missing:
         hint = "binary mode reads 'binary_label' (0/1)" if binary else "the CSV needs image, split and label"

@@ -18,11 +18,22 @@ Examples:
   panderm probe --features feats/ --csv labels.csv --percent-data 0.1 --seed 1
   panderm probe --features panderm/ --csv labels.csv --compare dinov2/ --out cmp/
   panderm probe --features feats/ --csv labels.csv --task sklearn-logreg --json
+  panderm probe --features feats/ --csv lesions.csv --folds 5 --stratify stage --oof --out meta/
+  panderm probe --features feats/ --csv lesions.csv --binary --folds 5 --group case_id --out meta/
 
 \b
 Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
 last), predictions.csv, confusion_matrix.png, roc.png, probe.json (classes,
-counts, C, excluded images), and comparison.json with --compare.""")
+counts, C, excluded images), and comparison.json with --compare.
+
+\b
+Out-of-fold mode (--folds K; the split column is ignored): every row gets a
+prediction from a probe trained on the other folds (stratified on the label,
+or label × --stratify; --group keeps a group in one fold). Outputs: oof.csv
+(image, fold, true_label, predicted_label, prob_<class>, and score =
+P(positive class) for two classes), metrics.json (pooled OOF metrics with
+bootstrap CIs), folds.json (per-fold metrics, mean ± sd), oof.json,
+confusion_matrix.png, roc.png. See docs/prognosis.md.""")
 @click.option("--features", required=True, type=_PATH, metavar="DIR",
               help="Folder written by `panderm extract` (features.npy, index.csv).")
 @click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
@@ -44,9 +55,16 @@ counts, C, excluded images), and comparison.json with --compare.""")
               help="Second features folder: fit the same probe and test the difference on the same test images.")
 @click.option("--compare-method", type=click.Choice(["permutation", "bootstrap"]), default="permutation",
               show_default=True, help="Paired test for --compare.")
+@click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Out-of-fold mode: K-fold cross-validation over all rows (ignores the split column).")
+@click.option("--stratify", default=None, metavar="COL",
+              help="With --folds: stratify folds on label × this CSV column (e.g. stage).")
+@click.option("--group", default=None, metavar="COL",
+              help="With --folds: keep rows sharing this CSV column (e.g. case_id) in one fold.")
+@click.option("--oof", is_flag=True, help="Write out-of-fold predictions (oof.csv); implied by --folds.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
 def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task, penalty, n_bootstrap,
-              compare, compare_method, as_json):
+              compare, compare_method, folds, stratify, group, oof, as_json):
     """Fit a linear probe on train features and report test metrics with 95% CIs.
 
     Follows the PanDerm protocol: softmax regression by L-BFGS on the train split
@@ -55,6 +73,13 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
     """
     from panderm.eval.probe import _clean, run_probe
 
+    if folds is None and (stratify or group or oof):
+        raise click.UsageError("--stratify, --group and --oof need --folds K (out-of-fold mode)")
+    if folds is not None:
+        if percent_data != 1.0 or use_val or compare is not None:
+            raise click.UsageError("--percent-data, --use-val and --compare do not apply with --folds")
+        _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty, task, n_bootstrap, as_json)
+        return
     result = run_probe(features, csv_path, out, binary=binary, percent_data=percent_data, seed=seed,
                        use_val=use_val, task=task, penalty=penalty, n_bootstrap=n_bootstrap,
                        compare=compare, compare_method=compare_method)
@@ -73,6 +98,28 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
         for m, r in result.comparison.items():
             click.echo(f"{m:<12} {_fmt(r['value_a']):>7} {_fmt(r['value_b']):>7} {_fmt(r['difference'], '+.4f'):>8}  "
                        f"[{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}] {_fmt(r['p_value'], '.3f'):>7}")
+    click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
+
+
+def _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty, task, n_bootstrap, as_json):
+    from panderm.eval.oof import run_oof_probe
+    from panderm.eval.probe import _clean
+
+    result = run_oof_probe(features, csv_path, out, folds=folds, stratify=stratify, group=group, binary=binary,
+                           seed=seed, penalty=penalty, task=task, n_bootstrap=n_bootstrap)
+    for line in result.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        return
+    s = result.summary
+    click.echo(f"out-of-fold: {folds} folds ({s['splitter']}, stratified on {s['stratified_on']}"
+               f"{f', grouped by {group}' if group else ''}); task {s['task']} (C = {s['C']:g}); "
+               f"{len(result.classes)} classes; {s['n']} rows, fold sizes {s['fold_sizes']}")
+    click.echo(_table(result))
+    fs = result.fold_metrics["summary"]
+    click.echo("\nper fold: " + ", ".join(f"{m} {_fmt(fs[m]['mean'])} ± {_fmt(fs[m]['sd'])}"
+                                          for m in ("auroc", "weighted_f1", "bacc")))
     click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
 
 

@@ -1,0 +1,91 @@
+"""``panderm survival``: parse options, call :func:`panderm.survival.survival_analysis`, print HRs and C-indices."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+_PATH = click.Path(path_type=Path)
+
+
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@click.command("survival", epilog="""\b
+Examples:
+  panderm probe --features feats/ --csv lesions.csv --binary --folds 5 --stratify stage --oof --out meta/
+  panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
+      --covariates age,sex,breslow,ulceration --out surv/
+  panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
+      --score-col prob_distant --id-col patient_id --years 3,5,7 --bootstrap 1000 --out surv/
+
+\b
+Outputs in --out: km.png (Kaplan–Meier, high vs low risk at the median score,
+log-rank p, numbers at risk), cox.csv (HR, 95% CI, p of the risk_group,
+score and multivariate Cox models), forest.png, td_auc.json (time-dependent
+AUC with bootstrap CIs; times beyond the follow-up are null), comparison.csv
+and comparison.json (C-index and td-AUC: score vs clinical variables vs both,
+as in Extended Data Table 26), survival.json (summary; written last).
+Categorical covariates (e.g. sex) are one-hot encoded against their first
+level; numeric ones are used as they are. See docs/prognosis.md.""")
+@click.option("--scores", required=True, type=_PATH, metavar="FILE",
+              help="Scores CSV with an id column and the score (e.g. oof.csv from `panderm probe --folds`).")
+@click.option("--clinical", required=True, type=_PATH, metavar="FILE",
+              help="Clinical CSV with the id column, time, event and covariates.")
+@click.option("--time", "time_col", required=True, metavar="COL", help="Follow-up time column (e.g. rfi_years).")
+@click.option("--event", "event_col", required=True, metavar="COL", help="Event column: 1 = event, 0 = censored.")
+@click.option("--covariates", default="", metavar="A,B,…", help="Clinical covariates for the Cox models.")
+@click.option("--score-col", default="score", show_default=True, metavar="COL",
+              help="Score column of --scores (higher = higher risk), e.g. prob_distant.")
+@click.option("--id-col", default=None, metavar="COL",
+              help="Join column [default: first of image, case_id, patient_id, lesion_id, id in both files].")
+@click.option("--years", default="3,5,7", show_default=True, metavar="T,…",
+              help="Times for the time-dependent AUC, in the unit of --time.")
+@click.option("--split", default="median", show_default=True,
+              help="Risk-group threshold: 'median' or a score value.")
+@click.option("--cox-score", type=click.Choice(["group", "continuous"]), default="group", show_default=True,
+              help="Score term of the multivariate Cox model: high/low risk group or the continuous score.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              metavar="N", help="Bootstrap replicates for the td-AUC 95% CIs (0 = none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--out", type=_PATH, default=Path("survival"), show_default=True, metavar="DIR", help="Output folder.")
+def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, id_col, years, split, cox_score,
+                 n_bootstrap, seed, out):
+    """Prognostic value of a prediction score: Kaplan–Meier, Cox PH and time-dependent AUC.
+
+    Joins the scores with the clinical table, splits patients at the median
+    score into high/low risk, and compares the score with clinical variables
+    (the paper's recurrence-free interval analysis, Fig. 3h–j).
+    """
+    from panderm.survival import survival_analysis
+
+    try:
+        year_values = [float(v) for v in _list(years)]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {years!r}", param_hint="--years")
+    res = survival_analysis(scores, clinical, out, time=time_col, event=event_col, covariates=_list(covariates),
+                            score_col=score_col, id_col=id_col, years=year_values, split=split,
+                            cox_score=cox_score, n_bootstrap=n_bootstrap, seed=seed)
+    for line in res.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
+    s = res.summary
+    km = s["kaplan_meier"]
+    click.echo(f"{s['n']} rows ({s['events']} events) joined on {s['join']['id_col']}; "
+               f"risk groups split at {s['threshold']:.4g}: low {km['n']['low']} ({km['events']['low']} events), "
+               f"high {km['n']['high']} ({km['events']['high']} events); log-rank p = {_f(km['logrank']['p'], '.3g')}")
+    click.echo(f"\n{'model':<13} {'covariate':<24} {'HR':>7}  {'95% CI':<17} {'p':>9}")
+    for r in res.cox.itertuples():
+        click.echo(f"{r.model:<13} {r.covariate:<24} {_f(r.hr)}  [{_f(r.hr_ci_low, '.3f')}, {_f(r.hr_ci_high, '.3f')}] "
+                   f"{_f(r.p, '.3g'):>9}")
+    keys = [f"{y:g}" for y in res.td_auc["times"]]
+    click.echo(f"\n{'model':<28} {'C-index':>7}  " + "  ".join(f"{'AUC@' + k:>8}" for k in keys))
+    for r in res.comparison.to_dict(orient="records"):
+        click.echo(f"{r['model'][:28]:<28} {_f(r['c_index'])}  " + "  ".join(f"{_f(r[f'auc_{k}']):>8}" for k in keys))
+    click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {res.out}/")
+
+
+def _f(v, spec: str = "7.3f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)

@@ -1,0 +1,461 @@
+"""Weakly supervised slide classification: gated attention MIL (ABMIL) with cross-validation.
+
+Model (paper, Methods "Weakly supervised slide classification"; Ilse et al. 2018 as
+CLAM's ``Attn_Net_Gated``): dropout 0.10 on the patch features, Linear(D→512)+ReLU,
+gated attention a = tanh(W_a h), b = sigmoid(W_b h) (384 hidden units, dropout 0.25),
+attention logits W_c (a ⊙ b), softmax over the slide's patches, slide embedding
+Σ attnᵢ hᵢ and a Linear(512→K) classifier. Cross-entropy, AdamW (lr 1e-4, weight decay
+1e-5), cosine schedule over the steps, at most 20 epochs, one slide per step.
+
+Protocol: ``folds`` StratifiedGroupKFold splits stratified by label and grouped by
+``case_id`` (a case's slides never straddle train and test). In each training fold a
+stratified-grouped validation part (about 1/5 of the cases) is held out for early
+stopping on the validation loss: training stops after ``patience`` epochs without a
+lower validation loss and the best-validation-loss weights are kept (and saved).
+Every slide is predicted once, by the model of the fold that held it out; the pooled
+out-of-fold predictions give ``metrics.json`` (95% bootstrap CIs as ``panderm probe``).
+
+Inputs: a features folder of ``<slide>.h5`` files (``features`` (N, D), ``coords``
+(N, 2) level-0 x, y) and a CSV with ``slide`` (or ``slide_id``), ``label``, optional
+``case_id`` and an optional explicit fold assignment (``fold``, or a numeric
+``split``). CSV slides without an ``.h5`` are skipped, listed in ``skipped.csv`` and
+warned about. A case id with two labels, or one split over two explicit folds, is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from panderm.errors import ConfigError, InputError
+from panderm.eval.metrics import ALL_METRICS, bootstrap_ci, classification_metrics
+from panderm.io import atomic_path
+
+_SHOW = 5
+_SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
+               ".png", ".jpg", ".jpeg", ".h5")
+
+
+def _examples(items) -> str:
+    items = list(items)
+    more = f", … ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return ", ".join(map(str, items[:_SHOW])) + more
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_model(in_dim: int, n_classes: int, *, embed: int = 512, hidden: int = 384,
+                dropout_in: float = 0.10, dropout_attn: float = 0.25):
+    """The gated ABMIL network (a ``torch.nn.Module``); ``forward(x (N, D)) -> (logits (K,), attn (N,))``."""
+    torch = _torch()
+    nn = torch.nn
+
+    class GatedABMIL(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Sequential(nn.Dropout(dropout_in), nn.Linear(in_dim, embed), nn.ReLU())
+            self.attention_a = nn.Sequential(nn.Linear(embed, hidden), nn.Tanh(), nn.Dropout(dropout_attn))
+            self.attention_b = nn.Sequential(nn.Linear(embed, hidden), nn.Sigmoid(), nn.Dropout(dropout_attn))
+            self.attention_c = nn.Linear(hidden, 1)
+            self.classifier = nn.Linear(embed, n_classes)
+
+        def forward(self, x):
+            h = self.fc(x)                                                     # (N, embed)
+            logits_attn = self.attention_c(self.attention_a(h) * self.attention_b(h)).squeeze(-1)
+            attn = torch.softmax(logits_attn, dim=0)                           # (N,)
+            return self.classifier(attn @ h), attn
+
+    return GatedABMIL()
+
+
+@dataclass
+class MILResult:
+    """What ``train_mil`` computed and wrote."""
+
+    metrics: dict[str, dict[str, float]]
+    classes: list
+    predictions: pd.DataFrame
+    folds: list[dict]
+    summary: dict[str, Any]
+    skipped: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    out: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Bag:
+    slide: str
+    case: str
+    label: Any
+    y: int
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict
+
+
+def _read_csv(csv: Path) -> pd.DataFrame:
+    if not csv.is_file():
+        raise InputError(f"slides CSV {csv} does not exist")
+    try:
+        return pd.read_csv(csv, dtype={"slide": str, "slide_id": str, "case_id": str})
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's CSV
+        raise InputError(f"cannot read {csv} as CSV: {exc}") from None
+
+
+def _slide_stem(name: str, folder: Path) -> str:
+    name = str(name).strip().replace("\\", "/").rsplit("/", 1)[-1]
+    if (folder / f"{name}.h5").is_file():
+        return name
+    p = Path(name)
+    return p.stem if p.suffix.lower() in _SLIDE_EXTS else name
+
+
+def _labels(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.astype(int)
+    if pd.api.types.is_float_dtype(series) and (series == series.round()).all():
+        return series.astype(int)
+    return series.astype(str).str.strip()
+
+
+def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Validate the slides CSV against the features folder.
+
+    Returns ``(rows, skipped, notes)``: rows with ``slide``, ``case_id``, ``_label``,
+    ``_fold`` (explicit fold or −1) and ``path``; skipped slides (no ``.h5``) with a reason.
+    """
+    csv, features = Path(csv), Path(features)
+    if not features.is_dir():
+        raise InputError(f"features folder {features} does not exist",
+                         hint="write it with `panderm slide features`")
+    df = _read_csv(csv)
+    col = "slide" if "slide" in df.columns else "slide_id" if "slide_id" in df.columns else None
+    missing = [c for c, ok in (("slide", col), ("label", "label" in df.columns)) if not ok]
+    if missing:
+        raise InputError(f"{csv} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})",
+                         hint="the slides CSV needs slide (or slide_id) and label; case_id is optional")
+    if df[col].isna().any() or df["label"].isna().any():
+        raise InputError(f"{csv} has {int(df[col].isna().sum())} row(s) without a slide and "
+                         f"{int(df['label'].isna().sum())} without a label")
+    notes: list[str] = []
+    out = pd.DataFrame({"slide": [_slide_stem(s, features) for s in df[col]]})
+    dup = out["slide"][out["slide"].duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"{csv} lists {len(dup)} slide(s) more than once: {_examples(dup)}")
+    out["case_id"] = (df["case_id"].fillna(out["slide"]).astype(str).str.strip()
+                      if "case_id" in df.columns else out["slide"])
+    out["_label"] = _labels(df["label"])
+    # A case must have one label.
+    n_labels = out.groupby("case_id")["_label"].nunique()
+    mixed = n_labels[n_labels > 1].index.tolist()
+    if mixed:
+        case = mixed[0]
+        labs = sorted(out.loc[out["case_id"] == case, "_label"].astype(str).unique())
+        raise InputError(f"{csv}: case id {case!r} has slides with different labels ({', '.join(labs)}); "
+                         f"{len(mixed)} such case(s): {_examples(mixed)}",
+                         hint="a case must have one label: fix the labels or the case_id column")
+    fold_col = "fold" if "fold" in df.columns else None
+    if fold_col is None and "split" in df.columns:
+        if pd.to_numeric(df["split"], errors="coerce").notna().all():
+            fold_col = "split"
+        else:
+            notes.append(f"{csv}: the non-numeric 'split' column is ignored: cross-validation assigns the folds")
+    out["_fold"] = -1
+    if fold_col:
+        f = pd.to_numeric(df[fold_col], errors="coerce")
+        if f.isna().any() or (f != f.round()).any() or (f < 0).any():
+            raise InputError(f"{csv}: '{fold_col}' must hold fold numbers 0, 1, … for every row")
+        out["_fold"] = f.astype(int).to_numpy()
+        n_folds = out.groupby("case_id")["_fold"].nunique()
+        straddle = n_folds[n_folds > 1].index.tolist()
+        if straddle:
+            case = straddle[0]
+            fs = sorted(out.loc[out["case_id"] == case, "_fold"].unique().tolist())
+            raise InputError(f"{csv}: case id {case!r} is assigned to more than one fold ({fs}) in '{fold_col}'; "
+                             f"{len(straddle)} such case(s): {_examples(straddle)}",
+                             hint="all slides of a case must be in the same fold (case-level cross-validation)")
+    out["path"] = [features / f"{s}.h5" for s in out["slide"]]
+    present = np.array([p.is_file() for p in out["path"]])
+    skipped = pd.DataFrame({"slide": out.loc[~present, "slide"],
+                            "case_id": out.loc[~present, "case_id"],
+                            "reason": f"no features file in {features}"})
+    return out[present].reset_index(drop=True), skipped.reset_index(drop=True), notes
+
+
+def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            X = np.asarray(f["features"][:], dtype=np.float32)
+            coords = np.asarray(f["coords"][:], dtype=np.int64) if "coords" in f else np.zeros((len(X), 2), np.int64)
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except (OSError, KeyError) as exc:
+        raise InputError(f"cannot read features from {path}: {exc}",
+                         hint="the file needs a 'features' (N, D) dataset") from None
+    if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():
+        raise InputError(f"{path}: 'features' must be a finite, non-empty N×D matrix, got shape {X.shape}")
+    return X, coords, attrs
+
+
+def _assign_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold = np.full(len(y), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+            fold[test] = k
+    return fold
+
+
+def _run_epoch(model, bags, device, optimizer=None, scheduler=None, order=None):
+    torch = _torch()
+    loss_sum = 0.0
+    model.train(optimizer is not None)
+    for i in (order if order is not None else range(len(bags))):
+        b = bags[i]
+        x = torch.from_numpy(b.features).to(device)
+        target = torch.tensor([b.y], device=device)
+        with torch.set_grad_enabled(optimizer is not None):
+            logits, _ = model(x)
+            loss = torch.nn.functional.cross_entropy(logits[None], target)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        loss_sum += float(loss.detach())
+    return loss_sum / max(len(bags), 1)
+
+
+def predict_bags(model, bags, device) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Class probabilities (n, K) and attention scores (one (N,) array per bag), eval mode."""
+    torch = _torch()
+    model.eval()
+    probs, attns = [], []
+    with torch.no_grad():
+        for b in bags:
+            logits, attn = model(torch.from_numpy(b.features).to(device))
+            probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
+            attns.append(attn.float().cpu().numpy())
+    return np.asarray(probs, dtype=np.float64), attns
+
+
+def _fit_fold(train, val, in_dim, n_classes, cfg, device, seed, log_path: Path):
+    torch = _torch()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model(in_dim, n_classes, embed=cfg["embed"], hidden=cfg["hidden"],
+                        dropout_in=cfg["dropout_in"], dropout_attn=cfg["dropout_attn"]).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg["epochs"] * len(train)))
+    best, best_epoch, best_state, bad, stopped = math.inf, 0, None, 0, False
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(log_path) as tmp, open(tmp, "w", encoding="utf-8") as log:
+        for epoch in range(1, cfg["epochs"] + 1):
+            lr = opt.param_groups[0]["lr"]
+            train_loss = _run_epoch(model, train, device, opt, sched, rng.permutation(len(train)))
+            val_loss = _run_epoch(model, val, device) if val else train_loss
+            improved = val_loss < best - 1e-6
+            if improved:
+                best, best_epoch, bad = val_loss, epoch, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                bad += 1
+            log.write(json.dumps({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                                  "best_val_loss": best, "best": improved}) + "\n")
+            if bad >= cfg["patience"] and epoch < cfg["epochs"]:
+                stopped = True
+                break
+    model.load_state_dict(best_state)
+    return model, {"best_epoch": best_epoch, "best_val_loss": best, "epochs_run": epoch, "stopped_early": stopped}
+
+
+def _write_attention(path: Path, bag: _Bag, attn: np.ndarray, fold: int, pred) -> None:
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("attention", data=attn.astype(np.float32))
+        f.create_dataset("coords", data=bag.coords.astype(np.int64))
+        for k in ("patch_size_level0", "patch_size", "patch_level", "magnification", "mpp"):
+            if k in bag.attrs:
+                f.attrs[k] = bag.attrs[k]
+        f.attrs.update({"slide": bag.slide, "case_id": bag.case, "fold": fold,
+                        "true_label": str(bag.label), "predicted_label": str(pred)})
+
+
+def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: int = 5, epochs: int = 20,
+              lr: float = 1e-4, weight_decay: float = 1e-5, patience: int = 5, hidden: int = 384,
+              embed: int = 512, dropout_in: float = 0.10, dropout_attn: float = 0.25, seed: int = 0,
+              device: str | None = None, n_bootstrap: int = 1000, progress: bool = True) -> MILResult:
+    """Cross-validated gated ABMIL on per-slide patch features (see the module doc for the protocol).
+
+    Args:
+        features: Folder of ``<slide>.h5`` (``features`` (N, D), ``coords`` (N, 2)).
+        csv: Slides CSV: ``slide`` (or ``slide_id``), ``label``, optional ``case_id``, ``fold``.
+        out: Run folder (``metrics.json`` is written last and marks a complete run).
+        folds: Number of case-level cross-validation folds (ignored with an explicit ``fold`` column).
+        epochs, lr, weight_decay, patience: Training schedule (paper: 20, 1e-4, 1e-5; early stopping).
+        hidden, embed, dropout_in, dropout_attn: Model sizes (paper: 384, 512, 0.10, 0.25).
+        seed: Seed of the folds, the initialisation, the slide order and the bootstrap.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when available).
+        n_bootstrap: Bootstrap replicates for the 95% CIs.
+        progress: Show a progress bar over the folds' epochs.
+
+    Raises:
+        InputError: Unusable CSV/features, a case with two labels or in two folds, too few cases.
+        ConfigError: Bad option values.
+    """
+    torch = _torch()
+    for name, v, lo in (("folds", folds, 2), ("epochs", epochs, 1), ("patience", patience, 1),
+                        ("hidden", hidden, 1), ("embed", embed, 1)):
+        if int(v) < lo:
+            raise ConfigError(f"{name} must be ≥ {lo}, got {v}")
+    if not (0 <= dropout_in < 1 and 0 <= dropout_attn < 1) or lr <= 0 or weight_decay < 0:
+        raise ConfigError("dropouts must be in [0, 1), lr > 0 and weight decay ≥ 0")
+    features, csv, out = Path(features), Path(csv), Path(out)
+    rows, skipped, notes = load_slides(csv, features)
+    warn = list(notes)
+    if len(skipped):
+        warn.append(f"{len(skipped)} slide(s) in {csv} have no features in {features} and were skipped "
+                    f"(listed in skipped.csv): {_examples(skipped['slide'])}")
+    if rows.empty:
+        raise InputError(f"none of the {len(skipped)} slides in {csv} has a features file in {features}",
+                         hint="the CSV 'slide' values must match the .h5 file names (without .h5)")
+    classes = sorted(rows["_label"].unique().tolist(), key=lambda c: (str(type(c)), c))
+    if len(classes) < 2:
+        raise InputError(f"{csv}: the slides with features have only one class ({classes[0]!r})")
+    cidx = {c: i for i, c in enumerate(classes)}
+    bags = []
+    for r in rows.to_dict("records"):
+        X, coords, attrs = _read_bag(r["path"])
+        bags.append(_Bag(r["slide"], r["case_id"], r["_label"], cidx[r["_label"]], X, coords, attrs))
+    dims = {b.features.shape[1] for b in bags}
+    if len(dims) > 1:
+        raise InputError(f"{features}: the slides' features have different widths {sorted(dims)}",
+                         hint="extract all slides with the same encoder")
+    in_dim = dims.pop()
+    y = np.array([b.y for b in bags])
+    groups = rows["case_id"].to_numpy()
+    explicit = bool((rows["_fold"] >= 0).any())
+    if explicit:
+        uniq = sorted(rows["_fold"].unique().tolist())
+        fold_of = np.searchsorted(uniq, rows["_fold"].to_numpy())
+        folds = len(uniq)
+        if folds < 2:
+            raise InputError(f"{csv}: the explicit fold column has a single fold ({uniq[0]})")
+    else:
+        n_cases = rows["case_id"].nunique()
+        if n_cases < folds:
+            raise InputError(f"{csv}: {n_cases} case(s) with features cannot fill {folds} folds",
+                             hint="lower --folds")
+        fold_of = _assign_folds(y, groups, folds, seed)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = {"epochs": int(epochs), "lr": lr, "weight_decay": weight_decay, "patience": int(patience),
+           "hidden": int(hidden), "embed": int(embed), "dropout_in": dropout_in, "dropout_attn": dropout_attn}
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
+    (out / "attention").mkdir(exist_ok=True)
+
+    from tqdm import tqdm
+
+    proba = np.zeros((len(bags), len(classes)))
+    pred_fold = np.full(len(bags), -1)
+    fold_info = []
+    bar = tqdm(total=folds, unit="fold", disable=not progress, dynamic_ncols=True, desc="mil")
+    for k in range(folds):
+        test_i = np.flatnonzero(fold_of == k)
+        train_i = np.flatnonzero(fold_of != k)
+        tr_groups = groups[train_i]
+        n_inner = min(5, len(np.unique(tr_groups)))
+        if n_inner >= 2:
+            inner = _assign_folds(y[train_i], tr_groups, n_inner, seed + 1000 + k)
+            val_i, fit_i = train_i[inner == 0], train_i[inner != 0]
+        else:
+            val_i, fit_i = train_i[:0], train_i
+        fit, val, test = [bags[i] for i in fit_i], [bags[i] for i in val_i], [bags[i] for i in test_i]
+        model, info = _fit_fold(fit, val, in_dim, len(classes), cfg, device, seed + k,
+                                out / f"fold{k}" / "log.jsonl")
+        torch.save(model.state_dict(), out / f"fold{k}" / "model.pt")
+        p, attns = predict_bags(model, test, device)
+        proba[test_i], pred_fold[test_i] = p, k
+        for b, a, pi in zip(test, attns, p):
+            _write_attention(out / "attention" / f"{b.slide}.h5", b, a, k, classes[int(pi.argmax())])
+        m = classification_metrics(y[test_i], p, list(range(len(classes)))) if len(test_i) else {}
+        fold_info.append({"fold": k, "n_train": len(fit), "n_val": len(val), "n_test": len(test),
+                          "val_slides": [b.slide for b in val], "test_slides": [b.slide for b in test],
+                          **info, "metrics": {n: m.get(n) for n in ALL_METRICS}})
+        bar.update(1)
+        bar.set_postfix(best_epoch=info["best_epoch"], val_loss=f"{info['best_val_loss']:.3f}")
+    bar.close()
+
+    labels = np.array([b.label for b in bags], dtype=object)
+    metrics = bootstrap_ci(labels, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
+    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    predictions = pd.DataFrame({"slide": [b.slide for b in bags], "case_id": [b.case for b in bags],
+                                "fold": pred_fold, "true_label": labels, "predicted_label": pred})
+    for j, c in enumerate(classes):
+        predictions[f"prob_{c}"] = proba[:, j]
+    per_fold = {}
+    for n in ALL_METRICS:
+        vals = np.array([f["metrics"][n] for f in fold_info], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        per_fold[n] = {"mean": float(vals.mean()) if len(vals) else None,
+                       "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None, "n_folds": len(vals)}
+    patch = next((b.attrs["patch_size_level0"] for b in bags if "patch_size_level0" in b.attrs), None)
+    summary = {
+        "model": "gated-abmil", "config": {**cfg, "folds": folds, "seed": seed, "device": str(device),
+                                           "in_dim": in_dim, "n_classes": len(classes),
+                                           "patch_size_level0": patch, "n_bootstrap": n_bootstrap},
+        "classes": classes, "folds": [{k: f[k] for k in ("fold", "n_train", "n_val", "n_test", "best_epoch",
+                                                         "epochs_run", "stopped_early", "val_slides",
+                                                         "test_slides")} for f in fold_info],
+        "explicit_folds": explicit, "n_slides": len(bags), "n_cases": int(rows["case_id"].nunique()),
+        "n_skipped": len(skipped), "class_counts": {str(c): int((y == i).sum()) for i, c in enumerate(classes)},
+        "features": str(features), "csv": str(csv), "metrics": metrics, "warnings": warn,
+    }
+    folds_json = {"folds": [{k: v for k, v in f.items() if k not in ("val_slides", "test_slides")}
+                            for f in fold_info], "mean_sd": per_fold}
+    with atomic_path(out / "skipped.csv") as tmp:
+        skipped.to_csv(tmp, index=False)
+    with atomic_path(out / "oof.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    from panderm.eval.probe import write_eval_outputs
+
+    files = write_eval_outputs(out, predictions, classes, metrics, {"folds.json": folds_json, "mil.json": summary})
+    result = MILResult(metrics=metrics, classes=classes, predictions=predictions, folds=fold_info,
+                       summary=summary, skipped=skipped, warnings=warn, out=out,
+                       files=[out / "oof.csv", out / "skipped.csv", *files])
+    return result
+
+
+def load_fold_model(run: str | Path, fold: int, device: str = "cpu"):
+    """Rebuild fold ``fold``'s model from ``run/mil.json`` and ``run/fold<k>/model.pt`` (weights only)."""
+    torch = _torch()
+    run = Path(run)
+    try:
+        cfg = json.loads((run / "mil.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{run} is not a `panderm slide mil` run ({exc})") from None
+    model = build_model(cfg["in_dim"], cfg["n_classes"], embed=cfg["embed"], hidden=cfg["hidden"],
+                        dropout_in=cfg["dropout_in"], dropout_attn=cfg["dropout_attn"])
+    model.load_state_dict(torch.load(run / f"fold{fold}" / "model.pt", map_location=device, weights_only=True))
+    return model.to(device).eval()

@@ -1,0 +1,150 @@
+"""Fast patch reading: blocks of k×k grid cells per ``read_region``, cut up, on parallel readers.
+
+A plain loop calls ``read_region`` once per patch, decoding every JPEG tile a
+patch touches (a 256-px patch on a 240-px tiled Aperio slide touches up to four)
+and paying the per-call overhead each time. Here the kept patches are grouped
+into blocks of ``block × block`` grid cells; each block's bounding box is read
+once at the patch level and sliced, and blocks are read by a thread pool in
+which every thread has its own slide handle (OpenSlide, tifffile and the JPEG
+decoders release the GIL). See ``benchmarks/slide_tiling.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from panderm.errors import InputError
+
+
+def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """``coords`` (N, 2) int64 and the attributes of a ``coords/<slide>.h5`` file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            coords = np.asarray(f["coords"][()], dtype=np.int64).reshape(-1, 2)
+            attrs = {k: _py(v) for k, v in f["coords"].attrs.items()}
+            attrs.update({k: _py(v) for k, v in f.attrs.items()})
+    except (OSError, KeyError) as exc:
+        raise InputError(f"cannot read coordinates file {path} ({exc})",
+                         hint="re-create it with `panderm slide tile`") from None
+    return coords, attrs
+
+
+def _py(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def resize_patch(arr: np.ndarray, patch: int) -> np.ndarray:
+    """Resize a square RGB patch to ``patch`` pixels (area averaging down, bilinear up)."""
+    if arr.shape[0] == patch and arr.shape[1] == patch:
+        return arr
+    import cv2
+
+    interp = cv2.INTER_AREA if arr.shape[0] > patch else cv2.INTER_LINEAR
+    return cv2.resize(arr, (patch, patch), interpolation=interp)
+
+
+def make_blocks(coords: np.ndarray, step0: int, block: int) -> list[np.ndarray]:
+    """Group patch indices by the ``block × block`` cell of the level-0 grid they fall in (raster order)."""
+    if len(coords) == 0:
+        return []
+    span = max(1, int(step0) * max(1, int(block)))
+    keys = (coords[:, 1] // span) * (1 << 31) + coords[:, 0] // span
+    order = np.argsort(keys, kind="stable")
+    splits = np.flatnonzero(np.diff(keys[order])) + 1
+    return np.split(order, splits)
+
+
+def _read_block(reader, coords: np.ndarray, idx: np.ndarray, level: int, size_level: int, patch: int):
+    lds = reader.level_downsamples[level]
+    pts = coords[idx]
+    bx, by = int(pts[:, 0].min()), int(pts[:, 1].min())
+    offs = np.rint((pts - (bx, by)) / lds).astype(np.int64)
+    w, h = int(offs[:, 0].max()) + size_level, int(offs[:, 1].max()) + size_level
+    region = reader.read_region((bx, by), level, (w, h))
+    out = np.empty((len(idx), patch, patch, 3), np.uint8)
+    for k, (ox, oy) in enumerate(offs):
+        out[k] = resize_patch(region[oy:oy + size_level, ox:ox + size_level], patch)
+    return idx, out
+
+
+def iter_patches(slide_path: str | os.PathLike, coords: np.ndarray, *, level: int, patch_size_level: int,
+                 patch_size: int, step0: int | None = None, workers: int = 4, block: int = 2,
+                 mpp: float | None = None, prefetch: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, patches)`` — RGB uint8 ``(n, patch_size, patch_size, 3)`` — block by block.
+
+    Indices refer to rows of ``coords``; blocks arrive in raster order of the
+    block grid (not the order of ``coords``). ``block=1, workers=0`` is the
+    plain per-patch loop (for comparisons).
+    """
+    from panderm.pathology.slides import open_slide
+
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    step0 = int(step0 or patch_size_level)  # only used to group patches into blocks
+    blocks = make_blocks(coords, step0, block) if block > 1 else [np.array([i]) for i in range(len(coords))]
+    if not blocks:
+        return
+    local = threading.local()
+    readers: list = []
+    lock = threading.Lock()
+
+    def reader():
+        r = getattr(local, "reader", None)
+        if r is None:
+            r = local.reader = open_slide(slide_path, mpp=mpp)
+            with lock:
+                readers.append(r)
+        return r
+
+    def job(idx):
+        return _read_block(reader(), coords, idx, level, patch_size_level, patch_size)
+
+    try:
+        if workers <= 0:
+            for idx in blocks:
+                yield job(idx)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="panderm-slide") as pool:
+            pending: deque = deque()
+            it = iter(blocks)
+            for idx in it:
+                pending.append(pool.submit(job, idx))
+                if len(pending) >= workers * prefetch:
+                    break
+            while pending:
+                yield pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(job, nxt))
+    finally:
+        for r in readers:
+            r.close()
+
+
+def find_slide(name: str, attrs: dict, slides_dir: str | os.PathLike | None) -> Path | None:
+    """The slide of a coords file: ``slides_dir/<file name>`` or ``slides_dir/<name>.*``, else ``slide_path``."""
+    from panderm.pathology.slides import SLIDE_EXTENSIONS
+
+    recorded = attrs.get("slide_path")
+    if slides_dir is not None:
+        d = Path(slides_dir).expanduser()
+        if recorded and (d / Path(recorded).name).is_file():
+            return d / Path(recorded).name
+        for p in sorted(d.glob(f"{name}.*")):
+            if p.name.lower().endswith(SLIDE_EXTENSIONS) and p.is_file():
+                return p
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    return None

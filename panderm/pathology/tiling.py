@@ -1,0 +1,284 @@
+"""Patch a slide: pick the pyramid level for a target magnification, keep grid cells on tissue.
+
+Level choice. The target downsample (relative to level 0) is
+``slide objective power / mag`` when the slide records its objective power,
+else ``target mpp / slide mpp`` with the usual mapping ``mpp = 10 / mag``
+(10× ↔ 1.0 µm/px, 20× ↔ 0.5, 40× ↔ 0.25). An explicit ``mpp=`` override
+(``--mpp``) always uses the mpp route. The patch level is the
+highest-resolution level whose downsample is ≤ the target (1 % tolerance);
+``patch_size_level = round(patch * target / level_downsample)`` pixels are read
+there and resized to ``patch``; a patch covers
+``patch_size_level0 = round(patch * target)`` level-0 pixels.
+
+Output per slide: ``coords/<slide>.h5`` (dataset ``coords`` (N, 2) int64,
+level-0 top-left corners, attributes on the dataset and the file) and
+``thumbnails/<slide>.png`` (tissue contour in green, kept patches in blue).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from panderm.errors import ConfigError, InputError
+from panderm.io import atomic_path, atomic_write_text
+
+TILING_COLUMNS = ("slide", "status", "n_patches", "level", "downsample", "mpp", "magnification", "reason", "path")
+
+
+def mpp_for_magnification(mag: float) -> float:
+    """Conventional microns per pixel of an objective: 10× → 1.0, 20× → 0.5, 40× → 0.25."""
+    return 10.0 / float(mag)
+
+
+@dataclass
+class PatchPlan:
+    """How patches are read from one slide (see the module docstring)."""
+
+    level: int
+    level_downsample: float
+    downsample: float  # target downsample vs level 0
+    patch_size: int
+    patch_size_level: int
+    patch_size_level0: int
+    magnification: float  # target magnification
+    mpp: float | None  # microns per pixel of the output patches
+    basis: str  # "objective power" or "mpp"
+
+
+def plan_patches(reader, patch: int = 256, mag: float = 20, prefer_mpp: bool = False) -> PatchPlan:
+    """Choose the level and sizes for ``patch``-pixel patches at magnification ``mag``."""
+    if patch < 8 or mag <= 0:
+        raise ConfigError(f"bad patching parameters: patch={patch}, mag={mag}")
+    if reader.magnification and not (prefer_mpp and reader.mpp):
+        target, basis = reader.magnification / mag, "objective power"
+    elif reader.mpp:
+        target, basis = mpp_for_magnification(mag) / reader.mpp, "mpp"
+    else:
+        raise InputError(f"slide {reader.path} records neither its resolution (mpp) nor its objective power, "
+                         f"so the level for {mag:g}x cannot be chosen",
+                         hint="pass --mpp with the level-0 microns per pixel (e.g. --mpp 0.25 for a 40x scan)")
+    level = reader.best_level_for_downsample(target)
+    lds = reader.level_downsamples[level]
+    psl = max(1, round(patch * target / lds))
+    if abs(psl - patch) <= max(1, patch // 200) and abs(lds - target) <= 0.01 * target:
+        psl = patch  # e.g. openslide's 4.0003 for an exact 4x level
+    mpp_out = reader.mpp * target if reader.mpp else mpp_for_magnification(mag)
+    return PatchPlan(level, float(lds), float(target), int(patch), int(psl), max(1, round(patch * target)),
+                     float(mag), float(mpp_out), basis)
+
+
+@dataclass
+class TileResult:
+    """One slide's tiling outcome (one row of ``tiling.csv``)."""
+
+    slide: str
+    status: str  # ok | no tissue | exists | error
+    n_patches: int = 0
+    level: int | None = None
+    downsample: float | None = None
+    mpp: float | None = None
+    magnification: float | None = None
+    reason: str = ""
+    path: str = ""
+    coords_path: Path | None = None
+    thumbnail_path: Path | None = None
+    seconds: float = 0.0
+
+    def row(self) -> dict:
+        d = asdict(self)
+        return {k: ("" if d[k] is None else d[k]) for k in TILING_COLUMNS}
+
+
+def slide_name(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for ext in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def tile_slide(path: str | os.PathLike, out_dir: str | os.PathLike, *, patch: int = 256, mag: float = 20,
+               tissue_threshold: float = 0.5, mpp: float | None = None, sat_threshold: float | None = None,
+               mask_max_side: int = 2048, thumb_max_side: int = 1024, name: str | None = None,
+               tissue_kwargs: dict | None = None) -> TileResult:
+    """Tile one slide into ``out_dir/coords/<name>.h5`` and ``out_dir/thumbnails/<name>.png``.
+
+    Raises:
+        InputError: unreadable slide, or neither metadata nor ``mpp``.
+    """
+    from panderm.pathology.slides import open_slide
+    from panderm.pathology.tissue import box_fractions, tissue_mask
+
+    t0 = time.perf_counter()
+    if not 0 <= tissue_threshold <= 1:
+        raise ConfigError(f"tissue_threshold must be in [0, 1], got {tissue_threshold}")
+    path, out_dir = Path(path), Path(out_dir)
+    name = name or slide_name(path)
+    with open_slide(path, mpp=mpp) as reader:
+        plan = plan_patches(reader, patch, mag, prefer_mpp=mpp is not None)
+        thumb, _tds = reader.thumbnail(mask_max_side)
+        mask = tissue_mask(thumb, sat_threshold=sat_threshold, **(tissue_kwargs or {}))
+        W, H = reader.dimensions
+        s0 = plan.patch_size_level0
+        xs, ys = np.arange(0, W - s0 + 1, s0), np.arange(0, H - s0 + 1, s0)
+        grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.int64)
+        if len(grid):
+            frac = box_fractions(mask, grid, s0, (mask.shape[1] / W, mask.shape[0] / H))
+            coords = grid[frac >= max(tissue_threshold, 1e-9)]
+        else:
+            coords = np.zeros((0, 2), np.int64)
+        attrs = {"patch_size": plan.patch_size, "patch_level": plan.level, "patch_size_level": plan.patch_size_level,
+                     "patch_size_level0": s0, "magnification": plan.magnification, "mpp": plan.mpp or float("nan"),
+                     "downsample": plan.downsample, "level_downsample": plan.level_downsample, "basis": plan.basis,
+                     "level0_magnification": float(reader.magnification or plan.magnification * plan.downsample),
+                     "level0_mpp": float(reader.mpp or float("nan")), "target_magnification": plan.magnification,
+                     "overlap": 0, "tissue_threshold": float(tissue_threshold), "width": W, "height": H, "name": name,
+                     "slide_path": str(path.resolve())}
+        coords_path = out_dir / "coords" / f"{name}.h5"
+        _write_coords(coords_path, coords, attrs)
+        thumb_path = out_dir / "thumbnails" / f"{name}.png"
+        _write_thumbnail(thumb_path, thumb, mask, coords, s0, (thumb.shape[1] / W, thumb.shape[0] / H),
+                         thumb_max_side)
+    status, reason = "ok", ""
+    if len(coords) == 0:
+        status = "no tissue"
+        reason = ("slide smaller than one patch" if not len(grid) else
+                  f"no grid cell has tissue fraction >= {tissue_threshold:g}")
+    return TileResult(name, status, len(coords), plan.level, plan.downsample, plan.mpp, plan.magnification,
+                      reason, str(path), coords_path, thumb_path, time.perf_counter() - t0)
+
+
+def _write_coords(path: Path, coords: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        dset = f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
+        for k, v in attrs.items():
+            dset.attrs[k] = v  # CLAM reads the attributes of the coords dataset
+            f.attrs[k] = v
+
+
+def _write_thumbnail(path: Path, thumb: np.ndarray, mask: np.ndarray, coords: np.ndarray, size0: int,
+                     scale: tuple[float, float], max_side: int) -> None:
+    import cv2
+
+    f = min(1.0, max_side / max(thumb.shape[:2]))
+    img = thumb if f == 1.0 else cv2.resize(thumb, (max(1, round(thumb.shape[1] * f)),
+                                                   max(1, round(thumb.shape[0] * f))), interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(img.copy())
+    sx, sy = scale[0] * img.shape[1] / thumb.shape[1], scale[1] * img.shape[0] / thumb.shape[0]
+    for x, y in coords:
+        p0 = (round(x * sx), round(y * sy))
+        p1 = (round((x + size0) * sx) - 1, round((y + size0) * sy) - 1)
+        cv2.rectangle(img, p0, p1, (40, 90, 255), 1)
+    m = cv2.resize(mask.astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(img, contours, -1, (0, 200, 0), 2)
+    _ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def collect_slides(input: str | os.PathLike) -> list[tuple[Path, float | None]]:
+    """Slides of a folder (recursive), a single slide file, or a CSV (``slide``/``path`` column, optional ``mpp``)."""
+    from panderm.pathology.slides import SLIDE_EXTENSIONS
+
+    src = Path(input).expanduser()
+    if src.is_dir():
+        return [(p, None) for p in sorted(src.rglob("*"))
+                if p.is_file() and p.name.lower().endswith(SLIDE_EXTENSIONS) and not p.name.startswith(".")]
+    if src.is_file() and src.suffix.lower() == ".csv":
+        with open(src, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+        col = next((c for c in ("slide", "path", "slide_path", "image") if rows and c in rows[0]), None)
+        if col is None:
+            raise InputError(f"{src} has no slide column", hint="name the column 'slide' (paths relative to the CSV)")
+        out = []
+        for r in rows:
+            p = Path(r[col]).expanduser()
+            mpp = r.get("mpp") or None
+            out.append((p if p.is_absolute() else src.parent / p, float(mpp) if mpp else None))
+        return out
+    if src.is_file():
+        return [(src, None)]
+    raise InputError(f"slide input {src} does not exist", hint="pass a slide file, a folder of slides or a CSV")
+
+
+@dataclass
+class TilingSummary:
+    out: Path
+    results: list[TileResult] = field(default_factory=list)
+    csv_path: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def n_patches(self) -> int:
+        return sum(r.n_patches for r in self.results)
+
+
+def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int = 256, mag: float = 20,
+                tissue_threshold: float = 0.5, mpp: float | None = None, sat_threshold: float | None = None,
+                overwrite: bool = False, progress: bool = True, **kwargs) -> TilingSummary:
+    """Tile every slide of ``input``; a bad slide is reported in ``out/tiling.csv`` and skipped.
+
+    Resumable: a slide whose ``coords/<slide>.h5`` exists is not tiled again
+    (status ``exists``) unless ``overwrite``.
+    """
+    from tqdm import tqdm
+
+    from panderm.pathology.patches import read_coords
+
+    out = Path(out).expanduser()
+    slides = collect_slides(input)
+    if not slides:
+        raise InputError(f"no slides found in {input}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = TilingSummary(out, csv_path=out / "tiling.csv")
+    seen: set[str] = set()
+    for path, row_mpp in tqdm(slides, desc="tile", unit="slide", disable=not progress, dynamic_ncols=True):
+        name = slide_name(path)
+        if name in seen:
+            res = TileResult(name, "error", reason=f"duplicate slide name '{name}' (another file has it)",
+                             path=str(path))
+        elif not overwrite and (out / "coords" / f"{name}.h5").is_file():
+            try:
+                coords, a = read_coords(out / "coords" / f"{name}.h5")
+                res = TileResult(name, "exists", len(coords), a.get("patch_level"), a.get("downsample"),
+                                 a.get("mpp"), a.get("magnification"), "already tiled (pass --overwrite to redo)",
+                                 str(path), out / "coords" / f"{name}.h5")
+            except InputError as exc:
+                res = TileResult(name, "error", reason=exc.message, path=str(path))
+        else:
+            try:
+                res = tile_slide(path, out, patch=patch, mag=mag, tissue_threshold=tissue_threshold,
+                                 mpp=row_mpp if row_mpp is not None else mpp, sat_threshold=sat_threshold,
+                                 name=name, **kwargs)
+            except InputError as exc:
+                res = TileResult(name, "error", reason=str(exc).replace("\n", " "), path=str(path))
+            except Exception as exc:  # noqa: BLE001 - one odd slide must not stop a batch
+                res = TileResult(name, "error", reason=f"{type(exc).__name__}: {str(exc)[:200]}", path=str(path))
+        seen.add(name)
+        if res.status in ("error", "no tissue") and progress:
+            tqdm.write(f"panderm: {name}: {res.status}: {res.reason}", file=sys.stderr)
+        summary.results.append(res)
+        _write_tiling_csv(summary.csv_path, summary.results)  # after every slide: survives interruption
+    return summary
+
+
+def _write_tiling_csv(path: Path, results: list[TileResult]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TILING_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in results:
+        w.writerow(r.row())
+    atomic_write_text(path, buf.getvalue())

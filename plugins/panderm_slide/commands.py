@@ -1,0 +1,126 @@
+"""``panderm slide tile|extract``: thin Click wrappers around :mod:`panderm.pathology`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+TILE_EPILOG = """\b
+Examples:
+  panderm slide tile slides/ --out tiles/ --patch 256 --mag 20
+  panderm slide tile slide.svs --out tiles/ --mag 10 --tissue-threshold 0.25
+  panderm slide tile slides.csv --out tiles/ --mpp 0.25     (files without resolution metadata)
+
+\b
+INPUT is a slide file, a folder of slides (searched recursively: .svs .ndpi
+.mrxs .scn .tif .tiff .png .jpg ...) or a CSV with a `slide` column (paths
+relative to the CSV; an optional `mpp` column overrides per slide).
+Level choice: target downsample = objective power / --mag, or without objective
+power (--mpp) / slide mpp with 10x = 1.0, 20x = 0.5, 40x = 0.25 um/px; the
+highest-resolution level at or below it is read and resized to --patch.
+\b
+Outputs in --out: coords/<slide>.h5 (dataset `coords` (N, 2) int64 level-0
+x, y; attrs patch_size, patch_level, patch_size_level0, magnification, mpp:
+CLAM/TRIDENT compatible), thumbnails/<slide>.png (tissue contour and kept
+patches), tiling.csv (slide, status ok|no tissue|exists|error, n_patches,
+level, downsample, mpp, magnification, reason). Unreadable slides are reported
+there and skipped; slides already tiled are skipped unless --overwrite."""
+
+EXTRACT_EPILOG = """\b
+Examples:
+  panderm slide extract tiles/ --model panderm_large_patch16_224 --weights W --out feats/
+  panderm slide extract tiles/ --model panderm_tiny_patch16_224.demo --out feats/ --slides slides/
+
+\b
+Reads the patches of every tiles/coords/<slide>.h5 from the slide (the path
+recorded at tiling, or --slides DIR), resizes each to 224 x 224 and normalises
+it (ImageNet mean/std), encodes it, and writes feats/<slide>.h5 with
+`features` (N, D) float32 and `coords` (N, 2) in the same order, plus
+features.csv (per-slide status). Finished slides are skipped unless
+--overwrite; a missing slide file is reported and skipped."""
+
+
+@click.group("slide", context_settings=_CTX)
+def slide_group():
+    """Whole-slide images: tile into patches, extract per-slide patch features."""
+
+
+@slide_group.command("tile", epilog=TILE_EPILOG, context_settings=_CTX)
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--patch", type=click.IntRange(min=8), default=256, show_default=True, help="Patch side in pixels.")
+@click.option("--mag", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
+              help="Target magnification (10, 20, 40, ...).")
+@click.option("--tissue-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Minimum tissue fraction of a kept patch.")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Level-0 microns per pixel (overrides the slide's metadata; needed when it has none).")
+@click.option("--sat-threshold", type=click.FloatRange(0, 255), default=None,
+              help="Fixed HSV-saturation tissue threshold (0-255) [default: Otsu].")
+@click.option("--overwrite", is_flag=True, help="Re-tile slides that already have a coords file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def tile_cmd(input, out, patch, mag, tissue_threshold, mpp, sat_threshold, overwrite, quiet):
+    """Tile slides into tissue patches: coordinates, thumbnails, tiling.csv."""
+    from panderm.pathology.tiling import tile_slides
+
+    s = tile_slides(input, out, patch=patch, mag=mag, tissue_threshold=tissue_threshold, mpp=mpp,
+                    sat_threshold=sat_threshold, overwrite=overwrite, progress=not quiet)
+    click.echo(f"{len(s.results)} slide(s): {s.count('ok')} tiled, {s.count('exists')} already tiled, "
+               f"{s.count('no tissue')} without tissue, {s.count('error')} failed; {s.n_patches} patches")
+    click.echo(f"Wrote coords/, thumbnails/ and {s.csv_path}")
+    if s.count("error") == len(s.results):
+        from panderm.errors import InputError
+
+        first = next(r for r in s.results if r.status == "error")
+        raise InputError(f"no slide could be tiled; {first.slide}: {first.reason.split(' Hint: ')[0]}",
+                         hint=(first.reason.split(" Hint: ") + [f"see {s.csv_path}"])[1])
+    if s.count("error"):
+        click.echo(f"Failed slides and reasons: see {s.csv_path}", err=True)
+
+
+@slide_group.command("extract", epilog=EXTRACT_EPILOG, context_settings=_CTX)
+@click.argument("tiles", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature folder.")
+@click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
+@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--slides", "slides_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the slides (default: the paths recorded at tiling).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Parallel slide readers (threads).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Level-0 mpp override for the slide reader.")
+@click.option("--overwrite", is_flag=True, help="Recompute slides whose feature file exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def extract_cmd(tiles, out, model, weights, slides_dir, batch_size, workers, precision, device, mpp, overwrite,
+                quiet):
+    """Encode the tissue patches of tiled slides: one features .h5 per slide."""
+    from panderm.pathology.slide_features import extract_slide_features
+
+    s = extract_slide_features(tiles, out, model=model, weights=weights, batch_size=batch_size, workers=workers,
+                               precision=precision, device=device, slides_dir=slides_dir, overwrite=overwrite,
+                               progress=not quiet, mpp=mpp)
+    click.echo(f"{len(s.rows)} slide(s): {s.count('ok')} extracted, {s.count('exists')} already done, "
+               f"{s.count('no patches')} without patches, {s.count('error')} failed; "
+               f"{s.patches_computed} patches encoded ({s.precision}, {s.device}, {s.seconds:.1f}s)")
+    click.echo(f"Wrote {out}/<slide>.h5 and {s.csv_path}")
+    if s.count("error") == len(s.rows):
+        from panderm.errors import InputError
+
+        first = s.rows[0]
+        raise InputError(f"no slide could be encoded; {first['slide']}: {first['reason']}",
+                         hint=f"see {s.csv_path}; pass --slides DIR if the slides have moved")
+    if s.count("error"):
+        click.echo(f"Failed slides and reasons: see {s.csv_path}", err=True)
+
+
+try:
+    from panderm_slide.mil_commands import register as _register_mil
+    _register_mil(slide_group)
+except ImportError:
+    pass

@@ -1,0 +1,1 @@
+"""Built-in plugin: serve (placeholder until its commands land)."""

@@ -75,3 +75,70 @@ def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any):
     model.weights_info = info
     model.model_name = f"{entry.name}.{cfg.tag}"
     return model.eval()
+
+
+def portable_weights_spec(name: str, spec: str | Path | None, sha256: str | None) -> str | None:
+    """``spec`` as a bundle should record it: ``None`` when it is the tag's bundled weights file.
+
+    ``create_encoder`` loads bundled weights when given ``None``, so recording the
+    absolute path of the installed file would only tie a bundle to one installation.
+    """
+    if spec is None:
+        return None
+    cfg = get_encoder_entry(name)[1]
+    if cfg.bundled:
+        from panderm.io import sha256_file
+
+        try:
+            bundled = bundled_weights_path(cfg)
+        except Exception:  # noqa: BLE001 - a broken install simply keeps the explicit spec
+            return str(spec)
+        if Path(str(spec)) == bundled or (sha256 is not None and sha256 == sha256_file(bundled)):
+            return None
+    return str(spec)
+
+
+def create_matching_encoder(owner: str, encoder: dict, model: str | None = None,
+                            weights: str | Path | None = None, **kwargs: Any):
+    """Rebuild the encoder a bundle was made with, refusing any other (sha256 of the weights).
+
+    Shared by the TBP bundle and the classifier bundle.
+
+    Args:
+        owner: How error messages name the bundle (``"bundle PATH"``).
+        encoder: The bundle's ``{"name", "weights_spec", "weights_sha256"}``.
+        model: A model name the user asked for (must be the bundle's, with or without tag).
+        weights: Weights to use instead of ``weights_spec`` (must have the same sha256).
+
+    Raises:
+        ConfigError: another model, unavailable weights, or weights with another sha256.
+    """
+    from panderm.errors import ConfigError, InputError
+
+    name = encoder["name"]
+    if model and model != name and model != name.split(".")[0]:
+        raise ConfigError(f"{owner} was made for encoder {name}, not {model}",
+                          hint="drop --model, or use a bundle trained for that encoder")
+    want = encoder.get("weights_sha256")
+    spec = weights if weights is not None else encoder.get("weights_spec")
+    if weights is None and spec is not None and get_encoder_entry(name)[1].bundled:
+        # a recorded path to the bundled file of another installation: the bundled weights are checked below
+        from panderm.weights import resolve_weights_path
+
+        try:
+            resolve_weights_path(spec)
+        except Exception:  # noqa: BLE001 - any resolution failure: fall back to the bundled weights
+            spec = None
+    try:
+        model_ = create_encoder(name, spec, **kwargs)
+    except InputError as exc:
+        raise ConfigError(f"{owner} needs the encoder weights it was trained with "
+                          f"({encoder.get('weights_spec')}, sha256 {str(want)[:12]}…): {exc.message}",
+                          hint="pass them with --weights PATH_OR_NAME") from None
+    got = model_.weights_info.sha256
+    if got != want:
+        raise ConfigError(
+            f"{owner} was made for {name} with weights sha256 {str(want)[:12]}…, "
+            f"but {model_.weights_info.spec or 'the default weights'} have sha256 {str(got)[:12]}…",
+            hint="use the encoder weights the bundle was trained with, or train a bundle for these")
+    return model_

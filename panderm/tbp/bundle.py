@@ -76,7 +76,7 @@ class Bundle:
         Raises:
             ConfigError: ``model`` differs from the bundle's, or the weights' sha256 does not match.
         """
-        from panderm.models.factory import create_encoder
+        from panderm.models.factory import create_encoder, create_matching_encoder
 
         enc = self.meta["encoder"]
         if model and model != enc["name"] and model != enc["name"].split(".")[0]:
@@ -88,20 +88,7 @@ class Bundle:
                                   f"encoder ({enc['file']}); --weights would replace it",
                                   hint="drop --weights")
             return create_encoder(enc["name"], self.path / enc["file"])
-        spec = weights if weights is not None else enc.get("weights_spec")
-        try:
-            model_ = create_encoder(enc["name"], spec)
-        except InputError as exc:
-            raise ConfigError(f"bundle {self.path} needs the encoder weights it was trained with "
-                              f"({enc.get('weights_spec')}, sha256 {str(enc['weights_sha256'])[:12]}…): {exc.message}",
-                              hint="pass them with --weights PATH_OR_NAME") from None
-        got = model_.weights_info.sha256
-        if got != enc["weights_sha256"]:
-            raise ConfigError(
-                f"bundle {self.path} was made for {enc['name']} with weights sha256 {str(enc['weights_sha256'])[:12]}…, "
-                f"but {model_.weights_info.spec or 'the default weights'} have sha256 {str(got)[:12]}…",
-                hint="use the encoder weights the bundle was trained with, or train a bundle for these")
-        return model_
+        return create_matching_encoder(f"bundle {self.path}", enc, model, weights)
 
 
 def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bias: float, ml=None,

@@ -288,10 +288,8 @@ def _run_images(net, paths: list[Path], preset: str, device: str, precision: str
 
 
 def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, device, precision) -> Path:
-    import torch
 
-    from panderm.finetune.model import build_classifier
-    from panderm.finetune.run import _read_run_config, _splits
+    from panderm.finetune.run import _read_run_config, _splits, load_run_network
     from panderm.hardware import default_device, resolve_precision
     from panderm.models.factory import portable_weights_spec
     from panderm.train import checkpointing as ckpt
@@ -304,12 +302,7 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
         raise CheckpointError(f"{run} has no {ckpt.BEST} or {ckpt.LAST}", hint="the run never finished a step")
     classes_raw = rc["classes"]
     binary = bool(rc.get("binary"))
-    net = build_classifier(rc["model"], None, len(classes_raw), drop_path=0.0,
-                           rel_pos_bias=bool(rc.get("rel_pos_bias")), load=False)
-    try:
-        net.load_state_dict(torch.load(ck, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot load {ck} into {rc['model']}: {exc}".splitlines()[0]) from None
+    net = load_run_network(rc, ck, len(classes_raw))
     device = device or default_device()
     precision = resolve_precision(precision, device)
     net = net.eval().to(device)

@@ -299,7 +299,6 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
         split: ``test`` (or ``val``/``train``) rows to evaluate.
         tta: Average the probabilities of the 5 TTA views.
     """
-    from panderm.finetune.model import build_classifier
     from panderm.hardware import resolve_precision
     from panderm.train import checkpointing as ckpt
     from panderm.train import distributed as D
@@ -320,12 +319,7 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
     if unseen:
         raise InputError(f"{csv}: {split} label(s) {_examples(unseen)} are not among the run's classes "
                          f"{_examples(classes)}")
-    net = build_classifier(rc["model"], None, len(classes), drop_path=0.0,
-                           rel_pos_bias=bool(rc.get("rel_pos_bias")), load=False)
-    try:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot load {weights} into {rc['model']}: {exc}".splitlines()[0]) from None
+    net = load_run_network(rc, weights, len(classes))
     dev = D.resolve_device(device)
     net.to(dev)
     summary = {"run": str(run), "checkpoint": weights.name, "split": split, "model": rc["model"],
@@ -339,3 +333,16 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
                             seed=int(rc.get("seed", 0)), batch_size=32, num_workers=0, device=dev,
                             precision=resolve_precision(precision, dev), warnings=warnings)
     return FinetuneResult(out, metrics, classes, best, int(rc.get("n_train", 0)), summary["n_test"], warnings)
+
+
+def load_run_network(rc: dict, weights: Path, n_classes: int):
+    """The fine-tuned classifier of a run (its ``config.json`` run_config ``rc``) with ``weights`` loaded strictly."""
+    from panderm.finetune.model import build_classifier
+
+    net = build_classifier(rc["model"], None, n_classes, drop_path=0.0,
+                           rel_pos_bias=bool(rc.get("rel_pos_bias")), load=False)
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load {weights} into {rc['model']}: {exc}".splitlines()[0]) from None
+    return net

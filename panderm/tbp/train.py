@@ -206,8 +206,11 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
                "n_val": int(val.sum()), "n_train_malignant": int(y[~val].sum()),
                "n_val_malignant": int(y[val].sum()), "n_patients": int(df["patient_id"].nunique()),
                "skipped": len(table.skipped), "measurement_warnings": report_lines, "warnings": table.warnings}
-    meta = {"encoder": {"name": getattr(encoder, "model_name", model), "weights_spec": None if base_spec is None
-                        else str(base_spec), "weights_sha256": base_sha, "preset": encoder.pretrained_cfg.preset,
+    from panderm.models.factory import portable_weights_spec
+
+    name = getattr(encoder, "model_name", model)
+    meta = {"encoder": {"name": name, "weights_spec": portable_weights_spec(name, base_spec, base_sha),
+                        "weights_sha256": base_sha, "preset": encoder.pretrained_cfg.preset,
                         "dim": int(X.shape[1]), "finetuned": head == "finetune"},
             "risk_head": {"mode": head}, "ud": {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric},
             "ml": ml_meta, "thresholds": thresholds, "demo": demo, "metrics": metrics,

@@ -13,10 +13,9 @@ layer-decay parameter groups.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
 import torch
+from _timing import autocast_for, samples_per_second  # sibling module: run as a script
 
 from panderm.finetune.model import (
     FinetuneModel,
@@ -35,8 +34,7 @@ def time_steps(model_name: str, precision: str, batch: int, steps: int, warmup: 
     g = torch.Generator().manual_seed(0)
     data = {"x": torch.randn(batch, 3, 224, 224, generator=g).to(device),
             "label": torch.randint(0, num_classes, (batch,), generator=g).to(device)}
-    amp = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if precision == "bf16" \
-        else contextlib.nullcontext
+    amp = autocast_for(precision, device)
 
     def step() -> None:
         with amp():
@@ -45,16 +43,7 @@ def time_steps(model_name: str, precision: str, batch: int, steps: int, warmup: 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+    return samples_per_second(step, batch, steps, warmup, device)
 
 
 def main() -> None:

@@ -11,11 +11,10 @@ what ``panderm pretrain`` does per batch, without data loading.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
 import numpy as np
 import torch
+from _timing import autocast_for, samples_per_second  # sibling module: run as a script
 
 from panderm.models.factory import create_encoder
 from panderm.train.cae2 import CAEv2Pretrainer
@@ -38,8 +37,7 @@ def time_steps(model_name: str, precision: str, batch: int, steps: int, warmup: 
     model = CAEv2Pretrainer(create_encoder(model_name, init_values=0.1), teacher, num_masked=98).to(device).train()
     opt = torch.optim.AdamW(model.param_groups(0.05), lr=1e-4)
     data = {k: v.to(device) for k, v in make_batch(batch).items()}
-    amp = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if precision == "bf16" \
-        else contextlib.nullcontext
+    amp = autocast_for(precision, device)
 
     def step() -> None:
         with amp():
@@ -49,16 +47,7 @@ def time_steps(model_name: str, precision: str, batch: int, steps: int, warmup: 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+    return samples_per_second(step, batch, steps, warmup, device)
 
 
 def main() -> None:

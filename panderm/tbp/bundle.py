@@ -42,6 +42,12 @@ def demo_patient_path() -> Path:
     return Path(__file__).resolve().parent / "demo" / "patient_demo"
 
 
+def linear_risk(features: np.ndarray, weight: np.ndarray, bias: float) -> np.ndarray:
+    """P(high risk) from a linear head: ``sigmoid(X w + b)`` in float64."""
+    z = features.astype(np.float64) @ np.asarray(weight, np.float64) + bias
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
 @dataclass
 class Bundle:
     """A loaded screening bundle."""
@@ -66,9 +72,8 @@ class Bundle:
         return (self.meta.get("ml") or {}).get("measurement_source")
 
     def risk_scores(self, features: np.ndarray) -> np.ndarray:
-        """P(high risk) from the linear head: ``sigmoid(X w + b)``."""
-        z = features.astype(np.float64) @ self.risk_weight.astype(np.float64) + self.risk_bias
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        """P(high risk) from the bundle's linear head."""
+        return linear_risk(features, self.risk_weight, self.risk_bias)
 
     def build_encoder(self, model: str | None = None, weights: str | Path | None = None):
         """The encoder the bundle was trained with; refuses any other.

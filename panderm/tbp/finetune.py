@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,25 +39,6 @@ def train_transform(preset_name: str):
     ])
 
 
-class TileDataset(torch.utils.data.Dataset):
-    """``{"x", "label"}`` per tile; an unreadable tile gives a skip record (the Trainer drops it)."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, transform):
-        self.paths, self.labels, self.transform = list(paths), np.asarray(labels, np.int64), transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from panderm.data.images import ImageReadError, load_rgb
-
-        try:
-            x = self.transform(load_rgb(self.paths[i]))
-        except ImageReadError as exc:
-            return {"skip": True, "path": self.paths[i], "reason": exc.reason}
-        return {"x": x, "label": torch.tensor(int(self.labels[i]))}
-
-
 def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out: Path, *, epochs: float = 10,
                   batch_size: int = 32, lr: float = 5e-4, precision: str = "bf16", device: str | None = None,
                   num_workers: int = 2, seed: int = 0, progress: bool = True, resume: bool = False,
@@ -68,12 +48,13 @@ def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out:
     Returns:
         The fine-tuned encoder (eval mode, on CPU), the head weight ``(D,)`` and bias.
     """
+    from panderm.finetune.model import ImageLabelDataset
     from panderm.train.trainer import TrainConfig, Trainer
 
     labels = np.asarray(labels)
     pos = max(int(labels.sum()), 1)
     model = RiskModel(encoder, pos_weight=(len(labels) - pos) / pos)
-    ds = TileDataset(paths, labels, train_transform(encoder.pretrained_cfg.preset))
+    ds = ImageLabelDataset(paths, labels, train_transform(encoder.pretrained_cfg.preset))
     cfg = TrainConfig(steps=max_steps, epochs=None if max_steps else epochs, batch_size=batch_size, lr=lr,
                       lr_base_batch=0, warmup_epochs=min(10.0, float(epochs) / 5), precision=precision,
                       device=device, num_workers=num_workers, seed=seed, progress=progress,

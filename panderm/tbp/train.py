@@ -190,10 +190,9 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
                    "measurement_source": "image" if measure_from_image else "vectra",
                    "missing_in_training": [c for c in VECTRA_MEASUREMENTS if c not in columns]}
 
-    from panderm.tbp.bundle import Bundle
+    from panderm.tbp.bundle import linear_risk
 
-    scorer = Bundle(out, {}, w, b, ml, None)
-    df = df.assign(risk_score=scorer.risk_scores(X))
+    df = df.assign(risk_score=linear_risk(X, w, b))
     df["ml_score"] = ml.predict_proba(Xm)[:, 1] if ml is not None else np.nan
     thresholds = {"risk": threshold_for_sensitivity(y[val], df["risk_score"].to_numpy()[val], target_sensitivity),
                   "ml": None if ml is None else threshold_for_sensitivity(y[val], df["ml_score"].to_numpy()[val],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import click
+
+from panderm_cli.format import fmt as _fmt
+from panderm_cli.format import metrics_table
 
 _PATH = click.Path(path_type=Path)
 
@@ -128,11 +130,6 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
         b = result.best
         click.echo(f"best val {b.get('monitor')} {_fmt(b.get('value'))} at step {b.get('step')}")
     click.echo(f"{len(result.classes)} classes; train {result.n_train}, test {result.n_test}")
-    click.echo(f"{'metric':<12} {'value':>7}  {'95% CI':<17}")
-    for m, r in result.metrics.items():
-        click.echo(f"{m:<12} {_fmt(r['value']):>7}  [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+    click.echo(metrics_table(result.metrics))
     click.echo(f"\nwrote metrics.json, predictions.csv, confusion_matrix.png, roc.png, finetune.json to {result.out}/")
 
-
-def _fmt(v, spec: str = ".4f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)

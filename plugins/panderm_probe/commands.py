@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
+
+from panderm_cli.format import fmt as _fmt
+from panderm_cli.format import metrics_table
 
 _PATH = click.Path(path_type=Path)
 
@@ -91,7 +93,7 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
     s = result.summary
     click.echo(f"task {s['task']} (penalty {s['penalty']}, C = {s['C']:g}); {len(result.classes)} classes; "
                f"train {s['n_train']}, test {s['n_test']}")
-    click.echo(_table(result))
+    click.echo(metrics_table(result.metrics))
     if result.comparison:
         click.echo(f"\ncomparison with {compare} ({compare_method} test, {n_bootstrap} replicates):")
         click.echo(f"{'metric':<12} {'A':>7} {'B':>7} {'A-B':>8}  {'95% CI of A-B':<19} {'p':>7}")
@@ -116,19 +118,10 @@ def _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty,
     click.echo(f"out-of-fold: {folds} folds ({s['splitter']}, stratified on {s['stratified_on']}"
                f"{f', grouped by {group}' if group else ''}); task {s['task']} (C = {s['C']:g}); "
                f"{len(result.classes)} classes; {s['n']} rows, fold sizes {s['fold_sizes']}")
-    click.echo(_table(result))
+    click.echo(metrics_table(result.metrics))
     fs = result.fold_metrics["summary"]
     click.echo("\nper fold: " + ", ".join(f"{m} {_fmt(fs[m]['mean'])} ± {_fmt(fs[m]['sd'])}"
                                           for m in ("auroc", "weighted_f1", "bacc")))
     click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
 
 
-def _fmt(v: float, spec: str = ".4f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
-
-
-def _table(result) -> str:
-    lines = [f"{'metric':<12} {'value':>7}  {'95% CI':<17}"]
-    for m, r in result.metrics.items():
-        lines.append(f"{m:<12} {_fmt(r['value']):>7}  [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
-    return "\n".join(lines)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
+
+from panderm_cli.format import fmt as _fmt
 
 _PATH = click.Path(path_type=Path)
 
@@ -116,6 +117,3 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, root,
                    f"with {100 * m['percent']:g}% of the labels (interpolated {100 * m['percent_interpolated']:.1f}%)")
     click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
 
-
-def _fmt(v, spec: str = ".4f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)

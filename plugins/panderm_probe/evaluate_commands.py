@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
+
+from panderm_cli.format import fmt
 
 _PATH = click.Path(path_type=Path)
 
@@ -90,4 +91,4 @@ def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_
 
 
 def _fmt(v, spec: str = ".3f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
+    return fmt(v, spec)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
+
+from panderm_cli.format import fmt as _fmt
+from panderm_cli.format import metrics_table
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -49,9 +51,6 @@ Colours are the percentile rank of each patch's attention within the slide
 blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 <stem>_attention.csv (x, y level-0 coordinates, raw attention, rank)."""
 
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
 @click.command("mil", epilog=MIL_EPILOG, context_settings=_CTX)
@@ -97,9 +96,7 @@ def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, 
         click.echo(f"  fold {f['fold']}: train {f['n_train']}, val {f['n_val']}, test {f['n_test']}; best epoch "
                    f"{f['best_epoch']}/{f['epochs_run']}{' (early stop)' if f['stopped_early'] else ''}, "
                    f"AUROC {_fmt(f['metrics']['auroc'])}")
-    click.echo(f"{'metric':<12} {'value':>7}  95% CI (out-of-fold, pooled)")
-    for m, v in result.metrics.items():
-        click.echo(f"{m:<12} {_fmt(v['value']):>7}  [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]")
+    click.echo(metrics_table(result.metrics, "95% CI (out-of-fold, pooled)"))
     click.echo(f"wrote fold*/model.pt, attention/, {', '.join(p.name for p in result.files)} to {result.out}/")
 
 

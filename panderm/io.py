@@ -36,10 +36,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, _FILE_MODE)
     try:
         yield tmp_path
+        _fsync_file(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)  # and the rename itself survives a power cut
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a folder; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -28,10 +28,17 @@ class WeightsRecord:
     sha256: str
     size: int
     added: str
+    mtime_ns: int | None = None
+    inode: int | None = None
 
     @property
     def exists(self) -> bool:
         return Path(self.path).is_file()
+
+
+def _record(entry: dict) -> WeightsRecord:
+    known = {f for f in WeightsRecord.__dataclass_fields__}
+    return WeightsRecord(**{k: v for k, v in entry.items() if k in known})
 
 
 def registry_file() -> Path:
@@ -70,8 +77,9 @@ def add_weights(name: str, path: str | Path, *, overwrite: bool = False) -> Weig
     if name in entries and not overwrite:
         raise ConfigError(f"weights name '{name}' is already registered ({entries[name]['path']})",
                           hint="remove it first with `panderm weights remove` or pass --overwrite")
-    record = WeightsRecord(name, str(file.resolve()), sha256_file(file), file.stat().st_size,
-                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    st = file.stat()
+    record = WeightsRecord(name, str(file.resolve()), sha256_file(file), st.st_size,
+                           datetime.now(timezone.utc).isoformat(timespec="seconds"), st.st_mtime_ns, st.st_ino)
     entries[name] = asdict(record)
     _write(entries)
     return record
@@ -79,13 +87,13 @@ def add_weights(name: str, path: str | Path, *, overwrite: bool = False) -> Weig
 
 def list_weights() -> list[WeightsRecord]:
     """All registered weights, sorted by name."""
-    return [WeightsRecord(**v) for _, v in sorted(_read().items())]
+    return [_record(v) for _, v in sorted(_read().items())]
 
 
 def get_weights(name: str) -> WeightsRecord | None:
     """The record for ``name``, or None."""
     entry = _read().get(name)
-    return WeightsRecord(**entry) if entry else None
+    return _record(entry) if entry else None
 
 
 def remove_weights(name: str) -> WeightsRecord:
@@ -93,7 +101,7 @@ def remove_weights(name: str) -> WeightsRecord:
     entries = _read()
     if name not in entries:
         raise ConfigError(f"no weights registered as '{name}'", hint="see `panderm weights list`")
-    record = WeightsRecord(**entries.pop(name))
+    record = _record(entries.pop(name))
     _write(entries)
     return record
 
@@ -118,10 +126,28 @@ def resolve_weights_path(spec: str | Path) -> Path:
     return path
 
 
-def weights_sha256(path: Path) -> str:
-    """sha256 of a weights file, reusing the registry's hash when size matches."""
+def weights_sha256(path: Path, *, fresh: bool = False) -> str:
+    """sha256 of a weights file.
+
+    The registry's hash is reused only while the file's size, ``mtime_ns`` and inode
+    are all the ones recorded when it was hashed; any change (a copy over it, a move,
+    a touch) re-hashes the file and refreshes the record. ``fresh=True`` always re-hashes
+    (used where a hash guards against a foreign encoder).
+    """
     resolved = str(Path(path).resolve())
-    for record in list_weights():
-        if record.path == resolved and Path(resolved).stat().st_size == record.size:
-            return record.sha256
-    return sha256_file(path)
+    st = Path(resolved).stat()
+    entries = _read()
+    matches = [n for n, e in entries.items() if e.get("path") == resolved]
+    for name in matches:
+        e = entries[name]
+        if not fresh and (e.get("size"), e.get("mtime_ns"), e.get("inode")) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return e["sha256"]
+    digest = sha256_file(resolved)
+    if matches:
+        for name in matches:
+            entries[name].update(sha256=digest, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+        try:
+            _write(entries)
+        except OSError:  # a read-only PANDERM_HOME: the fresh hash is still right, only not cached
+            pass
+    return digest

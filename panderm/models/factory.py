@@ -136,6 +136,10 @@ def create_matching_encoder(owner: str, encoder: dict, model: str | None = None,
                           f"({encoder.get('weights_spec')}, sha256 {str(want)[:12]}…): {exc.message}",
                           hint="pass them with --weights PATH_OR_NAME") from None
     got = model_.weights_info.sha256
+    if model_.weights_info.path:  # re-hash: a file swapped under an unchanged registry record is caught here
+        from panderm.weights import weights_sha256
+
+        got = weights_sha256(Path(model_.weights_info.path), fresh=True)
     if got != want:
         raise ConfigError(
             f"{owner} was made for {name} with weights sha256 {str(want)[:12]}…, "

@@ -39,6 +39,7 @@ import torch
 from panderm.data.pretrain import EpochSampler, SeededIndexDataset, skip_collate
 from panderm.errors import ConfigError, PandermError
 from panderm.io import atomic_write_json, atomic_write_text
+from panderm.provenance import check_resume_inputs, save_inputs
 from panderm.train import checkpointing as ckpt
 from panderm.train import distributed as D
 from panderm.train.optim import WarmupCosine, build_adamw, default_param_groups, scaled_lr
@@ -139,8 +140,9 @@ class Trainer:
                  run_config: dict | None = None, resume: bool = False,
                  resume_ignore=DEFAULT_RESUME_IGNORE, sampler_factory: Callable | None = None,
                  eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-                 monitor: str | None = None, monitor_mode: str = "max"):
+                 monitor: str | None = None, monitor_mode: str = "max", inputs: dict | None = None):
         self.model, self.dataset, self.cfg, self.out = model, dataset, config, Path(out)
+        self.inputs = inputs  # panderm.provenance record of the table and weights; checked on resume
         self.eval_fn, self.monitor, self.monitor_mode = eval_fn, monitor, monitor_mode
         if monitor_mode not in ("max", "min"):
             raise ConfigError(f"monitor_mode must be 'max' or 'min', not {monitor_mode!r}")
@@ -231,6 +233,9 @@ class Trainer:
         if not path.exists():
             raise PandermError(f"nothing to resume in {self.out}: {ckpt.TRAIN_STATE} not found",
                                hint="start without --resume, or point at the run folder")
+        if self.inputs is not None:
+            for note in check_resume_inputs(self.out, self.inputs):
+                self._say(note)
         st = ckpt.load_state(path)
         old_cfg, new_cfg = st["config"], self._state_config()
         diffs = _diff({k: old_cfg.get(k) for k in (*_STRICT, "world_size", "steps_per_epoch")},
@@ -434,6 +439,8 @@ class Trainer:
             step = 0
             if ctx.is_main:
                 atomic_write_text(self.out / "log.jsonl", "")
+                if self.inputs is not None:
+                    save_inputs(self.out, self.inputs)
         if ctx.is_main:
             atomic_write_json(self.out / "config.json", _plain({
                 "train": asdict(c), "run_config": self.run_config,

@@ -1,0 +1,81 @@
+"""Bundle manifests: the sha256 of every member file, and a JSON schema for the bundle's own JSON.
+
+A bundle folder (TBP screening bundle, classifier) names its member files in its JSON
+with their sha256 (``"files": {"head.safetensors": "ab12…"}``). Loading checks the JSON
+against a schema first (a missing or mistyped key is an error that names it) and then
+every member's hash (a changed, missing or extra member file is an error that names it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from panderm.errors import CheckpointError
+from panderm.io import sha256_file
+
+FILES_KEY = "files"
+
+
+def hash_members(folder: str | Path, names: Iterable[str]) -> dict[str, str]:
+    """``{name: sha256}`` for the member files ``names`` of ``folder`` (sorted by name)."""
+    folder = Path(folder)
+    return {n: sha256_file(folder / n) for n in sorted(set(names))}
+
+
+def verify_members(folder: str | Path, meta: dict, *, owner: str, required: Iterable[str] = ()) -> None:
+    """Check each member file listed in ``meta["files"]`` against its recorded sha256.
+
+    Args:
+        folder: The bundle folder.
+        meta: The bundle's JSON (already schema-checked).
+        owner: How errors name the bundle (``"bundle PATH"``).
+        required: Member names that must be listed (e.g. the head file).
+
+    Raises:
+        CheckpointError: no ``files`` record, an unsafe member name, a required member not
+            listed, or a member that is missing or whose bytes changed.
+    """
+    folder = Path(folder)
+    files = meta.get(FILES_KEY)
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{owner} records no sha256 for its files (made by an older panderm)",
+                              hint="rebuild it with this version of panderm")
+    for name in required:
+        if name not in files:
+            raise CheckpointError(f"{owner} does not list its member file {name} with a sha256")
+    for name, want in files.items():
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
+            raise CheckpointError(f"{owner} lists an unsafe member name {name!r}")
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{owner}: member file {name} is missing")
+        got = sha256_file(path)
+        if got != want:
+            raise CheckpointError(f"{owner}: {name} has changed since the bundle was written "
+                                  f"(sha256 {got[:12]}…, recorded {str(want)[:12]}…)",
+                                  hint="restore the original file, or rebuild the bundle")
+
+
+def validate_json(obj, schema: dict, *, where: str) -> None:
+    """Validate ``obj`` against a JSON ``schema``; the first error names the key and the file.
+
+    Raises:
+        CheckpointError: ``obj`` does not match.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(obj), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    err = errors[0]
+    key = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if not isinstance(err.instance, dict) or k not in err.instance]
+        parent = key if err.absolute_path else ""
+        names = ", ".join(f"{parent + '/' if parent else ''}{m}" for m in missing)
+        raise CheckpointError(f"{where} is missing the key {names}",
+                              hint="the file is damaged or was not written by panderm; rebuild it")
+    raise CheckpointError(f"{where}: key {key} is invalid: {err.message[:200]}",
+                          hint="the file is damaged or was not written by panderm; rebuild it")

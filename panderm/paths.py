@@ -1,0 +1,84 @@
+"""Paths taken from user data: normalise them, keep them under ``--root``, keep outputs under ``--out``.
+
+Every name that comes from a file we read (a CSV cell, an HDF5 key, an ISIC id, an
+upload's name) is untrusted. Input paths in a table are relative to a root and may
+not leave it lexically; names that become output files must match a safe pattern
+and land inside the output folder. Symlinked data folders stay allowed: the check
+is on the *written* path, not on where the root's links point.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path, PureWindowsPath
+
+from panderm.errors import InputError
+
+#: Names that may become a file or folder name: letters, digits, ``._-`` (no leading dot), ≤ 128 chars.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+def normalise_path(path: str) -> str:
+    """Canonical relative path: forward slashes, no ``./`` or duplicate separators."""
+    p = posixpath.normpath(str(path).strip().replace("\\", "/"))
+    return "" if p == "." else p.removeprefix("./")
+
+
+def is_absolute_path(value: str) -> bool:
+    """True for POSIX absolute paths and Windows drive or UNC paths (``C:\\x``, ``\\\\host\\share``)."""
+    v = str(value).strip()
+    return v.startswith(("/", "\\")) or bool(PureWindowsPath(v).drive)
+
+
+def resolve_under_root(value: str, root: str | os.PathLike | None, *, where: str = "") -> Path:
+    """The absolute path a table cell names, refusing one that leaves ``root``.
+
+    ``value`` is normalised first (backslashes, ``./``). With a ``root``, an absolute
+    value or one whose ``..`` climbs out of the root is refused; without one (``root``
+    is None), absolute values are allowed and relative ones resolve against the
+    working directory.
+
+    Args:
+        value: The cell, e.g. ``"./imgs\\a.jpg"``.
+        root: The folder the table's paths are relative to, or None.
+        where: How to name the row in errors (``"data.csv row 12"``).
+
+    Raises:
+        InputError: an empty value, or a path that leaves ``root``.
+    """
+    raw = str(value).strip()
+    if not raw:
+        raise InputError(f"{where or 'a row'}: empty path")
+    rel = normalise_path(raw)
+    if root is None:
+        return Path(os.path.abspath(rel if not is_absolute_path(raw) else raw))
+    if is_absolute_path(raw) or rel == ".." or rel.startswith("../"):
+        raise InputError(f"{where or 'a row'}: path {raw!r} leaves --root {root}",
+                         hint="paths in the table must be relative to --root and stay inside it; "
+                              "drop --root to use absolute paths")
+    return Path(os.path.abspath(Path(root).expanduser())) / rel
+
+
+def check_safe_name(name: str, *, what: str = "name", source: str = "") -> str:
+    """``name`` if it may become a file name (see :data:`SAFE_NAME`); else an InputError naming it."""
+    name = str(name)
+    if not SAFE_NAME.match(name) or name in (".", ".."):
+        origin = f" in {source}" if source else ""
+        raise InputError(f"unsafe {what} {name!r}{origin}: it would become a file name",
+                         hint="names may hold letters, digits, '.', '_' and '-' (at most 128, no leading dot)")
+    return name
+
+
+def inside_out(out: str | os.PathLike, *parts: str) -> Path:
+    """``out/parts...``, checked to stay inside ``out`` after normalisation.
+
+    Raises:
+        InputError: the joined path would leave ``out``.
+    """
+    base = Path(os.path.abspath(Path(out).expanduser()))
+    target = Path(os.path.abspath(base.joinpath(*parts)))
+    if target != base and base not in target.parents:
+        raise InputError(f"refusing to write {target}: it is outside the output folder {base}")
+    return target

@@ -32,17 +32,19 @@ def is_absolute_path(value: str) -> bool:
     return v.startswith(("/", "\\")) or bool(PureWindowsPath(v).drive)
 
 
-def resolve_under_root(value: str, root: str | os.PathLike | None, *, where: str = "") -> Path:
+def resolve_under_root(value: str, root: str | os.PathLike | None, *, base: str | os.PathLike | None = None,
+                       where: str = "") -> Path:
     """The absolute path a table cell names, refusing one that leaves ``root``.
 
-    ``value`` is normalised first (backslashes, ``./``). With a ``root``, an absolute
-    value or one whose ``..`` climbs out of the root is refused; without one (``root``
-    is None), absolute values are allowed and relative ones resolve against the
-    working directory.
+    ``value`` is normalised first (backslashes, ``./``). With a ``root`` (the user's
+    ``--root``), an absolute value or one whose ``..`` climbs out of the root is refused.
+    Without one, absolute values are allowed and relative ones resolve against ``base``
+    (e.g. the CSV's folder; default: the working directory).
 
     Args:
         value: The cell, e.g. ``"./imgs\\a.jpg"``.
-        root: The folder the table's paths are relative to, or None.
+        root: The folder the table's paths must stay in (``--root``), or None.
+        base: Where relative values resolve when there is no ``root``.
         where: How to name the row in errors (``"data.csv row 12"``).
 
     Raises:
@@ -53,7 +55,9 @@ def resolve_under_root(value: str, root: str | os.PathLike | None, *, where: str
         raise InputError(f"{where or 'a row'}: empty path")
     rel = normalise_path(raw)
     if root is None:
-        return Path(os.path.abspath(rel if not is_absolute_path(raw) else raw))
+        if is_absolute_path(raw):
+            return Path(os.path.abspath(raw))
+        return Path(os.path.abspath(Path(base or ".").expanduser() / rel))
     if is_absolute_path(raw) or rel == ".." or rel.startswith("../"):
         raise InputError(f"{where or 'a row'}: path {raw!r} leaves --root {root}",
                          hint="paths in the table must be relative to --root and stay inside it; "

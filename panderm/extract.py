@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from panderm.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
+from panderm.data.images import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, load_rgb
 from panderm.data.inputs import IMAGE_EXTENSIONS, collect_inputs
 from panderm.data.transforms import build_transform, get_preset
 from panderm.errors import ConfigError, InputError
@@ -71,7 +71,10 @@ class ExtractResult:
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    """Item ``i`` → ``(i, tensor, None)`` or ``(i, None, reason)``; never raises for a bad image."""
+    """Item ``i`` → ``(i, tensor, None)`` or ``(i, None, reason)``; never raises for a bad image.
+
+    Images under :data:`~panderm.data.images.MIN_SIDE` px on the short side are skipped too.
+    """
 
     def __init__(self, paths: list[Path], transform, max_pixels: int | None):
         self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
@@ -81,7 +84,7 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.transform(load_rgb(self.paths[i], self.max_pixels)), None
+            return i, self.transform(load_rgb(self.paths[i], self.max_pixels, min_side=MIN_SIDE)), None
         except ImageReadError as exc:
             return i, None, exc.reason
         except Exception as exc:  # one odd file must not kill a million-image job
@@ -261,7 +264,7 @@ def extract_features(
         listing = hashlib.sha256("\n".join(f"{r}\t{p}\t{file_stamp(p)}" for r, p in items).encode()).hexdigest()
         fp = _fingerprint(model=model_name, weights_sha256=wsha, preset=preset_name, precision=prec,
                           device_type=torch.device(device).type, batch_size=batch_size, shard_size=shard_size,
-                          compile=bool(compile), n_inputs=len(items), inputs_sha256=listing,
+                          compile=bool(compile), n_inputs=len(items), inputs_sha256=listing, min_side=MIN_SIDE,
                           torch=torch.__version__)
         fp_hash = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
         shard_dir = out / SHARD_DIR
@@ -277,6 +280,7 @@ def extract_features(
                                  n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True,
                                  weights_summary=getattr(info, "summary", ""))
         if not overwrite:
+            _refuse_other_weights(out, wsha, getattr(info, "spec", None))
             _refuse_foreign_outputs(out, fp_hash)
         notes = list(items.notes)
         if rank == 0:
@@ -329,13 +333,56 @@ def _existing_result(out: Path, fp_hash: str, resume: bool) -> dict | None:
     return meta if meta.get("fingerprint") == fp_hash else None
 
 
+def _short_hash(sha: str) -> str:
+    """First 12 hex digits of a weights hash (``params:`` hashes keep their prefix)."""
+    prefix, _, digest = sha.rpartition(":")
+    return f"{prefix}:{digest[:12]}" if prefix else digest[:12]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _earlier_weights(out: Path) -> list[tuple[str, str]]:
+    """``(what, weights hash)`` of the finished outputs and unfinished shards already in ``out``."""
+    found = []
+    weights = _read_json(out / "meta.json").get("weights")
+    if isinstance(weights, dict) and (weights.get("sha256") or weights.get("params")):
+        found.append(("finished features", str(weights.get("sha256") or weights.get("params"))))
+    shard_dir = out / SHARD_DIR
+    if shard_dir.is_dir() and any(shard_dir.glob("shard-*.npz")):
+        sha = _read_json(shard_dir / "manifest.json").get("weights_sha256")
+        if sha:
+            found.append(("unfinished shards of an interrupted run", str(sha)))
+    return found
+
+
+def _refuse_other_weights(out: Path, wsha: str, spec: str | None) -> None:
+    """Stop a rerun or resume into ``out`` with weights other than the ones its features came from.
+
+    Mixing two models' rows in one ``features.npy``, or calling old features up to date
+    after the weights file was replaced, would be silent and wrong. Two random
+    initialisations (``params:`` hashes of unnamed weights) are not compared.
+    """
+    for what, old in _earlier_weights(out):
+        if old == wsha or (old.startswith("params:") and wsha.startswith("params:")):
+            continue
+        given = f"--weights {spec}" if spec else "the weights given now"
+        raise InputError(
+            f"{out} holds {what} computed with other weights (sha256 {_short_hash(old)}) than "
+            f"{given} (sha256 {_short_hash(wsha)})",
+            hint="the weights file changed or another one was given; choose another --out, "
+                 "or pass --overwrite to discard the old features and start over")
+
+
 def _refuse_foreign_outputs(out: Path, fp_hash: str) -> None:
     """Stop before deleting the finished outputs of a run with other settings or inputs."""
-    try:
-        meta = json.loads((out / "meta.json").read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(meta, dict) and meta.get("fingerprint") not in (None, fp_hash):
+    meta = _read_json(out / "meta.json")
+    if meta.get("fingerprint") not in (None, fp_hash):
         raise InputError(
             f"{out} already holds features of another run ({meta.get('model')}, {meta.get('n')} images, "
             f"precision {meta.get('precision')}, created {meta.get('created')})",

@@ -185,7 +185,41 @@ def test_batch_continues_past_missing_file(shared_data, tmp_path, cli):
         summary = list(csv.DictReader(f))
     assert len(summary) == 2 and "tx" in summary[0]
     r = cli(["align-pair", "--pairs", str(csv_path), "--root", str(imgs), "--out", str(tmp_path / "o2"), "-q"])
-    assert r.exit_code == 1 and "1/2 pairs registered, 1 unreadable" in r.output
+    assert r.exit_code == 1 and "1/2 pairs registered, 1 unreadable or skipped" in r.output
+
+
+def test_batch_skips_unsafe_and_repeated_pair_ids(shared_data, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(shared_data / PAIRS / "images" / IMG, imgs / IMG)
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("pair_id,image_a,image_b\n"
+                        f"..,{IMG},{IMG}\n../../evil,{IMG},{IMG}\n/abs,{IMG},{IMG}\nok,{IMG},{IMG}\nok,{IMG},{IMG}\n")
+    rows = align_pairs(csv_path, imgs, tmp_path / "out", workers=1, progress=False, steps="register")
+    errors = [r["error"] for r in rows]
+    assert "unsafe pair_id '..'" in errors[0] and f"{csv_path} row 2" in errors[0]
+    assert "unsafe pair_id '../../evil'" in errors[1] and "unsafe pair_id '/abs'" in errors[2]
+    assert errors[3] == "" and rows[3]["success"]
+    assert "repeats an earlier row" in errors[4] and f"{csv_path} row 6" in errors[4]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok", "summary.csv"]
+    assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize("value", ["../outside.jpg", "/etc/hosts"])
+def test_batch_row_leaving_root_is_refused_naming_it(tmp_path, cli, value):
+    (tmp_path / "imgs").mkdir()
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text(f"image_a,image_b\na.jpg,b.jpg\na.jpg,{value}\n")
+    r = cli(["align-pair", "--pairs", str(csv_path), "--root", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and f"{csv_path} row 3" in r.output and "leaves --root" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
+
+
+def test_missing_image_hint_is_about_registration(shared_data, tmp_path, cli):
+    r = cli(["align-pair", str(shared_data / PAIRS / "images" / IMG), str(tmp_path / "nope.jpg"),
+             "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "nope.jpg" in r.output and "file not found" in r.output
+    assert "images of the lesion to register" in r.output and "extraction" not in r.output
 
 
 def test_keypoints_on_a_downscaled_copy_keep_subpixel_accuracy(shared_data):

@@ -88,6 +88,21 @@ def test_csv_input_corrupt_and_missing_are_skipped(assets, tmp_path):
     assert np.load(res.features_path).shape == (3, 32) and res.n_skipped == 3
 
 
+def test_images_under_32_px_are_skipped_with_the_reason(assets, tmp_path):
+    from PIL import Image
+
+    imgs, weights = assets
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted(imgs.glob("*.jpg"))[:2]:
+        shutil.copy(src, data / src.name)
+    Image.open(src).resize((120, 20)).save(data / "strip.png")
+    res = _run(data, tmp_path / "out", weights)
+    assert res.n_images == 2 and "strip.png" not in _index(res.out)
+    assert res.skipped_path.read_text().splitlines()[1:] == [
+        "strip.png,image too small (120x20 px; the short side must be at least 32 px)"]
+
+
 def test_resume_after_interruption_is_byte_identical(assets, tmp_path, monkeypatch):
     imgs, weights = assets
     full = _run(imgs, tmp_path / "full", weights, batch_size=2, shard_size=2)

@@ -209,3 +209,56 @@ def test_input_errors(tmp_path):
     (tmp_path / "header.csv").write_text("image,label\n")
     with pytest.raises(InputError, match="no rows"):
         collect_inputs(tmp_path / "header.csv")
+
+
+def test_min_side_refuses_tiny_images_only_when_asked(tmp_path):
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (100, 31)).save(path)
+    assert _reason(path, min_side=32) == "image too small (100x31 px; the short side must be at least 32 px)"
+    assert load_rgb(path).size == (100, 31)  # other readers keep their own rules
+    Image.new("RGB", (32, 32)).save(path)
+    assert load_rgb(path, min_side=32).size == (32, 32)
+
+
+def test_csv_rows_normalise_and_name_one_file_once(jpeg, tmp_path):
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    shutil.copy(jpeg, imgs / "a.jpg")
+    shutil.copy(jpeg, imgs / "sub" / "b.jpg")
+    csv = tmp_path / "d.csv"
+    csv.write_text("image\n./a.jpg\nsub\\b.jpg\na.jpg\nsub/../a.jpg\n.\\sub\\b.jpg\n")
+    items = collect_inputs(csv, root=imgs)
+    assert items == [("a.jpg", imgs / "a.jpg"), ("sub/b.jpg", imgs / "sub" / "b.jpg")]
+    note = next(n for n in items.notes if "duplicate" in n)
+    assert note.startswith("warning: 3 duplicate") and "row 4 (a.jpg)" in note and "row 5 (sub/../a.jpg)" in note
+
+
+@pytest.mark.parametrize("value", ["../outside.jpg", "sub/../../outside.jpg", "/etc/passwd", "C:\\x\\a.jpg"])
+def test_csv_row_leaving_root_is_refused_naming_the_row(jpeg, tmp_path, value):
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(jpeg, tmp_path / "imgs" / "a.jpg")
+    csv = tmp_path / "d.csv"
+    csv.write_text(f"image\na.jpg\n{value}\n")
+    with pytest.raises(InputError, match=f"{csv} row 3: path .* leaves --root"):
+        collect_inputs(csv, root=tmp_path / "imgs")
+
+
+def test_csv_without_root_allows_absolute_and_parent_paths(jpeg, tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    csv = lists / "d.csv"
+    csv.write_text(f"image\n../{jpeg.name}\n{jpeg}\n")
+    items = collect_inputs(csv)
+    assert items == [(f"../{jpeg.name}", jpeg)]  # the absolute row names the same file: listed once
+    assert any("row 3" in n for n in items.notes)
+
+
+def test_symlinked_root_stays_allowed(jpeg, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    shutil.copy(jpeg, real / "a.jpg")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    csv = tmp_path / "d.csv"
+    csv.write_text("image\na.jpg\n")
+    items = collect_inputs(csv, root=tmp_path / "link")
+    assert items == [("a.jpg", tmp_path / "link" / "a.jpg")] and load_rgb(items[0][1]).size

@@ -194,6 +194,17 @@ def test_int_labels_percent_data_and_path_normalisation(ham, tmp_path):
     assert not np.allclose(r.predictions["prob_0"], other.predictions["prob_0"])
 
 
+def test_rows_naming_one_image_twice_are_merged_with_a_warning(ham, tmp_path):
+    """``a.jpg``, ``./a.jpg`` and ``x/../a.jpg`` are one image: extract lists it once, so probe uses it once."""
+    feats, csv, df = ham
+    repeats = df.iloc[:3].assign(image=["./" + df.image.iloc[0], "x/../" + df.image.iloc[1], df.image.iloc[2]])
+    csv2 = tmp_path / "repeats.csv"
+    pd.concat([df, repeats]).to_csv(csv2, index=False)
+    res = run_probe(feats, csv2, None, n_bootstrap=0)
+    assert res.summary["n_train"] + res.summary["n_test"] == 1730
+    assert any("3 row(s)" in w and "repeat an image already listed" in w for w in res.warnings)
+
+
 def test_subsample_is_stratified_seeded_nested_and_keeps_rare_classes():
     labels = np.array(["a"] * 500 + ["b"] * 100 + ["c"] * 3)
     s10 = subsample(labels, 0.1, seed=0)
@@ -305,6 +316,9 @@ def _bad_cases(feats: Path, csv: Path, df: pd.DataFrame, tmp: Path):
     cases["missing images"] = (f, csv, ["10 of 1730 images", "no features", gone.iloc[0], "(5 more)"])
     f = write_features(tmp / "other", [f"other/{i}.png" for i in range(len(df))], df.label)
     cases["index unrelated"] = (f, csv, ["none of the 1730 images", "other/0.png"])
+    twice = pd.concat([df, df.iloc[[0]].assign(image="./sub/../" + df.image.iloc[0], split="test")])
+    cases["one image, two splits"] = (feats, csv_with("twice", twice),
+                                      ["names 1 image(s) twice with a different split or label", df.image.iloc[0]])
     return cases
 
 

@@ -25,6 +25,10 @@ from panderm.errors import InputError
 #: Largest image (width × height) we decode; guards against decompression bombs.
 DEFAULT_MAX_PIXELS = 200_000_000
 
+#: Smallest short side (pixels) worth encoding: a smaller image is blown up ≥ 7× to 224 px
+#: and its features describe interpolation, not skin. Readers that encode pass it as ``min_side``.
+MIN_SIDE = 32
+
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -34,7 +38,8 @@ class ImageReadError(InputError):
 
     def __init__(self, path: str | os.PathLike, reason: str):
         super().__init__(f"cannot read image {path}: {reason}",
-                         hint="fix or remove the file; feature extraction skips it and lists it in skipped.csv")
+                         hint="fix or remove the file; batch commands skip it and give the reason "
+                              "(extract: in skipped.csv)")
         self.path = str(path)
         self.reason = reason
 
@@ -42,19 +47,23 @@ class ImageReadError(InputError):
         return (type(self), (self.path, self.reason))
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, *,
+             min_side: int | None = None) -> Image.Image:
     """Open ``path`` and return a fully decoded, upright, 8-bit RGB image.
 
     Args:
         path: Image file.
         max_pixels: Refuse images with more pixels than this (``None``: no limit).
+        min_side: Refuse images whose short side is below this many pixels
+            (``None``: no limit; encoders use :data:`MIN_SIDE`). Checked from the
+            header, before decoding.
 
     Returns:
         A ``PIL.Image`` in mode ``RGB``.
 
     Raises:
-        ImageReadError: missing, empty, non-image, corrupt or truncated file, or
-            an image larger than ``max_pixels``.
+        ImageReadError: missing, empty, non-image, corrupt or truncated file, an
+            image larger than ``max_pixels`` or smaller than ``min_side``.
     """
     path = Path(path)
     try:
@@ -68,7 +77,7 @@ def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
 
-    img = _open_decoded(path, max_pixels)
+    img = _open_decoded(path, max_pixels, min_side=min_side)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a malformed EXIF block should not lose an otherwise fine image
@@ -76,7 +85,14 @@ def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     return to_rgb(img)
 
 
-def _open_decoded(path: Path, max_pixels: int | None) -> Image.Image:
+def check_min_side(path: str | os.PathLike, size: tuple[int, int], min_side: int | None) -> None:
+    """Raise :class:`ImageReadError` when ``size`` (w, h) has a short side under ``min_side``."""
+    w, h = size
+    if min_side is not None and min(w, h) < min_side:
+        raise ImageReadError(path, f"image too small ({w}x{h} px; the short side must be at least {min_side} px)")
+
+
+def _open_decoded(path: Path, max_pixels: int | None, *, min_side: int | None = None) -> Image.Image:
     # PIL's own bomb check reads the module global at open time; we do our own
     # (configurable) check and silence PIL's warning so the global stays untouched.
     with warnings.catch_warnings():
@@ -93,6 +109,11 @@ def _open_decoded(path: Path, max_pixels: int | None) -> Image.Image:
         if max_pixels is not None and w * h > max_pixels:
             img.close()
             raise ImageReadError(path, f"image too large ({w}x{h} = {w * h:,} pixels > limit {max_pixels:,})")
+        try:
+            check_min_side(path, (w, h), min_side)
+        except ImageReadError:
+            img.close()
+            raise
         try:
             img.load()  # decode now: a truncated file raises here instead of yielding garbage
         except Image.DecompressionBombError as exc:

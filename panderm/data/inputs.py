@@ -2,7 +2,7 @@
 
 Order is deterministic: folders are sorted by relative POSIX path; CSVs keep
 their row order (so ``index.csv`` lines up with the user's table), minus
-duplicate rows. Missing CSV files are *not* an error here: they stay in the
+rows naming a file an earlier row named. Missing CSV files are *not* an error here: they stay in the
 list and are skipped at load time with reason "file not found".
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from panderm.errors import InputError
+from panderm.paths import normalise_path, resolve_under_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -47,20 +48,27 @@ def collect_inputs(input: str | os.PathLike, root: str | os.PathLike | None = No
             Ignored for folder input.
         extensions: Image file extensions for folder input.
 
+    CSV paths follow :func:`panderm.paths.resolve_under_root`: backslashes and ``./``
+    are normalised; with ``root`` a value that is absolute or climbs out of it with
+    ``..`` is refused; without one, relative values are relative to the CSV's folder
+    and absolute values are allowed. Rows naming the same file are listed once.
+
     Returns:
         An :class:`InputList` of ``(name, absolute_path)``; ``name`` is the path
-        relative to the folder, or the CSV's ``image`` value.
+        relative to the folder, or the CSV's ``image`` value normalised.
 
     Raises:
-        InputError: missing path, no images, unreadable/empty CSV, no ``image`` column.
+        InputError: missing path, no images, unreadable/empty CSV, no ``image`` column,
+            a CSV path that leaves ``root`` (naming the row).
     """
     path = Path(input).expanduser()
     if not path.exists():
         raise InputError(f"input not found: {path}", hint="pass an image folder or a CSV with an 'image' column")
+    path = Path(os.path.abspath(path))  # absolute, but symlinked data folders keep their name
     if path.is_dir():
-        return _from_folder(path.resolve(), extensions)
+        return _from_folder(path, extensions)
     if path.suffix.lower() == ".csv":
-        return _from_csv(path.resolve(), root)
+        return _from_csv(path, root)
     raise InputError(f"input {path} is neither a folder nor a .csv file",
                      hint="pass an image folder or a CSV with an 'image' column (and --root)")
 
@@ -83,9 +91,37 @@ def _from_folder(folder: Path, extensions: Iterable[str]) -> InputList:
 
 
 def _from_csv(csv_path: Path, root: str | os.PathLike | None) -> InputList:
-    base = Path(root).expanduser().resolve() if root is not None else csv_path.parent
-    if root is not None and not base.is_dir():
-        raise InputError(f"--root folder not found: {base}")
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise InputError(f"--root folder not found: {Path(root).expanduser()}",
+                         hint="--root is the folder the CSV's 'image' paths are relative to")
+    rows = _read_image_column(csv_path)
+    notes: list[str] = []
+    blank = sum(1 for _, v in rows if not v)
+    if blank:
+        notes.append(f"{blank} CSV row(s) with an empty 'image' value ignored")
+    first_row: dict[Path, int] = {}
+    items: list[tuple[str, Path]] = []
+    repeats: list[str] = []
+    for line, value in rows:
+        if not value:
+            continue
+        path = resolve_under_root(value, root, base=csv_path.parent, where=f"{csv_path} row {line}")
+        if path in first_row:  # same file, however spelt (a.jpg, ./a.jpg, sub/../a.jpg)
+            repeats.append(f"row {line} ({value})")
+            continue
+        first_row[path] = len(items)
+        items.append((normalise_path(value), path))
+    if repeats:
+        shown = ", ".join(repeats[:5]) + (f", … ({len(repeats) - 5} more)" if len(repeats) > 5 else "")
+        notes.append(f"warning: {len(repeats)} duplicate 'image' row(s) in {csv_path} name a file an earlier row "
+                     f"already names; each file is extracted once: {shown}")
+    if not items:
+        raise InputError(f"CSV {csv_path} lists no images (all 'image' values are empty)")
+    return InputList(items, source=csv_path, kind="csv", notes=notes)
+
+
+def _read_image_column(csv_path: Path) -> list[tuple[int, str]]:
+    """``(line number, stripped 'image' value)`` of every data row (the header is line 1)."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -97,31 +133,11 @@ def _from_csv(csv_path: Path, root: str | os.PathLike | None) -> InputList:
                 shown = ", ".join(repr(c) for c in columns[:20])
                 raise InputError(f"CSV {csv_path} has no 'image' column (columns: {shown})",
                                  hint="rename the column holding image paths to 'image'")
-            values = [(row.get("image") or "").strip() for row in reader]
+            rows = [(reader.line_num, (row.get("image") or "").strip()) for row in reader]
     except UnicodeDecodeError as exc:
         raise InputError(f"CSV {csv_path} is not valid UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise InputError(f"cannot parse CSV {csv_path}: {exc}") from None
-    if not values:
+    if not rows:
         raise InputError(f"CSV {csv_path} has a header but no rows")
-
-    notes: list[str] = []
-    blank = sum(1 for v in values if not v)
-    if blank:
-        notes.append(f"{blank} CSV row(s) with an empty 'image' value ignored")
-    seen: set[str] = set()
-    items: list[tuple[str, Path]] = []
-    dups = 0
-    for value in values:
-        if not value:
-            continue
-        if value in seen:
-            dups += 1
-            continue
-        seen.add(value)
-        items.append((value, base / value))  # an absolute value stays absolute
-    if dups:
-        notes.append(f"{dups} duplicate 'image' row(s) dropped (first occurrence kept)")
-    if not items:
-        raise InputError(f"CSV {csv_path} lists no images (all 'image' values are empty)")
-    return InputList(items, source=csv_path, kind="csv", notes=notes)
+    return rows

@@ -23,6 +23,7 @@ import numpy as np
 from panderm.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
 from panderm.data.inputs import IMAGE_EXTENSIONS
 from panderm.errors import ConfigError, InputError
+from panderm.paths import resolve_under_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,13 +56,15 @@ class ImageSource(list):
 def manifest_source(spec: str | os.PathLike, **options: Any) -> ImageSource:
     """Read a manifest CSV: columns ``path`` and ``modality``, optional ``weight``.
 
-    Relative paths are relative to the CSV's folder (or ``root=`` if given).
-    Missing image files are not an error here; they are skipped at load time.
+    Relative paths are relative to the CSV's folder; ``./`` and backslashes are accepted.
+    With ``root=``, they are relative to it and a row whose path leaves it (``..``, an
+    absolute path) is refused. Missing image files are not an error here; they are
+    skipped at load time.
     """
     path = Path(spec).expanduser()
     if not path.is_file():
         raise InputError(f"manifest not found: {path}", hint="pass a CSV with columns path,modality[,weight]")
-    root = Path(options.get("root") or path.parent)
+    root = options.get("root")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -87,8 +90,9 @@ def manifest_source(spec: str | os.PathLike, **options: Any) -> ImageSource:
                 raise InputError(f"manifest {path} line {n}: weight '{row['weight']}' is not a number") from None
             if not math.isfinite(weight) or weight < 0:
                 raise InputError(f"manifest {path} line {n}: weight must be a finite number ≥ 0, got {weight}")
-        p = Path(row["path"]).expanduser()
-        items.append(SourceItem(p if p.is_absolute() else root / p, row["modality"] or "unknown", weight))
+        value = os.path.expanduser(row["path"]) if root is None else row["path"]
+        p = resolve_under_root(value, root, base=path.parent, where=f"manifest {path} line {n}")
+        items.append(SourceItem(p, row["modality"] or "unknown", weight))
     if not items:
         raise InputError(f"manifest {path} lists no images")
     return ImageSource(items, path, "manifest")

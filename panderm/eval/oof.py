@@ -169,7 +169,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
                         None if group is None else rows[group].to_numpy(), seed)
     D, K = feats.X.shape[1], len(classes)
     C = D * K / 100.0
-    warn = []
+    warn = list(df.attrs.get("warnings", []))
     if excluded["count"]:
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded: "
                     f"{_examples(excluded['images'])}")

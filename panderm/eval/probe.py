@@ -26,7 +26,6 @@ kept the first ⌊n·p⌋ rows, which can drop rare classes.
 from __future__ import annotations
 
 import json
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import pandas as pd
 from panderm.errors import ConfigError, InputError
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
 from panderm.io import atomic_path, atomic_write_json
+from panderm.paths import normalise_path  # still importable from here (older plugins)
 
 SPLITS = ("train", "val", "test")
 _SHOW = 5  # how many offending names an error message lists
@@ -65,10 +65,30 @@ class _Features:
     skipped: set[str]
 
 
-def normalise_path(path: str) -> str:
-    """Canonical relative path: forward slashes, no ``./`` or duplicate separators."""
-    p = posixpath.normpath(str(path).strip().replace("\\", "/"))
-    return "" if p == "." else p.removeprefix("./")
+def drop_repeated_keys(df: pd.DataFrame, csv: Path, same: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the first row of each ``key`` (normalised image path); return it and the warnings.
+
+    Rows spelling one file differently (``a.jpg``, ``./a.jpg``, ``sub/../a.jpg``) are
+    the same image, as ``extract`` treats them: a repeat that agrees on the ``same``
+    columns (e.g. split and label) is dropped with a warning; one that disagrees is
+    an error naming both rows, because one image cannot have two splits or labels.
+    """
+    later = df[df["key"].duplicated()]
+    if later.empty:
+        return df, []
+    first = df.drop_duplicates("key").set_index("key")
+    conflicts = []
+    for _, row in later.iterrows():
+        kept = first.loc[row["key"]]
+        if any(str(kept[c]) != str(row[c]) for c in same):
+            conflicts.append(f"{kept['image']} / {row['image']}")
+    if conflicts:
+        raise InputError(f"{csv} names {len(conflicts)} image(s) twice with a different {' or '.join(same)}: "
+                         f"{_examples(conflicts)}",
+                         hint="paths are compared after removing './', '..' and backslashes; keep one row per image")
+    warning = (f"{len(later)} row(s) of {csv} repeat an image already listed (same {', '.join(same) or 'row'}); "
+               f"the first is used: {_examples(later['image'].astype(str))}")
+    return df.drop_duplicates("key").copy(), [warning]
 
 
 def _examples(items) -> str:
@@ -134,6 +154,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple[pd.DataFrame, str]:
     """Read and validate the dataset CSV; returns it with a ``key`` column and the label column name.
 
+    Rows naming one image twice are merged (see :func:`drop_repeated_keys`); the
+    warnings are in ``df.attrs["warnings"]``.
+
     ``use_split=False`` (out-of-fold probing) ignores any ``split`` column: every row
     gets ``split == "train"`` and the column is not required.
     """
@@ -158,9 +181,8 @@ def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple
     if df["image"].isna().any():
         raise InputError(f"{csv} has {int(df['image'].isna().sum())} rows without an image path")
     df["key"] = [normalise_path(p) for p in df["image"].astype(str)]
-    dup = df["key"][df["key"].duplicated()].unique().tolist()
-    if dup:
-        raise InputError(f"{csv} lists {len(dup)} images more than once: {_examples(dup)}")
+    df, notes = drop_repeated_keys(df, csv, ["split", label_col] if use_split else [label_col])
+    df.attrs["warnings"] = notes
     labels = df[label_col]
     if labels.isna().any():
         rows = df.loc[labels.isna(), "image"].tolist()
@@ -332,7 +354,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
                          hint="every test class needs training examples")
     D = feats.X.shape[1]
     C = D * len(classes) / 100.0
-    warn = []
+    warn = list(df.attrs.get("warnings", []))
     if excluded["count"]:
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded "
                     f"({excluded['by_split']}): {_examples(excluded['images'])}")

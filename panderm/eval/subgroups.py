@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
-from panderm.eval.probe import _clean, _examples, _read_csv, normalise_path
+from panderm.eval.probe import _clean, _examples, _read_csv, drop_repeated_keys
+from panderm.paths import normalise_path
 from panderm.io import atomic_path, atomic_write_json
 
 MISSING = "(missing)"
@@ -308,9 +309,8 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
     warns: list[str] = []
     df = df.copy()
     df["key"] = [normalise_path(p) for p in df["image"].astype(str)]
-    dup = df["key"][df["key"].duplicated()].unique().tolist()
-    if dup:
-        raise InputError(f"{csv} lists {len(dup)} images more than once: {_examples(dup)}")
+    df, notes = drop_repeated_keys(df, csv, list(by))
+    warns += notes
     in_csv = pred["key"].isin(set(df["key"]))
     if not in_csv.any():
         raise InputError(f"none of the {len(pred)} images in {predictions} is in {csv} "

@@ -24,6 +24,7 @@ from panderm.longitudinal.preprocess import (
     segment_lesion,
 )
 from panderm.longitudinal.register import RegistrationResult, register, warp_to
+from panderm.paths import check_safe_name, inside_out, resolve_under_root
 
 STEPS = ("dark-corner", "hair", "register", "segment")
 SUMMARY_COLUMNS = ["pair_id", "image_a", "image_b", "success", "rotation_deg", "tx", "ty", "matches", "inliers",
@@ -71,9 +72,14 @@ def _resolve_segmenter(segmenter):
 
 
 def _load(path) -> np.ndarray:
-    from panderm.data.images import load_rgb
+    """The image as RGB, or an InputError naming the file with a registration hint."""
+    from panderm.data.images import ImageReadError, load_rgb
 
-    return np.asarray(load_rgb(path))  # raises ImageReadError (an InputError) naming the file
+    try:
+        return np.asarray(load_rgb(path))
+    except ImageReadError as exc:
+        raise InputError(exc.message, hint="give the two images of the lesion to register: A (earlier visit) "
+                                           "and B (later visit), readable JPEG, PNG or TIFF files") from None
 
 
 def preprocess(rgb: np.ndarray, steps) -> np.ndarray:
@@ -211,26 +217,62 @@ def write_outputs(result: AlignResult, out) -> None:
     atomic_write_json(out / "transform.json", result.to_dict())
 
 
-def read_pairs(pairs_csv) -> list[dict]:
-    """Rows of a pairs CSV with ``image_a``, ``image_b`` and optional ``pair_id`` columns."""
+def read_pairs(pairs_csv, root=None) -> list[dict]:
+    """Rows of a pairs CSV with ``image_a``, ``image_b`` and optional ``pair_id`` columns.
+
+    Each row gains ``path_a``/``path_b`` (resolved with :func:`panderm.paths.resolve_under_root`:
+    relative to ``root``, or to the CSV's folder without one) and ``problem``: why the pair
+    must be skipped (an empty path, a ``pair_id`` that is no safe folder name or repeats
+    an earlier one), or ``""``.
+
+    Raises:
+        InputError: no CSV, missing columns, or a path that leaves ``root`` (naming the row).
+    """
     pairs_csv = Path(pairs_csv)
     if not pairs_csv.is_file():
-        raise InputError(f"pairs CSV not found: {pairs_csv}")
-    with open(pairs_csv, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"image_a", "image_b"} <= set(rows[0]):
+        raise InputError(f"pairs CSV not found: {pairs_csv}",
+                         hint="give a CSV with image_a, image_b (and optionally pair_id) columns")
+    try:
+        with open(pairs_csv, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read pairs CSV {pairs_csv}: {exc}", hint="save it as UTF-8 CSV text") from None
+    if not rows or not {"image_a", "image_b"} <= set(rows[0][1]):
         raise InputError(f"{pairs_csv} needs the columns image_a and image_b (and optionally pair_id)")
-    for i, row in enumerate(rows):
-        pid = (row.get("pair_id") or "").strip() or f"pair_{i:05d}"
-        row["pair_id"] = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in pid)
-    return rows
+    seen: set[str] = set()
+    for i, (line, row) in enumerate(rows):
+        where = f"{pairs_csv} row {line}"
+        row["pair_id"] = (row.get("pair_id") or "").strip() or f"pair_{i:05d}"
+        row["problem"] = _pair_problem(row, where, seen)
+        for col, key in (("image_a", "path_a"), ("image_b", "path_b")):
+            value = (row.get(col) or "").strip()
+            row[key] = resolve_under_root(value, root, base=pairs_csv.parent, where=where) if value else None
+    return [row for _, row in rows]
 
 
-def _one(row, root: Path, out: Path, kwargs) -> dict:
+def _pair_problem(row: dict, where: str, seen: set[str]) -> str:
+    """Why a pairs-CSV row cannot be aligned (``""`` when it can); records its ``pair_id`` in ``seen``."""
+    pid = row["pair_id"]
+    empty = [c for c in ("image_a", "image_b") if not (row.get(c) or "").strip()]
+    try:
+        check_safe_name(pid, what="pair_id", source=where)
+    except InputError as exc:
+        return exc.message
+    if pid in seen:
+        return f"{where}: pair_id {pid!r} repeats an earlier row (its outputs would overwrite that pair's)"
+    seen.add(pid)
+    return f"{where}: empty {' and '.join(empty)}" if empty else ""
+
+
+def _one(row, out: Path, kwargs) -> dict:
     rec = {k: "" for k in SUMMARY_COLUMNS}
     rec.update(pair_id=row["pair_id"], image_a=row["image_a"], image_b=row["image_b"], success=False)
+    if row["problem"]:
+        rec["error"] = row["problem"]
+        return rec
     try:
-        res = align_pair(root / row["image_a"], root / row["image_b"], out / row["pair_id"], **kwargs)
+        res = align_pair(row["path_a"], row["path_b"], inside_out(out, row["pair_id"]), **kwargs)
     except InputError as exc:  # a bad pair is reported, never fatal for the batch
         rec["error"] = exc.message
         return rec
@@ -247,20 +289,24 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     Threads suffice: OpenCV and the Numba RANSAC (``nogil``) release the GIL.
 
     Args:
-        pairs_csv: CSV with ``image_a``, ``image_b`` (paths relative to ``root``), optional ``pair_id``.
-        root: Folder of the images (default: the CSV's folder when None).
+        pairs_csv: CSV with ``image_a``, ``image_b`` (paths relative to ``root``), optional ``pair_id``
+            (a safe folder name: letters, digits, ``._-``; default ``pair_00000`` …).
+        root: Folder the paths must stay in; None: relative to the CSV's folder, absolute allowed.
         out: Output folder.
         workers: Parallel pairs.
         progress: Show a tqdm progress bar.
         **kwargs: Passed to :func:`align_pair`.
 
     Returns:
-        The summary rows (dicts with :data:`SUMMARY_COLUMNS`), in CSV order.
+        The summary rows (dicts with :data:`SUMMARY_COLUMNS`), in CSV order; a skipped or
+        unreadable pair has its reason in ``error``.
+
+    Raises:
+        InputError: see :func:`read_pairs`.
     """
     from tqdm import tqdm
 
-    rows = read_pairs(pairs_csv)
-    root = Path(root) if root is not None else Path(pairs_csv).parent
+    rows = read_pairs(pairs_csv, root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if "steps" in kwargs:
@@ -269,7 +315,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
         kwargs["segmenter"] = _resolve_segmenter(kwargs["segmenter"])
     cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_one, row, root, out, kwargs) for row in rows]
+        futures = [pool.submit(_one, row, out, kwargs) for row in rows]
         summary = [f.result() for f in tqdm(futures, desc="align", unit="pair", disable=not progress)]
     with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)

@@ -22,6 +22,7 @@ import numpy as np
 
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_text
+from panderm.paths import check_safe_name, inside_out
 
 INPUT_SIZE = 224
 PRESET = "imagenet"
@@ -122,12 +123,17 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
         row = {"slide": name, "status": "ok", "n_patches": 0, "dim": "", "reason": ""}
         summary.rows.append(row)
         try:
+            dest = inside_out(out, f"{check_safe_name(name, what='slide name', source=str(cf))}.h5")
+        except InputError as exc:
+            row.update(status="error", reason=f"{exc.message} ({exc.hint})")
+            say(f"{name}: {row['reason']}; skipped")
+            continue
+        try:
             coords, attrs = read_coords(cf)
         except InputError as exc:
             row.update(status="error", reason=exc.message)
             continue
         row["n_patches"] = len(coords)
-        dest = out / f"{name}.h5"
         if not overwrite and dest.is_file() and _complete(dest, len(coords)):
             row.update(status="exists", reason="already extracted (pass --overwrite to redo)")
             continue

@@ -29,6 +29,7 @@ import numpy as np
 
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_text
+from panderm.paths import check_safe_name, inside_out, resolve_under_root
 
 TILING_COLUMNS = ("slide", "status", "n_patches", "level", "downsample", "mpp", "magnification", "reason", "path")
 
@@ -142,9 +143,9 @@ def tile_slide(path: str | os.PathLike, out_dir: str | os.PathLike, *, patch: in
                      "level0_mpp": float(reader.mpp or float("nan")), "target_magnification": plan.magnification,
                      "overlap": 0, "tissue_threshold": float(tissue_threshold), "width": W, "height": H, "name": name,
                      "slide_path": str(path.resolve())}
-        coords_path = out_dir / "coords" / f"{name}.h5"
+        coords_path = inside_out(out_dir, "coords", f"{name}.h5")
         _write_coords(coords_path, coords, attrs)
-        thumb_path = out_dir / "thumbnails" / f"{name}.png"
+        thumb_path = inside_out(out_dir, "thumbnails", f"{name}.png")
         _write_thumbnail(thumb_path, thumb, mask, coords, s0, (thumb.shape[1] / W, thumb.shape[0] / H),
                          thumb_max_side)
     status, reason = "ok", ""
@@ -187,8 +188,13 @@ def _write_thumbnail(path: Path, thumb: np.ndarray, mask: np.ndarray, coords: np
         tmp.write_bytes(buf.tobytes())
 
 
-def collect_slides(input: str | os.PathLike) -> list[tuple[Path, float | None]]:
-    """Slides of a folder (recursive), a single slide file, or a CSV (``slide``/``path`` column, optional ``mpp``)."""
+def collect_slides(input: str | os.PathLike, root: str | os.PathLike | None = None) -> list[tuple[Path, float | None]]:
+    """Slides of a folder (recursive), a single slide file, or a CSV (``slide``/``path`` column, optional ``mpp``).
+
+    CSV paths follow :func:`panderm.paths.resolve_under_root`: relative to ``root`` and
+    refused when they leave it (naming the row), or without ``root`` relative to the
+    CSV's folder, absolute allowed; ``./`` and backslashes are normalised.
+    """
     from panderm.pathology.slides import SLIDE_EXTENSIONS
 
     src = Path(input).expanduser()
@@ -196,20 +202,33 @@ def collect_slides(input: str | os.PathLike) -> list[tuple[Path, float | None]]:
         return [(p, None) for p in sorted(src.rglob("*"))
                 if p.is_file() and p.name.lower().endswith(SLIDE_EXTENSIONS) and not p.name.startswith(".")]
     if src.is_file() and src.suffix.lower() == ".csv":
-        with open(src, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-        col = next((c for c in ("slide", "path", "slide_path", "image") if rows and c in rows[0]), None)
-        if col is None:
-            raise InputError(f"{src} has no slide column", hint="name the column 'slide' (paths relative to the CSV)")
-        out = []
-        for r in rows:
-            p = Path(r[col]).expanduser()
-            mpp = r.get("mpp") or None
-            out.append((p if p.is_absolute() else src.parent / p, float(mpp) if mpp else None))
-        return out
+        return _slides_from_csv(src, root)
     if src.is_file():
         return [(src, None)]
     raise InputError(f"slide input {src} does not exist", hint="pass a slide file, a folder of slides or a CSV")
+
+
+def _slides_from_csv(src: Path, root: str | os.PathLike | None) -> list[tuple[Path, float | None]]:
+    try:
+        with open(src, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = [(reader.line_num, r) for r in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read slide CSV {src}: {exc}", hint="save it as UTF-8 CSV text") from None
+    col = next((c for c in ("slide", "path", "slide_path", "image") if rows and c in rows[0][1]), None)
+    if col is None:
+        raise InputError(f"{src} has no slide column", hint="name the column 'slide' (paths relative to the CSV)")
+    out = []
+    for line, r in rows:
+        where = f"{src} row {line}"
+        path = resolve_under_root(r.get(col) or "", root, base=src.parent, where=where)
+        mpp = (r.get("mpp") or "").strip()
+        try:
+            out.append((path, float(mpp) if mpp else None))
+        except ValueError:
+            raise InputError(f"{where}: mpp {mpp!r} is not a number",
+                             hint="give microns per pixel, e.g. 0.25") from None
+    return out
 
 
 @dataclass
@@ -228,18 +247,22 @@ class TilingSummary:
 
 def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int = 256, mag: float = 20,
                 tissue_threshold: float = 0.5, mpp: float | None = None, sat_threshold: float | None = None,
-                overwrite: bool = False, progress: bool = True, **kwargs) -> TilingSummary:
+                overwrite: bool = False, progress: bool = True, root: str | os.PathLike | None = None,
+                **kwargs) -> TilingSummary:
     """Tile every slide of ``input``; a bad slide is reported in ``out/tiling.csv`` and skipped.
 
     Resumable: a slide whose ``coords/<slide>.h5`` exists is not tiled again
-    (status ``exists``) unless ``overwrite``.
+    (status ``exists``) unless ``overwrite``. The slide name (file name without
+    extension) becomes the output file names, so a name that is no safe file name
+    (:func:`panderm.paths.check_safe_name`) is skipped with the reason. ``root``:
+    see :func:`collect_slides`.
     """
     from tqdm import tqdm
 
     from panderm.pathology.patches import read_coords
 
     out = Path(out).expanduser()
-    slides = collect_slides(input)
+    slides = collect_slides(input, root)
     if not slides:
         raise InputError(f"no slides found in {input}")
     out.mkdir(parents=True, exist_ok=True)
@@ -247,15 +270,18 @@ def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int 
     seen: set[str] = set()
     for path, row_mpp in tqdm(slides, desc="tile", unit="slide", disable=not progress, dynamic_ncols=True):
         name = slide_name(path)
-        if name in seen:
+        unsafe = _unsafe_name(name, path)
+        if unsafe:
+            res = TileResult(name, "error", reason=unsafe, path=str(path))
+        elif name in seen:
             res = TileResult(name, "error", reason=f"duplicate slide name '{name}' (another file has it)",
                              path=str(path))
-        elif not overwrite and (out / "coords" / f"{name}.h5").is_file():
+        elif not overwrite and inside_out(out, "coords", f"{name}.h5").is_file():
             try:
-                coords, a = read_coords(out / "coords" / f"{name}.h5")
+                coords, a = read_coords(inside_out(out, "coords", f"{name}.h5"))
                 res = TileResult(name, "exists", len(coords), a.get("patch_level"), a.get("downsample"),
                                  a.get("mpp"), a.get("magnification"), "already tiled (pass --overwrite to redo)",
-                                 str(path), out / "coords" / f"{name}.h5")
+                                 str(path), inside_out(out, "coords", f"{name}.h5"))
             except InputError as exc:
                 res = TileResult(name, "error", reason=exc.message, path=str(path))
         else:
@@ -273,6 +299,15 @@ def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int 
         summary.results.append(res)
         _write_tiling_csv(summary.csv_path, summary.results)  # after every slide: survives interruption
     return summary
+
+
+def _unsafe_name(name: str, path: Path) -> str:
+    """Why slide ``name`` cannot become an output file name (``""`` when it can)."""
+    try:
+        check_safe_name(name, what="slide name", source=str(path))
+    except InputError as exc:
+        return f"{exc.message}; rename the file ({exc.hint})"
+    return ""
 
 
 def _write_tiling_csv(path: Path, results: list[TileResult]) -> None:

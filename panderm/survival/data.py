@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import InputError
-from panderm.eval.probe import _examples, _read_csv, normalise_path
+from panderm.eval.probe import _examples, _read_csv
+from panderm.paths import normalise_path
 
 ID_COLUMNS = ("image", "case_id", "patient_id", "lesion_id", "id")
 _TRUE = {"1", "true", "yes", "y", "t", "event", "recurred", "dead", "1.0"}

@@ -20,15 +20,23 @@ Multi-GPU / multi-process (shard i goes to rank i % world size):
 \b
 Outputs in --out: features.npy (float32, N x D), index.csv (row i <-> features
 row i), meta.json (model, weights sha256, preset, precision, versions) and
-skipped.csv (unreadable images with a reason). An interrupted run resumes from
-the finished shards in --out/.shards when rerun with the same settings."""
+skipped.csv (unreadable images and images under 32 px on the short side, with
+a reason). An interrupted run resumes from the finished shards in
+--out/.shards when rerun with the same settings; a rerun or resume whose
+weights differ (e.g. a registered file replaced) is refused unless --overwrite.
+
+\b
+CSV paths: relative to --root (a row that is absolute or climbs out of it
+with .. is refused, naming the row) or, without --root, to the CSV's folder
+(absolute paths allowed). ./ prefixes and backslashes are normalised; rows
+naming the same file are extracted once, with a warning."""
 
 
 @click.command("extract", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the CSV 'image' paths are relative to (default: the CSV's folder).")
+              help="Folder the CSV 'image' paths are relative to and must stay in (default: the CSV's folder).")
 @click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name (see `panderm models`).")
 @click.option("--weights", default=None, help="Registered weights name, file path or hub spec. Omit only for a pipeline check.")
 @click.option("--preset", default=None, help="Preprocessing preset: panderm, imagenet, clip (default: from --modality or the model).")
@@ -42,7 +50,8 @@ the finished shards in --out/.shards when rerun with the same settings."""
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda if available].")
 @click.option("--no-resume", is_flag=True, help="Ignore finished shards of an earlier run and start over.")
 @click.option("--keep-shards", is_flag=True, help="Keep --out/.shards after writing the final files.")
-@click.option("--overwrite", is_flag=True, help="Replace features of a different earlier run in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace features of a different earlier run (other settings or weights) in --out.")
 @click.option("--compile", "use_compile", is_flag=True, help="Use torch.compile (optional speed-up; falls back to eager).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; only the summary.")
 def extract_cmd(input, out, root, model, weights, preset, modality, precision, batch_size, workers, shard_size,

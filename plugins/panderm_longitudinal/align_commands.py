@@ -18,7 +18,9 @@ Outputs in --out (per pair in --out/<pair_id>/ for --pairs): transform.json
 (2x3 matrix mapping pixel (x, y) of B to A, rotation, translation, matches,
 inliers, reason), aligned.png (B in A's frame), overlay.png (A | aligned B |
 checkerboard), difference.png, a_pre.png, b_pre.png, mask_a.png, mask_b.png;
---pairs also writes summary.csv. --segmenter picks the lesion segmenter of the
+--pairs also writes summary.csv (a pair whose pair_id is no safe folder
+name, or repeats one, is skipped with the reason in its error column).
+--segmenter picks the lesion segmenter of the
 segment step: classical (Otsu, the default) or run:DIR (a model trained by
 `panderm segment train`), or any name a plugin registers. Exit status 1 when a registration fails
 (its outputs are still written with success=false)."""
@@ -31,7 +33,7 @@ segment step: classical (Otsu, the default) or run:DIR (a model trained by
 @click.option("--pairs", type=click.Path(path_type=Path), default=None,
               help="CSV with image_a, image_b and optional pair_id columns (batch mode).")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the --pairs paths are relative to (default: the CSV's folder).")
+              help="Folder the --pairs paths are relative to and must stay in (default: the CSV's folder).")
 @click.option("--steps", default="dark-corner,hair,register,segment", show_default=True,
               help="Comma-separated subset of dark-corner, hair, register, segment.")
 @click.option("--segmenter", default="classical", show_default=True,
@@ -64,7 +66,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
                            segmenter=seg)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
-        click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable; summary: {out / 'summary.csv'}")
+        click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable or skipped; summary: {out / 'summary.csv'}")
         if ok < len(rows):
             raise SystemExit(1)
         return

@@ -17,7 +17,9 @@ Examples:
 \b
 INPUT is a slide file, a folder of slides (searched recursively: .svs .ndpi
 .mrxs .scn .tif .tiff .png .jpg ...) or a CSV with a `slide` column (paths
-relative to the CSV; an optional `mpp` column overrides per slide).
+relative to --root, which they may not leave, or else to the CSV's folder;
+an optional `mpp` column overrides per slide). A slide whose name (file name
+without extension) is no safe file name (letters, digits, . _ -) is skipped.
 Level choice: target downsample = objective power / --mag, or without objective
 power (--mpp) / slide mpp with 10x = 1.0, 20x = 0.5, 40x = 0.25 um/px; the
 highest-resolution level at or below it is read and resized to --patch.
@@ -51,6 +53,8 @@ def slide_group():
 @slide_group.command("tile", epilog=TILE_EPILOG, context_settings=_CTX)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Folder a CSV's slide paths are relative to and must stay in (default: the CSV's folder).")
 @click.option("--patch", type=click.IntRange(min=8), default=256, show_default=True, help="Patch side in pixels.")
 @click.option("--mag", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
               help="Target magnification (10, 20, 40, ...).")
@@ -62,12 +66,12 @@ def slide_group():
               help="Fixed HSV-saturation tissue threshold (0-255) [default: Otsu].")
 @click.option("--overwrite", is_flag=True, help="Re-tile slides that already have a coords file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def tile_cmd(input, out, patch, mag, tissue_threshold, mpp, sat_threshold, overwrite, quiet):
+def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold, overwrite, quiet):
     """Tile slides into tissue patches: coordinates, thumbnails, tiling.csv."""
     from panderm.pathology.tiling import tile_slides
 
     s = tile_slides(input, out, patch=patch, mag=mag, tissue_threshold=tissue_threshold, mpp=mpp,
-                    sat_threshold=sat_threshold, overwrite=overwrite, progress=not quiet)
+                    sat_threshold=sat_threshold, overwrite=overwrite, progress=not quiet, root=root)
     click.echo(f"{len(s.results)} slide(s): {s.count('ok')} tiled, {s.count('exists')} already tiled, "
                f"{s.count('no tissue')} without tissue, {s.count('error')} failed; {s.n_patches} patches")
     click.echo(f"Wrote coords/, thumbnails/ and {s.csv_path}")

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "init_weights": None,
     "teacher": "hog",
     "teacher_input_size": None,
+    "trust_torchscript_teacher": False,
     "data": None,
     "num_masked": 98,
     "mask_generator": "block",
@@ -58,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "tensorboard": False,
 }
 #: Keys that may change between a run and its resumption.
-RESUME_IGNORE = ("steps", "epochs", "num_workers", "tensorboard", "log_every", "progress", "out")
+RESUME_IGNORE = ("steps", "epochs", "num_workers", "tensorboard", "log_every", "progress", "out",
+                 "trust_torchscript_teacher")
 
 
 def load_recipe(config: str | Path) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def build_pretrainer(config: dict[str, Any]):
         from panderm.models.checkpoint import load_encoder_state
 
         load_encoder_state(encoder, config["init_weights"])
-    teacher = build_teacher(config["teacher"])
+    teacher = build_teacher(config["teacher"], trust_torchscript=bool(config.get("trust_torchscript_teacher")))
     size = config.get("teacher_input_size")
     if size is not None and int(size) != teacher.input_size:
         raise ConfigError(f"teacher '{config['teacher']}' takes {teacher.input_size}-px inputs for a 14x14 grid, "
@@ -138,7 +140,28 @@ def build_dataset(config: dict[str, Any], model) -> Any:
                              scale=tuple(config["crop_scale"]), color_jitter=config["color_jitter"],
                              student_mean=cfg.mean, student_std=cfg.std,
                              teacher_mean=teacher.mean, teacher_std=teacher.std)
-    return PretrainDataset(items, views, masks, seed=config["seed"], balance=config["balance"])
+    dataset = PretrainDataset(items, views, masks, seed=config["seed"], balance=config["balance"])
+    dataset.source = getattr(items, "source", None)
+    return dataset
+
+
+def describe_pretrain_inputs(config: dict[str, Any], dataset, model) -> dict:
+    """What a pretraining run is made from (checked on ``--resume``).
+
+    One row per image (key: its path relative to the manifest's or folder's location;
+    values: modality and sampling weight; the file's size and mtime), the teacher's
+    weights file when it has one, and the sha256 of ``init_weights`` (None: random init).
+    """
+    from panderm.train.inputs import describe_records, relative_key, weights_file_sha256
+
+    source = getattr(dataset, "source", None)
+    folder = None if source is None else (source if Path(source).is_dir() else Path(source).parent)
+    records = [(relative_key(it.path, folder), [it.modality, it.weight], {"image": it.path})
+               for it in dataset.items]
+    teacher_file = getattr(model.teacher, "weights_path", None)
+    if teacher_file:
+        records.append(("teacher weights", [config["teacher"]], {"weights": teacher_file}))
+    return describe_records(records, source=config["data"], weights_sha256=weights_file_sha256(config["init_weights"]))
 
 
 def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -149,7 +172,8 @@ def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, p
         config: A resolved config (:func:`resolve_config`); on resume, the stored one.
         out: Run folder: ``checkpoint-last.pth`` (released layout, loads with
             ``--weights``), periodic checkpoints, ``train-state.pt``, ``log.jsonl``.
-        resume: Continue the run in ``out`` exactly where it stopped.
+        resume: Continue the run in ``out`` exactly where it stopped; refused when the data
+            (image list, modalities, weights, files on disk) or the starting weights differ.
         progress: Show a progress bar.
         stop_after_steps: Stop early as if killed (for tests and demos).
 
@@ -168,6 +192,7 @@ def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, p
         config["precision"]
     model = build_pretrainer(config)
     dataset = build_dataset(config, model)
+    inputs = describe_pretrain_inputs(config, dataset, model)
     if not resume:  # only once the run can start, so a failed start leaves no half-made run folder
         save_config(config, out)
     train_cfg = TrainConfig(
@@ -180,7 +205,7 @@ def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, p
         progress=progress, device=device, stop_after_steps=stop_after_steps)
     trainer = Trainer(model, dataset, train_cfg, out, param_groups=lambda m, wd: m.param_groups(wd),
                       export_fn=lambda m: m.released_state_dict(), run_config=config, resume=resume,
-                      resume_ignore=RESUME_IGNORE)
+                      resume_ignore=RESUME_IGNORE, inputs=inputs)
     return trainer.fit()
 
 

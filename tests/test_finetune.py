@@ -189,9 +189,10 @@ def test_single_class_val_with_auroc_is_a_clean_error(ham, tmp_path):
 
 
 def test_percent_data_multiclass_weighted_sampler_and_unreadable_test_image(ham, tmp_path):
-    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    broken = ham / "broken.jpg"  # inside --root: a CSV path leaving it (absolute, ..) is refused
+    broken.write_bytes(b"not a jpeg")
     df = pd.read_csv(ham / "data.csv")
-    extra = pd.DataFrame([{"image": str(tmp_path / "broken.jpg"), "label": "nv", "split": "test", "binary_label": 0}])
+    extra = pd.DataFrame([{"image": "./broken.jpg", "label": "nv", "split": "test", "binary_label": 0}])
     pd.concat([df, extra]).to_csv(tmp_path / "data.csv", index=False)
     out = tmp_path / "ft"
     r = CliRunnerNoCatch.invoke(["finetune", "--csv", str(tmp_path / "data.csv"), "--root", str(ham), "--out", str(out),
@@ -203,5 +204,5 @@ def test_percent_data_multiclass_weighted_sampler_and_unreadable_test_image(ham,
     assert info["train_class_counts"] == {"bcc": 2, "bkl": 2, "mel": 2, "nv": 2}
     assert info["recipe"]["monitor"] == "acc" and info["best"]["monitor"] == "acc"  # auto: acc for 4 classes
     assert set(json.loads((out / "metrics.json").read_text())) >= {"acc", "weighted_f1", "auroc"}
-    assert info["n_test"] == 8 and [s["path"] for s in info["skipped_test"]] == [str(tmp_path / "broken.jpg")]
+    assert info["n_test"] == 8 and [s["path"] for s in info["skipped_test"]] == [str(broken)]
     assert "unreadable test image" in r.output

@@ -109,7 +109,7 @@ def _infer(net, paths, labels, preset: str, *, tta: bool, batch_size: int, num_w
             np.concatenate(rows) if rows else np.zeros(0, np.int64), skipped)
 
 
-def _test_outputs(net, test: pd.DataFrame, root: Path, classes: list, out: Path, summary: dict, *, tta: bool,
+def _test_outputs(net, test: pd.DataFrame, classes: list, out: Path, summary: dict, *, tta: bool,
                   n_bootstrap: int, seed: int, batch_size: int, num_workers: int, device, precision: str,
                   warnings: list[str]) -> dict:
     """Evaluate ``test`` rows, write the probe-style outputs + ``finetune.json``; returns the metrics."""
@@ -118,7 +118,7 @@ def _test_outputs(net, test: pd.DataFrame, root: Path, classes: list, out: Path,
     from panderm.finetune.model import TTA_VIEWS
 
     y_idx = test["_y"].to_numpy()
-    proba, rows, skipped = _infer(net, [str(root / p) for p in test["image"]], y_idx, net.pretrained_cfg.preset,
+    proba, rows, skipped = _infer(net, test["_path"].tolist(), y_idx, net.pretrained_cfg.preset,
                                   tta=tta, batch_size=batch_size, num_workers=num_workers, device=device,
                                   precision=precision)
     if skipped:
@@ -145,10 +145,20 @@ def _test_outputs(net, test: pd.DataFrame, root: Path, classes: list, out: Path,
     return metrics
 
 
-def _splits(csv, binary: bool, classes: list | None = None):
+def _image_paths(df: pd.DataFrame, csv: Path, root: Path | None) -> list[str]:
+    """Each row's image file: under ``root`` (``--root``; a path leaving it is refused, naming the row),
+    else relative to the CSV's folder (absolute paths allowed)."""
+    from panderm.paths import resolve_under_root
+
+    return [str(resolve_under_root(p, root, base=csv.parent, where=f"{csv} line {int(i) + 2}"))
+            for i, p in zip(df.index, df["image"].astype(str))]
+
+
+def _splits(csv, binary: bool, classes: list | None = None, root: Path | None = None):
     from panderm.eval.probe import load_dataset
 
     df, label_col = load_dataset(csv, binary)
+    df["_path"] = _image_paths(df, Path(csv), root)
     if classes is None:
         classes = sorted(df.loc[df["split"] == "train", "_label"].unique().tolist())
     index = {c: i for i, c in enumerate(classes)}
@@ -165,7 +175,8 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
 
     Args:
         csv: Probe-format dataset CSV (``image``, ``label``, ``split``, optional ``binary_label``).
-        root: Folder the ``image`` paths are relative to.
+        root: Folder the ``image`` paths are relative to (``--root``; rows may not leave it).
+            None: relative to the CSV's folder, absolute paths allowed.
         out: Run folder (Trainer files + test outputs).
         max_steps: Optimizer steps instead of ``epochs``.
         monitor: ``auto`` (AUROC for two classes, else acc), ``acc``, ``recall`` (macro) or ``auroc``.
@@ -173,6 +184,8 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         binary: Use ``binary_label``.
         tta: Test with the 5 :data:`~panderm.finetune.model.TTA_VIEWS` (probabilities averaged).
         resume: Continue the run in ``out`` (same options; more ``epochs``/``max_steps`` allowed).
+            Refused when the CSV's rows (image, label, split), the image files or the
+            starting weights differ from the run's (``inputs.json``).
         Other arguments: the recipe values of reference-model §5 (``docs/finetune.md``).
 
     Raises:
@@ -193,7 +206,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     from panderm.train import distributed as D
     from panderm.train.trainer import DEFAULT_RESUME_IGNORE, TrainConfig, Trainer
 
-    csv, root, out = Path(csv), Path(root), Path(out)
+    csv, root, out = Path(csv), None if root is None else Path(root), Path(out)
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor '{monitor}'", hint=f"choose one of {', '.join(MONITORS)}")
     if not 0 < percent_data <= 1:
@@ -201,14 +214,14 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     if (mixup > 0 or cutmix > 0) and batch_size % 2:
         raise ConfigError(f"Mixup/CutMix needs an even batch size, got {batch_size}",
                           hint="use an even --batch-size, or --mixup 0 --cutmix 0")
-    if not root.is_dir():
+    if root is not None and not root.is_dir():
         raise InputError(f"image root {root} is not a folder")
     if resume:
         old = _read_run_config(out).get("model")
         if old and old != model:
             raise PandermError(f"cannot resume {out}: it was trained with model '{old}', not '{model}'",
                                hint=f"resume with --model {old}, or start a new run in another folder")
-    df, label_col, classes = _splits(csv, binary)
+    df, label_col, classes = _splits(csv, binary, root=root)
     train, val, test = (df[df["split"] == s] for s in ("train", "val", "test"))
     if train.empty or test.empty:
         raise InputError(f"{csv} needs train and test rows (has {len(train)} train, {len(test)} test)")
@@ -237,11 +250,11 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     preset = net.pretrained_cfg.preset
     wrapper = FinetuneModel(net, k, mixup=mixup, cutmix=cutmix, smoothing=smoothing)
     y_train = train["_y"].to_numpy()
-    ds = ImageLabelDataset([str(root / p) for p in train["image"]], y_train, train_transform(preset))
+    ds = ImageLabelDataset(train["_path"].tolist(), y_train, train_transform(preset))
     eval_bs = max(8, min(batch_size, 64))
 
     def eval_fn(m):
-        proba, rows, _ = _infer(m.net, [str(root / p) for p in val["image"]], val["_y"].to_numpy(), preset,
+        proba, rows, _ = _infer(m.net, val["_path"].tolist(), val["_y"].to_numpy(), preset,
                                 tta=False, batch_size=eval_bs, num_workers=num_workers,
                                 device=next(m.parameters()).device, precision=precision)
         return _val_metrics(val["_y"].to_numpy()[rows], proba, k) if len(rows) else {
@@ -255,7 +268,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
               "optimizer": "AdamW(betas 0.9/0.999, eps 1e-8), no lr batch scaling, no grad clipping"}
     run_config = {"task": "finetune", "model": model, "weights": None if weights is None else str(weights),
                   "classes": classes, "binary": binary, "label_column": label_col, "n_train": len(train),
-                  "csv": str(csv.resolve()), "root": str(root.resolve()), **recipe}
+                  "csv": str(csv.resolve()), "root": None if root is None else str(root.resolve()), **recipe}
     spe_guess = max(1, len(train) // int(os.environ.get("WORLD_SIZE", "1")) // batch_size)  # one checkpoint/epoch
     cfg = TrainConfig(steps=max_steps, epochs=None if max_steps else epochs, batch_size=batch_size, lr=lr,
                       lr_base_batch=0, min_lr=min_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
@@ -266,7 +279,8 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         export_fn=lambda m: ckpt.tensor_dict(m.net.state_dict()), run_config=run_config, resume=resume,
         resume_ignore=DEFAULT_RESUME_IGNORE + _RESUME_IGNORE,
         sampler_factory=weighted_sampler_factory(y_train) if weighted_sampler else None,
-        eval_fn=eval_fn if not val.empty else None, monitor=monitor if not val.empty else None)
+        eval_fn=eval_fn if not val.empty else None, monitor=monitor if not val.empty else None,
+        inputs=describe_finetune_inputs(df, csv, label_col, net))
     res = trainer.fit()
     best = res.best
     if int(os.environ.get("RANK", "0")) != 0 or res.interrupted:
@@ -274,18 +288,28 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     if best is not None:
         net.load_state_dict(torch.load(out / ckpt.BEST, map_location="cpu", weights_only=True))
     summary = {"model": model, "weights": run_config["weights"], "recipe": recipe, "classes": classes,
-               "binary": binary, "label_column": label_col, "csv": str(csv), "root": str(root),
-               "n_train": len(train), "n_train_full": n_full, "n_val": len(val),
+               "binary": binary, "label_column": label_col, "csv": str(csv),
+               "root": None if root is None else str(root), "n_train": len(train), "n_train_full": n_full, "n_val": len(val),
                "train_class_counts": {str(c): int((y_train == i).sum()) for i, c in enumerate(classes)},
                "steps": res.steps, "skipped_train_loads": res.skipped,
                "best": None if best is None else {"step": best["step"], "epoch": best["step"] / trainer.spe,
                                                   "monitor": best["monitor"], "value": best["value"],
                                                   "val_metrics": best["metrics"]},
                "checkpoint": ckpt.BEST if best is not None else ckpt.LAST}
-    metrics = _test_outputs(net, test, root, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap, seed=seed,
+    metrics = _test_outputs(net, test, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap, seed=seed,
                             batch_size=eval_bs, num_workers=num_workers, device=trainer.device,
                             precision=precision, warnings=warnings)
     return FinetuneResult(out, metrics, classes, summary["best"], len(train), summary["n_test"], warnings)
+
+
+def describe_finetune_inputs(df: pd.DataFrame, csv: Path, label_col: str, net) -> dict:
+    """What a fine-tuning run is made from (checked on ``--resume``): every CSV row's image,
+    label and split with the image file's size and mtime, and the starting weights' sha256."""
+    from panderm.train.inputs import describe_records, encoder_weights_sha256
+
+    records = ((key, [label, split], {"image": path})
+               for key, label, split, path in zip(df["key"], df[label_col].astype(str), df["split"], df["_path"]))
+    return describe_records(records, source=csv, weights_sha256=encoder_weights_sha256(net))
 
 
 def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False, n_bootstrap=1000,
@@ -305,13 +329,15 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
 
     run = Path(run)
     rc = _read_run_config(run)
-    csv, root = Path(csv or rc["csv"]), Path(root or rc["root"])
+    csv = Path(csv or rc["csv"])
+    root = root or (rc.get("root") if csv == Path(rc["csv"]) else None)
+    root = None if root is None else Path(root)
     out = Path(out) if out is not None else run / f"eval-{split}{'-tta' if tta else ''}"
     weights = next((run / n for n in (ckpt.BEST, ckpt.LAST) if (run / n).is_file()), None)
     if weights is None:
         raise CheckpointError(f"{run} has no {ckpt.BEST} or {ckpt.LAST}", hint="the run never finished a step")
     classes = rc["classes"]
-    df, label_col, _ = _splits(csv, bool(rc["binary"]), classes)
+    df, label_col, _ = _splits(csv, bool(rc["binary"]), classes, root=root)
     rows = df[df["split"] == split]
     if rows.empty:
         raise InputError(f"{csv} has no '{split}' rows")
@@ -324,12 +350,12 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
     net.to(dev)
     summary = {"run": str(run), "checkpoint": weights.name, "split": split, "model": rc["model"],
                "classes": classes, "binary": rc["binary"], "label_column": label_col, "csv": str(csv),
-               "root": str(root), "recipe": {k: rc.get(k) for k in ("epochs", "max_steps", "batch_size", "lr",
+               "root": None if root is None else str(root), "recipe": {k: rc.get(k) for k in ("epochs", "max_steps", "batch_size", "lr",
                                                                      "layer_decay", "monitor", "seed")}}
     best_file = run / "best.json"
     best = json.loads(best_file.read_text(encoding="utf-8")) if best_file.is_file() else None
     warnings: list[str] = []
-    metrics = _test_outputs(net, rows, root, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap,
+    metrics = _test_outputs(net, rows, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap,
                             seed=int(rc.get("seed", 0)), batch_size=32, num_workers=0, device=dev,
                             precision=resolve_precision(precision, dev), warnings=warnings)
     return FinetuneResult(out, metrics, classes, best, int(rc.get("n_train", 0)), summary["n_test"], warnings)

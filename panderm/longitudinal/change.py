@@ -12,8 +12,8 @@ The contrastive term pulls the embeddings of unchanged pairs together (loss
 the L2-normalised encoder features (so ``margin`` is on the unit sphere's scale,
 0 ≤ d ≤ 2, whatever the encoder).
 
-Pairs CSV columns: ``image_a``, ``image_b`` (paths relative to ``root``),
-``label`` (``0``/``1``, or the strings ``unchanged``/``changed``), ``split``
+Pairs CSV columns: ``image_a``, ``image_b`` (paths relative to ``root``, which they
+may not leave; without a root, relative to the CSV's folder or absolute), ``label`` (``0``/``1``, or the strings ``unchanged``/``changed``), ``split``
 (``train``/``val``/``test``) and optionally ``patient``.
 """
 
@@ -136,6 +136,7 @@ def read_pairs(pairs_csv: str | Path, split: str | None = None) -> pd.DataFrame:
         raise InputError(f"{path}: label {df['label'].iloc[i]!r} on line {i + 2} is not 0/1 or unchanged/changed",
                          hint="label: 1 (changed) or 0 (unchanged)")
     df["label"] = labels.astype(int)
+    df["_line"] = range(2, len(df) + 2)  # the CSV line, for messages
     if "split" not in df.columns:  # a CSV of one split only (e.g. test.csv): use every row
         df["split"] = split or ""
     if split is not None:
@@ -143,6 +144,41 @@ def read_pairs(pairs_csv: str | Path, split: str | None = None) -> pd.DataFrame:
         if df.empty:
             raise InputError(f"{path} has no rows with split '{split}'")
     return df
+
+
+def resolve_pairs(rows: pd.DataFrame, root: str | Path | None, pairs_csv: str | Path) -> pd.DataFrame:
+    """``rows`` with ``image_a``/``image_b`` made absolute (``./`` and backslashes accepted).
+
+    With a ``root`` (``--root``) a path leaving it is refused, naming the row; without one,
+    paths are relative to the CSV's folder and may be absolute. The original cells are kept
+    in ``_image_a``/``_image_b``.
+
+    Raises:
+        InputError: a path that leaves ``root``.
+    """
+    from panderm.paths import resolve_under_root
+
+    base, out = Path(pairs_csv).parent, rows.copy()
+    lines = out["_line"] if "_line" in out.columns else pd.Series(range(2, len(out) + 2))
+    for col in ("image_a", "image_b"):
+        out[f"_{col}"] = out[col]
+        out[col] = [str(resolve_under_root(str(v), root, base=base, where=f"{pairs_csv} line {n} ({col})"))
+                    for v, n in zip(rows[col], lines)]
+    return out
+
+
+def describe_change_inputs(rows: pd.DataFrame, pairs_csv, encoder) -> dict:
+    """What a change-detection run is made from (checked on ``--resume``): each pair's two images,
+    label and split, both files' size and mtime, and the encoder's starting weights' sha256.
+
+    ``rows`` come from :func:`resolve_pairs` (absolute paths plus the original cells).
+    """
+    from panderm.train.inputs import describe_records, encoder_weights_sha256
+
+    records = ((f"{a} | {b}", [label, split], {"image_a": pa, "image_b": pb}) for a, b, label, split, pa, pb in
+               zip(rows["_image_a"], rows["_image_b"], rows["label"], rows["split"], rows["image_a"],
+                   rows["image_b"]))
+    return describe_records(records, source=pairs_csv, weights_sha256=encoder_weights_sha256(encoder))
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -199,7 +235,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     """Train a :class:`SiameseChangeModel` with the shared Trainer.
 
     Args:
-        pairs_csv, root: Pairs CSV and the folder its image paths are relative to.
+        pairs_csv, root: Pairs CSV and the folder its image paths are relative to (``--root``;
+            rows may not leave it; None: the CSV's folder, absolute paths allowed).
         out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
         model, weights: Encoder name and weights for :func:`create_encoder`.
         steps: Preprocessing ablation: a preset (``default`` = raw images, ``warp``,
@@ -211,7 +248,9 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
         preset: Preprocessing preset (default: the encoder's).
         split: Rows of the pairs CSV to train on.
-        precision, device, num_workers, seed, warmup_epochs, progress, resume: Trainer options.
+        precision, device, num_workers, seed, warmup_epochs, progress: Trainer options.
+        resume: Continue the run in ``out``; refused when the pairs (images, label, split), the
+            image files or the starting weights differ from the run's (``inputs.json``).
         **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
 
     Returns:
@@ -228,15 +267,15 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     from panderm.train.trainer import TrainConfig, Trainer
 
     ablation = parse_ablation(steps)
-    rows = read_pairs(pairs_csv, split)
+    rows = resolve_pairs(read_pairs(pairs_csv, split), root, pairs_csv)
+    inputs_rows = rows
     out = Path(out)
-    summary, data_root = None, root
+    summary, data_root = None, "/"  # the paths are absolute
     if ablation:
-        _, rows, _, summary = apply_to_rows(rows, root, ablation, out / "preprocessed")
+        _, rows, _, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed")
         if rows.empty:
             raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv} after preprocessing",
                              hint=f"see {summary['report']}")
-        data_root = "/"  # the cached paths are absolute
     encoder = create_encoder(model, weights)
     preset = preset or encoder.pretrained_cfg.preset
     net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
@@ -246,13 +285,20 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     cfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
                       num_workers=num_workers, seed=seed, warmup_epochs=warmup_epochs, progress=progress,
                       **train_kwargs)
-    run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": str(root), "model": model,
+    run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": None if root is None else str(root),
+                  "model": model,
                   "weights": None if weights is None else str(weights), "hidden": hidden, "margin": margin,
                   "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
                   "steps": list(ablation), "ablation": ablation_name(ablation)}
+    inputs = describe_change_inputs(inputs_rows, pairs_csv, encoder)
+    if resume and (out / "train-state.pt").is_file():  # refuse before change_config.json is rewritten
+        from panderm.provenance import check_resume_inputs
+
+        check_resume_inputs(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG_FILE, {**run_config, "preprocess": summary})
-    result = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume).fit()
+    result = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume,
+                     inputs=inputs).fit()
     result.preprocess = summary
     return result
 
@@ -301,13 +347,12 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     net.to(dev)
     from panderm.longitudinal.ablation import ablation_name, apply_to_rows
 
-    rows = read_pairs(pairs_csv, split)
+    rows = resolve_pairs(read_pairs(pairs_csv, split), root, pairs_csv)
     ablation = tuple(cfg.get("steps") or ())
     out = Path(out)
-    ds_rows, data_root, skipped, summary = rows, root, [], None
+    ds_rows, data_root, skipped, summary = rows, "/", [], None  # the paths are absolute
     if ablation:
-        rows, ds_rows, skipped, summary = apply_to_rows(rows, root, ablation, out / "preprocessed")
-        data_root = "/"  # the cached paths are absolute
+        rows, ds_rows, skipped, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed")
     dataset = PairDataset(ds_rows, data_root, build_transform(cfg["preset"]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
     idx, probs = [], []
@@ -331,6 +376,8 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
               "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary}
     out.mkdir(parents=True, exist_ok=True)
     preds = rows.iloc[idx].assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
+    preds = preds.assign(image_a=preds["_image_a"], image_b=preds["_image_b"]).drop(
+        columns=["_image_a", "_image_b", "_line"], errors="ignore")
     with atomic_path(out / "predictions.csv") as tmp:
         preds.to_csv(tmp, index=False)
     if skipped:

@@ -203,8 +203,8 @@ def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
             X = np.asarray(f["features"][:], dtype=np.float32)
             coords = np.asarray(f["coords"][:], dtype=np.int64) if "coords" in f else np.zeros((len(X), 2), np.int64)
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    except (OSError, KeyError) as exc:
-        raise InputError(f"cannot read features from {path}: {exc}",
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:  # e.g. a group or strings
+        raise InputError(f"cannot read features from {path}: {type(exc).__name__}: {exc}",
                          hint="the file needs a 'features' (N, D) dataset") from None
     if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():
         raise InputError(f"{path}: 'features' must be a finite, non-empty N×D matrix, got shape {X.shape}")
@@ -394,7 +394,8 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         fit, val, test = [bags[i] for i in fit_i], [bags[i] for i in val_i], [bags[i] for i in test_i]
         model, info = _fit_fold(fit, val, in_dim, len(classes), cfg, device, seed + k,
                                 out / f"fold{k}" / "log.jsonl")
-        torch.save(model.state_dict(), out / f"fold{k}" / "model.pt")
+        with atomic_path(out / f"fold{k}" / "model.pt") as tmp:  # a killed run never leaves a torn model.pt
+            torch.save(model.state_dict(), tmp)
         p, attns = predict_bags(model, test, device)
         proba[test_i], pred_fold[test_i] = p, k
         for b, a, pi in zip(test, attns, p):

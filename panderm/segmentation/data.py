@@ -4,7 +4,10 @@ CSV columns: ``image``, ``mask`` and ``split`` (``train``/``val``/``test``; othe
 columns are ignored). **Path rule**: a path is resolved as ``root/<path>`` when
 that file exists, else ``root/images/<path>`` for an image and
 ``root/masks/<path>`` for a mask (so both ``images/x.jpg`` and ``x.jpg`` work
-for the shared ``images/`` + ``masks/`` layout). Absolute paths are used as is.
+for the shared ``images/`` + ``masks/`` layout). ``./`` prefixes and backslashes
+are accepted. With a ``root`` (``--root``) a path that leaves it (``..``, an
+absolute path) is refused, naming the row; without one, paths are relative to
+the CSV's folder (``base``) and absolute paths are used as is.
 
 Bad input (never a crash, always reported):
 
@@ -37,16 +40,24 @@ def _warn(msg: str) -> None:
     print(f"panderm: warning: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_path(root: str | Path, path: str, kind: str) -> Path:
+def resolve_path(root: str | Path | None, path: str, kind: str, *, base: str | Path | None = None,
+                 where: str = "") -> Path:
     """Apply the path rule: ``root/path`` if it exists, else ``root/images/path`` (``kind="image"``) or
-    ``root/masks/path`` (``kind="mask"``). Returns the first form when neither exists."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    direct = Path(root) / p
-    if direct.exists():
+    ``root/masks/path`` (``kind="mask"``). Returns the first form when neither exists.
+
+    ``root`` bounds the paths (see :func:`panderm.paths.resolve_under_root`); with ``root=None``
+    they are relative to ``base`` and may be absolute. ``where`` names the row in errors.
+
+    Raises:
+        InputError: an empty path, or one that leaves ``root``.
+    """
+    from panderm.paths import is_absolute_path, normalise_path, resolve_under_root
+
+    direct = resolve_under_root(path, root, base=base, where=where)
+    if (root is None and is_absolute_path(str(path))) or direct.exists():
         return direct
-    sub = Path(root) / ("images" if kind == "image" else "masks") / p
+    sub = resolve_under_root(f"{'images' if kind == 'image' else 'masks'}/{normalise_path(str(path))}", root,
+                             base=base, where=where)
     return sub if sub.exists() else direct
 
 
@@ -68,6 +79,7 @@ def read_segmentation_csv(csv_path: str | Path, split: str | None = None) -> pd.
     if missing:
         raise InputError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(df.columns)})",
                          hint="expected columns image, mask, split (train/val/test)")
+    df["_line"] = np.arange(len(df)) + 2  # the CSV line, for messages
     if split is not None:
         df = df[df["split"].str.strip() == split].reset_index(drop=True)
         if df.empty:
@@ -112,8 +124,24 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np
     return mask, info
 
 
-def scan_rows(df: pd.DataFrame, root: str | Path, warn: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def resolve_rows(df: pd.DataFrame, root: str | Path | None, *, base: str | Path | None = None,
+                 source: str = "the CSV") -> pd.DataFrame:
+    """``df`` with absolute ``image_path`` and ``mask_path`` columns (the path rule; rows may not leave ``root``)."""
+    df = df.copy()
+    numbers = df["_line"] if "_line" in df.columns else np.arange(len(df)) + 2
+    lines = [f"{source} line {n}" for n in numbers]
+    df["image_path"] = [str(resolve_path(root, str(p), "image", base=base, where=w))
+                        for p, w in zip(df["image"], lines)]
+    df["mask_path"] = [str(resolve_path(root, str(p), "mask", base=base, where=w))
+                       for p, w in zip(df["mask"], lines)]
+    return df
+
+
+def scan_rows(df: pd.DataFrame, root: str | Path | None, warn: bool = True, *, base: str | Path | None = None,
+              source: str = "the CSV") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Resolve paths, drop rows with a missing/unreadable file and count size/value problems.
+
+    ``root``/``base``: as :func:`resolve_path`; ``source`` names the CSV in errors.
 
     Returns:
         ``(rows, skipped)``: ``rows`` has absolute ``image_path``/``mask_path``
@@ -123,9 +151,10 @@ def scan_rows(df: pd.DataFrame, root: str | Path, warn: bool = True) -> tuple[pd
 
     from panderm.data.images import ImageReadError
 
+    df = resolve_rows(df, root, base=base, source=source)
     keep, skipped, n_resized, n_nonbin = [], [], 0, 0
     for i, r in enumerate(df.itertuples(index=False)):
-        img_p, mask_p = resolve_path(root, str(r.image), "image"), resolve_path(root, str(r.mask), "mask")
+        img_p, mask_p = Path(r.image_path), Path(r.mask_path)
         if not img_p.is_file():
             skipped.append((str(img_p), "image file not found"))
             continue
@@ -144,8 +173,6 @@ def scan_rows(df: pd.DataFrame, root: str | Path, warn: bool = True) -> tuple[pd
         n_nonbin += info["non_binary"]
         keep.append(i)
     rows = df.iloc[keep].reset_index(drop=True).copy()
-    rows["image_path"] = [str(resolve_path(root, str(p), "image")) for p in rows["image"]]
-    rows["mask_path"] = [str(resolve_path(root, str(p), "mask")) for p in rows["mask"]]
     rows["stem"] = [Path(p).stem for p in rows["image"]]
     if warn and n_resized:
         _warn(f"{n_resized} mask(s) differ in size from their image; resized with nearest neighbour")

@@ -80,8 +80,8 @@ def list_inputs(inputs, root=None) -> list[Path]:
         col = "image" if "image" in df.columns else "path" if "path" in df.columns else None
         if col is None:
             raise InputError(f"{inputs} needs an 'image' (or 'path') column")
-        base = Path(root) if root is not None else inputs.parent
-        return [resolve_path(base, p, "image") for p in df[col]]
+        return [resolve_path(root, p, "image", base=inputs.parent, where=f"{inputs} line {i + 2}")
+                for i, p in enumerate(df[col])]
     if inputs.is_file():
         return [inputs]
     raise InputError(f"input not found: {inputs}", hint="pass an image folder, a CSV or an image file")
@@ -201,7 +201,7 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
     from panderm.segmentation.data import load_mask, read_segmentation_csv, scan_rows
     from panderm.segmentation.train import load_segmentation_model, predict_probability
 
-    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root)
+    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root, base=Path(csv).parent, source=str(csv))
     if rows.empty:
         raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}")
     net, cfg = load_segmentation_model(run)

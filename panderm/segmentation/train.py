@@ -25,6 +25,7 @@ from panderm.segmentation.data import (
     STD,
     SegmentationDataset,
     read_segmentation_csv,
+    resolve_rows,
     scan_rows,
 )
 from panderm.segmentation.model import (
@@ -87,6 +88,17 @@ def _write_skipped(out: Path, extra: list[tuple[str, str]]) -> None:
             pd.DataFrame(rows, columns=["path", "reason"]).to_csv(tmp, index=False)
 
 
+def describe_segmentation_inputs(table: pd.DataFrame, csv, net: SegmentationModel) -> dict:
+    """What a segmentation run is made from (checked on ``--resume``): every CSV row's image, mask
+    and split, the image and mask files' size and mtime, and the encoder's starting weights' sha256."""
+    from panderm.train.inputs import describe_records, encoder_weights_sha256
+
+    split = table["split"] if "split" in table.columns else [""] * len(table)
+    records = ((img, [mask, s], {"image": ip, "mask": mp}) for img, mask, s, ip, mp in
+               zip(table["image"], table["mask"], split, table["image_path"], table["mask_path"]))
+    return describe_records(records, source=csv, weights_sha256=encoder_weights_sha256(net.encoder))
+
+
 def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224", weights=None,
                        epochs: float | None = None, max_steps: int | None = None, batch_size: int = 16,
                        lr: float = 5e-4, weight_decay: float = 0.01, channels: int = 256, drop_path: float = 0.0,
@@ -97,7 +109,8 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
 
     Args:
         csv, root: Segmentation CSV (``image``, ``mask``, ``split``) and the folder its
-            paths are relative to (path rule: :mod:`panderm.segmentation.data`).
+            paths are relative to (``--root``; rows may not leave it; None: the CSV's folder,
+            absolute paths allowed; path rule: :mod:`panderm.segmentation.data`).
         out: Run folder: ``checkpoint-last.pth``, ``checkpoint-best.pth`` + ``best.json``
             (best val Jaccard), ``log.jsonl``, ``config.json``, ``segment_config.json``,
             ``train-state.pt`` (for ``resume``), ``skipped.csv``.
@@ -106,7 +119,9 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
         batch_size, lr, weight_decay: AdamW settings (lr is not batch-scaled).
         channels: UPerHead width (official ViT-L: 1024).
         drop_path: Stochastic depth rate of the encoder.
-        precision, device, num_workers, seed, resume, progress: Trainer options.
+        precision, device, num_workers, seed, progress: Trainer options.
+        resume: Continue the run in ``out``; refused when the CSV rows (image, mask, split), the
+            image/mask files or the starting weights differ from the run's (``inputs.json``).
         split, val_split: CSV splits to train on and to pick the best checkpoint on.
         rotation: Maximum augmentation rotation in degrees.
         **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
@@ -123,13 +138,15 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
         if old.get("model") != model:
             raise PandermError(f"cannot resume {out}: it was trained with model '{old.get('model')}', "
                                f"not '{model}'", hint=f"resume with --model {old.get('model')}, or use a new --out")
-    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root)
+    base, source = Path(csv).parent, str(csv)
+    inputs_table = resolve_rows(read_segmentation_csv(csv), root, base=base, source=source)
+    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root, base=base, source=source)
     if rows.empty:
         raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}",
                          hint="check the paths against --root (see docs/segmentation.md, path rule)")
     eval_fn = None
     try:
-        val_rows, _ = scan_rows(read_segmentation_csv(csv, val_split), root, warn=False)
+        val_rows, _ = scan_rows(read_segmentation_csv(csv, val_split), root, warn=False, base=base, source=source)
         eval_fn = make_eval_fn(val_rows) if not val_rows.empty else None
     except InputError:
         val_rows = None
@@ -148,15 +165,22 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
                "weights": None if weights is None else str(weights), "taps": list(net.taps), "channels": channels,
                "drop_path": drop_path, "input_size": INPUT_SIZE, "mean": list(MEAN), "std": list(STD),
                "preset": "segment (resize to 224x224, mean = std = 0.5)", "num_classes": 1,
-               "loss": "bce+dice", "threshold": 0.5, "csv": str(csv), "root": str(root), "split": split,
+               "loss": "bce+dice", "threshold": 0.5, "csv": str(csv), "root": None if root is None else str(root),
+               "split": split,
                "val_split": val_split if eval_fn else None, "rotation": rotation}
     run_config = {k: seg_cfg[k] for k in ("task", "model", "weights", "taps", "channels", "drop_path", "split",
                                           "rotation")}
+    inputs = describe_segmentation_inputs(inputs_table, csv, net)
+    if resume and (out / "train-state.pt").is_file():  # refuse before segment_config.json is rewritten
+        from panderm.provenance import check_resume_inputs
+
+        check_resume_inputs(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg_path, seg_cfg)
     dataset = SegmentationDataset(rows, augment=True, rotation=rotation)
     result = Trainer(net, dataset, tcfg, out, export_fn=_export, run_config=run_config, resume=resume,
-                     eval_fn=eval_fn, monitor="jaccard" if eval_fn else None).fit()
+                     eval_fn=eval_fn, monitor="jaccard" if eval_fn else None,
+                     inputs=inputs).fit()
     _write_skipped(out, skipped)
     result.n_train, result.n_skipped_rows = len(rows), len(skipped)
     return result

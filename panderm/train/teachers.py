@@ -214,22 +214,45 @@ def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: Path, wha
     module.load_state_dict(sd, strict=True)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a state-dict file (weights_only / safetensors); TorchScript archives as a fallback."""
+def is_torchscript_archive(path: str | Path) -> bool:
+    """True when ``path`` is a TorchScript archive (a zip with a ``code/`` folder or ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any("/code/" in n or n.endswith("/constants.pkl") for n in names)
+
+
+def _read_weights(path: Path, trust_torchscript: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a state-dict file (weights_only torch or safetensors: no code runs).
+
+    A TorchScript archive (OpenAI's original CLIP ``.pt``) is refused unless
+    ``trust_torchscript``: ``torch.jit.load`` runs the archive's TorchScript code, so it is
+    only used when the user vouches for the file (``--trust-torchscript-teacher``).
+    """
     from panderm.errors import CheckpointError
     from panderm.models.checkpoint import read_state_dict
 
     try:
         return read_state_dict(path)
-    except CheckpointError:
-        if not zipfile.is_zipfile(path):
+    except CheckpointError as exc:
+        if not is_torchscript_archive(path):
             raise
-    try:  # OpenAI's original CLIP .pt files are TorchScript archives; loading one runs no pickled Python
+        if not trust_torchscript:
+            raise CheckpointError(
+                f"{path} is a TorchScript archive; loading one runs the code it contains, so it was refused "
+                "(nothing from it ran)",
+                hint="convert it once to a plain state dict or safetensors file, or, only if you trust where the "
+                     "file came from, pass --trust-torchscript-teacher") from None
+        reason = exc
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    except Exception:
-        return read_state_dict(path)  # re-raise the clear CheckpointError
+    except Exception as jit_exc:  # noqa: BLE001 - any failure: report both readers
+        raise CheckpointError(f"{path} is neither a readable state dict ({reason.message}) nor a loadable "
+                              f"TorchScript archive ({type(jit_exc).__name__})") from None
 
 
 def _resize_grid_embedding(pos: torch.Tensor, grid: int, prefix: int) -> torch.Tensor:
@@ -255,13 +278,15 @@ class OpenCLIPTeacher(Teacher):
         arch: open_clip model name, e.g. ``ViT-L-14`` (for OpenAI weights use the
             ``-quickgelu`` variant: the activation is not stored in the weights).
         weights_path: Local state dict of the whole CLIP model (``visual.*`` keys)
-            or of the image tower alone; OpenAI TorchScript ``.pt`` also works.
+            or of the image tower alone. OpenAI's TorchScript ``.pt`` only with ``trust_torchscript``.
         grid: Target patch grid (the student's).
+        trust_torchscript: Allow a TorchScript archive (``torch.jit.load`` runs its code).
     """
 
     has_cls = True
 
-    def __init__(self, arch: str, weights_path: str | Path, grid: int = 14, precision: str = "auto"):
+    def __init__(self, arch: str, weights_path: str | Path, grid: int = 14, precision: str = "auto",
+                 trust_torchscript: bool = False):
         super().__init__(precision)
         try:
             import open_clip
@@ -278,7 +303,7 @@ class OpenCLIPTeacher(Teacher):
         model = open_clip.create_model(arch, pretrained=None, device="cpu")
         visual = model.visual
         del model  # the text tower is never used
-        sd = _read_weights(path)
+        sd = _read_weights(path, trust_torchscript)
         if any(k.startswith("visual.") for k in sd):
             sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
         _load_strict(visual, sd, path, f"open_clip {arch} image tower")
@@ -316,11 +341,12 @@ class TimmTeacher(Teacher):
         name: timm model name, e.g. ``vit_base_patch16_224``.
         weights_path: Local state dict (safetensors or a weights-only torch file).
         grid: Target patch grid.
+        trust_torchscript: Allow a TorchScript archive (``torch.jit.load`` runs its code).
         **model_kwargs: Extra ``timm.create_model`` arguments (tests use tiny depths).
     """
 
     def __init__(self, name: str, weights_path: str | Path, grid: int = 14, precision: str = "auto",
-                 **model_kwargs):
+                 trust_torchscript: bool = False, **model_kwargs):
         super().__init__(precision)
         import timm
 
@@ -330,7 +356,7 @@ class TimmTeacher(Teacher):
         except RuntimeError as exc:  # timm: "Unknown model (...)"
             raise ConfigError(f"cannot create timm model {name!r}: {exc}",
                               hint="see timm.list_models() for the names") from None
-        sd = _read_weights(path)
+        sd = _read_weights(path, trust_torchscript)
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}  # classifier unused (num_classes=0)
         _load_strict(model, sd, path, f"timm {name}")
         if not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
@@ -356,17 +382,28 @@ class TimmTeacher(Teacher):
         return torch.cat([x[:, :1], patches], dim=1) if self.has_cls else patches
 
 
-def build_teacher(spec: str) -> Teacher:
+def build_teacher(spec: str, *, trust_torchscript: bool = False) -> Teacher:
     """Build a teacher from ``name[:rest]`` through the plugin teacher registry.
 
+    ``trust_torchscript`` lets a teacher whose factory accepts it (``openclip``, ``timm``)
+    load a TorchScript weights archive, which runs the archive's code.
+
     Raises:
-        ConfigError: unknown teacher (listing the registered ones) or a bad spec.
+        ConfigError: unknown teacher (listing the registered ones), a bad spec, or
+            ``trust_torchscript`` for a teacher that reads no weights file.
     """
+    import inspect
+
     from panderm.plugins import registries
 
     name, _, rest = spec.partition(":")
     entry = registries().teachers.get(name.strip())
-    return entry.factory(rest)
+    if not trust_torchscript:
+        return entry.factory(rest)
+    if "trust_torchscript" not in inspect.signature(entry.factory).parameters:
+        raise ConfigError(f"--trust-torchscript-teacher does not apply to the '{name.strip()}' teacher",
+                          hint="it only applies to teachers that read a weights file (openclip, timm)")
+    return entry.factory(rest, trust_torchscript=True)
 
 
 def split_weights_spec(rest: str, kind: str) -> tuple[str, str]:

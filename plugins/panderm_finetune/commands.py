@@ -36,7 +36,9 @@ Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
 last), predictions.csv, confusion_matrix.png, roc.png, finetune.json (recipe,
 classes, counts, best epoch/value, warnings), checkpoint-best.pth (classifier
 state dict), checkpoint-last.pth, best.json, log.jsonl, config.json,
-train-state.pt (for --resume). --eval writes into RUN/eval-test[-tta]/.
+train-state.pt (for --resume), inputs.json. --eval writes into RUN/eval-test[-tta]/.
+--resume is refused when the CSV rows (image, label, split), the image files
+or the --weights file changed since the run started; the message lists what.
 TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 (probabilities averaged)."""
 
@@ -45,8 +47,8 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 @click.option("--csv", "csv_path", type=_PATH, metavar="FILE",
               help="Dataset CSV: image, split (train/val/test), label [, binary_label]. Default with "
                    "--resume/--eval: the run's.")
-@click.option("--root", type=_PATH, metavar="DIR", help="Folder the image paths are relative to "
-              "(default: the CSV's folder).")
+@click.option("--root", type=_PATH, metavar="DIR", help="Folder the image paths are relative to; rows may not "
+              "leave it (default: the CSV's folder, absolute paths allowed).")
 @click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
 @click.option("--out", type=_PATH, metavar="DIR", help="Run folder.")
@@ -77,7 +79,8 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap replicates for the test CIs.")
 @click.option("--resume", "resume_dir", type=_PATH, metavar="RUN_DIR", default=None,
-              help="Continue the run in RUN_DIR (may replace --out); options not given default to the run's.")
+              help="Continue the run in RUN_DIR (may replace --out); options not given default to the run's. "
+                   "Refused when the CSV rows, image files or weights changed since it started.")
 @click.option("--eval", "eval_only", is_flag=True, help="Only evaluate the run (--resume or --out) on the test split.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
@@ -96,7 +99,6 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
     run = resume_dir or out
     if run is None:
         raise ConfigError("--out is required", hint="e.g. --out runs/ft (or --resume RUN_DIR to continue one)")
-    root = root or (csv_path.parent if csv_path else None)
     if eval_only:
         result = evaluate_run(run, csv_path, root, tta=options["tta"], n_bootstrap=options["n_bootstrap"],
                               device=options["device"], precision=options["precision"])
@@ -112,7 +114,8 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
                 if name in rc and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                     opts[name] = rc[name]
             if csv_path is None:
-                csv_path, root = Path(rc["csv"]), root or Path(rc["root"])
+                csv_path = Path(rc["csv"])
+                root = root or (Path(rc["root"]) if rc.get("root") else None)
         if csv_path is None:
             raise ConfigError("--csv is required for training")
         opts["num_workers"] = opts.pop("workers")

@@ -26,12 +26,15 @@ failed registration falls back to the identity, an unreadable pair is
 skipped). `panderm change eval` applies the run's steps to its pairs.
 
 \b
-Pairs CSV: image_a, image_b (relative to --root; ideally registered with
+Pairs CSV: image_a, image_b (relative to --root, which they may not leave;
+without --root, relative to the CSV's folder or absolute; ideally registered with
 `panderm align-pair`), label (1 = changed, 0 = unchanged; or the words
 changed/unchanged), split (train/val/test), optional patient. Trains on the
 --split rows. Outputs in --out: checkpoint-last.pth (encoder + head),
 change_config.json, config.json, log.jsonl, train-state.pt (for --resume),
-preprocessed/ (unless --steps default)."""
+inputs.json, preprocessed/ (unless --steps default). --resume is refused when
+the pairs (images, label, split), the image files or the --weights file
+changed since the run started; the message lists what differs."""
 
 EVAL_EPILOG = """\b
 Examples:
@@ -83,14 +86,15 @@ def change_group():
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the pairs, image files "
+              "or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_cmd(pairs_csv, root, out, model, weights, ablation, max_steps, epochs, batch_size, lr, hidden, margin,
               contrastive_weight, split, precision, device, workers, seed, resume, quiet):
     """Train a Siamese change detector (shared-weight encoder + 2-layer head)."""
     from panderm.longitudinal.change import train_change
 
-    result = train_change(pairs_csv, root or pairs_csv.parent, out, model=model, weights=weights, steps=ablation,
+    result = train_change(pairs_csv, root, out, model=model, weights=weights, steps=ablation,
                           max_steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, margin=margin,
                           contrastive_weight=contrastive_weight, split=split, precision=precision, device=device,
                           num_workers=workers, seed=seed, resume=resume, progress=not quiet)
@@ -122,7 +126,7 @@ def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device
     from panderm.longitudinal.change import evaluate_change
 
     out = out or Path(run_dir) / f"eval-{pairs_csv.stem}"
-    res = evaluate_change(run_dir, pairs_csv, root or pairs_csv.parent, out, split=split, threshold=threshold,
+    res = evaluate_change(run_dir, pairs_csv, root, out, split=split, threshold=threshold,
                           batch_size=batch_size, device=device, n_bootstrap=bootstrap)
     click.echo(f"{res['n_pairs']} pairs ({res['n_changed']} changed, {res['n_unchanged']} unchanged), "
                f"split {split}, threshold {threshold:g}")

@@ -34,7 +34,7 @@ def _random(rest: str):
     return RandomTeacher(out_dim=out_dim)
 
 
-def _openclip(rest: str):
+def _openclip(rest: str, trust_torchscript: bool = False):
     from panderm.errors import ConfigError
     from panderm.train.teachers import OpenCLIPTeacher, split_weights_spec
 
@@ -42,14 +42,14 @@ def _openclip(rest: str):
         raise ConfigError(f"openclip teacher arch must be a plain model name, not '{rest.split(':')[0]}:...'",
                           hint="hub names are refused: teachers load local files only (openclip:<arch>:<path>)")
     arch, path = split_weights_spec(rest, "openclip")
-    return OpenCLIPTeacher(arch, path)
+    return OpenCLIPTeacher(arch, path, trust_torchscript=trust_torchscript)
 
 
-def _timm(rest: str):
+def _timm(rest: str, trust_torchscript: bool = False):
     from panderm.train.teachers import TimmTeacher, split_weights_spec
 
     name, path = split_weights_spec(rest, "timm")
-    return TimmTeacher(name, path)
+    return TimmTeacher(name, path, trust_torchscript=trust_torchscript)
 
 
 @panderm.hookimpl

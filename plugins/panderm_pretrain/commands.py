@@ -22,17 +22,24 @@ Examples:
   panderm extract imgs/ --model panderm_large_patch16_224 --weights runs/pl/checkpoint-last.pth --out feats/
 \b
 --data: a manifest CSV (columns path, modality, optional weight), a folder with one
-subfolder per modality, a plain image folder, or NAME:SPEC for a plugin data source."""
+subfolder per modality, a plain image folder, or NAME:SPEC for a plugin data source.
+
+--resume is refused when the data changed since the run started (rows added,
+removed or changed, image files replaced) or the --init-weights file differs;
+the message lists what differs."""
 
 
 @click.command("pretrain", epilog=EPILOG)
 @click.option("--config", "config_path", help="Recipe YAML path or bundled recipe name (panderm_large, panderm_base).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Resume the run in this folder.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Resume the run in this folder; refused when its data or --init-weights changed since it started.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (checkpoints, log.jsonl).")
 @click.option("--model", help="Encoder name (default panderm_tiny_patch16_224).")
 @click.option("--init-weights", help="Start the encoder from these weights (the paper started from ImageNet ones).")
 @click.option("--teacher", help="hog | random | openclip:<arch>:<path> | timm:<name>:<path>.")
 @click.option("--data", help="Manifest CSV, modality folders, image folder or NAME:SPEC.")
+@click.option("--trust-torchscript-teacher", is_flag=True, default=None,
+              help="Allow a TorchScript teacher weights file (OpenAI's CLIP .pt). Loading one RUNS CODE from the "
+                   "file: only for files you trust. Default: refused.")
 @click.option("--steps", type=int, help="Optimizer steps (alternative to --epochs).")
 @click.option("--epochs", type=float, help="Epochs over the data.")
 @click.option("--batch-size", type=int, help="Images per process per micro-step.")

@@ -19,10 +19,13 @@ ROOT/<path> if that file exists, else ROOT/images/<path> (images) or
 ROOT/masks/<path> (masks). Masks: 0/255 or 0/1 (others are thresholded at
 >127 with a warning); a mask of another size than its image is resized
 (nearest); rows with a missing file are skipped and listed in skipped.csv.
+With --root, a path that leaves it (.., absolute) is refused, naming the row.
 Recipe: 224x224, mean = std = 0.5, BCE + Dice, AdamW lr 5e-4 (not
 batch-scaled), weight decay 0.01, cosine; colour jitter, flips, rotation.
 Outputs in --out: checkpoint-last.pth, checkpoint-best.pth + best.json (best
-val Jaccard), segment_config.json, config.json, log.jsonl, train-state.pt."""
+val Jaccard), segment_config.json, config.json, log.jsonl, train-state.pt,
+inputs.json. --resume is refused when the CSV rows (image, mask, split), the
+image or mask files, or the --weights file changed since the run started."""
 
 PREDICT_EPILOG = """\b
 Examples:
@@ -73,14 +76,15 @@ def segment_group():
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the CSV rows, image/mask "
+              "files or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_cmd(csv_path, root, out, model, weights, epochs, max_steps, batch_size, lr, weight_decay, channels,
               drop_path, split, precision, device, workers, seed, resume, quiet):
     """Train a UPerNet lesion segmenter on a PanDerm encoder."""
     from panderm.segmentation.train import train_segmentation
 
-    res = train_segmentation(csv_path, root or csv_path.parent, out, model=model, weights=weights, epochs=epochs,
+    res = train_segmentation(csv_path, root, out, model=model, weights=weights, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              channels=channels, drop_path=drop_path, precision=precision, device=device,
                              num_workers=workers, seed=seed, resume=resume, progress=not quiet, split=split)
@@ -129,7 +133,7 @@ def eval_cmd(run_dir, csv_path, root, out, split, threshold, bootstrap, batch_si
     """Evaluate a segmenter: Dice and Jaccard with 95% CIs, overlays and a whole-image baseline."""
     from panderm.segmentation.predict import evaluate_segmentation
 
-    m = evaluate_segmentation(run_dir, csv_path, root or csv_path.parent, out, split=split, n_bootstrap=bootstrap,
+    m = evaluate_segmentation(run_dir, csv_path, root, out, split=split, n_bootstrap=bootstrap,
                               threshold=threshold, batch_size=batch_size, device=device)
     click.echo(f"{m['n']} images (split {split}, {m['skipped']} skipped); mean over images:")
     for k in ("dice", "jaccard", "dice_global", "jaccard_global"):

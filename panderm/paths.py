@@ -75,6 +75,16 @@ def check_safe_name(name: str, *, what: str = "name", source: str = "") -> str:
     return name
 
 
+def relative_key(path: str | os.PathLike, folder: str | os.PathLike | None) -> str:
+    """``path`` relative to ``folder`` (forward slashes) when inside it, else the absolute path."""
+    p = Path(os.path.abspath(path))
+    if folder is not None:
+        base = Path(os.path.abspath(folder))
+        if p == base or base in p.parents:
+            return p.relative_to(base).as_posix()
+    return p.as_posix()
+
+
 def inside_out(out: str | os.PathLike, *parts: str) -> Path:
     """``out/parts...``, checked to stay inside ``out`` after normalisation.
 

@@ -152,7 +152,8 @@ def describe_pretrain_inputs(config: dict[str, Any], dataset, model) -> dict:
     values: modality and sampling weight; the file's size and mtime), the teacher's
     weights file when it has one, and the sha256 of ``init_weights`` (None: random init).
     """
-    from panderm.train.inputs import describe_records, relative_key, weights_file_sha256
+    from panderm.paths import relative_key
+    from panderm.provenance import describe_records, weights_file_sha256
 
     source = getattr(dataset, "source", None)
     folder = None if source is None else (source if Path(source).is_dir() else Path(source).parent)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from panderm.errors import PandermError
 from panderm.io import atomic_write_json, file_stamp
@@ -64,6 +64,42 @@ def describe_table(df, columns: Sequence[str], paths: Sequence[str | os.PathLike
     values = df[cols].astype(str).itertuples(index=False, name=None) if cols else ([] for _ in keys)
     files = paths if paths is not None else [None] * len(keys)
     return describe_inputs(zip(keys, values, files), source=source, weights_sha256=weights_sha256)
+
+
+#: One training row: a stable key, the values that change the numbers, and the files it reads by role.
+Record = tuple[str, Sequence[Any], Mapping[str, "str | os.PathLike | None"]]
+
+
+def _record_rows(records: Iterable[Record]):
+    for key, values, files in records:
+        roles = list(files.items())
+        yield str(key), list(values), roles[0][1] if roles else None
+        for role, path in roles[1:]:  # a second file (mask, image_b) is stamped on an entry of its own
+            yield f"{key} ({role})", [], path
+
+
+def describe_records(records: Iterable[Record], *, source: str | os.PathLike, weights_sha256: str | None) -> dict:
+    """:func:`describe_inputs` for rows given as ``(key, values, {role: path})``.
+
+    The first file is stamped on the row itself; any further file gets its own entry
+    ``"<key> (<role>)"``, so a changed label reads "1 row(s) changed" and a replaced
+    mask "1 file(s) changed".
+    """
+    return describe_inputs(_record_rows(records), source=str(source), weights_sha256=weights_sha256)
+
+
+def encoder_weights_sha256(encoder) -> str | None:
+    """sha256 of the weights an encoder from ``create_encoder`` started from (None: random init)."""
+    return getattr(getattr(encoder, "weights_info", None), "sha256", None)
+
+
+def weights_file_sha256(path: str | os.PathLike | None) -> str | None:
+    """sha256 of a weights file (registry-cached while unchanged on disk); None for no file."""
+    if path is None:
+        return None
+    from panderm.weights import weights_sha256
+
+    return weights_sha256(Path(path))
 
 
 def _examples(keys: list[str]) -> str:

@@ -305,7 +305,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
 def describe_finetune_inputs(df: pd.DataFrame, csv: Path, label_col: str, net) -> dict:
     """What a fine-tuning run is made from (checked on ``--resume``): every CSV row's image,
     label and split with the image file's size and mtime, and the starting weights' sha256."""
-    from panderm.train.inputs import describe_records, encoder_weights_sha256
+    from panderm.provenance import describe_records, encoder_weights_sha256
 
     records = ((key, [label, split], {"image": path})
                for key, label, split, path in zip(df["key"], df[label_col].astype(str), df["split"], df["_path"]))

@@ -173,7 +173,7 @@ def describe_change_inputs(rows: pd.DataFrame, pairs_csv, encoder) -> dict:
 
     ``rows`` come from :func:`resolve_pairs` (absolute paths plus the original cells).
     """
-    from panderm.train.inputs import describe_records, encoder_weights_sha256
+    from panderm.provenance import describe_records, encoder_weights_sha256
 
     records = ((f"{a} | {b}", [label, split], {"image_a": pa, "image_b": pb}) for a, b, label, split, pa, pb in
                zip(rows["_image_a"], rows["_image_b"], rows["label"], rows["split"], rows["image_a"],

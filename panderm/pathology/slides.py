@@ -288,10 +288,15 @@ class _PilReader(SlideReader):
     def __init__(self, path: Path):
         from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = None  # slides are big on purpose; only local files are opened
-        with Image.open(path) as im:
-            im.load()
-            self._img = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+        # Slides are big on purpose: lift Pillow's bomb guard for this one read only, never process-wide
+        # (serve and extract in the same process rely on it).
+        guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                im.load()
+                self._img = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+        finally:
+            Image.MAX_IMAGE_PIXELS = guard
         self.path = path
         h, w = self._img.shape[:2]
         self.level_dimensions = ((w, h),)

@@ -91,7 +91,7 @@ def _write_skipped(out: Path, extra: list[tuple[str, str]]) -> None:
 def describe_segmentation_inputs(table: pd.DataFrame, csv, net: SegmentationModel) -> dict:
     """What a segmentation run is made from (checked on ``--resume``): every CSV row's image, mask
     and split, the image and mask files' size and mtime, and the encoder's starting weights' sha256."""
-    from panderm.train.inputs import describe_records, encoder_weights_sha256
+    from panderm.provenance import describe_records, encoder_weights_sha256
 
     split = table["split"] if "split" in table.columns else [""] * len(table)
     records = ((img, [mask, s], {"image": ip, "mask": mp}) for img, mask, s, ip, mp in

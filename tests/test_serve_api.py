@@ -62,8 +62,11 @@ def sandbox(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _client(**kwargs):
-    return TestClient(create_app(FakeClassifier(), **kwargs), raise_server_exceptions=False)
+BASE = "http://127.0.0.1:8765"  # a loopback Host header (TestClient's default 'testserver' is refused)
+
+
+def _client(clf=None, **kwargs):
+    return TestClient(create_app(clf or FakeClassifier(), **kwargs), base_url=BASE, raise_server_exceptions=False)
 
 
 def _assert_good(resp):
@@ -196,7 +199,7 @@ def test_model_failure_is_generic_500(jpeg_bytes):
         def embed(self, images):
             raise RuntimeError("CUDA exploded at /secret/path")
 
-    with TestClient(create_app(Broken()), raise_server_exceptions=False) as c:
+    with _client(Broken()) as c:
         r = c.post("/api/v1/predict", files={"image": jpeg_bytes})
         assert r.status_code == 500 and r.json() == {"error": "internal server error"}
         assert "secret" not in r.text

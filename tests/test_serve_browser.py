@@ -86,3 +86,35 @@ def test_page_upload_shows_bars(shared_data, tmp_path):
                 page.screenshot(path=str(out), full_page=True)
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("reference_images", [True, False], ids=["pictures", "no-reference-images"])
+def test_page_similar_cases_respect_no_reference_images(shared_data, reference_images):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium binary: apt-get install -y chromium (or set PANDERM_CHROMIUM)")
+
+    from panderm.serve.app import create_app
+    from panderm.serve.fake import FakeClassifier
+    from panderm.serve.server import BackgroundServer
+
+    image = min((shared_data / "ham10000_dermoscopy_cls" / "images").glob("*.jpg"))
+    app = create_app(FakeClassifier(), reference_images=reference_images)
+    with BackgroundServer(app) as url, sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        except Exception as exc:  # noqa: BLE001 - broken/mismatched browser install
+            pytest.skip(f"cannot launch Chromium at {exe}: {str(exc).splitlines()[0]}")
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.set_input_files("#file", str(image))  # the page's own POST carries its Origin: accepted
+            page.wait_for_selector("#similar .case", timeout=60_000)
+            assert page.locator("#similar .case").count() == 5
+            pictures = page.locator("#similar img").count()
+            placeholders = page.locator("#similar .noimg").count()
+            assert (pictures, placeholders) == ((5, 0) if reference_images else (0, 5))
+            assert not page.locator("#error").is_visible()
+        finally:
+            browser.close()

@@ -167,6 +167,16 @@ def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[fl
     return t, {"n_val": len(y), "nll_t1": nll(logits, y, 1.0), "nll": nll(logits, y, t)}
 
 
+def fresh_weights_sha256(enc_model) -> str | None:
+    """The sha256 of the encoder's weights file, re-hashed now (never a cached registry value)."""
+    info = enc_model.weights_info
+    if not info.path:
+        return info.sha256
+    from panderm.weights import weights_sha256
+
+    return weights_sha256(Path(info.path), fresh=True)
+
+
 def _probe(out, features, csv, model, weights, root, binary, reference_size, descriptions, demo, seed,
            n_bootstrap) -> Path:
     from panderm.eval.metrics import ALL_METRICS, bootstrap_ci
@@ -192,7 +202,8 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
                                             model, weights)
     else:
         enc_model = create_encoder(name, weights)
-    if enc_model.weights_info.sha256 is None:
+    weights_hash = fresh_weights_sha256(enc_model)
+    if weights_hash is None:
         raise ConfigError(f"encoder {name} has no trained weights (random initialisation)",
                           hint="a classifier bundle needs identifiable encoder weights: pass --weights")
     full_name = enc_model.model_name
@@ -235,8 +246,8 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     if ref_rows and not any(r["thumbnail"] for r in ref_rows):
         warn.append(f"reference images not found under {root}: thumbnails omitted (pass --root)")
     encoder = {"name": full_name, "weights_spec": portable_weights_spec(full_name, enc_model.weights_info.spec,
-                                                                        enc_model.weights_info.sha256),
-               "weights_sha256": enc_model.weights_info.sha256, "preset": enc_model.pretrained_cfg.preset,
+                                                                        weights_hash),
+               "weights_sha256": weights_hash, "preset": enc_model.pretrained_cfg.preset,
                "dim": dim}
     data = {"dataset": _dataset_name(csv), "csv": csv.name, "features": features.name,
             "label_column": label_col, "binary": binary, "n_train": len(train), "n_val": len(val),
@@ -329,10 +340,10 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
 
         cfg = get_encoder_entry(rc["model"])[1]
         if cfg.bundled:
-            base_sha = weights_sha256(bundled_weights_path(cfg))
+            base_sha = weights_sha256(bundled_weights_path(cfg), fresh=True)
     else:
         try:
-            base_sha = weights_sha256(resolve_weights_path(base_spec))
+            base_sha = weights_sha256(resolve_weights_path(base_spec), fresh=True)
         except InputError:
             warn.append(f"the run's base weights {base_spec} are not available here: sha256 not recorded")
     classes = _labels_as_str(classes_raw)

@@ -10,9 +10,12 @@ Layout (``classifier.json`` is written last, so its presence marks a complete bu
     reference.json           per reference row: label, image name, thumbnail (base64 JPEG ≤ 96 px or null)
     card.md                  data, metrics, intended use
 
-Loading reads only JSON and safetensors, checks shapes strictly, and rebuilds
-the encoder the head was fitted on (its weights' sha256 must match, as for the
-TBP bundle: :func:`panderm.models.factory.create_matching_encoder`).
+``classifier.json`` records the sha256 of every member file (``"files"``). Loading
+checks ``classifier.json`` against a JSON schema before using any key
+(:mod:`panderm.classifier.schema`), then every member's sha256 (a changed file is
+named), reads only JSON and safetensors, checks shapes strictly, and rebuilds the
+encoder the head was fitted on (its weights' sha256, freshly hashed, must match, as
+for the TBP bundle: :func:`panderm.models.factory.create_matching_encoder`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from panderm.errors import CheckpointError, ConfigError, InputError
 
 META_FILE = "classifier.json"
 FORMAT = "panderm-classifier"
-VERSION = 1
+#: 2: ``files`` records each member's sha256 (version-1 bundles are refused: rebuild them).
+VERSION = 2
 HEAD_FILE, MODEL_FILE, REF_FILE, REF_JSON, CARD_FILE = (
     "head.safetensors", "model.safetensors", "reference.safetensors", "reference.json", "card.md")
 HEAD_KINDS = ("probe", "finetune")
@@ -231,42 +235,48 @@ class Classifier:
 def save_classifier(out: str | Path, *, meta: dict, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                     model_state: dict | None = None, ref_feats: np.ndarray, ref_labels: np.ndarray,
                     ref_rows: list[dict], card: str) -> Path:
-    """Write a bundle file by file; ``classifier.json`` last (a stale one is removed first)."""
+    """Write a bundle file by file; ``classifier.json`` (with every member's sha256) last.
+
+    A stale ``classifier.json`` is removed first, so an interrupted rewrite never looks complete.
+    """
     import torch
     from safetensors.torch import save
 
-    from panderm.io import (
-        atomic_path,
-        atomic_write_json,
-        atomic_write_text,
-        sha256_file,
-    )
+    from panderm.io import atomic_path, atomic_write_json, atomic_write_text
+    from panderm.manifest import FILES_KEY, hash_members
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
+    (out / META_FILE).unlink(missing_ok=True)
     meta = dict(meta, format=FORMAT, version=VERSION)
     meta["encoder"] = dict(meta["encoder"], file=None)
+    meta["encoder"].pop("file_sha256", None)  # the files record covers it
     if meta["head"]["kind"] == "probe":
         (out / MODEL_FILE).unlink(missing_ok=True)
-        with atomic_path(out / HEAD_FILE) as tmp:
-            tmp.write_bytes(save({"weight": torch.as_tensor(np.asarray(weight, np.float32)).contiguous(),
-                                  "bias": torch.as_tensor(np.asarray(bias, np.float32)).contiguous()}))
+        head_file = HEAD_FILE
+        tensors = {"weight": torch.as_tensor(np.asarray(weight, np.float32)).contiguous(),
+                   "bias": torch.as_tensor(np.asarray(bias, np.float32)).contiguous()}
     else:
         (out / HEAD_FILE).unlink(missing_ok=True)
-        with atomic_path(out / MODEL_FILE) as tmp:
-            tmp.write_bytes(save({k: v.detach().cpu().contiguous() for k, v in model_state.items()}))
-        meta["encoder"]["file"] = MODEL_FILE
-        meta["encoder"]["file_sha256"] = sha256_file(out / MODEL_FILE)
+        head_file = meta["encoder"]["file"] = MODEL_FILE
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    with atomic_path(out / head_file) as tmp:
+        tmp.write_bytes(save(tensors))
     with atomic_path(out / REF_FILE) as tmp:
         tmp.write_bytes(save({"features": torch.as_tensor(l2_normalise(ref_feats).reshape(len(ref_rows), -1)),
                               "labels": torch.as_tensor(np.asarray(ref_labels, np.int64))}))
     atomic_write_json(out / REF_JSON, ref_rows)
     atomic_write_text(out / CARD_FILE, card)
+    meta[FILES_KEY] = hash_members(out, member_files(meta["head"]["kind"]))
     atomic_write_json(out / META_FILE, meta)
     return out
+
+
+def member_files(kind: str) -> tuple[str, ...]:
+    """The member files a bundle with head ``kind`` (``probe``/``finetune``) must list with a sha256."""
+    return (HEAD_FILE if kind == "probe" else MODEL_FILE, REF_FILE, REF_JSON, CARD_FILE)
 
 
 # ---------------------------------------------------------------------- loading
@@ -283,22 +293,75 @@ def _safetensors(path: Path, what: str) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
-        raise CheckpointError(f"cannot read the {what} {path}: {exc}") from None
+        raise CheckpointError(f"cannot read the {what} {path}: {str(exc)[:200]}",
+                              hint="it is not a safetensors file; rebuild the bundle") from None
+
+
+def read_meta(path: Path) -> dict:
+    """``classifier.json`` of bundle ``path``: schema-checked, and every member file's sha256 verified.
+
+    Raises:
+        InputError: no ``classifier.json``. CheckpointError: not a classifier, a newer or
+            older format, a missing or invalid key (named), or a changed member file (named).
+    """
+    from panderm.classifier.schema import CLASSIFIER_SCHEMA
+    from panderm.manifest import FILES_KEY, validate_json, verify_members
+
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise InputError(f"{path} is not a classifier bundle (no {META_FILE})",
+                         hint="build one with `panderm classifier build`")
+    meta = _read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: "
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("version")
+    if isinstance(version, int) and version > VERSION:
+        raise CheckpointError(f"{path} has classifier version {version}; this panderm reads up to {VERSION}",
+                              hint="upgrade panderm")
+    if FILES_KEY not in meta or (isinstance(version, int) and version < VERSION):
+        raise CheckpointError(f"classifier {path} records no sha256 for its member files "
+                              f"(version {version}, made by an older panderm)",
+                              hint="rebuild it with `panderm classifier build` from this version of panderm")
+    validate_json(meta, CLASSIFIER_SCHEMA, where=str(meta_path))
+    verify_members(path, meta, owner=f"classifier {path}", required=member_files(meta["head"]["kind"]))
+    return meta
+
+
+def _reference_rows(path: Path) -> list[dict]:
+    from panderm.classifier.schema import REFERENCE_SCHEMA
+    from panderm.manifest import validate_json
+
+    rows = _read_json(path / REF_JSON)
+    validate_json(rows, REFERENCE_SCHEMA, where=str(path / REF_JSON))
+    return rows
+
+
+def _card(path: Path) -> str:
+    try:
+        return (path / CARD_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path / CARD_FILE}: {exc}") from None
+
+
+def _probe_head(path: Path, k: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    head = _safetensors(path / HEAD_FILE, "head")
+    if set(head) != {"weight", "bias"} or tuple(head["weight"].shape) != (k, dim) \
+            or tuple(head["bias"].shape) != (k,):
+        raise CheckpointError(f"{path / HEAD_FILE} must hold weight ({k}, {dim}) and bias ({k},); got "
+                              f"{', '.join(f'{n} {tuple(v.shape)}' for n, v in head.items())}")
+    return head["weight"].double().numpy(), head["bias"].double().numpy()
 
 
 def _finetuned_net(path: Path, enc: dict, k: int, weights):
     import torch
 
     from panderm.finetune.model import build_classifier
-    from panderm.io import sha256_file
 
     if weights is not None:
-        raise ConfigError(f"classifier {path} carries its own fine-tuned encoder ({enc['file']}); "
+        raise ConfigError(f"classifier {path} carries its own fine-tuned encoder ({MODEL_FILE}); "
                           "--weights would replace it", hint="drop --weights")
-    file = path / enc["file"]
-    if enc.get("file_sha256") and sha256_file(file) != enc["file_sha256"]:
-        raise CheckpointError(f"{file} does not match the sha256 recorded in {path / META_FILE}",
-                              hint="the bundle was modified or damaged; rebuild it")
+    file = path / MODEL_FILE
     state = _safetensors(file, "fine-tuned model")
     net = build_classifier(enc["name"], None, k, drop_path=0.0, rel_pos_bias=bool(enc.get("rel_pos_bias")),
                            load=False)
@@ -308,6 +371,20 @@ def _finetuned_net(path: Path, enc: dict, k: int, weights):
         raise CheckpointError(f"cannot load {file} into {enc['name']}: {str(exc).splitlines()[0]}") from None
     head = net.head
     return net.eval(), head.weight.detach().to(torch.float64).numpy(), head.bias.detach().to(torch.float64).numpy()
+
+
+def _reference_set(path: Path, dim: int, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    ref = _safetensors(path / REF_FILE, "reference set")
+    rows = _reference_rows(path)
+    feats, labels = ref.get("features"), ref.get("labels")
+    if set(ref) != {"features", "labels"} or feats.ndim != 2 or (len(feats) and feats.shape[1] != dim) \
+            or labels.shape != (len(feats),) or len(rows) != len(feats):
+        raise CheckpointError(f"{path / REF_FILE} / {REF_JSON} are inconsistent with a {dim}-d, "
+                              f"{k}-class classifier")
+    labels = labels.numpy()
+    if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise CheckpointError(f"{path / REF_FILE} has label indices outside 0..{k - 1}")
+    return feats.float().numpy(), labels, rows
 
 
 def load_classifier(path: str | Path | None = None, *, weights: str | Path | None = None, device: str | None = None,
@@ -321,7 +398,8 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
         precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware is fast at it).
 
     Raises:
-        InputError: not a bundle. CheckpointError: damaged files. ConfigError: other encoder weights.
+        InputError: not a bundle. CheckpointError: damaged, changed or foreign files.
+        ConfigError: other encoder weights.
     """
     import torch
 
@@ -329,53 +407,20 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
     from panderm.models.factory import create_matching_encoder
 
     path = Path(path) if path is not None else demo_classifier_path()
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise InputError(f"{path} is not a classifier bundle (no {META_FILE})",
-                         hint="build one with `panderm classifier build`")
-    meta = _read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: "
-                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path} has classifier version {meta['version']}; this panderm reads up to {VERSION}",
-                              hint="upgrade panderm")
-    try:
-        enc, kind, classes = meta["encoder"], meta["head"]["kind"], [str(c) for c in meta["classes"]]
-        dim = int(enc["dim"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{meta_path} lacks {exc}") from None
-    if kind not in HEAD_KINDS or len(classes) < 2:
-        raise CheckpointError(f"{meta_path}: head kind {kind!r} / {len(classes)} classes are not usable")
+    meta = read_meta(path)
+    enc, kind, classes = meta["encoder"], meta["head"]["kind"], list(meta["classes"])
+    dim, k = enc["dim"], len(classes)
     device = device or default_device()
     precision = resolve_precision(precision, device)
-    k = len(classes)
     if kind == "probe":
-        head = _safetensors(path / HEAD_FILE, "head")
-        if set(head) != {"weight", "bias"} or tuple(head["weight"].shape) != (k, dim) \
-                or tuple(head["bias"].shape) != (k,):
-            raise CheckpointError(f"{path / HEAD_FILE} must hold weight ({k}, {dim}) and bias ({k},); got "
-                                  f"{', '.join(f'{n} {tuple(v.shape)}' for n, v in head.items())}")
+        weight, bias = _probe_head(path, k, dim)
         net = create_matching_encoder(f"classifier {path}", enc, None, weights)
-        weight, bias = head["weight"].double().numpy(), head["bias"].double().numpy()
     else:
         net, weight, bias = _finetuned_net(path, enc, k, weights)
         if weight.shape != (k, dim):
-            raise CheckpointError(f"{path / enc['file']} has a head of shape {weight.shape}, expected {(k, dim)}")
+            raise CheckpointError(f"{path / MODEL_FILE} has a head of shape {weight.shape}, expected {(k, dim)}")
     net = net.eval().to(device)
     if precision == "bf16":
         net = net.to(torch.bfloat16)
-    ref = _safetensors(path / REF_FILE, "reference set")
-    rows = _read_json(path / REF_JSON)
-    feats = ref.get("features")
-    labels = ref.get("labels")
-    if set(ref) != {"features", "labels"} or feats.ndim != 2 or (len(feats) and feats.shape[1] != dim) \
-            or labels.shape != (len(feats),) or not isinstance(rows, list) or len(rows) != len(feats):
-        raise CheckpointError(f"{path / REF_FILE} / {REF_JSON} are inconsistent with a {dim}-d, "
-                              f"{k}-class classifier")
-    labels = labels.numpy()
-    if len(labels) and (labels.min() < 0 or labels.max() >= k):
-        raise CheckpointError(f"{path / REF_FILE} has label indices outside 0..{k - 1}")
-    card = (path / CARD_FILE).read_text(encoding="utf-8") if (path / CARD_FILE).is_file() else ""
-    meta["classes"] = classes
-    return Classifier(path, meta, weight, bias, net, feats.float().numpy(), labels, rows, card, device, precision)
+    feats, labels, rows = _reference_set(path, dim, k)
+    return Classifier(path, meta, weight, bias, net, feats, labels, rows, _card(path), device, precision)

@@ -1,18 +1,23 @@
 """The FastAPI app behind ``panderm serve``: the page, the static files and a small JSON API.
 
-Safe defaults: optional bearer token on every ``/api/*`` call, bounded upload
-size, decompression-bomb guard, uploads kept in memory only (unless
-``keep_uploads``), JSON errors without stack traces, a request log that never
-contains image content.
+Safe defaults: only loopback ``Host`` names (and the ``--host`` name) are
+answered and foreign ``Origin`` headers are refused (DNS rebinding, cross-site
+requests); optional bearer token on every ``/api/*`` call; bounded upload size,
+pixel limit and concurrent decoding; uploads kept in memory only (unless
+``keep_uploads``: private files in a private folder); JSON errors without stack
+traces; a request log that never contains image content.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -23,13 +28,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from panderm.serve.batcher import MicroBatcher
+from panderm.serve.server import accepted_hosts, normalise_host
 from panderm.serve.uploads import (
     MULTIPART_SLACK,
     SERVE_MAX_PIXELS,
     UploadError,
     decode_image,
+    decode_pool,
+    decode_slots,
     extract_image_bytes,
     keep_upload,
+    prepare_keep_folder,
     read_body,
 )
 
@@ -60,8 +69,10 @@ _PREDICT_OPENAPI = {
                                      "description": "JPEG/PNG/WebP/BMP/TIFF image"}}}}},
     },
     "responses": {"400": {"description": "Bad upload"}, "401": {"description": "Missing or wrong token"},
+                  "403": {"description": "Foreign Host or Origin header"},
                   "413": {"description": "Upload or image too large"},
-                  "415": {"description": "Not an image"}, "422": {"description": "Corrupt image"}},
+                  "415": {"description": "Not an image"},
+                  "422": {"description": "Corrupt image, or short side under 32 px"}},
 }
 
 
@@ -86,6 +97,34 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
+
+
+def host_refusal(request, hosts: frozenset[str] | None) -> str | None:
+    """Why ``request`` must be refused (403) for its ``Host`` or ``Origin`` header; ``None``: fine.
+
+    ``hosts``: the accepted host names (:func:`panderm.serve.server.accepted_hosts`;
+    ``None``: any ``Host``, and an ``Origin`` must then name the request's own host).
+    A request without ``Origin`` (curl, same-origin page loads) is fine.
+    """
+    host = normalise_host(request.headers.get("host", ""))
+    if hosts is not None and host not in hosts:
+        shown = ", ".join(f"[{h}]" if ":" in h else h for h in sorted(hosts))
+        return (f"Host '{host[:100]}' is not accepted by this server (it answers to {shown}); "
+                "open it as http://127.0.0.1:PORT/ or start it with --host NAME")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    parts = urlsplit(origin.strip())
+    name = (parts.hostname or "").rstrip(".")
+    allowed = hosts if hosts is not None else {host}
+    if parts.scheme not in ("http", "https") or name not in allowed:
+        return f"cross-origin request from '{origin[:100]}' refused: this server only answers its own pages"
+    return None
+
+
+def hide_reference_images(cases: list[dict]) -> list[dict]:
+    """The similar cases without their pictures or image names (other patients' images)."""
+    return [{**case, "thumbnail": None, "image": None} for case in cases]
 
 
 def make_batch_fn(classifier):
@@ -114,7 +153,8 @@ def make_batch_fn(classifier):
 
 def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 10,
                max_pixels: int | None = SERVE_MAX_PIXELS, keep_uploads=None, batch_window_ms: float = 5,
-               max_batch: int = 16, microbatch: bool = True, neighbours: int = 5):
+               max_batch: int = 16, microbatch: bool = True, neighbours: int = 5, host: str = "127.0.0.1",
+               reference_images: bool = True, decode_concurrency: int | None = None):
     """Build the web app around a loaded classifier (see :mod:`panderm.classifier`).
 
     Args:
@@ -124,16 +164,28 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
         token: When set, every ``/api/*`` call needs ``Authorization: Bearer TOKEN``
             or ``X-Panderm-Token: TOKEN``.
         max_upload_mb: Largest accepted image file (MiB); larger → 413.
-        max_pixels: Largest image (width × height) decoded; larger → 413.
+        max_pixels: Largest image (width × height) decoded; larger → 413. JPEGs count at
+            the reduced size they are decoded at (draft mode).
         keep_uploads: Folder to keep a copy of each successfully decoded upload
-            (random name, atomic write); ``None`` (default): nothing is written.
+            (made 0700; random name, 0600, atomic write); ``None`` (default): nothing is written.
         batch_window_ms, max_batch: Micro-batching window and batch cap.
         microbatch: ``False``: one model call per request.
         neighbours: Default number of similar cases returned (``?neighbours=`` overrides; 0 skips).
+        host: The interface the server listens on: requests must name a loopback host or this
+            one in ``Host`` (any, for ``0.0.0.0``/``::``), and a present ``Origin`` must match.
+        reference_images: ``False``: similar cases come without thumbnails or image names
+            (they are other patients' pictures).
+        decode_concurrency: Most uploads decoded at once, on their own threads (default
+            ``min(cpu_count, 4)``, fewer for a raised ``max_pixels``; never above the CPU count).
     """
     from panderm import __version__
 
     max_bytes = int(max_upload_mb * 1024 * 1024)
+    hosts = accepted_hosts(host)
+    slots = decode_slots(decode_concurrency, max_pixels)
+    decoder = decode_pool(decode_concurrency, max_pixels)
+    if keep_uploads is not None:
+        prepare_keep_folder(keep_uploads)
     info = _jsonable(classifier.model_info())
     name = _model_name(info, classifier)
     classes = [str(c) for c in classifier.classes]
@@ -149,6 +201,7 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
         yield
         await batcher.aclose()
         batcher.shutdown()
+        decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="PanDerm decision support (research use only)", version=__version__,
                   description="Skin-lesion classifier API. Research use only — not a diagnosis.",
@@ -165,7 +218,10 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
     async def guard_and_log(request: Request, call_next):
         t0 = time.perf_counter()
         path = request.url.path
-        if token is not None and path.startswith("/api/") and not _token_ok(request, token):
+        refusal = host_refusal(request, hosts)
+        if refusal is not None:
+            response = error(403, refusal)
+        elif token is not None and path.startswith("/api/") and not _token_ok(request, token):
             response = error(401, "missing or wrong access token (send 'Authorization: Bearer TOKEN' "
                                   "or 'X-Panderm-Token: TOKEN')", {"WWW-Authenticate": "Bearer"})
         else:
@@ -228,6 +284,7 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
     async def model():
         return {"name": name, "model": info, "classes": classes, "descriptions": descriptions,
                 "malignant": malignant, "card": card, "max_upload_mb": max_upload_mb,
+                "max_pixels": max_pixels, "reference_images": reference_images,
                 "notice": "Research use only — not a diagnosis."}
 
     @app.post("/api/v1/predict", summary="Classify one skin-lesion image", openapi_extra=_PREDICT_OPENAPI)
@@ -241,9 +298,11 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
         del body
         if len(data) > max_bytes:
             raise UploadError(413, f"image file too large: {len(data):,} bytes > limit {max_bytes:,}")
-        image, fmt = await run_in_threadpool(decode_image, data, max_pixels)
+        image, upload = await asyncio.get_running_loop().run_in_executor(
+            decoder, functools.partial(decode_image, data, max_pixels, slots=slots))
         if keep_uploads is not None:
-            await run_in_threadpool(keep_upload, keep_uploads, data, fmt)
+            await run_in_threadpool(keep_upload, keep_uploads, data, upload["format"])
+        del data
         probs, nbrs = await batcher.submit((image, k))
         counters["predictions"] += 1
         order = np.argsort(-probs, kind="stable")
@@ -256,11 +315,11 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
             "malignant": malignant,
             "descriptions": descriptions,
             "model": info,
-            "image": {"width": image.width, "height": image.height, "format": fmt},
+            "image": upload,
             "notice": "Research use only — not a diagnosis.",
         }
         if k:
-            result["neighbours"] = _jsonable(nbrs)
+            result["neighbours"] = _jsonable(nbrs if reference_images else hide_reference_images(nbrs))
         result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
         return result
 

@@ -23,6 +23,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: Host names every server answers to (a browser on this machine).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: ``--host`` values that listen on every interface.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def normalise_host(value: str) -> str:
+    """Lower-case host name without port, brackets or trailing dot: ``[::1]:8765`` → ``::1``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        value = value[1:].split("]", 1)[0]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def accepted_hosts(host: str) -> frozenset[str] | None:
+    """The ``Host`` names a server listening on ``host`` answers to; ``None``: any (wildcard ``--host``).
+
+    Loopback names always; the ``--host`` name too when it is another. A wildcard
+    (``0.0.0.0``, ``::``) accepts any name: such a server needs a token anyway.
+    """
+    name = normalise_host(host)
+    if name in WILDCARD_HOSTS:
+        return None
+    return frozenset((*LOOPBACK_HOSTS, name))
+
+
 def check_exposure(host: str, token: str | None) -> None:
     """Refuse to listen beyond this machine without an access token."""
     if not is_loopback(host) and not token:

@@ -32,10 +32,13 @@ From a finetune run: the best (else last) checkpoint, calibrated on the run's
 val images (--csv/--root default to the run's).
 
 \b
-The bundle (--out) holds classifier.json (written last), head.safetensors or
-model.safetensors, reference.safetensors + reference.json (up to
---reference-size training images, stratified by class, with thumbnails from
---root) and card.md. --descriptions CSV: class,description[,malignant]."""
+The bundle (--out) holds classifier.json (written last, with the sha256 of
+every member file), head.safetensors or model.safetensors,
+reference.safetensors + reference.json (up to --reference-size training
+images, stratified by class, with thumbnails from --root) and card.md.
+Loading checks classifier.json against its schema and every member's sha256,
+and refuses a changed file by name. --descriptions CSV:
+class,description[,malignant]."""
 
 
 @classifier_group.command("build", context_settings=_CTX, epilog=BUILD_EPILOG)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 _CTX = {"help_option_names": ["-h", "--help"]}
+SERVE_MAX_PIXELS = 16_000_000  # panderm.serve.uploads.SERVE_MAX_PIXELS (not imported: keeps --help light)
 
 EPILOG = """\b
 Examples:
@@ -20,10 +21,14 @@ Examples:
 \b
 Page at http://HOST:PORT/ ; API: POST /api/v1/predict (multipart field
 'image'), GET /api/v1/health, GET /api/v1/model; schema at /openapi.json.
-Safe defaults: loopback only (a non-loopback --host needs --token), uploads
-up to --max-upload-mb and 50 MP, kept in memory only (never written to disk
-unless --keep-uploads DIR), JSON errors without stack traces, a request log
-without image content. Research use only — not a diagnosis."""
+Safe defaults: loopback only (a non-loopback --host needs --token); answers
+only loopback Host names (and the --host name) and refuses foreign Origin
+headers (403); uploads up to --max-upload-mb and --max-pixels (16 MP; large
+JPEGs are decoded reduced), short side at least 32 px, decoded a few at a
+time, kept in memory only (never written to disk unless --keep-uploads DIR:
+0600 files in a 0700 folder); --no-reference-images hides the similar cases'
+pictures (other patients' images); JSON errors without stack traces; a request
+log without image content. Research use only — not a diagnosis."""
 
 
 @click.command("serve", epilog=EPILOG, context_settings=_CTX)
@@ -37,8 +42,13 @@ without image content. Research use only — not a diagnosis."""
               help="Access token for /api/* (Bearer or X-Panderm-Token header). Env: PANDERM_SERVE_TOKEN.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.01, 1024),
               help="Largest accepted image file.")
+@click.option("--max-pixels", default=SERVE_MAX_PIXELS, show_default=True, type=click.IntRange(1024, 500_000_000),
+              help="Largest image decoded (width × height; a JPEG counts at its reduced draft size).")
 @click.option("--keep-uploads", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Keep a copy of each accepted upload here (random names). Default: keep nothing.")
+              help="Keep a copy of each accepted upload here (random names, 0600 files, folder made 0700). "
+                   "Default: keep nothing.")
+@click.option("--no-reference-images", is_flag=True,
+              help="Similar cases without thumbnails or image names (they are other patients' pictures).")
 @click.option("--no-microbatch", is_flag=True, help="One model call per request (no micro-batching).")
 @click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long to gather concurrent requests into one model call.")
@@ -50,8 +60,8 @@ without image content. Research use only — not a diagnosis."""
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Inference precision.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False))
-def serve_cmd(classifier_dir, demo, host, port, token, max_upload_mb, keep_uploads, no_microbatch,
-              batch_window_ms, max_batch, neighbours, device, precision, log_level):
+def serve_cmd(classifier_dir, demo, host, port, token, max_upload_mb, max_pixels, keep_uploads, no_reference_images,
+              no_microbatch, batch_window_ms, max_batch, neighbours, device, precision, log_level):
     """Local web page + HTTP API for a skin-lesion classifier (research use only)."""
     from panderm.serve.server import check_exposure
 
@@ -65,9 +75,9 @@ def serve_cmd(classifier_dir, demo, host, port, token, max_upload_mb, keep_uploa
     from panderm.serve.server import run
 
     clf = load_classifier(None if demo else classifier_dir, device=device, precision=precision)
-    app = create_app(clf, token=token, max_upload_mb=max_upload_mb, keep_uploads=keep_uploads,
+    app = create_app(clf, token=token, max_upload_mb=max_upload_mb, max_pixels=max_pixels, keep_uploads=keep_uploads,
                      batch_window_ms=batch_window_ms, max_batch=max_batch, microbatch=not no_microbatch,
-                     neighbours=neighbours)
+                     neighbours=neighbours, host=host, reference_images=not no_reference_images)
     shown = "[" + host + "]" if ":" in host else host
     click.echo(f"PanDerm serve: http://{shown}:{port}/  (research use only — not a diagnosis)", err=True)
     if token is None:

@@ -79,9 +79,14 @@
     items.forEach((n) => {
       const card = el("figure", "case");
       card.style.margin = "0";
-      const img = el("img");
-      if (typeof n.thumbnail === "string" && n.thumbnail.startsWith("data:image/")) img.src = n.thumbnail;
-      img.alt = n.label;
+      let img;
+      if (typeof n.thumbnail === "string" && n.thumbnail.startsWith("data:image/")) {
+        img = el("img");
+        img.src = n.thumbnail;
+        img.alt = n.label;
+      } else {
+        img = el("div", "noimg", "image not shown");
+      }
       const cap = el("figcaption");
       cap.append(el("div", "name", n.label));
       if (n.description) cap.append(el("div", "desc", n.description));

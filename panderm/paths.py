@@ -85,6 +85,16 @@ def relative_key(path: str | os.PathLike, folder: str | os.PathLike | None) -> s
     return p.as_posix()
 
 
+def safe_stem(name: str, fallback: str = "item") -> str:
+    """A file-name stem for a display name (a patient id, say): runs of other characters become ``_``.
+
+    For names that are shown, not trusted as paths: ``"Patient 1"`` → ``Patient_1``,
+    ``"../../x"`` → ``x``. The result always matches :data:`SAFE_NAME`.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100]
+    return stem if stem and SAFE_NAME.match(stem) else fallback
+
+
 def inside_out(out: str | os.PathLike, *parts: str) -> Path:
     """``out/parts...``, checked to stay inside ``out`` after normalisation.
 

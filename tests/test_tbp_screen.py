@@ -49,22 +49,19 @@ def read_lesions(out: Path) -> pd.DataFrame:
 
 def vectra_bundle(dest: Path, columns=("A", "B", "areaMM2"), seed: int = 0) -> Path:
     """The demo bundle with its measurement model swapped for a Vectra one on ``columns`` (no encoding needed)."""
-    import skops.io as sio
     from sklearn.ensemble import ExtraTreesClassifier
 
-    from panderm.tbp.bundle import demo_bundle_path
+    from panderm.tbp.bundle import load_bundle, save_bundle
 
-    shutil.copytree(demo_bundle_path(), dest)
+    demo = load_bundle()
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(60, len(columns)))
     y = (X[:, -1] + 0.3 * rng.normal(size=60) > 0).astype(int)
     et = ExtraTreesClassifier(n_estimators=10, random_state=seed).fit(X, y)
-    sio.dump(et, str(dest / "extra_trees.skops"))
-    meta = json.loads((dest / "bundle.json").read_text())
-    meta["ml"] = dict(meta["ml"], columns=list(columns), fill_values={c: 0.0 for c in columns},
-                      measurement_source="vectra", file="extra_trees.skops")
-    (dest / "bundle.json").write_text(json.dumps(meta))
-    (dest / "importance.csv").unlink(missing_ok=True)
+    ml = dict(demo.meta["ml"], columns=list(columns), fill_values={c: 0.0 for c in columns},
+              measurement_source="vectra")
+    save_bundle(dest, meta=dict(demo.meta, ml=ml), risk_weight=demo.risk_weight, risk_bias=demo.risk_bias, ml=et,
+                card="test bundle")
     return dest
 
 

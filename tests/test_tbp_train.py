@@ -118,7 +118,7 @@ def test_train_bundle_contents(trained):
     from panderm.tbp.bundle import load_bundle
 
     csv, _tiles, bundle, output = trained
-    for name in ("bundle.json", "risk_head.safetensors", "extra_trees.skops", "importance.csv", "card.md",
+    for name in ("bundle.json", "risk_head.safetensors", "extra_trees.safetensors", "importance.csv", "card.md",
                  "metrics.json", "validation_lesions.csv"):
         assert (bundle / name).is_file(), name
     assert not (bundle / "encoder.safetensors").exists()  # frozen bundled weights: referenced, not copied
@@ -132,6 +132,8 @@ def test_train_bundle_contents(trained):
     assert meta["encoder"]["weights_sha256"] == load_bundle().meta["encoder"]["weights_sha256"]
     assert meta["ml"]["measurement_source"] == "image" and meta["ml"]["n_estimators"] == 20
     assert meta["demo"] is False
+    assert set(meta["files"]) == {"risk_head.safetensors", "extra_trees.safetensors", "importance.csv", "card.md"}
+    assert meta["ml"]["model"]["n_trees"] == 20 and not list(bundle.glob("*.skops"))
 
     b = load_bundle(bundle)
     from sklearn.ensemble import ExtraTreesClassifier
@@ -258,7 +260,8 @@ def test_finetune_bundle(cli, trained, tmp_path):
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["encoder"]["finetuned"] is True and meta["encoder"]["file"] == "encoder.safetensors"
     assert meta["risk_head"]["mode"] == "finetune" and meta["ml"] is None
-    assert not (out / "extra_trees.skops").exists()
+    assert not (out / "extra_trees.safetensors").exists()
+    assert set(meta["files"]) == {"risk_head.safetensors", "encoder.safetensors", "card.md"}
 
     from panderm.tbp.bundle import load_bundle
 

@@ -2,12 +2,17 @@
 
 Layout (``bundle.json`` is written last, so its presence marks a complete bundle)::
 
-    bundle.json            encoder identity, thresholds, UD settings, measurement schema, metrics
-    risk_head.safetensors  the linear risk head: weight (1, D), bias (1,)
-    encoder.safetensors    only for a fine-tuned (or randomly initialised) encoder
-    extra_trees.skops      the measurement model (skops, loaded with an allow-list of types)
-    importance.csv         feature, importance, std (permutation importance on validation)
-    card.md                data, metrics and intended use
+    bundle.json               encoder identity, thresholds, UD settings, measurement schema, metrics,
+                              and ``files``: the sha256 of every member file below
+    risk_head.safetensors     the linear risk head: weight (1, D), bias (1,)
+    encoder.safetensors       only for a fine-tuned (or randomly initialised) encoder
+    extra_trees.safetensors   the measurement model's tree arrays (rebuilt by :mod:`panderm.tbp.forest`)
+    importance.csv            feature, importance, std (permutation importance on validation)
+    card.md                   data, metrics and intended use
+
+Nothing in a bundle is read with a deserialiser that can run code. Loading checks
+``bundle.json`` against :data:`BUNDLE_SCHEMA` before using any key, then every member's
+sha256, then reads the arrays.
 """
 
 from __future__ import annotations
@@ -25,11 +30,56 @@ from panderm.io import atomic_path, atomic_write_json, atomic_write_text
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = "panderm-tbp-bundle"
-VERSION = 1
+VERSION = 2  # 2: trees in safetensors, member sha256 in "files"; 1 (skops) is refused
 HEAD_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE = (
-    "risk_head.safetensors", "encoder.safetensors", "extra_trees.skops", "importance.csv", "card.md")
-# skops refuses unknown types; these are the only ones an ExtraTrees file may need.
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+    "risk_head.safetensors", "encoder.safetensors", "extra_trees.safetensors", "importance.csv", "card.md")
+LEGACY_ML_FILE = "extra_trees.skops"
+RETRAIN_HINT = "retrain the bundle with `panderm tbp train` (this panderm stores the trees as safetensors arrays)"
+
+
+def _bundle_schema() -> dict:
+    from panderm.tbp.forest import MODEL_SCHEMA
+
+    number = {"type": "number"}
+    sha = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    return {
+        "type": "object",
+        "required": ["format", "version", "encoder", "risk_head", "ud", "ml", "thresholds", "files"],
+        "properties": {
+            "format": {"const": FORMAT},
+            "version": {"type": "integer"},
+            "encoder": {"type": "object", "required": ["name", "weights_sha256", "preset", "dim", "finetuned", "file"],
+                        "properties": {"name": {"type": "string", "minLength": 1},
+                                       "weights_spec": {"type": ["string", "null"]},
+                                       "weights_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+                                       "preset": {"type": "string"},
+                                       "dim": {"type": "integer", "minimum": 1},
+                                       "finetuned": {"type": "boolean"},
+                                       "file": {"enum": [ENCODER_FILE, None]}}},
+            "risk_head": {"type": "object", "required": ["mode"], "properties": {"mode": {"enum": ["probe", "finetune"]}}},
+            "ud": {"type": "object", "required": ["k", "min_lesions", "metric"],
+                   "properties": {"k": {"type": "number", "minimum": 0},
+                                  "min_lesions": {"type": "integer", "minimum": 1},
+                                  "metric": {"enum": ["euclidean", "cosine"]}}},
+            # "required"/"properties" apply to objects only, so null (no measurement model) passes them
+            "ml": {"type": ["object", "null"],
+                   "required": ["columns", "fill_values", "measurement_source", "file", "model"],
+                   "properties": {"columns": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                  "fill_values": {"type": "object", "additionalProperties": number},
+                                  "measurement_source": {"enum": ["vectra", "image"]},
+                                  "file": {"const": ML_FILE},
+                                  "model": MODEL_SCHEMA}},
+            "thresholds": {"type": "object", "required": ["risk", "ml", "target_sensitivity"],
+                           "properties": {"risk": number, "ml": {"type": ["number", "null"]},
+                                          "target_sensitivity": number}},
+            "files": {"type": "object", "minProperties": 1, "additionalProperties": sha},
+            "demo": {"type": "boolean"},
+            "created": {"type": ["string", "null"]},
+        },
+    }
+
+
+BUNDLE_SCHEMA = _bundle_schema()
 
 
 def demo_bundle_path() -> Path:
@@ -99,87 +149,126 @@ class Bundle:
 def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bias: float, ml=None,
                 importance: pd.DataFrame | None = None, encoder_state: dict | None = None,
                 card: str = "") -> Path:
-    """Write a bundle folder atomically file by file; ``bundle.json`` last."""
-    import skops.io as sio
+    """Write a bundle folder atomically file by file; ``bundle.json`` (with every member's sha256) last."""
     import torch
     from safetensors.torch import save
+
+    from panderm.manifest import FILES_KEY, hash_members
+    from panderm.tbp.forest import save_forest
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / BUNDLE_FILE).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
+    for stale in (LEGACY_ML_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE):
+        (out / stale).unlink(missing_ok=True)  # a member of an earlier bundle in this folder must not linger
     w = torch.as_tensor(np.asarray(risk_weight, np.float32).reshape(1, -1))
     with atomic_path(out / HEAD_FILE) as tmp:  # bytes, so the file keeps atomic_path's permissions
         tmp.write_bytes(save({"weight": w.contiguous(), "bias": torch.tensor([float(risk_bias)], dtype=torch.float32)}))
+    members = [HEAD_FILE]
     meta = dict(meta, format=FORMAT, version=VERSION)
     meta["encoder"] = dict(meta["encoder"], file=None)
     if encoder_state is not None:
         with atomic_path(out / ENCODER_FILE) as tmp:
             tmp.write_bytes(save({k: v.detach().cpu().contiguous() for k, v in encoder_state.items()}))
         meta["encoder"]["file"] = ENCODER_FILE
+        members.append(ENCODER_FILE)
     if ml is not None:
         with atomic_path(out / ML_FILE) as tmp:
-            sio.dump(ml, str(tmp))
-        meta["ml"] = dict(meta["ml"], file=ML_FILE)
+            record = save_forest(ml, tmp)
+        meta["ml"] = dict(meta["ml"], file=ML_FILE, model=record)
+        members.append(ML_FILE)
     if importance is not None:
         with atomic_path(out / IMPORTANCE_FILE) as tmp:
             importance.to_csv(tmp, index=False)
+        members.append(IMPORTANCE_FILE)
     if card:
         atomic_write_text(out / CARD_FILE, card)
+        members.append(CARD_FILE)
+    meta[FILES_KEY] = hash_members(out, members)
     atomic_write_json(out / BUNDLE_FILE, meta)
     return out
 
 
-def _load_skops(path: Path):
-    import skops.io as sio
+def _read_meta(path: Path) -> dict:
+    """``bundle.json``, refusing older (skops) bundles and anything that does not match the schema."""
+    from panderm.manifest import FILES_KEY, validate_json
+
+    meta_path = path / BUNDLE_FILE
+    if not meta_path.is_file():
+        raise InputError(f"{path} is not a TBP screening bundle (no {BUNDLE_FILE})",
+                         hint="train one with `panderm tbp train`, or use --demo")
+    if (path / LEGACY_ML_FILE).exists():
+        raise CheckpointError(f"bundle {path} holds {path / LEGACY_ML_FILE}, a measurement model in the skops "
+                              "format, which panderm no longer reads (loading it could run code)", hint=RETRAIN_HINT)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {meta_path}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: {found!r})")
+    version = meta.get("version")
+    if isinstance(version, int) and version > VERSION:
+        raise CheckpointError(f"{path} has bundle version {version}; this panderm reads up to {VERSION}",
+                              hint="upgrade panderm")
+    if version != VERSION or FILES_KEY not in meta:
+        raise CheckpointError(f"bundle {path} was written by an older panderm (version {version!r}, no sha256 "
+                              "record of its files)", hint=RETRAIN_HINT)
+    validate_json(meta, BUNDLE_SCHEMA, where=str(meta_path))
+    return meta
+
+
+def _check_members(path: Path, meta: dict) -> None:
+    from panderm.manifest import verify_members
+
+    required = [HEAD_FILE] + ([ML_FILE] if meta["ml"] else []) + ([ENCODER_FILE] if meta["encoder"]["file"] else [])
+    verify_members(path, meta, owner=f"bundle {path}", required=required)
+    if meta["ml"] and len(meta["ml"]["columns"]) != meta["ml"]["model"]["n_features"]:
+        raise CheckpointError(f"{path / BUNDLE_FILE}: ml/columns names {len(meta['ml']['columns'])} columns but "
+                              f"the model has {meta['ml']['model']['n_features']} features")
+
+
+def _load_head(path: Path, dim: int) -> tuple[np.ndarray, float]:
+    from safetensors.torch import load_file
 
     try:
-        untrusted = sio.get_untrusted_types(file=str(path))
-        bad = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-        if bad:
-            raise CheckpointError(f"{path} contains types outside scikit-learn/numpy: {', '.join(bad)}",
-                                  hint="the measurement model must be a plain scikit-learn estimator")
-        return sio.load(str(path), trusted=untrusted)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a damaged file
-        raise CheckpointError(f"cannot read the measurement model {path}: {exc}") from None
+        head = load_file(str(path / HEAD_FILE))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
+        raise CheckpointError(f"cannot read the risk head {path / HEAD_FILE}: not a safetensors file ({exc})",
+                              hint=RETRAIN_HINT) from None
+    if set(head) != {"weight", "bias"} or head["weight"].shape != (1, dim) or head["bias"].shape != (1,):
+        raise CheckpointError(f"{path / HEAD_FILE} must hold weight (1, {dim}) and bias (1,); "
+                              f"got {', '.join(f'{k} {tuple(v.shape)}' for k, v in head.items())}")
+    return head["weight"][0].double().numpy(), float(head["bias"][0])
+
+
+def _load_importance(path: Path) -> pd.DataFrame | None:
+    file = path / IMPORTANCE_FILE
+    if not file.is_file():
+        return None
+    try:
+        imp = pd.read_csv(file)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read {file}: {exc}") from None
+    if not {"feature", "importance", "std"} <= set(imp.columns):
+        raise CheckpointError(f"{file} must have the columns feature, importance, std")
+    return imp
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Load a bundle folder (default: the bundled demo bundle).
 
+    Order: ``bundle.json`` against the schema, every member's sha256, then the arrays.
+
     Raises:
-        InputError: Not a bundle folder. CheckpointError: damaged or unsafe files.
+        InputError: Not a bundle folder. CheckpointError: an older (skops) bundle, a missing or
+            invalid key, a changed member file, or damaged arrays.
     """
-    from safetensors.torch import load_file
+    from panderm.tbp.forest import load_forest
 
     path = Path(path) if path is not None else demo_bundle_path()
-    meta_path = path / BUNDLE_FILE
-    if not meta_path.is_file():
-        raise InputError(f"{path} is not a TBP screening bundle (no {BUNDLE_FILE})",
-                         hint="train one with `panderm tbp train`, or use --demo")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {meta_path}: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path} has bundle version {meta['version']}; this panderm reads up to {VERSION}",
-                              hint="upgrade panderm")
-    try:
-        head = load_file(str(path / HEAD_FILE))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
-        raise CheckpointError(f"cannot read the risk head {path / HEAD_FILE}: {exc}") from None
-    if set(head) != {"weight", "bias"} or head["weight"].shape != (1, meta["encoder"]["dim"]):
-        raise CheckpointError(f"{path / HEAD_FILE} must hold weight (1, {meta['encoder']['dim']}) and bias (1,); "
-                              f"got {', '.join(f'{k} {tuple(v.shape)}' for k, v in head.items())}")
-    ml = None
-    if meta.get("ml"):
-        ml = _load_skops(path / meta["ml"]["file"])
-        if hasattr(ml, "n_jobs"):  # threaded tree averaging adds in a varying order: keep scores reproducible
-            ml.n_jobs = 1
-    importance = None
-    if (path / IMPORTANCE_FILE).is_file():
-        importance = pd.read_csv(path / IMPORTANCE_FILE)
-    return Bundle(path, meta, head["weight"][0].double().numpy(), float(head["bias"][0]), ml, importance)
+    meta = _read_meta(path)
+    _check_members(path, meta)
+    weight, bias = _load_head(path, meta["encoder"]["dim"])
+    ml = load_forest(path / ML_FILE, meta["ml"]["model"]) if meta["ml"] else None
+    return Bundle(path, meta, weight, bias, ml, _load_importance(path))

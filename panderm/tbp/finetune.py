@@ -42,8 +42,11 @@ def train_transform(preset_name: str):
 def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out: Path, *, epochs: float = 10,
                   batch_size: int = 32, lr: float = 5e-4, precision: str = "bf16", device: str | None = None,
                   num_workers: int = 2, seed: int = 0, progress: bool = True, resume: bool = False,
-                  max_steps: int | None = None) -> tuple[nn.Module, np.ndarray, float]:
+                  max_steps: int | None = None, inputs: dict | None = None) -> tuple[nn.Module, np.ndarray, float]:
     """Fine-tune ``encoder`` + risk head with the shared Trainer (resumable in ``out``).
+
+    ``inputs`` is the :mod:`panderm.provenance` record of the training rows and starting
+    weights; the Trainer saves it and refuses a ``resume`` whose inputs differ.
 
     Returns:
         The fine-tuned encoder (eval mode, on CPU), the head weight ``(D,)`` and bias.
@@ -60,7 +63,7 @@ def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out:
                       device=device, num_workers=num_workers, seed=seed, progress=progress,
                       min_lr=1e-6, checkpoint_every=200, keep_last=1)  # lr 5e-4 unscaled, as the paper (BEiT v2)
     Trainer(model, ds, cfg, out, run_config={"task": "tbp-risk", "n": len(labels), "positives": pos},
-            resume=resume).fit()
+            resume=resume, inputs=inputs).fit()
     model = model.cpu().eval()
     w = model.head.weight.detach()[0].double().numpy()
     return model.encoder, w, float(model.head.bias.detach()[0])

@@ -1,7 +1,9 @@
 """Read TBP lesions from a patient folder, a cohort folder, a lesions CSV or the ISIC 2024 layout.
 
 Every reader returns a :class:`LesionTable`: one row per lesion with ``patient_id``,
-``lesion_id``, ``image`` (as written by the user), ``path`` (absolute tile path),
+``lesion_id``, ``image`` (as written by the user), ``path`` (absolute tile path, resolved with
+:func:`panderm.paths.resolve_under_root`: ``./`` and backslashes normalised, a path leaving
+``--root`` or the patient folder refused naming the row, so any working directory works),
 optional ``label`` (1 = malignant) and ``split``, plus whatever measurement columns
 the input has (ISIC 2024 ``tbp_lv_*`` names are renamed to the Vectra names).
 Bad items never abort a batch: they become :attr:`LesionTable.skipped` rows.
@@ -9,6 +11,7 @@ Bad items never abort a batch: they become :attr:`LesionTable.skipped` rows.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import InputError
+from panderm.paths import check_safe_name, inside_out, normalise_path, resolve_under_root
 
 TILE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MEASUREMENTS_FILE = "measurements.csv"
@@ -53,10 +57,22 @@ def parse_labels(values: pd.Series, source: str) -> pd.Series:
     return out.astype(int)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def safe_name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` may not become a file name (see :data:`panderm.paths.SAFE_NAME`), or None when it may."""
     try:
-        return pd.read_csv(path, dtype={"patient_id": str, "lesion_id": str, "image": str, "isic_id": str},
-                           low_memory=False)
+        check_safe_name(name, what=what)
+    except InputError as exc:
+        return exc.message
+    return None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A table with its CSV line numbers in ``_row`` (the header is line 1), so errors can name the row."""
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str, "lesion_id": str, "image": str, "isic_id": str},
+                         low_memory=False)
+        df["_row"] = np.arange(len(df)) + 2
+        return df
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty", hint="expected a header row with lesion_id,image,...") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -83,8 +99,34 @@ def _labels(table: LesionTable, source: str, strict: bool) -> pd.Series | None:
         return None
 
 
-def _finish(table: LesionTable, root: Path, source: str, strict_labels: bool = True) -> LesionTable:
-    """Common clean-up: ids as strings, paths resolved, labels parsed, duplicates and missing files skipped."""
+def _resolve_paths(df: pd.DataFrame, root: Path | None, base: Path | None, source: str,
+                   column: str = "image") -> list[str]:
+    """Absolute path per row of ``column`` ("" for an empty cell); one leaving ``root`` is an InputError naming its row."""
+    rows = df["_row"] if "_row" in df.columns else pd.Series(np.nan, index=df.index)
+    out = []
+    for value, row in zip(df[column], rows):
+        where = f"{source} row {int(row)}" if pd.notna(row) else f"{source} ({value})"
+        out.append(str(resolve_under_root(value, root, base=base, where=where)) if value else "")
+    return out
+
+
+def _warn_shared_tiles(table: LesionTable) -> None:
+    """Rows that name the same tile (however spelt) are kept; the tile is encoded once."""
+    shared = table.df["path"].duplicated(keep="first") & table.df["path"].ne("")
+    if shared.any():
+        names = table.df.loc[shared, "image"].tolist()
+        table.warnings.append(f"{int(shared.sum())} row(s) name a tile an earlier row already names; each tile is "
+                              "encoded once: " + ", ".join(names[:5]) + (" …" if len(names) > 5 else ""))
+
+
+def _finish(table: LesionTable, source: str, *, root: Path | None = None, base: Path | None = None,
+            strict_labels: bool = True) -> LesionTable:
+    """Common clean-up: ids as strings, paths made absolute, labels parsed, duplicates and missing files skipped.
+
+    Args:
+        root: The folder every ``image`` must stay in (``--root``, the patient folder), or None.
+        base: Where relative ``image`` values resolve when there is no ``root`` (the CSV's folder).
+    """
     from panderm.tbp.measurements import drop_leaky, normalize_columns
 
     label = _labels(table, source, strict_labels)
@@ -97,8 +139,11 @@ def _finish(table: LesionTable, root: Path, source: str, strict_labels: bool = T
         df["label"] = label.to_numpy()
     for col in ("patient_id", "lesion_id", "image"):
         df[col] = df[col].fillna("").astype(str).str.strip()
-    df["path"] = [str(Path(p) if Path(p).is_absolute() else root / p) if p else "" for p in df["image"]]
-    table.df = df.reset_index(drop=True)
+    df["path"] = _resolve_paths(df, root, base, source)
+    if "mask" in df.columns:  # --measure-from-image masks follow the same rules as the tiles
+        df["mask"] = _resolve_paths(df.assign(mask=df["mask"].fillna("").astype(str).str.strip()), root, base,
+                                    source, "mask")
+    table.df = df.drop(columns=["_row"], errors="ignore").reset_index(drop=True)
     dup = table.df.duplicated(["patient_id", "lesion_id"], keep="first")
     if dup.any():
         ids = table.df.loc[dup, "lesion_id"].unique().tolist()
@@ -108,6 +153,7 @@ def _finish(table: LesionTable, root: Path, source: str, strict_labels: bool = T
     missing = ~table.df["path"].map(lambda p: bool(p) and Path(p).is_file())
     if missing.any():
         table.skip(table.df[missing], "image file not found")
+    _warn_shared_tiles(table)
     return table
 
 
@@ -120,7 +166,7 @@ def read_patient_folder(folder: str | Path, patient_id: str | None = None, stric
     Tiles without a measurement row are kept (measurements imputed later, with a warning);
     rows whose tile is missing are skipped.
     """
-    folder = Path(folder)
+    folder = Path(os.path.abspath(Path(folder).expanduser()))
     pid = patient_id or folder.name
     tiles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TILE_EXTENSIONS)
     csv = folder / MEASUREMENTS_FILE
@@ -131,8 +177,8 @@ def read_patient_folder(folder: str | Path, patient_id: str | None = None, stric
             raise InputError(f"{csv} has no 'image' column (columns: {', '.join(map(str, rows.columns))})",
                              hint="one row per tile: lesion_id,image,<measurements>")
         if "lesion_id" not in rows.columns:
-            rows["lesion_id"] = rows["image"].map(lambda s: Path(str(s)).stem)
-        listed = set(rows["image"].astype(str))
+            rows["lesion_id"] = rows["image"].map(_stem)
+        listed = {normalise_path(v) for v in rows["image"].dropna().astype(str)}
         extra = [t for t in tiles if t not in listed]
         if extra:
             warnings.append(f"patient {pid}: {len(extra)} tile(s) have no row in {MEASUREMENTS_FILE} "
@@ -142,7 +188,13 @@ def read_patient_folder(folder: str | Path, patient_id: str | None = None, stric
     else:
         rows = pd.DataFrame({"image": tiles, "lesion_id": [Path(t).stem for t in tiles]})
     rows["patient_id"] = pid
-    return _finish(LesionTable(rows, "patient", warnings=warnings), folder, str(csv), strict_labels)
+    return _finish(LesionTable(rows, "patient", warnings=warnings), str(csv), root=folder,
+                   strict_labels=strict_labels)
+
+
+def _stem(value) -> str:
+    """The default lesion id of a tile path: its file stem (``./sub\\a.jpg`` → ``a``)."""
+    return Path(normalise_path(str(value))).stem
 
 
 def _is_patient_folder(folder: Path) -> bool:
@@ -190,8 +242,12 @@ def read_lesions_csv(csv: str | Path, root: str | Path | None = None, strict_lab
             raise InputError(f"{csv} has no '{col}' column (columns: {', '.join(map(str, df.columns))})",
                              hint="columns: patient_id,lesion_id,image,label,split,<measurements>")
     if "lesion_id" not in df.columns:
-        df["lesion_id"] = df["image"].map(lambda s: Path(str(s)).stem)
-    return _finish(LesionTable(df, "patient"), Path(root) if root else csv.parent, str(csv), strict_labels)
+        df["lesion_id"] = df["image"].map(_stem)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise InputError(f"--root folder not found: {root}", hint="--root is the folder the CSV's image paths are "
+                                                                  "relative to")
+    return _finish(LesionTable(df, "patient"), str(csv), root=Path(root) if root is not None else None,
+                   base=Path(os.path.abspath(csv.parent)), strict_labels=strict_labels)
 
 
 def _find_metadata(folder: Path) -> Path:
@@ -216,11 +272,15 @@ def _find_images(folder: Path) -> Path | None:
 
 
 def unpack_hdf5(h5_path: Path, ids, dest: Path) -> dict[str, str]:
-    """Write the JPEG bytes of each ``isic_id`` in ``h5_path`` to ``dest/<id>.jpg`` (cached); returns id → path."""
+    """Write the JPEG bytes of each ``isic_id`` in ``h5_path`` to ``dest/<id>.jpg`` (cached); returns id → path.
+
+    Only ids that are safe file names (:data:`panderm.paths.SAFE_NAME`) are unpacked, and only inside ``dest``.
+    """
     try:
         import h5py
     except ImportError:
         raise InputError(f"reading {h5_path} needs h5py", hint="pip install h5py") from None
+    dest = Path(os.path.abspath(Path(dest).expanduser()))
     dest.mkdir(parents=True, exist_ok=True)
     out = {}
     try:
@@ -229,7 +289,9 @@ def unpack_hdf5(h5_path: Path, ids, dest: Path) -> dict[str, str]:
         raise InputError(f"cannot open {h5_path} as HDF5: {exc}") from None
     with f:
         for i in ids:
-            target = dest / f"{i}.jpg"
+            if safe_name_problem(i, "isic_id") is not None:
+                continue
+            target = inside_out(dest, f"{i}.jpg")
             if not target.is_file():
                 if i not in f:
                     continue
@@ -239,6 +301,15 @@ def unpack_hdf5(h5_path: Path, ids, dest: Path) -> dict[str, str]:
                 tmp.replace(target)
             out[i] = str(target)
     return out
+
+
+def _unsafe_ids(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows whose ``isic_id`` may not become a file name, as skipped records; the rest of ``df``."""
+    problems = df["isic_id"].map(lambda i: safe_name_problem(i, "isic_id"))
+    bad = problems.notna()
+    skipped = [{"patient_id": str(r.patient_id), "lesion_id": str(r.isic_id), "image": "", "reason": why}
+               for r, why in zip(df[bad].itertuples(index=False), problems[bad])]
+    return df[~bad].reset_index(drop=True), skipped
 
 
 def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str | Path | None = None,
@@ -259,7 +330,8 @@ def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str
     for col in ("isic_id", "patient_id"):
         if col not in df.columns:
             raise InputError(f"{meta} has no '{col}' column", hint="ISIC 2024 metadata: isic_id, patient_id, tbp_lv_*")
-    df["isic_id"] = df["isic_id"].astype(str)
+    df["isic_id"] = df["isic_id"].fillna("").astype(str).str.strip()
+    df, skipped = _unsafe_ids(df)
     src = Path(images) if images else _find_images(folder)
     if src is None:
         raise InputError(f"no images for {meta}: no *.hdf5 file and no images/ folder beside it",
@@ -268,13 +340,13 @@ def read_isic2024(path: str | Path, images: str | Path | None = None, cache: str
         if cache is None:
             raise InputError("HDF5 input needs a cache folder for the unpacked tiles")
         paths = unpack_hdf5(src, df["isic_id"].tolist(), Path(cache))
-        df["image"] = df["isic_id"].map(lambda i: paths.get(i, ""))
-        root = Path("/")
+        df["image"] = df["isic_id"].map(lambda i: paths.get(i, ""))  # absolute paths inside the cache
+        root = None
     else:
         if "image" not in df.columns:
             df["image"] = df["isic_id"] + ".jpg"
         root = src
-    return _finish(LesionTable(df, "isic2024"), root, str(meta), strict_labels)
+    return _finish(LesionTable(df, "isic2024", skipped=skipped), str(meta), root=root, strict_labels=strict_labels)
 
 
 def read_input(input: str | Path, fmt: str = "auto", *, root: str | Path | None = None,

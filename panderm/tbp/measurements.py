@@ -59,6 +59,24 @@ LOCATIONS: tuple[str, ...] = (
 )
 
 
+#: Plausible (inclusive) range of each measurement, wide enough for Vectra units and for the
+#: image-derived substitutes (pixels). A value outside it, or infinite, is treated as missing.
+_LAB = (-128.0, 128.0)
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "L": (0.0, 100.0), "Lext": (0.0, 100.0), "A": _LAB, "Aext": _LAB, "B": _LAB, "Bext": _LAB,
+    "C": (0.0, 182.0), "Cext": (0.0, 182.0), "H": (0.0, 360.0), "Hext": (0.0, 360.0),
+    "deltaA": (-256.0, 256.0), "deltaB": (-256.0, 256.0), "deltaL": (-100.0, 100.0),
+    "deltaLB": (0.0, 300.0), "deltaLBnorm": (0.0, 300.0),
+    "areaMM2": (0.0, 1e8), "perimeterMM": (0.0, 1e5), "majorAxisMM": (0.0, 1e5), "minorAxisMM": (0.0, 1e5),
+    "area_perim_ratio": (0.0, 1e6), "eccentricity": (0.0, 1.0), "symm_2axis": (0.0, 1.0),
+    "symm_2axis_angle": (0.0, 360.0), "norm_border": (0.0, 10.0), "norm_color": (0.0, 10.0),
+    "color_std_mean": (0.0, 200.0), "stdL": (0.0, 200.0), "stdLExt": (0.0, 200.0),
+    "radial_color_std_max": (0.0, 200.0),
+    "dnn_lesion_confidence": (0.0, 100.0), "nevi_confidence": (0.0, 100.0),
+    "location_simple": (0.0, 7.0),  # index in LOCATIONS
+}
+
+
 def _loc_key(text: str) -> str:
     text = text.strip().lower().replace(" and ", "&").replace("/", "&")
     return re.sub(r"[^a-z&]", "", text)
@@ -155,14 +173,22 @@ def encode_location(series: Iterable) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _numeric(df: pd.DataFrame, column: str) -> np.ndarray:
+def _numeric(df: pd.DataFrame, column: str) -> tuple[np.ndarray, int]:
+    """Column as float64 with every unusable cell NaN, and how many *numbers* were implausible.
+
+    Empty and non-numeric cells are NaN already; infinite values and values outside
+    :data:`PLAUSIBLE_RANGES` (e.g. a negative area) are counted and made NaN too.
+    """
     if column == "location_simple":
         values = encode_location(df[column])
     else:
         values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     values = values.astype(np.float64, copy=True)
-    values[~np.isfinite(values)] = np.nan  # inf is as unusable as a blank cell
-    return values
+    lo, hi = PLAUSIBLE_RANGES.get(column, (-np.inf, np.inf))
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(values) & (~np.isfinite(values) | (values < lo) | (values > hi))
+    values[bad] = np.nan
+    return values, int(bad.sum())
 
 
 def fit_fill_values(df: pd.DataFrame, columns: Iterable[str] = VECTRA_MEASUREMENTS) -> dict[str, float]:
@@ -178,7 +204,7 @@ def fit_fill_values(df: pd.DataFrame, columns: Iterable[str] = VECTRA_MEASUREMEN
     df, _, _ = _normalize(df)
     fills = {}
     for col in columns:
-        values = _numeric(df, col) if col in df.columns else np.array([np.nan])
+        values = _numeric(df, col)[0] if col in df.columns else np.array([np.nan])
         finite = values[~np.isnan(values)]
         fills[col] = float(np.median(finite)) if finite.size else 0.0
     return fills
@@ -192,7 +218,9 @@ class MeasurementReport:
         n_rows: Rows in the matrix.
         missing_columns: Requested columns absent from the table (filled).
         missing_without_fill: The subset of those filled with 0.0 for lack of a training median.
-        imputed_cells: ``{column: number of NaN/non-numeric cells imputed}`` (only > 0).
+        imputed_cells: ``{column: number of NaN/non-numeric/implausible cells imputed}`` (only > 0).
+        implausible: ``{column: number of infinite or out-of-range values}`` (only > 0; see
+            :data:`PLAUSIBLE_RANGES`), treated as missing and so also in ``imputed_cells``.
         unknown_columns: Columns that are neither measurements nor known id/meta columns (ignored).
         leaky_columns: Label-leaking columns present in the table (ignored).
         renamed: ISIC 2024 -> Vectra renames applied.
@@ -203,6 +231,7 @@ class MeasurementReport:
     missing_columns: list[str] = field(default_factory=list)
     missing_without_fill: list[str] = field(default_factory=list)
     imputed_cells: dict[str, int] = field(default_factory=dict)
+    implausible: dict[str, int] = field(default_factory=dict)
     unknown_columns: list[str] = field(default_factory=list)
     leaky_columns: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
@@ -223,6 +252,10 @@ class MeasurementReport:
             total = sum(self.imputed_cells.values())
             detail = ", ".join(f"{c} ({n})" for c, n in self.imputed_cells.items())
             lines.append(f"{total} empty or non-numeric measurement cell{'s' * (total != 1)} imputed: {detail}")
+        for col, n in self.implausible.items():
+            lo, hi = PLAUSIBLE_RANGES.get(col, (-np.inf, np.inf))
+            lines.append(f"{col}: {n} value{'s' * (n != 1)} infinite or outside the plausible range [{lo:g}, {hi:g}]"
+                         " (e.g. negative), treated as missing and imputed")
         if self.unknown_columns:
             lines.append(f"{len(self.unknown_columns)} unknown column{'s' * (len(self.unknown_columns) != 1)} "
                          f"ignored: {', '.join(self.unknown_columns)}")
@@ -290,7 +323,9 @@ def measurement_matrix(df: pd.DataFrame, columns: Iterable[str] = VECTRA_MEASURE
                 report.missing_without_fill.append(col)
             X[:, j] = float(fill) if fill_ok else 0.0
             continue
-        values = _numeric(table, col)
+        values, implausible = _numeric(table, col)
+        if implausible:
+            report.implausible[col] = implausible
         bad = np.isnan(values)
         if bad.any():
             if not fill_ok:

@@ -19,7 +19,7 @@ def encode_lesions(table: LesionTable, encoder, work: Path, *, precision: str = 
     """Encoder features for every row of ``table.df``; unreadable tiles move to ``table.skipped``.
 
     Uses :func:`panderm.extract.extract_features` (resumable shards, bf16 where fast) on a
-    CSV of absolute tile paths in ``work``.
+    CSV of absolute tile paths in ``work``; rows naming the same tile share its features.
 
     Returns:
         float32 (N, D), row i belongs to ``table.df`` row i (after the skips).
@@ -33,7 +33,8 @@ def encode_lesions(table: LesionTable, encoder, work: Path, *, precision: str = 
     listing = work / "tiles.csv"
     with atomic_path(listing) as tmp:
         pd.DataFrame({"image": paths}).to_csv(tmp, index=False)
-    res = extract_features(listing, work / "features", model=encoder, root="/", precision=precision,
+    # Paths are absolute (LesionTable resolves them), so no --root: any working directory works.
+    res = extract_features(listing, work / "features", model=encoder, root=None, precision=precision,
                            batch_size=batch_size, device=device, progress=progress, overwrite=True)
     X = np.load(res.features_path)
     index = pd.read_csv(res.index_path, dtype=str)["image"].tolist()
@@ -99,7 +100,11 @@ def patient_offsets(patient_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def ugly_duckling_columns(patient_ids: pd.Series, X: np.ndarray, *, k: float = 1.5, min_lesions: int = 4,
                           metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UD distance, outlier flag and the patient's fence, per row (in the rows' own order)."""
+    """UD distance, outlier flag and the patient's fence, per row (in the rows' own order).
+
+    For a patient with fewer than ``min_lesions`` lesions the test does not run: distance and
+    fence are NaN (an empty cell, "n/a" in reports) and no lesion is an outlier.
+    """
     import panderm_kernels
 
     order, offsets = patient_offsets(patient_ids)
@@ -108,6 +113,10 @@ def ugly_duckling_columns(patient_ids: pd.Series, X: np.ndarray, *, k: float = 1
     patient_of_sorted = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     d, o, f = np.empty_like(dist), np.empty_like(out), np.empty(len(order))
     d[order], o[order], f[order] = dist, out, fence[patient_of_sorted]
+    too_few = np.diff(offsets)[patient_of_sorted] < min_lesions
+    not_run = np.empty(len(order), bool)
+    not_run[order] = too_few
+    d[not_run], o[not_run], f[not_run] = np.nan, False, np.nan
     return d, o, f
 
 

@@ -75,10 +75,10 @@ def _is_nan(value: Any) -> bool:
         return False
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    """Format a score for display; NaN/None becomes an em dash."""
+def _fmt(value: Any, digits: int = 3, missing: str = "\u2014") -> str:
+    """Format a score for display; NaN/None becomes ``missing`` (an em dash by default)."""
     if _is_nan(value):
-        return "\u2014"
+        return missing
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
@@ -247,7 +247,7 @@ def _card(row: pd.Series, thumb: str | None, flagged: bool) -> str:
         f'<div class="lid">#{_fmt(row.get("rank"), 0)} &middot; {lid}</div>'
         '<table class="kv">'
         f'<tr><th>Risk score</th><td>{_fmt(row.get("risk_score"))}</td></tr>'
-        f'<tr><th>UD distance</th><td>{_fmt(row.get("ud_distance"))}{outlier}</td></tr>'
+        f'<tr><th>UD distance</th><td>{_fmt(row.get("ud_distance"), missing="n/a")}{outlier}</td></tr>'
         f'<tr><th>ML score</th><td>{_fmt(row.get("ml_score"))}</td></tr>'
         f"</table>{badges}</div>"
     )

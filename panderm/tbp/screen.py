@@ -7,7 +7,6 @@ resumable features and cached image measurements (rerunning reuses them).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json
+from panderm.paths import inside_out, safe_stem
 
 LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_outlier", "ml_score",
                   "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion"]
@@ -37,12 +37,13 @@ class ScreenResult:
 
 
 def _report_name(pid: str, used: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", pid).strip("._") or "patient"
+    """A safe ``<stem>.html`` for a patient id (any id: it is shown, never used as a path); ``-2`` … on a clash."""
+    base = safe_stem(pid, "patient")
     name, i = f"{base}.html", 1
-    while name in used:
+    while name.lower() in used:  # case-insensitive file systems would merge two reports
         i += 1
         name = f"{base}-{i}.html"
-    used.add(name)
+    used.add(name.lower())
     return name
 
 
@@ -180,7 +181,7 @@ def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_
                  "ud_applied": len(rows) >= b.ud["min_lesions"]}
         if reports:
             name = _report_name(str(pid), used)
-            paths.append(write_patient_report(out / "reports" / name, str(pid), rows.reset_index(drop=True),
+            paths.append(write_patient_report(inside_out(out, "reports", name), str(pid), rows.reset_index(drop=True),
                                               X[rows.index.to_numpy()], rows["path"].tolist(), importance=imp,
                                               thresholds=thresholds, bundle_info=info, map_method=map_method))
             entry["report"] = f"reports/{name}"

@@ -159,8 +159,9 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     if head == "finetune":
         tr = table.df[~table.df["_val"]]
         _check_classes(tr["label"].to_numpy(), "training")
+        inputs = training_inputs(tr, lesions, base_sha)
         encoder, w, b = finetune_encoder(encoder, tr, work, epochs, max_steps, batch_size, lr, precision, device,
-                                         seed, progress, resume)
+                                         seed, progress, resume, inputs)
         encoder.weights_info = None  # features must be fingerprinted by the new parameters
     X = pipeline.encode_lesions(table, encoder, work / ("finetuned" if head == "finetune" else "frozen"),
                                 precision=precision, device=device, progress=progress)
@@ -237,13 +238,21 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
                           len(table.skipped), table.warnings + report_lines)
 
 
+def training_inputs(rows: pd.DataFrame, lesions, weights_sha256: str | None) -> dict:
+    """Provenance record of the fine-tuning rows (image, patient, lesion, label, split; tile size and mtime)."""
+    from panderm.provenance import describe_table
+
+    return describe_table(rows, ["patient_id", "lesion_id", "label", "split"], rows["path"].tolist(),
+                          source=str(lesions), weights_sha256=weights_sha256)
+
+
 def finetune_encoder(encoder, train_rows: pd.DataFrame, work: Path, epochs, max_steps, batch_size, lr, precision,
-                     device, seed, progress, resume):
-    """Fine-tune on the training rows; returns (encoder, head weight, head bias)."""
+                     device, seed, progress, resume, inputs: dict | None = None):
+    """Fine-tune on the training rows; returns (encoder, head weight, head bias). ``inputs``: see finetune_risk."""
     from panderm.hardware import resolve_precision
     from panderm.tbp.finetune import finetune_risk
 
     prec = resolve_precision(precision, device or "cpu")
     return finetune_risk(encoder, train_rows["path"].tolist(), train_rows["label"].to_numpy(), work / "finetune",
                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=prec,
-                         device=device, seed=seed, progress=progress, resume=resume)
+                         device=device, seed=seed, progress=progress, resume=resume, inputs=inputs)

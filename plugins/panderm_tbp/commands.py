@@ -48,8 +48,10 @@ Examples:
 \b
 A patient folder holds lesion tiles (jpg/png) and measurements.csv
 (lesion_id, image, measurement columns); a cohort folder holds one such
-folder per patient. A lesion is flagged when the risk head, the ugly-duckling
-outlier test or the measurement model says so (see docs/tbp.md).
+folder per patient. Paths may be relative to the working directory; image
+paths in measurements.csv stay inside the patient folder. A lesion is flagged
+when the risk head, the ugly-duckling outlier test or the measurement model
+says so (see docs/tbp.md). Patients whose id cannot be a file name are skipped.
 
 \b
 Outputs in --out: lesions.csv (scores, flags, rank 1 = most suspicious in
@@ -112,16 +114,18 @@ Examples:
   panderm tbp train --lesions lesions.csv --root tiles/ --measure-from-image --out bundle/
 
 \b
-Lesions CSV: patient_id, lesion_id, image (relative to --root), label
-(1/malignant, 0/benign), optional split (train/val; other rows unused) and
-measurement columns (Vectra names or ISIC 2024 tbp_lv_* names). Without a
-split column one patient-grouped StratifiedGroupKFold fold is the validation
-set. Thresholds reach --target-sensitivity on validation.
+Lesions CSV: patient_id, lesion_id, image (relative to --root, which it
+may not leave), label (1/malignant, 0/benign), optional split (train/val;
+other rows unused) and measurement columns (Vectra names or ISIC 2024
+tbp_lv_* names). Without a split column one patient-grouped
+StratifiedGroupKFold fold is the validation set. Thresholds reach
+--target-sensitivity on validation.
 
 \b
-Outputs in --out (the bundle): bundle.json, risk_head.safetensors,
-extra_trees.skops, importance.csv, card.md, encoder.safetensors (fine-tuned
-only), metrics.json and validation_lesions.csv."""
+Outputs in --out (the bundle): bundle.json (with the sha256 of every member),
+risk_head.safetensors, extra_trees.safetensors (the trees' arrays), importance.csv,
+card.md, encoder.safetensors (fine-tuned only), metrics.json and
+validation_lesions.csv. --resume refuses a changed table or other weights."""
 
 
 @tbp_group.command("train", context_settings=_CTX, epilog=TRAIN_EPILOG)

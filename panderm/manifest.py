@@ -4,6 +4,8 @@ A bundle folder (TBP screening bundle, classifier) names its member files in its
 with their sha256 (``"files": {"head.safetensors": "ab12…"}``). Loading checks the JSON
 against a schema first (a missing or mistyped key is an error that names it) and then
 every member's hash (a changed, missing or extra member file is an error that names it).
+A bundle is sealed: a visible file in the folder that the record does not list is refused
+too, unless the caller names it as a side file it never reads (e.g. ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ def hash_members(folder: str | Path, names: Iterable[str]) -> dict[str, str]:
     return {n: sha256_file(folder / n) for n in sorted(set(names))}
 
 
-def verify_members(folder: str | Path, meta: dict, *, owner: str, required: Iterable[str] = ()) -> None:
+def verify_members(folder: str | Path, meta: dict, *, owner: str, meta_file: str, required: Iterable[str] = (),
+                   side_files: Iterable[str] = ()) -> None:
     """Check each member file listed in ``meta["files"]`` against its recorded sha256.
 
     Args:
         folder: The bundle folder.
         meta: The bundle's JSON (already schema-checked).
         owner: How errors name the bundle (``"bundle PATH"``).
+        meta_file: The bundle's own JSON file name.
         required: Member names that must be listed (e.g. the head file).
+        side_files: Files that may sit beside the members unlisted (outputs the loader never reads).
 
     Raises:
         CheckpointError: no ``files`` record, an unsafe member name, a required member not
-            listed, or a member that is missing or whose bytes changed.
+            listed, a member that is missing or whose bytes changed, or an unlisted file.
     """
     folder = Path(folder)
     files = meta.get(FILES_KEY)
@@ -55,6 +60,17 @@ def verify_members(folder: str | Path, meta: dict, *, owner: str, required: Iter
             raise CheckpointError(f"{owner}: {name} has changed since the bundle was written "
                                   f"(sha256 {got[:12]}…, recorded {str(want)[:12]}…)",
                                   hint="restore the original file, or rebuild the bundle")
+    _refuse_unlisted(folder, set(files) | {meta_file} | set(side_files), owner)
+
+
+def _refuse_unlisted(folder: Path, known: set[str], owner: str) -> None:
+    # Hidden entries (.work/, .DS_Store) are never read; any other file the record does not cover is refused,
+    # so a bundle is exactly what its JSON says it is.
+    extra = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name not in known
+                   and not p.is_dir())
+    if extra:
+        raise CheckpointError(f"{owner} holds file(s) its sha256 record does not list: {', '.join(extra[:5])}",
+                              hint="a bundle is sealed by that record: remove the file(s), or rebuild the bundle")
 
 
 def validate_json(obj, schema: dict, *, where: str) -> None:

@@ -70,3 +70,30 @@ def copy_change_pairs(shared_data: Path, root: Path, per_class: dict[str, int]) 
             shutil.copy(src / "images" / r[col], root / r[col])
     pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
     return root
+
+
+def skops_runstring_payload(marker: Path) -> bytes:
+    """A skops zip whose schema makes numpy's ``runstring`` exec ``open(marker, 'w')`` on load (issue 12's payload).
+
+    Built by hand, so the tests need no skops: panderm no longer reads skops at all.
+    """
+    import io
+    import json
+    import zipfile
+
+    code = f"open({str(marker)!r}, 'w').write('ran')"
+    schema = {
+        "__class__": "runstring", "__module__": "numpy.testing._private.utils",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 1,
+                    "content": [
+                        {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
+                         "content": json.dumps(code), "is_json": True, "__id__": 2},
+                        {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {},
+                         "key_types": {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
+                                       "content": [], "__id__": 4}, "__id__": 3}]},
+        "__id__": 0, "protocol": 2, "_skops_version": "0.16.0"}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("schema.json", json.dumps(schema))
+    return buf.getvalue()

@@ -163,3 +163,28 @@ def test_large_released_checkpoint_has_366_encoder_tensors(tmp_path):
     large.load_state_dict = lambda state, strict: None  # meta tensors cannot receive data; the checks ran before
     report = load_encoder_state(large, path)
     assert report.loaded == 366 and report.dropped_total == 8
+
+
+def test_load_module_weights_names_the_file_and_the_mismatch(tmp_path):
+    from panderm.errors import CheckpointError
+    from panderm.models.checkpoint import load_module_weights
+
+    saved = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    torch.save(saved.state_dict(), tmp_path / "model.pt")
+    same = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    load_module_weights(same, tmp_path / "model.pt")
+    assert torch.equal(same[2].weight, saved[2].weight)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2), torch.nn.Linear(2, 2))
+    with pytest.raises(CheckpointError, match=r"model\.pt does not fit this MIL model: missing: 3\.bias, 3\.weight; "
+                                              r"shape mismatches"):
+        load_module_weights(other, tmp_path / "model.pt", "MIL model")
+
+
+def test_garbage_that_trips_the_unpickler_is_a_checkpoint_error(tmp_path):
+    from panderm.errors import CheckpointError
+
+    for first in (b"q", b"h"):  # pickle PUT / GET opcodes: IndexError / KeyError inside torch's safe unpickler
+        path = tmp_path / f"garbage-{first.decode()}.pth"
+        path.write_bytes(first + b"\x05garbage")
+        with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+            read_state_dict(path)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import skops_runstring_payload
+
 from panderm.errors import CheckpointError, InputError
 
 
@@ -43,26 +45,6 @@ def rehash(bundle: Path, name: str) -> None:
     from panderm.io import sha256_file
 
     edit_meta(bundle, lambda m: m["files"].__setitem__(name, sha256_file(bundle / name)))
-
-
-def skops_runstring_payload(marker: Path) -> bytes:
-    """A skops zip whose schema makes numpy's ``runstring`` exec ``open(marker, 'w')`` on load."""
-    code = f"open({str(marker)!r}, 'w').write('ran')"
-    schema = {
-        "__class__": "runstring", "__module__": "numpy.testing._private.utils",
-        "__loader__": "ConstructorFromReduceNode",
-        "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 1,
-                    "content": [
-                        {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
-                         "content": json.dumps(code), "is_json": True, "__id__": 2},
-                        {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {},
-                         "key_types": {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
-                                       "content": [], "__id__": 4}, "__id__": 3}]},
-        "__id__": 0, "protocol": 2, "_skops_version": "0.16.0"}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("schema.json", json.dumps(schema))
-    return buf.getvalue()
 
 
 class _Touch:

@@ -324,7 +324,8 @@ def read_meta(path: Path) -> dict:
                               f"(version {version}, made by an older panderm)",
                               hint="rebuild it with `panderm classifier build` from this version of panderm")
     validate_json(meta, CLASSIFIER_SCHEMA, where=str(meta_path))
-    verify_members(path, meta, owner=f"classifier {path}", required=member_files(meta["head"]["kind"]))
+    verify_members(path, meta, owner=f"classifier {path}", meta_file=META_FILE,
+                   required=member_files(meta["head"]["kind"]))
     return meta
 
 

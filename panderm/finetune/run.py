@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from panderm.errors import CheckpointError, ConfigError, InputError, PandermError
+from panderm.models.checkpoint import load_module_weights
 
 MONITORS = ("auto", "acc", "recall", "auroc")
 #: run_config keys that may differ on resume (paths may be spelled differently; evaluation-only options).
@@ -286,7 +287,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     if int(os.environ.get("RANK", "0")) != 0 or res.interrupted:
         return FinetuneResult(out, {}, classes, best, len(train), len(test), warnings)
     if best is not None:
-        net.load_state_dict(torch.load(out / ckpt.BEST, map_location="cpu", weights_only=True))
+        load_module_weights(net, out / ckpt.BEST, "fine-tuned classifier")
     summary = {"model": model, "weights": run_config["weights"], "recipe": recipe, "classes": classes,
                "binary": binary, "label_column": label_col, "csv": str(csv),
                "root": None if root is None else str(root), "n_train": len(train), "n_train_full": n_full, "n_val": len(val),
@@ -368,7 +369,7 @@ def load_run_network(rc: dict, weights: Path, n_classes: int):
     net = build_classifier(rc["model"], None, n_classes, drop_path=0.0,
                            rel_pos_bias=bool(rc.get("rel_pos_bias")), load=False)
     try:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        load_module_weights(net, weights, "fine-tuned classifier")
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load {weights} into {rc['model']}: {exc}".splitlines()[0]) from None
     return net

@@ -31,6 +31,7 @@ from torch import nn
 
 from panderm.errors import InputError
 from panderm.io import atomic_path, atomic_write_json
+from panderm.models.checkpoint import load_module_weights
 
 PAIR_COLUMNS = ("image_a", "image_b", "label")  # + optional split (absent: every row is used), patient
 _LABEL_NAMES = {"unchanged": 0, "changed": 1, "0": 0, "1": 1}
@@ -317,7 +318,7 @@ def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
     cfg = json.loads(cfg_path.read_text())
     net = SiameseChangeModel(create_encoder(cfg["model"]), hidden=cfg["hidden"], margin=cfg["margin"],
                              contrastive_weight=cfg["contrastive_weight"])
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    load_module_weights(net, weights, "change-detection model")
     return net.eval(), cfg
 
 

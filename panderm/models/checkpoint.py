@@ -78,10 +78,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                  "torch.save({k: v for k, v in sd.items() if torch.is_tensor(v)}, 'clean.pth'), "
                  "or convert it to safetensors",
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage bytes reach the unpickler as IndexError, KeyError, ...
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'})") from None
     return _unwrap(obj, path)
+
+
+def load_module_weights(module: torch.nn.Module, path: str | Path, what: str = "model") -> None:
+    """Load a state dict that panderm saved (a run's ``model.pt``, ``checkpoint-best.pth``) into ``module``, exactly.
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, or keys/shapes that do not match ``module``.
+    """
+    sd = read_state_dict(path)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or mismatched:
+        parts = [f"{label}: {_compress(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if keys]
+        raise CheckpointError(f"{path} does not fit this {what}: " + "; ".join(parts),
+                              hint="pass the weights file that this run or command wrote")
+    module.load_state_dict(sd, strict=True)
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

@@ -211,6 +211,21 @@ def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     return X, coords, attrs
 
 
+def _read_bags(rows: pd.DataFrame) -> tuple[pd.DataFrame, list, pd.DataFrame]:
+    """Read every slide's bag; unreadable ones leave ``rows`` for a skipped table with the reason."""
+    read, bad = [], []
+    for i, r in enumerate(rows.to_dict("records")):
+        try:
+            read.append(_read_bag(r["path"]))
+        except InputError as exc:
+            bad.append((i, exc.message))
+    drop = [i for i, _ in bad]
+    unreadable = pd.DataFrame({"slide": rows["slide"].iloc[drop].to_numpy(),
+                               "case_id": rows["case_id"].iloc[drop].to_numpy(),
+                               "reason": [m for _, m in bad]})
+    return rows.drop(index=rows.index[drop]).reset_index(drop=True), read, unreadable
+
+
 def _assign_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -334,17 +349,21 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     if len(skipped):
         warn.append(f"{len(skipped)} slide(s) in {csv} have no features in {features} and were skipped "
                     f"(listed in skipped.csv): {_examples(skipped['slide'])}")
+    rows, read, unreadable = _read_bags(rows)
+    if len(unreadable):
+        warn.append(f"{len(unreadable)} features file(s) could not be read and were skipped (listed in "
+                    f"skipped.csv): {_examples(unreadable['slide'])}")
+        skipped = pd.concat([skipped, unreadable], ignore_index=True)
     if rows.empty:
-        raise InputError(f"none of the {len(skipped)} slides in {csv} has a features file in {features}",
-                         hint="the CSV 'slide' values must match the .h5 file names (without .h5)")
+        raise InputError(f"none of the {len(skipped)} slides in {csv} has a readable features file in {features}",
+                         hint="the CSV 'slide' values must match the .h5 file names (without .h5); "
+                              "reasons are in skipped.csv")
     classes = sorted(rows["_label"].unique().tolist(), key=lambda c: (str(type(c)), c))
     if len(classes) < 2:
         raise InputError(f"{csv}: the slides with features have only one class ({classes[0]!r})")
     cidx = {c: i for i, c in enumerate(classes)}
-    bags = []
-    for r in rows.to_dict("records"):
-        X, coords, attrs = _read_bag(r["path"])
-        bags.append(_Bag(r["slide"], r["case_id"], r["_label"], cidx[r["_label"]], X, coords, attrs))
+    bags = [_Bag(r["slide"], r["case_id"], r["_label"], cidx[r["_label"]], *bag)
+            for r, bag in zip(rows.to_dict("records"), read)]
     dims = {b.features.shape[1] for b in bags}
     if len(dims) > 1:
         raise InputError(f"{features}: the slides' features have different widths {sorted(dims)}",
@@ -385,7 +404,8 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         test_i = np.flatnonzero(fold_of == k)
         train_i = np.flatnonzero(fold_of != k)
         tr_groups = groups[train_i]
-        n_inner = min(5, len(np.unique(tr_groups)))
+        # StratifiedGroupKFold refuses more folds than the largest class has slides (a tiny or skipped-down set)
+        n_inner = min(5, len(np.unique(tr_groups)), int(np.bincount(y[train_i]).max()))
         if n_inner >= 2:
             inner = _assign_folds(y[train_i], tr_groups, n_inner, seed + 1000 + k)
             val_i, fit_i = train_i[inner == 0], train_i[inner != 0]
@@ -450,7 +470,6 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
 
 def load_fold_model(run: str | Path, fold: int, device: str = "cpu"):
     """Rebuild fold ``fold``'s model from ``run/mil.json`` and ``run/fold<k>/model.pt`` (weights only)."""
-    torch = _torch()
     run = Path(run)
     try:
         cfg = json.loads((run / "mil.json").read_text(encoding="utf-8"))["config"]
@@ -458,5 +477,7 @@ def load_fold_model(run: str | Path, fold: int, device: str = "cpu"):
         raise InputError(f"{run} is not a `panderm slide mil` run ({exc})") from None
     model = build_model(cfg["in_dim"], cfg["n_classes"], embed=cfg["embed"], hidden=cfg["hidden"],
                         dropout_in=cfg["dropout_in"], dropout_attn=cfg["dropout_attn"])
-    model.load_state_dict(torch.load(run / f"fold{fold}" / "model.pt", map_location=device, weights_only=True))
+    from panderm.models.checkpoint import load_module_weights
+
+    load_module_weights(model, run / f"fold{fold}" / "model.pt", "MIL model")
     return model.to(device).eval()

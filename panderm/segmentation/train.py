@@ -19,6 +19,7 @@ import torch
 
 from panderm.errors import InputError, PandermError
 from panderm.io import atomic_path, atomic_write_json
+from panderm.models.checkpoint import load_module_weights
 from panderm.segmentation.data import (
     INPUT_SIZE,
     MEAN,
@@ -205,7 +206,7 @@ def load_segmentation_model(run_dir, which: str = "best") -> tuple[SegmentationM
 
     encoder = create_encoder(cfg["model"])  # weights come from the run checkpoint below
     net = SegmentationModel(encoder, channels=cfg["channels"], taps=cfg["taps"])
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    load_module_weights(net, weights, "segmentation model")
     cfg["checkpoint"] = str(weights)
     return net.eval(), cfg
 

@@ -62,7 +62,7 @@ def _need(df: pd.DataFrame, cols, role: str, src) -> None:
                          f"(has: {', '.join(map(str, df.columns))})")
 
 
-def _event(values: pd.Series, name: str) -> pd.Series:
+def _event(values: pd.Series, name: str, source) -> pd.Series:
     if pd.api.types.is_bool_dtype(values):
         return values.astype(float)
     num = pd.to_numeric(values, errors="coerce")
@@ -71,7 +71,8 @@ def _event(values: pd.Series, name: str) -> pd.Series:
     out = out.where(num.isna() | ~num.isin([0, 1]), num)
     bad = values[out.isna() & values.notna()]
     if len(bad):
-        raise InputError(f"event column '{name}' must be 0/1 (or true/false), found {_examples(bad.astype(str).unique())}")
+        raise InputError(f"clinical {source}: event column '{name}' must be 0/1 (or true/false), "
+                         f"found {_examples(bad.astype(str).unique())}")
     return out
 
 
@@ -118,7 +119,7 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
         warn.append(f"join on {id_col}: {join['scores_without_clinical']} scored id(s) without clinical data and "
                     f"{join['clinical_without_scores']} clinical row(s) without scores were dropped")
     frame = pd.DataFrame({id_col: merged[id_col], "time": pd.to_numeric(merged[time], errors="coerce"),
-                          "event": _event(merged[event], event), "score": merged["score"]})
+                          "event": _event(merged[event], event, clinical), "score": merged["score"]})
     bad = frame["time"].isna() | (frame["time"] < 0) | frame["event"].isna() | frame["score"].isna()
     if bad.any():
         warn.append(f"{int(bad.sum())} row(s) with a missing/negative '{time}', missing '{event}' or missing "

@@ -218,11 +218,16 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
+#: What ``tbp train`` writes beside the bundle; never read when the bundle is loaded.
+TRAINING_SIDE_FILES = ("metrics.json", "validation_lesions.csv", "skipped.csv")
+
+
 def _check_members(path: Path, meta: dict) -> None:
     from panderm.manifest import verify_members
 
     required = [HEAD_FILE] + ([ML_FILE] if meta["ml"] else []) + ([ENCODER_FILE] if meta["encoder"]["file"] else [])
-    verify_members(path, meta, owner=f"bundle {path}", required=required)
+    verify_members(path, meta, owner=f"bundle {path}", meta_file=BUNDLE_FILE, required=required,
+                   side_files=TRAINING_SIDE_FILES)
     if meta["ml"] and len(meta["ml"]["columns"]) != meta["ml"]["model"]["n_features"]:
         raise CheckpointError(f"{path / BUNDLE_FILE}: ml/columns names {len(meta['ml']['columns'])} columns but "
                               f"the model has {meta['ml']['model']['n_features']} features")

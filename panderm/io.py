@@ -73,6 +73,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_csv_rows(path: str | os.PathLike, what: str = "CSV") -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` for every data row of a UTF-8 CSV (a BOM is fine), for errors that name the row.
+
+    Raises:
+        InputError: the file is not UTF-8 text or not parseable CSV.
+    """
+    import csv
+
+    from panderm.errors import InputError
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            return [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}", hint="save it as UTF-8 CSV text") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, streamed."""
     h = hashlib.sha256()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, read_csv_rows
 from panderm.longitudinal.preprocess import (
     remove_dark_corners,
     remove_hair,
@@ -232,12 +232,7 @@ def read_pairs(pairs_csv, root=None) -> list[dict]:
     if not pairs_csv.is_file():
         raise InputError(f"pairs CSV not found: {pairs_csv}",
                          hint="give a CSV with image_a, image_b (and optionally pair_id) columns")
-    try:
-        with open(pairs_csv, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = [(reader.line_num, row) for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read pairs CSV {pairs_csv}: {exc}", hint="save it as UTF-8 CSV text") from None
+    rows = read_csv_rows(pairs_csv, "pairs CSV")
     if not rows or not {"image_a", "image_b"} <= set(rows[0][1]):
         raise InputError(f"{pairs_csv} needs the columns image_a and image_b (and optionally pair_id)")
     seen: set[str] = set()

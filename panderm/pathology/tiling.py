@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_text
+from panderm.io import atomic_path, atomic_write_text, read_csv_rows
 from panderm.paths import check_safe_name, inside_out, resolve_under_root
 
 TILING_COLUMNS = ("slide", "status", "n_patches", "level", "downsample", "mpp", "magnification", "reason", "path")
@@ -209,12 +209,7 @@ def collect_slides(input: str | os.PathLike, root: str | os.PathLike | None = No
 
 
 def _slides_from_csv(src: Path, root: str | os.PathLike | None) -> list[tuple[Path, float | None]]:
-    try:
-        with open(src, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = [(reader.line_num, r) for r in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read slide CSV {src}: {exc}", hint="save it as UTF-8 CSV text") from None
+    rows = read_csv_rows(src, "slide CSV")
     col = next((c for c in ("slide", "path", "slide_path", "image") if rows and c in rows[0][1]), None)
     if col is None:
         raise InputError(f"{src} has no slide column", hint="name the column 'slide' (paths relative to the CSV)")

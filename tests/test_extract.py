@@ -108,7 +108,7 @@ def test_resume_after_interruption_is_byte_identical(assets, tmp_path, monkeypat
     full = _run(imgs, tmp_path / "full", weights, batch_size=2, shard_size=2)
     assert full.n_shards == 4 and full.shards_computed == 4
 
-    real_save, saved = ex._save_shard, []
+    real_save, saved = ex.save_shard, []
 
     def flaky(*args, **kw):
         if len(saved) == 2:
@@ -116,13 +116,13 @@ def test_resume_after_interruption_is_byte_identical(assets, tmp_path, monkeypat
         real_save(*args, **kw)
         saved.append(args[0])
 
-    monkeypatch.setattr(ex, "_save_shard", flaky)
+    monkeypatch.setattr(ex, "save_shard", flaky)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         _run(imgs, out, weights, batch_size=2, shard_size=2)
     assert not (out / "features.npy").exists() and not (out / "meta.json").exists()
     assert len(list((out / ".shards").glob("shard-*.npz"))) == 2
-    monkeypatch.setattr(ex, "_save_shard", real_save)
+    monkeypatch.setattr(ex, "save_shard", real_save)
 
     res = _run(imgs, out, weights, batch_size=2, shard_size=2)
     assert (res.shards_reused, res.shards_computed, res.images_computed) == (2, 2, 4)

@@ -135,7 +135,7 @@ def test_rerun_after_swap_is_refused_naming_both_hashes(registered, checkpoints,
 def test_resume_after_swap_is_refused_naming_both_hashes(registered, checkpoints, images, tmp_path, monkeypatch):
     file, swap = registered
     out = tmp_path / "feats"
-    real_save, saved = ex._save_shard, []
+    real_save, saved = ex.save_shard, []
 
     def interrupted(*args, **kw):
         if saved:
@@ -143,10 +143,10 @@ def test_resume_after_swap_is_refused_naming_both_hashes(registered, checkpoints
         real_save(*args, **kw)
         saved.append(args[0])
 
-    monkeypatch.setattr(ex, "_save_shard", interrupted)
+    monkeypatch.setattr(ex, "save_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _extract(images, out)
-    monkeypatch.setattr(ex, "_save_shard", real_save)
+    monkeypatch.setattr(ex, "save_shard", real_save)
     shard = out / ".shards" / "shard-00000.npz"
     kept = shard.read_bytes()
     swap()

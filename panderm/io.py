@@ -101,9 +101,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def file_stamp(path: str | os.PathLike) -> str:
-    """``"size:mtime_ns"`` of a file (``"missing"`` if it cannot be stat'ed), to notice replaced inputs."""
+    """``"size:mtime_ns:ctime_ns"`` of a file (``"missing"`` if it cannot be stat'ed), to notice replaced inputs.
+
+    The change time is part of it because nobody can set it back: a file rewritten in
+    place with its old size and ``touch -r``-restored mtime still gets a new stamp.
+    """
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in a name taken from data
         return "missing"
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"

@@ -19,6 +19,36 @@ from panderm.io import sha256_file
 FILES_KEY = "files"
 
 
+#: Bundle JSON larger than this is refused before parsing (a real one is a few hundred KB).
+MAX_JSON_BYTES = 64 << 20
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_bundle_json(path: str | Path):
+    """Parse a bundle's JSON file strictly: UTF-8, at most :data:`MAX_JSON_BYTES`, no ``NaN``/``Infinity``.
+
+    Python's ``json`` accepts ``NaN`` and recurses without bound on deep nesting;
+    both reach code that expects plain finite numbers, so both are refused here.
+
+    Raises:
+        CheckpointError: unreadable, too large, not strict JSON, or nested too deeply.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; not a panderm bundle file")
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"cannot read {path}: nested too deeply to be a panderm bundle file") from None
+
+
 def hash_members(folder: str | Path, names: Iterable[str]) -> dict[str, str]:
     """``{name: sha256}`` for the member files ``names`` of ``folder`` (sorted by name)."""
     folder = Path(folder)

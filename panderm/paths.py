@@ -17,7 +17,7 @@ from pathlib import Path, PureWindowsPath
 from panderm.errors import InputError
 
 #: Names that may become a file or folder name: letters, digits, ``._-`` (no leading dot), ≤ 128 chars.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # used with fullmatch: no trailing newline
 
 
 def normalise_path(path: str) -> str:
@@ -53,6 +53,8 @@ def resolve_under_root(value: str, root: str | os.PathLike | None, *, base: str 
     raw = str(value).strip()
     if not raw:
         raise InputError(f"{where or 'a row'}: empty path")
+    if any(ord(c) < 32 for c in raw):  # a NUL or a control character names no file we should open
+        raise InputError(f"{where or 'a row'}: path {raw!r} contains a control character")
     rel = normalise_path(raw)
     if root is None:
         if is_absolute_path(raw):
@@ -68,7 +70,7 @@ def resolve_under_root(value: str, root: str | os.PathLike | None, *, base: str 
 def check_safe_name(name: str, *, what: str = "name", source: str = "") -> str:
     """``name`` if it may become a file name (see :data:`SAFE_NAME`); else an InputError naming it."""
     name = str(name)
-    if not SAFE_NAME.match(name) or name in (".", ".."):
+    if not SAFE_NAME.fullmatch(name) or name in (".", ".."):
         origin = f" in {source}" if source else ""
         raise InputError(f"unsafe {what} {name!r}{origin}: it would become a file name",
                          hint="names may hold letters, digits, '.', '_' and '-' (at most 128, no leading dot)")
@@ -92,7 +94,7 @@ def safe_stem(name: str, fallback: str = "item") -> str:
     ``"../../x"`` → ``x``. The result always matches :data:`SAFE_NAME`.
     """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100]
-    return stem if stem and SAFE_NAME.match(stem) else fallback
+    return stem if stem and SAFE_NAME.fullmatch(stem) else fallback
 
 
 def inside_out(out: str | os.PathLike, *parts: str) -> Path:

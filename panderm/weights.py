@@ -30,6 +30,7 @@ class WeightsRecord:
     added: str
     mtime_ns: int | None = None
     inode: int | None = None
+    ctime_ns: int | None = None
 
     @property
     def exists(self) -> bool:
@@ -79,7 +80,8 @@ def add_weights(name: str, path: str | Path, *, overwrite: bool = False) -> Weig
                           hint="remove it first with `panderm weights remove` or pass --overwrite")
     st = file.stat()
     record = WeightsRecord(name, str(file.resolve()), sha256_file(file), st.st_size,
-                           datetime.now(timezone.utc).isoformat(timespec="seconds"), st.st_mtime_ns, st.st_ino)
+                           datetime.now(timezone.utc).isoformat(timespec="seconds"), st.st_mtime_ns, st.st_ino,
+                           st.st_ctime_ns)
     entries[name] = asdict(record)
     _write(entries)
     return record
@@ -126,13 +128,18 @@ def resolve_weights_path(spec: str | Path) -> Path:
     return path
 
 
+def _identity(st) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def weights_sha256(path: Path, *, fresh: bool = False) -> str:
     """sha256 of a weights file.
 
-    The registry's hash is reused only while the file's size, ``mtime_ns`` and inode
-    are all the ones recorded when it was hashed; any change (a copy over it, a move,
-    a touch) re-hashes the file and refreshes the record. ``fresh=True`` always re-hashes
-    (used where a hash guards against a foreign encoder).
+    The registry's hash is reused only while the file's size, ``mtime_ns``, ``ctime_ns``
+    and inode are all the ones recorded when it was hashed; any change (a copy over it,
+    a move, a touch, an in-place rewrite with the old mtime restored) re-hashes the file
+    and refreshes the record. ``fresh=True`` always re-hashes (used where a hash guards
+    against a foreign encoder).
     """
     resolved = str(Path(path).resolve())
     st = Path(resolved).stat()
@@ -140,12 +147,13 @@ def weights_sha256(path: Path, *, fresh: bool = False) -> str:
     matches = [n for n, e in entries.items() if e.get("path") == resolved]
     for name in matches:
         e = entries[name]
-        if not fresh and (e.get("size"), e.get("mtime_ns"), e.get("inode")) == (st.st_size, st.st_mtime_ns, st.st_ino):
+        if not fresh and (e.get("size"), e.get("mtime_ns"), e.get("ctime_ns"), e.get("inode")) == _identity(st):
             return e["sha256"]
     digest = sha256_file(resolved)
     if matches:
         for name in matches:
-            entries[name].update(sha256=digest, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+            entries[name].update(sha256=digest, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                                 inode=st.st_ino)
         try:
             _write(entries)
         except OSError:  # a read-only PANDERM_HOME: the fresh hash is still right, only not cached

@@ -375,6 +375,23 @@ def _(t, a):
     return Case(_extract(csv, t / "out", "--root", str(t / "imgs")), names="abs_elsewhere.jpg", out=t / "out")
 
 
+@case("extract-csv-nul-byte-in-path")
+def _(t, a):
+    _copy_images(a, t / "imgs", 3)
+    csv = _write(t / "nul.csv", "image\n" + "".join(f"{p.name}\n" for p in a.images[:3]) + "evil\x00.jpg\n")
+    return Case(_extract(csv, t / "out", "--root", str(t / "imgs")), names="nul.csv", out=t / "out")
+
+
+@case("extract-image-over-max-pixels-skipped")
+def _(t, a):
+    from PIL import Image
+
+    _copy_images(a, t / "imgs", 3)
+    Image.new("1", (3000, 3000)).save(t / "imgs" / "big_bilevel.png")  # 9 MP, a few KB on disk
+    return Case(_extract(t / "imgs", t / "out", "--max-pixels", "4000000"), names="big_bilevel.png", exit=0,
+                out=t / "out", skip_file=t / "out" / "skipped.csv")
+
+
 # --------------------------------------------------------------------------- extract: --out
 
 
@@ -867,6 +884,24 @@ def _(t, a):
     return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="bundle.json", out=t / "out")
 
 
+@case("screen-bundle-json-nan-ud-k")
+def _(t, a):
+    b = _demo_bundle(t / "bundle")
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["ud"]["k"] = float("nan")
+    _write(b / "bundle.json", json.dumps(meta))
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="bundle.json", out=t / "out")
+
+
+@case("screen-bundle-json-huge-min-lesions")
+def _(t, a):
+    b = _demo_bundle(t / "bundle")
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["ud"]["min_lesions"] = 10 ** 40
+    _write(b / "bundle.json", json.dumps(meta))
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="min_lesions", out=t / "out")
+
+
 @case("screen-bundle-json-deleted-key")
 def _(t, a):
     b = _demo_bundle(t / "bundle")
@@ -1142,6 +1177,23 @@ def _(t, a):
     del meta["classes"]
     _write(c / "classifier.json", json.dumps(meta))
     return Case(["classifier", "info", str(c)], names="classes")
+
+
+@case("classifier-info-nan-temperature")
+def _(t, a):
+    c = _demo_classifier(t / "clf")
+    raw = (c / "classifier.json").read_text()
+    meta = json.loads(raw)
+    meta["temperature"] = float("nan")  # Python's json writes NaN, and would read it back
+    _write(c / "classifier.json", json.dumps(meta))
+    return Case(["classifier", "info", str(c)], names="classifier.json")
+
+
+@case("classifier-info-deeply-nested-json")
+def _(t, a):
+    c = _demo_classifier(t / "clf")
+    _write(c / "classifier.json", "[" * 200_000 + "]" * 200_000)
+    return Case(["classifier", "info", str(c)], names="classifier.json")
 
 
 @case("classifier-info-invalid-json")

@@ -98,7 +98,7 @@ def test_pickle_needing_code_is_refused_without_running_it(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": Evil()}, f)
-    with pytest.raises(CheckpointError, match="weights_only=False"):
+    with pytest.raises(CheckpointError, match=r"needs arbitrary pickle to load and was refused; no code from it ran. Detail: Unsupported operand"):
         read_state_dict(path)
     assert not marker.exists()
 
@@ -188,3 +188,18 @@ def test_garbage_that_trips_the_unpickler_is_a_checkpoint_error(tmp_path):
         path.write_bytes(first + b"\x05garbage")
         with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
             read_state_dict(path)
+
+
+def test_non_finite_or_integer_encoder_weights_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    model = create_encoder("panderm_tiny_patch16_224")
+    sd = {k: v.clone().contiguous() for k, v in model.state_dict().items() if "relative_position" not in k}
+    bad_nan = dict(sd, **{"blocks.0.attn.qkv.weight": torch.full_like(sd["blocks.0.attn.qkv.weight"], float("nan"))})
+    save_file(bad_nan, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.qkv\.weight holds NaN"):
+        load_encoder_state(create_encoder("panderm_tiny_patch16_224"), tmp_path / "nan.safetensors")
+    bad_int = dict(sd, **{"cls_token": sd["cls_token"].to(torch.int16)})
+    save_file(bad_int, str(tmp_path / "int.safetensors"))
+    with pytest.raises(CheckpointError, match=r"cls_token is stored as torch\.int16"):
+        load_encoder_state(create_encoder("panderm_tiny_patch16_224"), tmp_path / "int.safetensors")

@@ -196,7 +196,8 @@ def test_wildcard_host_accepts_any_name_but_not_a_foreign_origin():
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "http://evil.example:8765", "null", "file://",
-                                    "http://127.0.0.1.evil.example", "chrome-extension://abc"])
+                                    "http://127.0.0.1.evil.example", "chrome-extension://abc",
+                                    "http://127.0.0.1:9999", "http://localhost", "http://127.0.0.1:bad"])
 def test_foreign_origin_is_refused(origin, jpeg_bytes):
     with _client() as c:
         r = _post(c, jpeg_bytes, headers={"origin": origin})

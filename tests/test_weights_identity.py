@@ -90,6 +90,18 @@ def test_same_size_file_copied_over_is_rehashed(registered, checkpoints, monkeyp
     assert len(calls) == 1
 
 
+def test_in_place_rewrite_with_mtime_restored_is_rehashed(registered, checkpoints, monkeypatch):
+    """``cat B > A; touch -r stamp A``: same size, inode and mtime; only the change time tells."""
+    file, _ = registered
+    old = registry.get_weights("tiny")
+    with open(file, "r+b") as f:  # in place: the inode stays
+        f.write(checkpoints[1].read_bytes())
+    os.utime(file, ns=(old.mtime_ns, old.mtime_ns))
+    st = file.stat()
+    assert (st.st_size, st.st_mtime_ns, st.st_ino) == (old.size, old.mtime_ns, old.inode)
+    assert registry.weights_sha256(file) == sha256_file(checkpoints[1]) != old.sha256
+
+
 def test_touched_file_is_rehashed(registered, monkeypatch):
     file, _ = registered
     old = registry.get_weights("tiny")

@@ -20,13 +20,12 @@ for the TBP bundle: :func:`panderm.models.factory.create_matching_encoder`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from panderm.errors import CheckpointError, ConfigError, InputError
+from panderm.manifest import read_bundle_json
 
 META_FILE = "classifier.json"
 FORMAT = "panderm-classifier"
@@ -280,13 +279,6 @@ def member_files(kind: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------- loading
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-
-
 def _safetensors(path: Path, what: str) -> dict:
     from safetensors.torch import load_file
 
@@ -311,7 +303,7 @@ def read_meta(path: Path) -> dict:
     if not meta_path.is_file():
         raise InputError(f"{path} is not a classifier bundle (no {META_FILE})",
                          hint="build one with `panderm classifier build`")
-    meta = _read_json(meta_path)
+    meta = read_bundle_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: "
                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -333,7 +325,7 @@ def _reference_rows(path: Path) -> list[dict]:
     from panderm.classifier.schema import REFERENCE_SCHEMA
     from panderm.manifest import validate_json
 
-    rows = _read_json(path / REF_JSON)
+    rows = read_bundle_json(path / REF_JSON)
     validate_json(rows, REFERENCE_SCHEMA, where=str(path / REF_JSON))
     return rows
 

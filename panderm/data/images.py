@@ -22,8 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from panderm.errors import InputError
 
-#: Largest image (width × height) we decode; guards against decompression bombs.
-DEFAULT_MAX_PIXELS = 200_000_000
+#: Largest image (width × height) we decode; guards against decompression bombs. Below Pillow's own
+#: 178 MP error limit, and well above dermoscopic (≤ 30 MP) and phone (≤ 50 MP) photographs.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 #: Smallest short side (pixels) worth encoding: a smaller image is blown up ≥ 7× to 224 px
 #: and its features describe interpolation, not skin. Readers that encode pass it as ``min_side``.

@@ -72,8 +72,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path} needs arbitrary pickle to load (weights_only=False) and was refused; no code from it ran. "
-            f"Detail: {str(exc).splitlines()[0]}",
+            f"{path} needs arbitrary pickle to load and was refused; no code from it ran. "
+            f"Detail: {_unpickling_detail(exc)}",
             hint="re-save it as a plain state dict in an environment you trust: "
                  "torch.save({k: v for k, v in sd.items() if torch.is_tensor(v)}, 'clean.pth'), "
                  "or convert it to safetensors",
@@ -82,6 +82,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'})") from None
     return _unwrap(obj, path)
+
+
+def _unpickling_detail(exc: Exception) -> str:
+    """The line of torch's refusal that says what the file wanted (not its advice to load it unsafely)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    wanted = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
+    return (wanted or lines or ["unsupported pickle content"])[0][:300]
 
 
 def load_module_weights(module: torch.nn.Module, path: str | Path, what: str = "model") -> None:
@@ -270,10 +277,22 @@ def load_encoder_state(model: torch.nn.Module, path: str | Path) -> LoadReport:
         diff = (encoder["pos_embed"].float() - expected).abs().max().item()
         if diff > 1e-4:
             report.notes.append(f"pos_embed differs from the fixed sin-cos table (max {diff:.2g}); using the checkpoint's")
+    _check_values(encoder, target, path)
     to_load = {k: v.to(target[k].dtype) for k, v in encoder.items()}
     model.load_state_dict(to_load, strict=False)
     report.loaded = len(to_load)
     return report
+
+
+def _check_values(encoder: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path) -> None:
+    """Refuse integer tensors for float parameters and any NaN/Inf: both would give garbage features silently."""
+    for key, value in encoder.items():
+        if target[key].is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"checkpoint {path}: {key} is stored as {value.dtype}, not as floating point",
+                                  hint="the file is damaged or was not written as model weights")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values",
+                                  hint="the weights are damaged (or come from a diverged training run)")
 
 
 def encoder_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

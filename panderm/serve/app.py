@@ -117,9 +117,21 @@ def host_refusal(request, hosts: frozenset[str] | None) -> str | None:
     parts = urlsplit(origin.strip())
     name = (parts.hostname or "").rstrip(".")
     allowed = hosts if hosts is not None else {host}
-    if parts.scheme not in ("http", "https") or name not in allowed:
+    if parts.scheme not in ("http", "https") or name not in allowed or not _same_port(parts, request):
         return f"cross-origin request from '{origin[:100]}' refused: this server only answers its own pages"
     return None
+
+
+def _same_port(origin, request) -> bool:
+    """The ``Origin``'s port is this server's: another local port is another site (any local web page)."""
+    default = {"http": 80, "https": 443}
+    try:
+        theirs = origin.port or default[origin.scheme]
+        ours = urlsplit("//" + request.headers.get("host", "")).port or request.url.port or default.get(
+            request.url.scheme, 80)
+    except (ValueError, KeyError):  # a malformed port
+        return False
+    return theirs == ours
 
 
 def hide_reference_images(cases: list[dict]) -> list[dict]:

@@ -17,7 +17,6 @@ sha256, then reads the arrays.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pandas as pd
 
 from panderm.errors import CheckpointError, ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text
+from panderm.manifest import read_bundle_json
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = "panderm-tbp-bundle"
@@ -53,13 +53,13 @@ def _bundle_schema() -> dict:
                                        "weights_spec": {"type": ["string", "null"]},
                                        "weights_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
                                        "preset": {"type": "string"},
-                                       "dim": {"type": "integer", "minimum": 1},
+                                       "dim": {"type": "integer", "minimum": 1, "maximum": 65536},
                                        "finetuned": {"type": "boolean"},
                                        "file": {"enum": [ENCODER_FILE, None]}}},
             "risk_head": {"type": "object", "required": ["mode"], "properties": {"mode": {"enum": ["probe", "finetune"]}}},
             "ud": {"type": "object", "required": ["k", "min_lesions", "metric"],
-                   "properties": {"k": {"type": "number", "minimum": 0},
-                                  "min_lesions": {"type": "integer", "minimum": 1},
+                   "properties": {"k": {"type": "number", "minimum": 0, "maximum": 100},
+                                  "min_lesions": {"type": "integer", "minimum": 1, "maximum": 1000000},
                                   "metric": {"enum": ["euclidean", "cosine"]}}},
             # "required"/"properties" apply to objects only, so null (no measurement model) passes them
             "ml": {"type": ["object", "null"],
@@ -200,10 +200,7 @@ def _read_meta(path: Path) -> dict:
     if (path / LEGACY_ML_FILE).exists():
         raise CheckpointError(f"bundle {path} holds {path / LEGACY_ML_FILE}, a measurement model in the skops "
                               "format, which panderm no longer reads (loading it could run code)", hint=RETRAIN_HINT)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {meta_path}: {exc}") from None
+    meta = read_bundle_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{meta_path} is not a {FORMAT} file (format: {found!r})")

@@ -53,9 +53,12 @@ naming the same file are extracted once, with a warning."""
 @click.option("--overwrite", is_flag=True,
               help="Replace features of a different earlier run (other settings or weights) in --out.")
 @click.option("--compile", "use_compile", is_flag=True, help="Use torch.compile (optional speed-up; falls back to eager).")
+@click.option("--max-pixels", type=click.IntRange(min=1024), default=None,
+              help="Largest image decoded (width × height); larger ones are skipped as decompression bombs "
+                   "[default: 100000000].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; only the summary.")
 def extract_cmd(input, out, root, model, weights, preset, modality, precision, batch_size, workers, shard_size,
-                device, no_resume, keep_shards, overwrite, use_compile, quiet):
+                device, no_resume, keep_shards, overwrite, use_compile, max_pixels, quiet):
     """Extract encoder features from a folder or CSV of images.
 
     INPUT is an image folder (searched recursively) or a CSV with an `image`
@@ -76,6 +79,8 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
         click.secho("Warning: no --weights given: the encoder is randomly initialised; the features are only "
                     "good for checking the pipeline.", fg="yellow", err=True)
     kwargs = {"extensions": extensions} if extensions else {}
+    if max_pixels is not None:
+        kwargs["max_pixels"] = max_pixels
     result = extract_features(input, out, model=model, weights=weights, root=root, preset=preset,
                               precision=precision, batch_size=batch_size, workers=workers, shard_size=shard_size,
                               device=device, resume=not no_resume, keep_shards=keep_shards, overwrite=overwrite,

@@ -448,7 +448,8 @@ def test_unsafe_isic_ids_in_hdf5_are_skipped_and_nothing_escapes(cli, shared_dat
     assert len(pd.read_csv(out / "lesions.csv")) == len(good)
     assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "deep" / "evil.jpg").exists()
     assert not Path(f"{evil_abs}.jpg").exists()
-    assert sorted(p.name for p in (out / ".work" / "tiles").iterdir()) == sorted(f"{i}.jpg" for i in good)
+    tiles = out / ".work" / "tiles"
+    assert sorted(p.name for p in tiles.iterdir()) == sorted([f"{i}.jpg" for i in good] + [".source.json"])
 
 
 def test_unpack_hdf5_never_writes_outside_dest(tmp_path):

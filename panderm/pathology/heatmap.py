@@ -36,8 +36,8 @@ def percentile_rank(scores: np.ndarray) -> np.ndarray:
 
 
 def read_attention(run: str | Path, stem: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(attention (N,), coords (N, 2), attrs)`` of slide ``stem`` in a MIL run."""
-    import h5py
+    """``(attention (N,), coords (N, 2), attrs)`` of slide ``stem`` in a MIL run (:mod:`panderm.hdf5` checks)."""
+    from panderm.hdf5 import MAX_ARRAY_BYTES, open_file, read_dataset
 
     run = Path(run)
     path = run / "attention" / f"{stem}.h5"
@@ -47,12 +47,14 @@ def read_attention(run: str | Path, stem: str) -> tuple[np.ndarray, np.ndarray, 
                 else f"{run} holds no attention/: is it a `panderm slide mil` run folder?")
         raise InputError(f"no attention for slide {stem!r} in {run} ({path} does not exist)", hint=hint)
     try:
-        with h5py.File(path, "r") as f:
-            attn = np.asarray(f["attention"][:], dtype=np.float64).reshape(-1)
-            coords = np.asarray(f["coords"][:], dtype=np.int64).reshape(-1, 2)
+        with open_file(path, "attention file") as f:
+            attn = np.asarray(read_dataset(f, "attention", max_bytes=MAX_ARRAY_BYTES), dtype=np.float64).reshape(-1)
+            coords = np.asarray(read_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES), dtype=np.int64).reshape(-1, 2)
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    except (OSError, KeyError) as exc:
-        raise InputError(f"cannot read attention from {path}: {exc}") from None
+    except InputError as exc:
+        raise InputError(f"cannot read attention from {path}: {exc.message}") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"cannot read attention from {path}: {type(exc).__name__}: {exc}") from None
     if len(attn) != len(coords):
         raise InputError(f"{path}: {len(attn)} attention scores but {len(coords)} coordinates")
     return attn, coords, attrs
@@ -62,9 +64,9 @@ def _patch_size(run: Path, stem: str, attrs: dict, tiles: Path | None) -> float:
     if attrs.get("patch_size_level0"):
         return float(attrs["patch_size_level0"])
     if tiles is not None and (tiles / "coords" / f"{stem}.h5").is_file():
-        import h5py
+        from panderm.hdf5 import open_file
 
-        with h5py.File(tiles / "coords" / f"{stem}.h5", "r") as f:
+        with open_file(tiles / "coords" / f"{stem}.h5", "coordinates file") as f:
             if "patch_size_level0" in f.attrs:
                 return float(f.attrs["patch_size_level0"])
     try:

@@ -196,14 +196,19 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
 
 
 def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    import h5py
+    """``features`` (N, D), ``coords`` (N, 2) and attributes of a feature file, read with the
+    :mod:`panderm.hdf5` checks (no links or external data; at most :data:`panderm.hdf5.MAX_ARRAY_BYTES`)."""
+    from panderm.hdf5 import MAX_ARRAY_BYTES, has_key, open_file, read_dataset
 
     try:
-        with h5py.File(path, "r") as f:
-            X = np.asarray(f["features"][:], dtype=np.float32)
-            coords = np.asarray(f["coords"][:], dtype=np.int64) if "coords" in f else np.zeros((len(X), 2), np.int64)
+        with open_file(path, "features file") as f:
+            X = np.asarray(read_dataset(f, "features", max_bytes=MAX_ARRAY_BYTES), dtype=np.float32)
+            coords = (np.asarray(read_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES), dtype=np.int64)
+                      if has_key(f, "coords") else np.zeros((len(X), 2), np.int64))
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:  # e.g. a group or strings
+    except InputError as exc:
+        raise InputError(exc.message, hint=exc.hint or "the file needs a 'features' (N, D) dataset") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # e.g. strings
         raise InputError(f"cannot read features from {path}: {type(exc).__name__}: {exc}",
                          hint="the file needs a 'features' (N, D) dataset") from None
     if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():

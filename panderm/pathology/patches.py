@@ -25,15 +25,19 @@ from panderm.errors import InputError
 
 def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """``coords`` (N, 2) int64 and the attributes of a ``coords/<slide>.h5`` file."""
-    import h5py
+    from panderm.hdf5 import MAX_ARRAY_BYTES, open_dataset, open_file
 
     try:
-        with h5py.File(path, "r") as f:
-            coords = np.asarray(f["coords"][()], dtype=np.int64).reshape(-1, 2)
-            attrs = {k: _py(v) for k, v in f["coords"].attrs.items()}
+        with open_file(path, "coordinates file") as f:
+            ds = open_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES)
+            coords = np.asarray(ds[()], dtype=np.int64).reshape(-1, 2)
+            attrs = {k: _py(v) for k, v in ds.attrs.items()}
             attrs.update({k: _py(v) for k, v in f.attrs.items()})
-    except (OSError, KeyError) as exc:
-        raise InputError(f"cannot read coordinates file {path} ({exc})",
+    except InputError as exc:
+        raise InputError(f"cannot read coordinates file {path}: {exc.message}",
+                         hint="re-create it with `panderm slide tile`") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"cannot read coordinates file {path} ({type(exc).__name__}: {exc})",
                          hint="re-create it with `panderm slide tile`") from None
     return coords, attrs
 

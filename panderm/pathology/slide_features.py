@@ -58,12 +58,14 @@ def _to_input(batch_u8: np.ndarray, mean, std):
 
 
 def _complete(path: Path, n: int) -> bool:
-    import h5py
+    """``path`` holds ``features`` and ``coords`` for ``n`` patches, in the file itself (else: recompute)."""
+    from panderm.hdf5 import MAX_ARRAY_BYTES, open_dataset, open_file
 
     try:
-        with h5py.File(path, "r") as f:
-            return f["features"].shape[0] == n and f["coords"].shape[0] == n
-    except Exception:  # noqa: BLE001 - unreadable/partial file: recompute
+        with open_file(path) as f:
+            return all(open_dataset(f, k, max_bytes=MAX_ARRAY_BYTES).shape[:1] == (n,)
+                       for k in ("features", "coords"))
+    except Exception:  # noqa: BLE001 - unreadable/partial/linked file: recompute
         return False
 
 

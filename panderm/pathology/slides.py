@@ -7,7 +7,7 @@ Backends, chosen by :func:`open_slide`:
   imported lazily (``pip install "panderm[slide]"``).
 * **tifffile** for plain (generic) TIFFs, pyramidal (SubIFDs / series levels) or
   not; regions are decoded tile by tile (or strip by strip), never the whole page.
-* **PIL** for PNG/JPEG and other small single-level images.
+* **PIL** for PNG/JPEG and other small single-level images (at most :data:`MAX_PIL_PIXELS`).
 
 Coordinates follow OpenSlide: ``read_region((x, y), level, (w, h))`` takes the
 top-left corner in **level-0** pixels and a size in pixels **of that level**,
@@ -32,6 +32,8 @@ OPENSLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".qptiff", ".ome.tif", ".ome.tiff")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SLIDE_EXTENSIONS = tuple(sorted(set(OPENSLIDE_EXTENSIONS + TIFF_EXTENSIONS[:3] + IMAGE_EXTENSIONS)))
+#: Largest PNG/JPEG/BMP the PIL backend decodes (it holds the whole RGB image: 300 MP ≈ 0.9 GB).
+MAX_PIL_PIXELS = 300_000_000
 SLIDE_HINT = 'install the slide extras: pip install "panderm[slide]"'
 
 
@@ -285,14 +287,17 @@ def _tiff_metadata(page) -> tuple[float | None, float | None]:
 
 # --------------------------------------------------------------------------- PIL
 class _PilReader(SlideReader):
+    """A PNG/JPEG/BMP decoded whole into memory, so at most :data:`MAX_PIL_PIXELS` (checked from the header)."""
+
     def __init__(self, path: Path):
         from PIL import Image
 
-        # Slides are big on purpose: lift Pillow's bomb guard for this one read only, never process-wide
-        # (serve and extract in the same process rely on it).
+        # Pillow's own guard (~179 MP) is lifted for this one read only, never process-wide (serve and
+        # extract in the same process rely on it); the header check below is the bound instead.
         guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(path) as im:
+                _check_pil_size(path, im.size)
                 im.load()
                 self._img = np.ascontiguousarray(np.asarray(im.convert("RGB")))
         finally:
@@ -312,6 +317,16 @@ class _PilReader(SlideReader):
         if xa < xb and ya < yb:
             out[ya - y0:yb - y0, xa - x0:xb - x0] = self._img[ya:yb, xa:xb]
         return out
+
+
+def _check_pil_size(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header declares more than :data:`MAX_PIL_PIXELS` (before decoding it)."""
+    w, h = size
+    if w * h > MAX_PIL_PIXELS:
+        raise InputError(f"{path} declares {w}×{h} pixels ({w * h / 1e6:.0f} MP), more than the "
+                         f"{MAX_PIL_PIXELS // 1_000_000} MP a PNG/JPEG/BMP slide may have (it is decoded whole)",
+                         hint="store large slides as a pyramidal TIFF/SVS (read tile by tile with tifffile or "
+                              "OpenSlide), e.g. `vips tiffsave in.png out.tif --tile --pyramid`")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import posixpath
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,15 +73,23 @@ def _thumbnail(path: Path | None) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _reference_rows(images: list[str], root: Path | None) -> list[dict]:
+def _reference_rows(images: list[str], paths: list[str | Path | None]) -> list[dict]:
+    """One ``reference.json`` row per image: its file name (as the table spells it, normalised) and thumbnail."""
+    from panderm.paths import normalise_path
+
     rows = []
-    for name in images:
-        path = None
-        if root is not None:
-            cand = Path(root) / name
-            path = cand if cand.is_file() else None
-        rows.append({"image": Path(name).name, "thumbnail": _thumbnail(path)})
+    for name, path in zip(images, paths):
+        found = Path(path) if path is not None and Path(path).is_file() else None
+        rows.append({"image": posixpath.basename(normalise_path(name)), "thumbnail": _thumbnail(found)})
     return rows
+
+
+def _table_paths(df, csv: Path, root, base) -> list[Path]:
+    """Each row's image under ``root`` (``--root``: rows may not leave it), else relative to ``base``."""
+    from panderm.paths import resolve_under_root
+
+    return [resolve_under_root(p, root, base=base, where=f"{csv} line {int(i) + 2}")
+            for i, p in zip(df.index, df["image"].astype(str))]
 
 
 def _metric_lines(metrics: dict | None) -> list[str]:
@@ -238,9 +247,9 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     classes = _labels_as_str(classes_raw)
     ref_idx = _stratified(train["_label"].to_numpy(), reference_size, seed)
     ref = train.iloc[ref_idx]
-    if root is None:
-        root = fmeta.get("root") or csv.parent
-    ref_rows = _reference_rows(ref["image"].astype(str).tolist(), Path(root))
+    base = fmeta.get("root") or csv.parent  # the folder `extract` read the images from
+    ref_rows = _reference_rows(ref["image"].astype(str).tolist(), _table_paths(ref, csv, root, base))
+    root = root or base
     for r, lab in zip(ref_rows, ref["_label"]):
         r["label"] = str(lab)
     if ref_rows and not any(r["thumbnail"] for r in ref_rows):
@@ -317,18 +326,19 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
     device = device or default_device()
     precision = resolve_precision(precision, device)
     net = net.eval().to(device)
-    csv, root = Path(csv or rc["csv"]), Path(root or rc["root"])
-    df, label_col, _ = _splits(csv, binary, classes_raw)
+    csv = Path(csv or rc["csv"])
+    root = root if root is not None else rc.get("root")
+    df, label_col, _ = _splits(csv, binary, classes_raw, None if root is None else Path(root))
     warn: list[str] = []
     train, val = df[(df["split"] == "train") & (df["_y"] >= 0)], df[(df["split"] == "val") & (df["_y"] >= 0)]
     preset = net.pretrained_cfg.preset
-    _, vlog, vok = _run_images(net, [root / p for p in val["image"]], preset, device, precision)
+    _, vlog, vok = _run_images(net, [Path(p) for p in val["_path"]], preset, device, precision)
     t, calib = _temperature(vlog, val["_y"].to_numpy()[vok], warn)
     ref_idx = _stratified(train["_y"].to_numpy(), reference_size, seed)
     ref = train.iloc[ref_idx]
-    rfeat, _, rok = _run_images(net, [root / p for p in ref["image"]], preset, device, precision)
+    rfeat, _, rok = _run_images(net, [Path(p) for p in ref["_path"]], preset, device, precision)
     ref = ref.iloc[rok]
-    ref_rows = _reference_rows(ref["image"].astype(str).tolist(), root)
+    ref_rows = _reference_rows(ref["image"].astype(str).tolist(), ref["_path"].tolist())
     for r, lab in zip(ref_rows, ref["_label"]):
         r["label"] = str(lab)
     summary = {}

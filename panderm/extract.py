@@ -46,6 +46,7 @@ from panderm.io import atomic_path, atomic_write_json, atomic_write_text, file_s
 from panderm.train.distributed import barrier, init_distributed
 
 FORMAT_VERSION = 1
+NON_FINITE_REASON = "the encoder's output is not finite (NaN or Inf): the weights may be damaged"
 
 
 @dataclass
@@ -344,8 +345,11 @@ def _run_shards(enc, items, todo: list[int], shard_dir: Path, transform, batch_s
             for (idx, x, bad), s in zip(loader, batch_shard):
                 ok, feats, skipped = acc.setdefault(s, ([], [], []))
                 if x is not None:
-                    ok.extend(idx)
-                    feats.append(_forward(enc, x, device, prec))
+                    f = _forward(enc, x, device, prec)
+                    finite = np.isfinite(f).all(axis=1)  # damaged weights overflow to NaN: never write those
+                    ok.extend(i for i, good in zip(idx, finite) if good)
+                    feats.append(f[finite])
+                    bad = bad + [(i, NON_FINITE_REASON) for i, good in zip(idx, finite) if not good]
                 skipped.extend(bad)
                 bar.update(len(idx) + len(bad))
                 remaining[s] -= 1

@@ -7,6 +7,7 @@ continue with different settings.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,59 @@ def load_recipe(config: str | Path) -> dict[str, Any]:
         path = candidate
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse {path}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"cannot parse {path}: nested too deeply to be a pretraining recipe") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold a mapping of config keys")
+    for key, value in data.items():
+        if key in DEFAULTS:
+            try:
+                check_config_value(key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc.message}") from None
     return data
+
+
+#: Keys whose value must be > 0 (or ≥ 0 for the second set) when given.
+_POSITIVE = ("lr", "lr_base_batch", "batch_size", "accum_steps", "steps", "epochs", "num_masked", "regressor_depth",
+             "checkpoint_every", "log_every", "keep_last", "min_mask_patches_per_block")
+_NON_NEGATIVE = ("min_lr", "weight_decay", "warmup_epochs", "warmup_steps", "drop_path", "clip_grad", "color_jitter",
+                 "init_values", "regressor_init_values", "loss_weight_visible", "loss_weight_masked", "num_workers")
+
+
+def check_config_value(key: str, value: Any) -> None:
+    """Refuse a recipe value of the wrong kind or range (a recipe is a file we did not write).
+
+    Raises:
+        ConfigError: naming the key, what it holds and what it should hold.
+    """
+    default = DEFAULTS.get(key)
+    if value is None:
+        return
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and (default is None or isinstance(default, bool))
+        want = "true or false"
+    elif isinstance(default, int) and not isinstance(default, bool):
+        ok = isinstance(value, int) and abs(value) < 2**53
+        want = "a whole number"
+    elif isinstance(default, float) or (default is None and isinstance(value, (int, float))):
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        want = "a finite number"
+    elif isinstance(default, list):
+        ok = (isinstance(value, list) and len(value) == len(default)
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+        want = f"a list of {len(default)} finite numbers"
+    else:
+        ok = isinstance(value, str)
+        want = "text"
+    if not ok:
+        raise ConfigError(f"pretraining config key '{key}' holds {str(value)[:60]!r}; it must be {want}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key in _POSITIVE and value <= 0 or key in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"pretraining config key '{key}' must be {'> 0' if key in _POSITIVE else '≥ 0'}, "
+                              f"got {value}")
 
 
 def resolve_config(recipe: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -89,6 +138,8 @@ def resolve_config(recipe: dict[str, Any] | None = None, **overrides: Any) -> di
         if unknown:
             raise ConfigError(f"unknown pretraining config key(s): {', '.join(unknown)}",
                               hint=f"known keys: {', '.join(sorted(DEFAULTS))}")
+        for key, value in source.items():
+            check_config_value(key, value)
         config.update(source)
     if config["data"] is None:
         raise ConfigError("no training data given", hint="pass --data manifest.csv | folder/ | name:spec")

@@ -20,10 +20,12 @@ Set PANDERM_DEBUG=1 to see full tracebacks."""
 
 
 def echo_error(exc) -> None:
-    """Print a PandermError as the one-paragraph message users see."""
-    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    """Print a PandermError as the one-paragraph message users see (names from data made terminal-safe)."""
+    from panderm_cli.format import printable
+
+    click.secho(f"Error: {printable(exc.message)}", fg="red", err=True)
     if exc.hint:
-        click.echo(f"Hint: {exc.hint}", err=True)
+        click.echo(f"Hint: {printable(exc.hint)}", err=True)
 
 
 class PandermGroup(LazyGroup):

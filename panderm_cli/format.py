@@ -1,8 +1,21 @@
-"""Number and metric-table formatting shared by the commands that print evaluation results."""
+"""Formatting shared by the commands: numbers, metric tables, and text taken from data."""
 
 from __future__ import annotations
 
 import math
+import re
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_AND_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: object, *, one_line: bool = False) -> str:
+    """``text`` safe for a terminal: control characters from data (ESC sequences, CR, NUL) as ``\\xNN``.
+
+    Newlines stay (messages have several lines) unless ``one_line``, for lines built from data values.
+    """
+    pattern = _CONTROL_AND_NEWLINE if one_line else _CONTROL
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def fmt(v: float | None, spec: str = ".4f") -> str:

@@ -1703,3 +1703,11 @@ def test_bad_input(build, needs, tmp_path, cli, assets, monkeypatch, request):
     stray = sorted(str(p) for p in after if p not in before
                    and not any(p.resolve().is_relative_to(o) for o in allowed))
     assert not stray, f"written outside --out: {stray}"
+
+
+def test_terminal_escapes_from_data_are_printed_inert():
+    from panderm_cli.format import printable
+
+    assert printable("P\x1b]0;PWNED\x07RED") == "P\\x1b]0;PWNED\\x07RED"
+    assert printable("two\nlines") == "two\nlines" and printable("two\nlines", one_line=True) == "two\\x0alines"
+    assert printable("café\ttab") == "café\ttab"

@@ -108,7 +108,7 @@ def test_deleted_key_is_named(bundle, key, cli):
     _assert_clean_cli_failure(cli(["classifier", "info", str(bundle)]), key, "classifier.json")
 
 
-@pytest.mark.parametrize(("key", "value"), [("classes", "akiec"), ("classes", ["only-one"]), ("temperature", -1.0),
+@pytest.mark.parametrize(("key", "value"), [("classes", "akiec"), ("classes", ["only-one"]), ("temperature", -1.0), ("temperature", 1e-320),
                                             ("encoder/dim", "192"), ("head/kind", "pickle"),
                                             ("files/head.safetensors", "not-a-hash")])
 def test_mistyped_key_is_named(bundle, key, value):

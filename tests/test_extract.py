@@ -221,3 +221,16 @@ def test_torchrun_two_processes_match_single(assets, tmp_path):
 
     assert json.loads((out / "meta.json").read_text())["world_size"] == 2
     assert not (out / ".shards").exists()
+
+
+def test_weights_that_overflow_to_nan_never_reach_features_npy(assets, tmp_path):
+    """Finite but huge weights (×1e12 in the MLPs) give NaN features: each image is skipped with the reason."""
+    imgs, _ = assets
+    state = {k: (v * 1e12 if k.endswith(("fc1.weight", "fc2.weight")) else v)
+             for k, v in create_encoder(MODEL).state_dict().items()}
+    torch.save(state, tmp_path / "overflow.pth")
+    with pytest.raises(InputError, match="none of the 8 images could be read"):
+        _run(imgs, tmp_path / "out", tmp_path / "overflow.pth", precision="fp32")
+    skipped = (tmp_path / "out" / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 9 and all("not finite (NaN or Inf)" in line for line in skipped[1:])
+    assert not (tmp_path / "out" / "features.npy").exists()

@@ -313,4 +313,15 @@ def test_slide_tile_lists_an_oversized_png_and_tiles_the_rest(tmp_path, cli):
     assert r.exit_code == 0, r.output
     rows = pd.read_csv(tmp_path / "out" / "tiling.csv", dtype=str, keep_default_na=False).set_index("slide")
     assert rows.loc["good", "status"] == "ok"
-    assert rows.loc["huge", "status"] == "error" and "300 MP" in rows.loc["huge", "reason"]
+    assert rows.loc["huge", "status"] == "error" and "100 MP" in rows.loc["huge", "reason"]
+
+
+def test_two_hdf5_files_beside_the_metadata_are_refused_not_guessed(tmp_path):
+    from panderm.errors import InputError
+    from panderm.tbp.inputs import read_isic2024
+
+    (tmp_path / "train-metadata.csv").write_text("isic_id,patient_id\nISIC_0000001,P1\n")
+    for name in ("a.hdf5", "b.hdf5"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"holds 2 HDF5 files \(a\.hdf5, b\.hdf5\)"):
+        read_isic2024(tmp_path / "train-metadata.csv", cache=tmp_path / "cache")

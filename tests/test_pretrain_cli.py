@@ -107,6 +107,25 @@ def test_config_errors(cli, tmp_path):
     assert res.exit_code == 2 and "no pretraining run" in res.output
 
 
+@pytest.mark.parametrize("text, message", [
+    ("lr: .nan\n", "'lr' holds 'nan'; it must be a finite number"),
+    ("lr: {a: 1}\n", "'lr' holds \"{'a': 1}\"; it must be a finite number"),
+    ('batch_size: "abc"\n', "'batch_size' holds 'abc'; it must be a whole number"),
+    ("batch_size: 1e400\n", "it must be a whole number"),
+    ("lr: -0.1\n", "'lr' must be > 0"),
+    ("crop_scale: [0.4]\n", "a list of 2 finite numbers"),
+    ("lr: " + "[" * 900 + "]" * 900 + "\n", "nested too deeply"),
+])
+def test_hostile_recipe_values_are_clean_errors_naming_the_file(cli, images, tmp_path, text, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    res = cli(["pretrain", "--config", str(recipe), "--model", MODEL, "--data", str(images), "--steps", "1",
+               "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "recipe.yaml" in res.output and message in res.output and "Internal error" not in res.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_bundled_recipes_resolve_with_their_sources():
     large = resolve_config(load_recipe("panderm_large"), data="x.csv")
     assert large["model"] == "panderm_large_patch16_224" and large["teacher_input_size"] == 196

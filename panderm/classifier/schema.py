@@ -46,7 +46,7 @@ CLASSIFIER_SCHEMA = {
                     "items": {"type": "string", "minLength": 1, "maxLength": 256}},
         "descriptions": {"type": "object", "additionalProperties": SHORT_TEXT},
         "malignant": {"type": "array", "items": {"type": "string", "maxLength": 256}},
-        "temperature": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+        "temperature": {"type": "number", "minimum": 0.01, "maximum": 100},  # fitted in [0.02, 50]
         "metrics": {"type": ["object", "null"]},
         "data": {"type": ["object", "null"]},
         "created": {"type": ["string", "null"], "maxLength": 64},

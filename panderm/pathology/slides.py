@@ -32,8 +32,9 @@ OPENSLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".qptiff", ".ome.tif", ".ome.tiff")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 SLIDE_EXTENSIONS = tuple(sorted(set(OPENSLIDE_EXTENSIONS + TIFF_EXTENSIONS[:3] + IMAGE_EXTENSIONS)))
-#: Largest PNG/JPEG/BMP the PIL backend decodes (it holds the whole RGB image: 300 MP ≈ 0.9 GB).
-MAX_PIL_PIXELS = 300_000_000
+#: Largest PNG/JPEG/BMP the PIL backend decodes (it holds the whole image, ~3 bytes/px plus a decode copy:
+#: 100 MP peaks near 1 GB). Larger slides belong in a pyramidal TIFF read by OpenSlide or tifffile.
+MAX_PIL_PIXELS = 100_000_000
 SLIDE_HINT = 'install the slide extras: pip install "panderm[slide]"'
 
 

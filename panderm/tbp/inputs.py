@@ -266,10 +266,12 @@ def _find_metadata(folder: Path) -> Path:
 
 
 def _find_images(folder: Path) -> Path | None:
-    for pattern in ("*.hdf5", "*.h5"):
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[0]
+    found = sorted(folder.glob("*.hdf5")) + sorted(folder.glob("*.h5"))
+    if len(found) > 1:  # guessing would screen one file's tiles against another file's metadata
+        raise InputError(f"{folder} holds {len(found)} HDF5 files ({', '.join(p.name for p in found[:4])}); "
+                         "which one holds the images?", hint="name it with --images FILE.hdf5")
+    if found:
+        return found[0]
     for name in ("images", "image", "train-image/image", "test-image/image"):
         if (folder / name).is_dir():
             return folder / name

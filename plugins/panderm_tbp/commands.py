@@ -13,8 +13,10 @@ _FORMATS = click.Choice(["auto", "patient", "cohort", "isic2024"])
 
 
 def _warn(lines) -> None:
+    from panderm_cli.format import printable
+
     for line in lines:
-        click.secho(f"Warning: {line}", fg="yellow", err=True)
+        click.secho(f"Warning: {printable(line)}", fg="yellow", err=True)
 
 
 def _common(f):
@@ -93,10 +95,12 @@ def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, 
         return
     click.echo(f"{res.n_patients} patient(s), {res.n_lesions} lesions screened, {res.n_flagged} flagged for "
                f"dermoscopy, {res.n_skipped} skipped" + ("" if res.ml_used else " (measurement model off)"))
+    from panderm_cli.format import printable
+
     for pid, rows in res.lesions.groupby("patient_id"):
         top = rows[rows["flagged"]].sort_values("rank")["lesion_id"].tolist()
         more = f" … (+{len(top) - 5})" if len(top) > 5 else ""
-        click.echo(f"  {pid}: {len(top)}/{len(rows)} flagged  {', '.join(map(str, top[:5]))}{more}")
+        click.echo(printable(f"  {pid}: {len(top)}/{len(rows)} flagged  {', '.join(map(str, top[:5]))}{more}", one_line=True))
     click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
                f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
 

@@ -309,14 +309,14 @@ def _run_images(net, paths: list[Path], preset: str, device: str, precision: str
 
 def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, device, precision) -> Path:
 
-    from panderm.finetune.run import _read_run_config, _splits, load_run_network
+    from panderm.finetune.run import read_run_config, read_splits, load_run_network
     from panderm.hardware import default_device, resolve_precision
     from panderm.models.factory import portable_weights_spec
     from panderm.train import checkpointing as ckpt
     from panderm.weights import resolve_weights_path, weights_sha256
 
     run = Path(run)
-    rc = _read_run_config(run)
+    rc = read_run_config(run)
     ck = next((run / n for n in (ckpt.BEST, ckpt.LAST) if (run / n).is_file()), None)
     if ck is None:
         raise CheckpointError(f"{run} has no {ckpt.BEST} or {ckpt.LAST}", hint="the run never finished a step")
@@ -328,7 +328,7 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
     net = net.eval().to(device)
     csv = Path(csv or rc["csv"])
     root = root if root is not None else rc.get("root")
-    df, label_col, _ = _splits(csv, binary, classes_raw, None if root is None else Path(root))
+    df, label_col, _ = read_splits(csv, binary, classes_raw, None if root is None else Path(root))
     warn: list[str] = []
     train, val = df[(df["split"] == "train") & (df["_y"] >= 0)], df[(df["split"] == "val") & (df["_y"] >= 0)]
     preset = net.pretrained_cfg.preset

@@ -47,7 +47,7 @@ def _examples(items, n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (f", … ({len(items) - n} more)" if len(items) > n else "")
 
 
-def _read_run_config(run: Path) -> dict:
+def read_run_config(run: Path) -> dict:
     path = Path(run) / "config.json"
     if not path.is_file():
         raise InputError(f"{run} is not a finetune run folder ({path.name} not found)",
@@ -155,7 +155,11 @@ def _image_paths(df: pd.DataFrame, csv: Path, root: Path | None) -> list[str]:
             for i, p in zip(df.index, df["image"].astype(str))]
 
 
-def _splits(csv, binary: bool, classes: list | None = None, root: Path | None = None):
+def read_splits(csv, binary: bool, classes: list | None = None, root: Path | None = None):
+    """The probe-format table with each row's resolved image (``_path``) and class index (``_y``; -1: unknown).
+
+    Returns ``(df, label_column, classes)``; ``classes`` defaults to the sorted train labels.
+    """
     from panderm.eval.probe import load_dataset
 
     df, label_col = load_dataset(csv, binary)
@@ -218,11 +222,11 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     if root is not None and not root.is_dir():
         raise InputError(f"image root {root} is not a folder")
     if resume:
-        old = _read_run_config(out).get("model")
+        old = read_run_config(out).get("model")
         if old and old != model:
             raise PandermError(f"cannot resume {out}: it was trained with model '{old}', not '{model}'",
                                hint=f"resume with --model {old}, or start a new run in another folder")
-    df, label_col, classes = _splits(csv, binary, root=root)
+    df, label_col, classes = read_splits(csv, binary, root=root)
     train, val, test = (df[df["split"] == s] for s in ("train", "val", "test"))
     if train.empty or test.empty:
         raise InputError(f"{csv} needs train and test rows (has {len(train)} train, {len(test)} test)")
@@ -329,7 +333,7 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
     from panderm.train import distributed as D
 
     run = Path(run)
-    rc = _read_run_config(run)
+    rc = read_run_config(run)
     csv = Path(csv or rc["csv"])
     root = root or (rc.get("root") if csv == Path(rc["csv"]) else None)
     root = None if root is None else Path(root)
@@ -338,7 +342,7 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
     if weights is None:
         raise CheckpointError(f"{run} has no {ckpt.BEST} or {ckpt.LAST}", hint="the run never finished a step")
     classes = rc["classes"]
-    df, label_col, _ = _splits(csv, bool(rc["binary"]), classes, root=root)
+    df, label_col, _ = read_splits(csv, bool(rc["binary"]), classes, root=root)
     rows = df[df["split"] == split]
     if rows.empty:
         raise InputError(f"{csv} has no '{split}' rows")

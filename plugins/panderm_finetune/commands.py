@@ -107,9 +107,9 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
         if resume_dir:  # options not given on the command line default to the run's
             from click.core import ParameterSource
 
-            from panderm.finetune.run import _read_run_config
+            from panderm.finetune.run import read_run_config
 
-            rc, ctx = _read_run_config(resume_dir), click.get_current_context()
+            rc, ctx = read_run_config(resume_dir), click.get_current_context()
             for name in opts:
                 if name in rc and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                     opts[name] = rc[name]

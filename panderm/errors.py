@@ -7,6 +7,13 @@ shows a traceback only with ``PANDERM_DEBUG=1``.
 from __future__ import annotations
 
 
+def examples(items, n: int = 5) -> str:
+    """The first ``n`` of ``items`` for a message: ``"a, b, c, … (12 more)"``."""
+    items = list(items)
+    more = f", … ({len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(map(str, items[:n])) + more
+
+
 class PandermError(Exception):
     """An expected failure the user can act on.
 

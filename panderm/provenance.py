@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from panderm.errors import PandermError
+from panderm.errors import PandermError, examples
 from panderm.io import atomic_write_json, file_stamp
 
 INPUTS_FILE = "inputs.json"
 #: Per-row detail (for messages like "24 rows changed") is kept up to this many rows; above it only digests.
 ROW_DETAIL_LIMIT = 200_000
-_SHOW = 5
 
 
 def _short(obj: Any) -> str:
@@ -54,16 +53,6 @@ def describe_inputs(rows: Iterable[tuple[str, Sequence[Any], str | os.PathLike |
     if n <= ROW_DETAIL_LIMIT:
         record["rows"] = detail
     return record
-
-
-def describe_table(df, columns: Sequence[str], paths: Sequence[str | os.PathLike | None] | None, *,
-                   source: str, weights_sha256: str | None, key_column: str = "image") -> dict:
-    """:func:`describe_inputs` for a DataFrame: ``columns`` are the values, ``paths`` the files (row-aligned)."""
-    cols = [c for c in columns if c in df.columns]
-    keys = df[key_column].astype(str).tolist() if key_column in df.columns else [str(i) for i in range(len(df))]
-    values = df[cols].astype(str).itertuples(index=False, name=None) if cols else ([] for _ in keys)
-    files = paths if paths is not None else [None] * len(keys)
-    return describe_inputs(zip(keys, values, files), source=source, weights_sha256=weights_sha256)
 
 
 #: One training row: a stable key, the values that change the numbers, and the files it reads by role.
@@ -102,11 +91,6 @@ def weights_file_sha256(path: str | os.PathLike | None) -> str | None:
     return weights_sha256(Path(path))
 
 
-def _examples(keys: list[str]) -> str:
-    more = f", … ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
-
-
 def input_changes(old: dict, new: dict) -> list[str]:
     """Human-readable differences between two input records (empty when they match)."""
     out = []
@@ -132,17 +116,17 @@ def input_changes(old: dict, new: dict) -> list[str]:
     touched = [k for k in both if a[k][1] != b[k][1]]
     parts = []
     if changed:
-        parts.append(f"{len(changed)} row(s) changed ({_examples(changed)})")
+        parts.append(f"{len(changed)} row(s) changed ({examples(changed)})")
     if added:
-        parts.append(f"{len(added)} row(s) added ({_examples(added)})")
+        parts.append(f"{len(added)} row(s) added ({examples(added)})")
     if removed:
-        parts.append(f"{len(removed)} row(s) removed ({_examples(removed)})")
+        parts.append(f"{len(removed)} row(s) removed ({examples(removed)})")
     if not parts and not same_table:
         parts.append("rows reordered")
     if parts:
         out.append(f"table {new.get('source')}: " + "; ".join(parts))
     if touched:
-        out.append(f"images: {len(touched)} file(s) changed on disk since the run started ({_examples(touched)})")
+        out.append(f"images: {len(touched)} file(s) changed on disk since the run started ({examples(touched)})")
     return out
 
 

@@ -216,7 +216,7 @@ def test_build_records_a_fresh_weights_hash(tmp_path):
     """A registered weights file rewritten in place with size, mtime and inode kept: the build hashes it afresh."""
     import torch
 
-    from panderm.classifier.build import fresh_weights_sha256
+    from panderm.models.factory import fresh_weights_sha256
     from panderm.models.factory import create_encoder
     from panderm.weights import add_weights, weights_sha256
 

@@ -176,16 +176,6 @@ def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[fl
     return t, {"n_val": len(y), "nll_t1": nll(logits, y, 1.0), "nll": nll(logits, y, t)}
 
 
-def fresh_weights_sha256(enc_model) -> str | None:
-    """The sha256 of the encoder's weights file, re-hashed now (never a cached registry value)."""
-    info = enc_model.weights_info
-    if not info.path:
-        return info.sha256
-    from panderm.weights import weights_sha256
-
-    return weights_sha256(Path(info.path), fresh=True)
-
-
 def _probe(out, features, csv, model, weights, root, binary, reference_size, descriptions, demo, seed,
            n_bootstrap) -> Path:
     from panderm.eval.metrics import ALL_METRICS, bootstrap_ci
@@ -193,6 +183,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     from panderm.models.factory import (
         create_encoder,
         create_matching_encoder,
+        fresh_weights_sha256,
         portable_weights_spec,
     )
 

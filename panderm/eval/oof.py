@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from panderm.errors import ConfigError, InputError
+from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.metrics import (
     ALL_METRICS,
     METRICS,
@@ -43,7 +43,6 @@ from panderm.eval.metrics import (
 )
 from panderm.eval.probe import (
     _clean,
-    _examples,
     _fit_predict,
     _select,
     load_dataset,
@@ -152,7 +151,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
     for opt, col in (("--stratify", stratify), ("--group", group)):
         if col is not None and rows[col].isna().any():
             bad = rows.loc[rows[col].isna(), "image"].tolist()
-            raise InputError(f"{csv}: {len(bad)} rows have no value in {opt} column '{col}': {_examples(bad)}")
+            raise InputError(f"{csv}: {len(bad)} rows have no value in {opt} column '{col}': {examples(bad)}")
     classes = sorted(rows["_label"].unique().tolist())
     if len(classes) < 2:
         raise InputError(f"{csv}: only one class ({classes[0]!r}) in '{label_col}'",
@@ -172,7 +171,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
     warn = list(df.attrs.get("warnings", []))
     if excluded["count"]:
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded: "
-                    f"{_examples(excluded['images'])}")
+                    f"{examples(excluded['images'])}")
     X, y = feats.X[rows["row"].to_numpy()], rows["_label"].to_numpy()
     proba = np.full((len(rows), K), np.nan)
     per_fold, fold_info = [], []
@@ -183,7 +182,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
             raise InputError(f"fold {k}: the training folds hold only one class", hint="use fewer --folds")
         p, _ = _fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
         if len(present) < K:
-            warn.append(f"fold {k}: training folds lack class(es) {_examples(set(classes) - set(present))} "
+            warn.append(f"fold {k}: training folds lack class(es) {examples(set(classes) - set(present))} "
                         "(probability 0 for them)")
         full = np.zeros((int(te.sum()), K))
         full[:, [classes.index(c) for c in present]] = p

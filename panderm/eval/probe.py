@@ -33,13 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from panderm.errors import ConfigError, InputError
+from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
 from panderm.io import atomic_path, atomic_write_json
 from panderm.paths import normalise_path  # still importable from here (older plugins)
 
 SPLITS = ("train", "val", "test")
-_SHOW = 5  # how many offending names an error message lists
 
 
 @dataclass
@@ -84,17 +83,11 @@ def drop_repeated_keys(df: pd.DataFrame, csv: Path, same: list[str]) -> tuple[pd
             conflicts.append(f"{kept['image']} / {row['image']}")
     if conflicts:
         raise InputError(f"{csv} names {len(conflicts)} image(s) twice with a different {' or '.join(same)}: "
-                         f"{_examples(conflicts)}",
+                         f"{examples(conflicts)}",
                          hint="paths are compared after removing './', '..' and backslashes; keep one row per image")
     warning = (f"{len(later)} row(s) of {csv} repeat an image already listed (same {', '.join(same) or 'row'}); "
-               f"the first is used: {_examples(later['image'].astype(str))}")
+               f"the first is used: {examples(later['image'].astype(str))}")
     return df.drop_duplicates("key").copy(), [warning]
-
-
-def _examples(items) -> str:
-    items = list(items)
-    more = f", … ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(map(str, items[:_SHOW])) + more
 
 
 def load_features(folder: str | Path, role: str = "features") -> _Features:
@@ -122,11 +115,11 @@ def load_features(folder: str | Path, role: str = "features") -> _Features:
                          hint="the folder is inconsistent; re-run `panderm extract`")
     if not np.isfinite(X).all():
         bad = idx["image"][~np.isfinite(X).all(axis=1)].astype(str).tolist()
-        raise InputError(f"{npy} has non-finite values in {len(bad)} rows: {_examples(bad)}")
+        raise InputError(f"{npy} has non-finite values in {len(bad)} rows: {examples(bad)}")
     keys = [normalise_path(p) for p in idx["image"].astype(str)]
     dup = pd.Series(keys)[pd.Series(keys).duplicated()].unique().tolist()
     if dup:
-        raise InputError(f"{index} lists {len(dup)} images more than once: {_examples(dup)}")
+        raise InputError(f"{index} lists {len(dup)} images more than once: {examples(dup)}")
     meta = {}
     if (folder / "meta.json").is_file():
         try:
@@ -176,7 +169,7 @@ def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple
     df["split"] = df["split"].astype(str).str.strip()
     unknown = sorted(set(df["split"]) - set(SPLITS))
     if unknown:
-        raise InputError(f"{csv} has unknown split value(s) {_examples(unknown)}",
+        raise InputError(f"{csv} has unknown split value(s) {examples(unknown)}",
                          hint="split must be one of train, val, test")
     if df["image"].isna().any():
         raise InputError(f"{csv} has {int(df['image'].isna().sum())} rows without an image path")
@@ -186,12 +179,12 @@ def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple
     labels = df[label_col]
     if labels.isna().any():
         rows = df.loc[labels.isna(), "image"].tolist()
-        raise InputError(f"{csv} has {len(rows)} rows without '{label_col}': {_examples(rows)}")
+        raise InputError(f"{csv} has {len(rows)} rows without '{label_col}': {examples(rows)}")
     if binary:
         values = pd.to_numeric(labels, errors="coerce")
         if values.isna().any() or not set(values.unique()) <= {0, 1}:
             bad = sorted(set(labels.astype(str)) - {"0", "1", "0.0", "1.0"})
-            raise InputError(f"{csv}: 'binary_label' must be 0 or 1, found {_examples(bad)}")
+            raise InputError(f"{csv}: 'binary_label' must be 0 or 1, found {examples(bad)}")
         df["_label"] = values.astype(int)
     elif pd.api.types.is_integer_dtype(labels) or pd.api.types.is_bool_dtype(labels):
         df["_label"] = labels.astype(int)
@@ -244,7 +237,7 @@ def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: 
     used["row"] = _match(used["key"], feats)
     if (used["row"] < 0).all() and len(used):
         raise InputError(f"none of the {len(used)} images in {csv} is in {feats.folder / 'index.csv'} "
-                         f"(CSV: {_examples(used['image'].head(3))}; features: {_examples(feats.keys[:3])})",
+                         f"(CSV: {examples(used['image'].head(3))}; features: {examples(feats.keys[:3])})",
                          hint="the CSV 'image' paths must be relative to the folder given to `panderm extract`")
     missing = used["row"] < 0
     skipped = missing & _skipped(used["key"], feats)
@@ -252,7 +245,7 @@ def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: 
     if len(absent):
         raise InputError(f"{len(absent)} of {len(used)} images in {csv} have no features in {feats.folder} "
                          f"({role}; by split: {({k: int(v) for k, v in absent['split'].value_counts().items()})}): "
-                         f"{_examples(absent['image'])}",
+                         f"{examples(absent['image'])}",
                          hint="extract features for all images in the CSV, or remove those rows")
     excluded = {"count": int(skipped.sum()), "by_split": {k: int(v) for k, v in
                                                            used.loc[skipped, "split"].value_counts().items()},
@@ -350,17 +343,17 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
                          hint="a classifier needs at least two classes")
     unseen = sorted(set(test["_label"]) - set(classes), key=str)
     if unseen:
-        raise InputError(f"{csv}: test label(s) {_examples(unseen)} never occur in the training rows",
+        raise InputError(f"{csv}: test label(s) {examples(unseen)} never occur in the training rows",
                          hint="every test class needs training examples")
     D = feats.X.shape[1]
     C = D * len(classes) / 100.0
     warn = list(df.attrs.get("warnings", []))
     if excluded["count"]:
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded "
-                    f"({excluded['by_split']}): {_examples(excluded['images'])}")
+                    f"({excluded['by_split']}): {examples(excluded['images'])}")
     absent_test = [c for c in classes if c not in set(test["_label"])]
     if absent_test:
-        warn.append(f"class(es) {_examples(absent_test)} have no test rows: AUROC/AUPR are undefined (null)")
+        warn.append(f"class(es) {examples(absent_test)} have no test rows: AUROC/AUPR are undefined (null)")
 
     def probe(X):
         return _fit_predict(task, X[train["row"].to_numpy()], train["_label"].to_numpy(),
@@ -385,12 +378,12 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         if lost or extra:
             raise InputError(f"compare features {other.folder} cover a different test set: "
                              f"{len(lost)} test image(s) missing, {len(extra)} extra "
-                             f"({_examples(lost or extra)})",
+                             f"({examples(lost or extra)})",
                              hint="compare models on exactly the same test images")
         lost_train = [k for k in train["key"] if k not in okey]
         if lost_train:
             raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
-                             f"used: {_examples(lost_train)}")
+                             f"used: {examples(lost_train)}")
         Xo = other.X
         proba_b, _ = _fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
                                   Xo[[okey[k] for k in test["key"]]], classes,

@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from panderm.errors import ConfigError, InputError
-from panderm.eval.probe import _clean, _examples, _read_csv, drop_repeated_keys
+from panderm.errors import ConfigError, InputError, examples
+from panderm.eval.probe import _clean, _read_csv, drop_repeated_keys
 from panderm.paths import normalise_path
 from panderm.io import atomic_path, atomic_write_json
 
@@ -96,7 +96,7 @@ def _load_predictions(path: Path) -> tuple[pd.DataFrame, list[str]]:
     pred["_y"] = pred["true_label"].map(_label_str)
     unknown = sorted(set(pred["_y"]) - set(classes))
     if unknown:
-        raise InputError(f"{path}: true_label value(s) {_examples(unknown)} have no prob_ column "
+        raise InputError(f"{path}: true_label value(s) {examples(unknown)} have no prob_ column "
                          f"(classes: {', '.join(classes)})")
     P = pred[prob_cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     if not np.isfinite(P).all():
@@ -314,12 +314,12 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
     in_csv = pred["key"].isin(set(df["key"]))
     if not in_csv.any():
         raise InputError(f"none of the {len(pred)} images in {predictions} is in {csv} "
-                         f"(predictions: {_examples(pred['image'].head(3))}; CSV: {_examples(df['image'].head(3))})",
+                         f"(predictions: {examples(pred['image'].head(3))}; CSV: {examples(df['image'].head(3))})",
                          hint="use the dataset CSV the predictions were made from")
     n_unmatched = int((~in_csv).sum())
     if n_unmatched:
         warns.append(f"{n_unmatched} of {len(pred)} prediction rows have no row in {csv} and were left out: "
-                     f"{_examples(pred.loc[~in_csv, 'image'])}")
+                     f"{examples(pred.loc[~in_csv, 'image'])}")
     P_all = pred.attrs["proba"]
     keep = in_csv.to_numpy()
     rows = pred[keep].reset_index(drop=True)

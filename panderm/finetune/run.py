@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from panderm.errors import CheckpointError, ConfigError, InputError, PandermError
+from panderm.errors import CheckpointError, ConfigError, InputError, PandermError, examples
 from panderm.models.checkpoint import load_module_weights
 
 MONITORS = ("auto", "acc", "recall", "auroc")
@@ -40,11 +40,6 @@ class FinetuneResult:
     n_train: int
     n_test: int
     warnings: list[str] = field(default_factory=list)
-
-
-def _examples(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f", … ({len(items) - n} more)" if len(items) > n else "")
 
 
 def read_run_config(run: Path) -> dict:
@@ -123,14 +118,14 @@ def _test_outputs(net, test: pd.DataFrame, classes: list, out: Path, summary: di
                                   tta=tta, batch_size=batch_size, num_workers=num_workers, device=device,
                                   precision=precision)
     if skipped:
-        warnings.append(f"{len(skipped)} unreadable test image(s) were skipped: {_examples(p for p, _ in skipped)}")
+        warnings.append(f"{len(skipped)} unreadable test image(s) were skipped: {examples(p for p, _ in skipped)}")
     if not len(rows):
         raise InputError(f"none of the {len(test)} test images could be read", hint="check --root")
     kept = test.iloc[rows]
     y_true = np.asarray(classes, dtype=object)[kept["_y"].to_numpy()]
     absent = [c for c in classes if c not in set(y_true.tolist())]
     if absent:
-        warnings.append(f"class(es) {_examples(absent)} have no test rows: AUROC/AUPR are undefined (null)")
+        warnings.append(f"class(es) {examples(absent)} have no test rows: AUROC/AUPR are undefined (null)")
     metrics = bootstrap_ci(y_true.tolist(), proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
     pred = pd.DataFrame({"image": kept["image"].to_numpy(), "split": kept["split"].to_numpy(), "true_label": y_true,
                          "predicted_label": np.asarray(classes, dtype=object)[proba.argmax(axis=1)]})
@@ -235,7 +230,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     for name, part in (("val", val), ("test", test)):
         unseen = sorted(set(part.loc[part["_y"] < 0, "_label"].tolist()), key=str)
         if unseen:
-            raise InputError(f"{csv}: {name} label(s) {_examples(unseen)} never occur in the training rows")
+            raise InputError(f"{csv}: {name} label(s) {examples(unseen)} never occur in the training rows")
     n_full = len(train)
     if percent_data < 1:
         train = train.iloc[subsample(train["_y"].to_numpy(), percent_data, seed)]
@@ -247,7 +242,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     elif monitor == "auroc" and val["_y"].nunique() < k:
         present = sorted(set(val["_label"].tolist()), key=str)
         raise ConfigError(f"--monitor auroc is undefined on the val split: it has only class(es) "
-                          f"{_examples(present)} of {_examples(classes)}",
+                          f"{examples(present)} of {examples(classes)}",
                           hint="use --monitor acc or --monitor recall, or add val rows of every class")
     dev = D.resolve_device(device)
     precision = resolve_precision(precision, dev)
@@ -348,8 +343,8 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
         raise InputError(f"{csv} has no '{split}' rows")
     unseen = sorted(set(rows.loc[rows["_y"] < 0, "_label"].tolist()), key=str)
     if unseen:
-        raise InputError(f"{csv}: {split} label(s) {_examples(unseen)} are not among the run's classes "
-                         f"{_examples(classes)}")
+        raise InputError(f"{csv}: {split} label(s) {examples(unseen)} are not among the run's classes "
+                         f"{examples(classes)}")
     net = load_run_network(rc, weights, len(classes))
     dev = D.resolve_device(device)
     net.to(dev)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +90,14 @@ def _unpickling_detail(exc: Exception) -> str:
     return (wanted or lines or ["unsupported pickle content"])[0][:300]
 
 
+def state_mismatches(target: dict, sd: dict) -> tuple[list[str], list[str], list[str]]:
+    """Keys of ``target`` missing from ``sd``, keys of ``sd`` it does not have, and shared keys of another shape."""
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    mismatched = [k for k in sd if k in target and tuple(sd[k].shape) != tuple(target[k].shape)]
+    return missing, unexpected, mismatched
+
+
 def load_module_weights(module: torch.nn.Module, path: str | Path, what: str = "model") -> None:
     """Load a state dict that panderm saved (a run's ``model.pt``, ``checkpoint-best.pth``) into ``module``, exactly.
 
@@ -98,10 +105,7 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, what: str = "
         CheckpointError: unreadable or unsafe file, or keys/shapes that do not match ``module``.
     """
     sd = read_state_dict(path)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    mismatched = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    missing, unexpected, mismatched = (sorted(keys) for keys in state_mismatches(module.state_dict(), sd))
     if missing or unexpected or mismatched:
         parts = [f"{label}: {_compress(keys)}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)) if keys]

@@ -98,6 +98,16 @@ def portable_weights_spec(name: str, spec: str | Path | None, sha256: str | None
     return str(spec)
 
 
+def fresh_weights_sha256(model) -> str | None:
+    """The sha256 of the file ``model``'s weights came from, re-hashed now (never a cached registry value)."""
+    info = model.weights_info
+    if not info.path:
+        return info.sha256
+    from panderm.weights import weights_sha256
+
+    return weights_sha256(Path(info.path), fresh=True)
+
+
 def create_matching_encoder(owner: str, encoder: dict, model: str | None = None,
                             weights: str | Path | None = None, **kwargs: Any):
     """Rebuild the encoder a bundle was made with, refusing any other (sha256 of the weights).
@@ -135,11 +145,7 @@ def create_matching_encoder(owner: str, encoder: dict, model: str | None = None,
         raise ConfigError(f"{owner} needs the encoder weights it was trained with "
                           f"({encoder.get('weights_spec')}, sha256 {str(want)[:12]}…): {exc.message}",
                           hint="pass them with --weights PATH_OR_NAME") from None
-    got = model_.weights_info.sha256
-    if model_.weights_info.path:  # re-hash: a file swapped under an unchanged registry record is caught here
-        from panderm.weights import weights_sha256
-
-        got = weights_sha256(Path(model_.weights_info.path), fresh=True)
+    got = fresh_weights_sha256(model_)
     if got != want:
         raise ConfigError(
             f"{owner} was made for {name} with weights sha256 {str(want)[:12]}…, "

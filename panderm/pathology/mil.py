@@ -35,19 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from panderm.errors import ConfigError, InputError
+from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.metrics import ALL_METRICS, bootstrap_ci, classification_metrics
 from panderm.io import atomic_path
 
-_SHOW = 5
 _SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
                ".png", ".jpg", ".jpeg", ".h5")
-
-
-def _examples(items) -> str:
-    items = list(items)
-    more = f", … ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(map(str, items[:_SHOW])) + more
 
 
 def _torch():
@@ -154,7 +147,7 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
     out = pd.DataFrame({"slide": [_slide_stem(s, features) for s in df[col]]})
     dup = out["slide"][out["slide"].duplicated()].unique().tolist()
     if dup:
-        raise InputError(f"{csv} lists {len(dup)} slide(s) more than once: {_examples(dup)}")
+        raise InputError(f"{csv} lists {len(dup)} slide(s) more than once: {examples(dup)}")
     out["case_id"] = (df["case_id"].fillna(out["slide"]).astype(str).str.strip()
                       if "case_id" in df.columns else out["slide"])
     out["_label"] = _labels(df["label"])
@@ -165,7 +158,7 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
         case = mixed[0]
         labs = sorted(out.loc[out["case_id"] == case, "_label"].astype(str).unique())
         raise InputError(f"{csv}: case id {case!r} has slides with different labels ({', '.join(labs)}); "
-                         f"{len(mixed)} such case(s): {_examples(mixed)}",
+                         f"{len(mixed)} such case(s): {examples(mixed)}",
                          hint="a case must have one label: fix the labels or the case_id column")
     fold_col = "fold" if "fold" in df.columns else None
     if fold_col is None and "split" in df.columns:
@@ -185,7 +178,7 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
             case = straddle[0]
             fs = sorted(out.loc[out["case_id"] == case, "_fold"].unique().tolist())
             raise InputError(f"{csv}: case id {case!r} is assigned to more than one fold ({fs}) in '{fold_col}'; "
-                             f"{len(straddle)} such case(s): {_examples(straddle)}",
+                             f"{len(straddle)} such case(s): {examples(straddle)}",
                              hint="all slides of a case must be in the same fold (case-level cross-validation)")
     out["path"] = [features / f"{s}.h5" for s in out["slide"]]
     present = np.array([p.is_file() for p in out["path"]])
@@ -353,11 +346,11 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     warn = list(notes)
     if len(skipped):
         warn.append(f"{len(skipped)} slide(s) in {csv} have no features in {features} and were skipped "
-                    f"(listed in skipped.csv): {_examples(skipped['slide'])}")
+                    f"(listed in skipped.csv): {examples(skipped['slide'])}")
     rows, read, unreadable = _read_bags(rows)
     if len(unreadable):
         warn.append(f"{len(unreadable)} features file(s) could not be read and were skipped (listed in "
-                    f"skipped.csv): {_examples(unreadable['slide'])}")
+                    f"skipped.csv): {examples(unreadable['slide'])}")
         skipped = pd.concat([skipped, unreadable], ignore_index=True)
     if rows.empty:
         raise InputError(f"none of the {len(skipped)} slides in {csv} has a readable features file in {features}",

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from panderm.errors import InputError
-from panderm.eval.probe import _examples, _read_csv
+from panderm.errors import InputError, examples
+from panderm.eval.probe import _read_csv
 from panderm.paths import normalise_path
 
 ID_COLUMNS = ("image", "case_id", "patient_id", "lesion_id", "id")
@@ -72,7 +72,7 @@ def _event(values: pd.Series, name: str, source) -> pd.Series:
     bad = values[out.isna() & values.notna()]
     if len(bad):
         raise InputError(f"clinical {source}: event column '{name}' must be 0/1 (or true/false), "
-                         f"found {_examples(bad.astype(str).unique())}")
+                         f"found {examples(bad.astype(str).unique())}")
     return out
 
 
@@ -102,7 +102,7 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
             df[id_col] = [normalise_path(p) for p in df[id_col]]
     dup = c[id_col][c[id_col].duplicated()].unique().tolist()
     if dup:
-        raise InputError(f"clinical {clinical} lists {len(dup)} {id_col}(s) more than once: {_examples(dup)}")
+        raise InputError(f"clinical {clinical} lists {len(dup)} {id_col}(s) more than once: {examples(dup)}")
     s[score_col] = pd.to_numeric(s[score_col], errors="coerce")
     n_score_rows = len(s)
     agg = s.groupby(id_col, sort=False)[score_col].mean().rename("score").reset_index()
@@ -114,7 +114,7 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
             "clinical_without_scores": int((~c[id_col].isin(agg[id_col])).sum())}
     if merged.empty:
         raise InputError(f"no {id_col} is in both scores {scores} and clinical {clinical} "
-                         f"(scores: {_examples(agg[id_col].head(3))}; clinical: {_examples(c[id_col].head(3))})")
+                         f"(scores: {examples(agg[id_col].head(3))}; clinical: {examples(c[id_col].head(3))})")
     if join["scores_without_clinical"] or join["clinical_without_scores"]:
         warn.append(f"join on {id_col}: {join['scores_without_clinical']} scored id(s) without clinical data and "
                     f"{join['clinical_without_scores']} clinical row(s) without scores were dropped")
@@ -123,7 +123,7 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     bad = frame["time"].isna() | (frame["time"] < 0) | frame["event"].isna() | frame["score"].isna()
     if bad.any():
         warn.append(f"{int(bad.sum())} row(s) with a missing/negative '{time}', missing '{event}' or missing "
-                    f"score were dropped: {_examples(frame.loc[bad, id_col])}")
+                    f"score were dropped: {examples(frame.loc[bad, id_col])}")
     design_of: dict[str, list[str]] = {}
     categorical: dict[str, dict] = {}
     parts = []

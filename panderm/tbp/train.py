@@ -240,10 +240,13 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
 
 def training_inputs(rows: pd.DataFrame, lesions, weights_sha256: str | None) -> dict:
     """Provenance record of the fine-tuning rows (image, patient, lesion, label, split; tile size and mtime)."""
-    from panderm.provenance import describe_table
+    from panderm.provenance import describe_records
 
-    return describe_table(rows, ["patient_id", "lesion_id", "label", "split"], rows["path"].tolist(),
-                          source=str(lesions), weights_sha256=weights_sha256)
+    columns = [c for c in ("patient_id", "lesion_id", "label", "split") if c in rows.columns]  # split is optional
+    values = rows[columns].astype(str).itertuples(index=False, name=None)
+    records = ((image, list(v), {"image": path}) for image, v, path in zip(rows["image"].astype(str), values,
+                                                                             rows["path"]))
+    return describe_records(records, source=lesions, weights_sha256=weights_sha256)
 
 
 def finetune_encoder(encoder, train_rows: pd.DataFrame, work: Path, epochs, max_steps, batch_size, lr, precision,

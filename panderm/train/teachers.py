@@ -200,11 +200,11 @@ def _require_file(path: str | Path, what: str) -> Path:
 
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
     """``load_state_dict(strict=True)`` that names mismatched keys briefly in a ConfigError."""
+    from panderm.models.checkpoint import state_mismatches
+
     target = module.state_dict()
-    missing = [k for k in target if k not in sd]
-    unexpected = [k for k in sd if k not in target]
-    mismatched = [f"{k} {list(sd[k].shape)} vs {list(target[k].shape)}"
-                  for k in sd if k in target and sd[k].shape != target[k].shape]
+    missing, unexpected, shapes = state_mismatches(target, sd)
+    mismatched = [f"{k} {list(sd[k].shape)} vs {list(target[k].shape)}" for k in shapes]
     if missing or unexpected or mismatched:
         parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected),

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panderm.errors import InputError
-from panderm.eval.subgroups import evaluate_subgroups, group_metrics
+from panderm.errors import ConfigError, InputError
+from panderm.eval.subgroups import evaluate_subgroups, group_metrics, subgroup_metrics
 
 
 def _write(tmp: Path, pred: pd.DataFrame, data: pd.DataFrame) -> tuple[Path, Path]:
@@ -42,8 +42,8 @@ def tiny(tmp_path):
 def test_hand_computed_metrics_per_group_and_spread(tiny, tmp_path):
     pred, csv = tiny
     res = evaluate_subgroups(pred, csv, tmp_path / "out", by=["site"], min_size=1, n_bootstrap=200)
-    assert res.binary and res.positive == "1" and res.metrics == ("weighted_f1", "sensitivity", "specificity",
-                                                                   "auroc")
+    assert res.binary and res.positive == "1" and res.metrics == ("weighted_f1", "weighted_recall", "sensitivity",
+                                                                   "specificity", "auroc")
     t = res.table.set_index("group")
     assert list(t.index) == ["A", "B"] and list(t["n"]) == [4, 5] and list(t["n_positive"]) == [2, 1]
     # A: F1 of both classes 1/2 → weighted 0.5; sens 1/2, spec 1/2; AUROC: 3 of 4 pos/neg pairs ordered
@@ -53,6 +53,8 @@ def test_hand_computed_metrics_per_group_and_spread(tiny, tmp_path):
     # B: F1(1) = 2/3 (support 1), F1(0) = 6/7 (support 4); sens 1, spec 3/4, AUROC 1
     assert t.loc["B", "weighted_f1"] == pytest.approx((2 / 3 + 4 * 6 / 7) / 5)
     assert (t.loc["B", "sensitivity"], t.loc["B", "specificity"], t.loc["B", "auroc"]) == (1.0, 0.75, 1.0)
+    # weighted recall = accuracy: A 2 of 4 correct, B 4 of 5
+    assert (t.loc["A", "weighted_recall"], t.loc["B", "weighted_recall"]) == (0.5, 0.8)
     for m in res.metrics:
         for g in "AB":
             assert t.loc[g, f"{m}_ci_low"] <= t.loc[g, m] + 1e-12 <= t.loc[g, f"{m}_ci_high"] + 2e-12
@@ -107,11 +109,12 @@ def test_quantile_bins_auto_binning_and_categorical_missing(tmp_path):
     assert len(res.table) == 4 and any("split into 4 quantile bins" in w for w in res.warnings)
 
 
-def test_multiclass_sensitivity_is_macro_recall_and_auroc_ovr_over_present_classes():
+def test_multiclass_macro_recall_renamed_and_auroc_ovr_over_present_classes():
     y = np.array([0, 0, 1, 1, 2, 2])
     P = np.array([[.7, .2, .1], [.3, .6, .1], [.2, .7, .1], [.1, .8, .1], [.1, .1, .8], [.5, .1, .4]])
     m = group_metrics(y, P, binary=False, positive=None, n_bootstrap=0)
-    assert m["sensitivity"]["value"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert set(m) == {"weighted_f1", "weighted_recall", "macro_recall", "auroc"}  # no "sensitivity"
+    assert m["macro_recall"]["value"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
     from sklearn.metrics import roc_auc_score
     assert m["auroc"]["value"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr", average="macro"))
     # only classes 0 and 1 present: OvR over those two columns
@@ -170,3 +173,104 @@ def test_real_ham10000_end_to_end(cli, shared_data, tmp_path):
         sp = summary["spreads"][col]["auroc"]
         assert sp["spread"] == pytest.approx(sp["best"] - sp["worst"]) and sp["spread"] >= 0
     assert (out / "subgroups.png").stat().st_size > 20_000
+
+
+def _paper_like_subgroups():
+    """Face: 70 rows, 61 correct (paper: 0.871); Foot: 30 rows, 29 correct (0.967); imbalanced classes."""
+    y, pred, site = [], [], []
+
+    def add(group, label, n, n_correct, wrong_as):
+        y.extend([label] * n)
+        pred.extend([label] * n_correct + [wrong_as] * (n - n_correct))
+        site.extend([group] * n)
+
+    add("Face", "nv", 50, 48, "mel")
+    add("Face", "mel", 15, 11, "nv")
+    add("Face", "bcc", 5, 2, "nv")
+    add("Foot", "nv", 25, 25, "mel")
+    add("Foot", "mel", 5, 4, "nv")
+    return np.array(y), np.array(pred), np.array(site, dtype=object)
+
+
+def test_weighted_recall_reproduces_the_papers_sensitivity_not_macro_recall():
+    from sklearn.metrics import f1_score, recall_score
+    y, pred, site = _paper_like_subgroups()
+    classes = ["bcc", "mel", "nv"]
+    t = subgroup_metrics(y, pred, classes, site).set_index("group")
+    assert list(t.index) == ["Face", "Foot"] and list(t["n"]) == [70, 30]
+    assert "auroc" not in t.columns and "sensitivity" not in t.columns  # hard labels; multi-class
+    assert round(t.loc["Face", "weighted_recall"], 3) == 0.871 and round(t.loc["Foot", "weighted_recall"], 3) == 0.967
+    for g in ("Face", "Foot"):
+        m = site == g
+        assert t.loc[g, "weighted_recall"] == pytest.approx(recall_score(y[m], pred[m], average="weighted"))
+        assert t.loc[g, "weighted_f1"] == pytest.approx(f1_score(y[m], pred[m], average="weighted"))
+    # macro recall weights the classes equally: (48/50 + 11/15 + 2/5) / 3 and (1 + 4/5) / 2
+    assert t.loc["Face", "macro_recall"] == pytest.approx((48 / 50 + 11 / 15 + 2 / 5) / 3)
+    assert t.loc["Foot", "macro_recall"] == pytest.approx(0.9)
+    assert abs(t.loc["Face", "macro_recall"] - t.loc["Face", "weighted_recall"]) > 0.1
+    # probabilities instead of labels: same argmax metrics, plus AUROC and bootstrap CIs
+    P = np.where(pred[:, None] == np.array(classes), 0.8, 0.1)
+    tp = subgroup_metrics(y, P, classes, site, n_bootstrap=100).set_index("group")
+    assert tp.loc["Face", "weighted_recall"] == t.loc["Face", "weighted_recall"] and "auroc" in tp.columns
+    assert tp.loc["Face", "weighted_recall_ci_low"] < 61 / 70 < tp.loc["Face", "weighted_recall_ci_high"]
+
+
+def test_binary_sensitivity_is_the_tpr_of_the_positive_class():
+    from sklearn.metrics import recall_score
+    y = np.array(["malignant"] * 10 + ["benign"] * 30)
+    pred = np.array(["malignant"] * 7 + ["benign"] * 3 + ["benign"] * 27 + ["malignant"] * 3)
+    groups = ["all"] * 39 + [None]  # a missing value forms its own group, listed last
+    t = subgroup_metrics(y, pred, ["benign", "malignant"], groups)
+    assert list(t["group"]) == ["all", "(missing)"] and list(t["n_positive"]) == [10, 0]
+    row = t.iloc[0]
+    m = np.arange(40) < 39
+    assert row["sensitivity"] == pytest.approx(7 / 10) == recall_score(y[m], pred[m], pos_label="malignant")
+    assert row["specificity"] == pytest.approx(27 / 29)
+    assert row["weighted_recall"] == pytest.approx(34 / 39)
+    flipped = subgroup_metrics(y, pred, ["benign", "malignant"], groups, positive="benign").iloc[0]
+    assert flipped["sensitivity"] == pytest.approx(27 / 29) and flipped["specificity"] == pytest.approx(7 / 10)
+    assert flipped["weighted_recall"] == row["weighted_recall"]  # does not depend on the positive class
+
+
+def test_subgroup_metrics_rejects_bad_input():
+    with pytest.raises(InputError, match="y_true has label.s. melanoma"):
+        subgroup_metrics(["nv", "melanoma"], ["nv", "nv"], ["nv", "mel"], ["a", "a"])
+    with pytest.raises(InputError, match="differ in length"):
+        subgroup_metrics(["nv", "mel"], ["nv", "nv"], ["nv", "mel"], ["a"])
+    with pytest.raises(ConfigError, match="exactly 2 classes"):
+        subgroup_metrics(["a", "b"], ["a", "b"], ["a", "b", "c"], ["g", "g"], binary=True)
+
+
+def test_cli_multiclass_reports_weighted_recall_with_the_papers_name(cli, tmp_path):
+    y, pred, site = _paper_like_subgroups()
+    classes = ["bcc", "mel", "nv"]
+    images = [f"img/{i}.jpg" for i in range(len(y))]
+    P = np.where(pred[:, None] == np.array(classes), 0.8, 0.1)
+    preds = pd.DataFrame({"image": images, "true_label": y, **{f"prob_{c}": P[:, i] for i, c in enumerate(classes)}})
+    p, c = _write(tmp_path, preds, pd.DataFrame({"image": images, "localization": site}))
+    res = cli(["evaluate", "--predictions", str(p), "--csv", str(c), "--by", "localization", "--bootstrap", "50",
+               "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "weighted recall (the paper's 'Sensitivity', Ext. Data Tables 21–22)" in res.output
+    assert "macro recall" in res.output and "sens" not in res.output.replace("'Sensitivity'", "")
+    face = next(line for line in res.output.splitlines() if " Face " in line)
+    assert "0.871" in face  # weighted recall of the Face row, as in Extended Data Table 22
+    saved = pd.read_csv(tmp_path / "o" / "subgroups.csv").set_index("group")
+    assert {"weighted_recall", "macro_recall"} <= set(saved.columns) and "sensitivity" not in saved.columns
+    assert saved.loc["Face", "weighted_recall"] == pytest.approx(61 / 70)
+    summary = json.loads((tmp_path / "o" / "subgroups.json").read_text())
+    assert "the paper's 'Sensitivity'" in summary["definitions"]["weighted_recall"]
+    assert summary["overall"]["weighted_recall"]["value"] == pytest.approx(90 / 100)
+    assert summary["spreads"]["localization"]["macro_recall"]["n_groups"] == 2
+
+
+def test_cli_binary_labels_sensitivity_as_tpr_of_the_positive_class(cli, tiny, tmp_path):
+    pred, csv = tiny
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "site", "--min-size", "1",
+               "--bootstrap", "0", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "sens (TPR of 1)" in res.output and "sensitivity (TPR of class 1)" in res.output
+    assert "weighted recall (the paper's 'Sensitivity'" in res.output
+    summary = json.loads((tmp_path / "o" / "subgroups.json").read_text())
+    assert summary["definitions"]["sensitivity"].startswith("sensitivity (TPR of class 1)")
+    assert summary["metrics"] == ["weighted_f1", "weighted_recall", "sensitivity", "specificity", "auroc"]

@@ -10,9 +10,13 @@ Per subgroup column and group value:
 
 * ``n`` (and ``n_positive`` for binary tasks);
 * ``weighted_f1``: support-weighted F1 of the argmax prediction;
-* ``sensitivity``: binary — recall of the positive class; multi-class — **macro
-  recall** over the classes present in the group (= balanced accuracy);
-* ``specificity``: binary only — recall of the negative class;
+* ``weighted_recall``: support-weighted recall (sklearn ``average="weighted"``, which
+  equals accuracy) — the paper's "Sensitivity" of Extended Data Tables 21–22
+  (HAM10000 Face 0.871 = 61/70);
+* ``sensitivity``: binary only — true-positive rate of the positive class;
+* ``specificity``: binary only — true-negative rate (recall of the negative class);
+* ``macro_recall``: multi-class only — unweighted mean recall over the classes
+  present in the group (= balanced accuracy);
 * ``auroc``: binary — ROC AUC of P(positive); multi-class — one-vs-rest macro AUROC
   over the classes present in the group (each class's column against the rest),
   null when fewer than 2 classes are present.
@@ -56,8 +60,10 @@ OUT_OF_RANGE = "(out of range)"
 #: numeric columns with more distinct values than this are auto-binned when no bins are given
 MAX_LEVELS = 10
 AUTO_BINS = 4
-BINARY_METRICS = ("weighted_f1", "sensitivity", "specificity", "auroc")
-MULTI_METRICS = ("weighted_f1", "sensitivity", "auroc")
+BINARY_METRICS = ("weighted_f1", "weighted_recall", "sensitivity", "specificity", "auroc")
+MULTI_METRICS = ("weighted_f1", "weighted_recall", "macro_recall", "auroc")
+#: the paper's name for weighted recall, used wherever the column is labelled
+WEIGHTED_RECALL_LABEL = "weighted recall (the paper's 'Sensitivity', Ext. Data Tables 21–22)"
 
 
 @dataclass
@@ -181,10 +187,15 @@ def _group_column(series: pd.Series, bins, name: str) -> tuple[pd.Series, list[s
                            dtype=object)
         return groups, [_fmt_edge(v) for v in distinct] + [MISSING], info
     info["kind"] = "categories"
+    groups, order = _category_groups(series)
+    return groups, order, info
+
+
+def _category_groups(series: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Values as stripped strings (empty/NaN → MISSING) and their sorted order, MISSING last."""
     groups = pd.Series([MISSING if pd.isna(v) or str(v).strip() == "" else str(v).strip() for v in series],
                        index=series.index, dtype=object)
-    order = sorted(set(groups) - {MISSING}) + [MISSING]
-    return groups, order, info
+    return groups, sorted(set(groups) - {MISSING}) + [MISSING]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -197,52 +208,171 @@ def group_metrics(y: np.ndarray, proba: np.ndarray, binary: bool, positive: int 
     Args:
         y: ``(n,)`` class indices (columns of ``proba``).
         proba: ``(n, K)`` probabilities.
-        binary: Two-class task (adds specificity; sensitivity and AUROC of ``positive``).
+        binary: Two-class task: sensitivity/specificity/AUROC of ``positive``; else macro recall, OvR AUROC.
         positive: Index of the positive class (binary).
         n_bootstrap: Bootstrap replicates (0: no CIs).
         seed: Resampling seed.
 
     Returns:
-        ``{metric: {"value", "ci_low", "ci_high"}}`` with NaN where undefined.
+        ``{metric: {"value", "ci_low", "ci_high"}}`` with NaN where undefined; the metrics are
+        :data:`BINARY_METRICS` or :data:`MULTI_METRICS`.
     """
-    from panderm.eval.metrics import _auc, _interval, batch_metrics, bootstrap_counts
+    from panderm.eval.metrics import bootstrap_counts
 
     y = np.asarray(y, dtype=np.int64)
     P = np.asarray(proba, dtype=np.float64)
-    n, k = P.shape
-    W = np.ones((1, n))
-    if n_bootstrap > 0 and n:
+    W = np.ones((1, len(y)))
+    if n_bootstrap > 0 and len(y):
         W = np.vstack([W, bootstrap_counts(y, n_bootstrap, np.random.default_rng(seed))])
-    base = batch_metrics(y, P, W, ("weighted_f1", "bacc")) if n else {"weighted_f1": np.full(len(W), np.nan),
-                                                                         "bacc": np.full(len(W), np.nan)}
-    onehot = y[:, None] == np.arange(k)
-    vals: dict[str, np.ndarray] = {"weighted_f1": base["weighted_f1"]}
+    vals = _replicate_metrics(y, P, W, binary, positive)
+    return {m: _point_and_ci(vals[m]) for m in (BINARY_METRICS if binary else MULTI_METRICS)}
+
+
+def _replicate_metrics(y: np.ndarray, P: np.ndarray, W: np.ndarray, binary: bool,
+                       positive: int | None) -> dict[str, np.ndarray]:
+    """Every metric for each row of the weights ``W`` (row 0: the point estimate)."""
+    from panderm.eval.metrics import batch_metrics
+
+    if not len(y):
+        return {m: np.full(len(W), np.nan) for m in BINARY_METRICS + MULTI_METRICS}
+    base = batch_metrics(y, P, W, ("weighted_f1", "acc", "bacc"))
+    # support-weighted recall = Σ_c (n_c/n)·TP_c/n_c = accuracy, as sklearn's recall_score(average="weighted")
+    vals = {"weighted_f1": base["weighted_f1"], "weighted_recall": base["acc"]}
     if binary:
-        neg = 1 - positive
-        pred = P.argmax(axis=1)
-        pos_w, neg_w = W * onehot[:, positive], W * onehot[:, neg]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vals["sensitivity"] = (pos_w * (pred == positive)).sum(axis=1) / pos_w.sum(axis=1)
-            vals["specificity"] = (neg_w * (pred == neg)).sum(axis=1) / neg_w.sum(axis=1)
-        vals["auroc"] = _auc(P[:, positive], pos_w, neg_w) if n else np.full(len(W), np.nan)
+        vals.update(_binary_rates(y, P, W, positive))
     else:
-        vals["sensitivity"] = base["bacc"]
-        present = [c for c in range(k) if onehot[:, c].any()]
-        if len(present) >= 2:
-            per = np.array([_auc(P[:, c], W * onehot[:, c], W * ~onehot[:, c]) for c in present])
-            with warnings.catch_warnings():  # replicates where no class is scorable: NaN, quietly
-                warnings.simplefilter("ignore", RuntimeWarning)
-                vals["auroc"] = np.nanmean(per, axis=0)
-        else:
-            vals["auroc"] = np.full(len(W), np.nan)
-    out = {}
-    for m, v in vals.items():
-        lo, hi = _interval(v[1:], 0.05) if len(v) > 1 else (float("nan"), float("nan"))
-        point = float(v[0])
-        if not np.isfinite(point):
-            lo = hi = float("nan")
-        out[m] = {"value": point, "ci_low": lo, "ci_high": hi}
-    return out
+        vals["macro_recall"] = base["bacc"]
+        vals["auroc"] = _ovr_auroc_present(y, P, W)
+    return vals
+
+
+def _binary_rates(y, P, W, positive: int) -> dict[str, np.ndarray]:
+    """Sensitivity (TPR of ``positive``), specificity (TNR) and AUROC of P(positive)."""
+    from panderm.eval.metrics import _auc
+
+    neg = 1 - positive
+    pred = P.argmax(axis=1)
+    pos_w, neg_w = W * (y == positive), W * (y == neg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = (pos_w * (pred == positive)).sum(axis=1) / pos_w.sum(axis=1)
+        spec = (neg_w * (pred == neg)).sum(axis=1) / neg_w.sum(axis=1)
+    return {"sensitivity": sens, "specificity": spec, "auroc": _auc(P[:, positive], pos_w, neg_w)}
+
+
+def _ovr_auroc_present(y, P, W) -> np.ndarray:
+    """One-vs-rest macro AUROC over the classes present in ``y``; NaN with fewer than 2."""
+    from panderm.eval.metrics import _auc
+
+    onehot = y[:, None] == np.arange(P.shape[1])
+    present = [c for c in range(P.shape[1]) if onehot[:, c].any()]
+    if len(present) < 2:
+        return np.full(len(W), np.nan)
+    per = np.array([_auc(P[:, c], W * onehot[:, c], W * ~onehot[:, c]) for c in present])
+    with warnings.catch_warnings():  # replicates where no class is scorable: NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per, axis=0)
+
+
+def _point_and_ci(v: np.ndarray) -> dict[str, float]:
+    from panderm.eval.metrics import _interval
+
+    lo, hi = _interval(v[1:], 0.05) if len(v) > 1 else (float("nan"), float("nan"))
+    point = float(v[0])
+    if not np.isfinite(point):
+        lo = hi = float("nan")
+    return {"value": point, "ci_low": lo, "ci_high": hi}
+
+
+def _group_records(y: np.ndarray, P: np.ndarray, groups: pd.Series, order: Sequence[str], binary: bool,
+                   positive: int | None, metrics: Sequence[str], n_bootstrap: int, seed: int) -> list[dict]:
+    """One record per group of ``order`` present in ``groups``: n, [n_positive], metric and CI columns."""
+    records = []
+    for g in order:
+        mask = (groups == g).to_numpy()
+        if not mask.any():
+            continue
+        res = group_metrics(y[mask], P[mask], binary, positive, n_bootstrap, seed)
+        rec = {"group": g, "n": int(mask.sum())}
+        if binary:
+            rec["n_positive"] = int((y[mask] == positive).sum())
+        for m in metrics:
+            rec[m], rec[f"{m}_ci_low"], rec[f"{m}_ci_high"] = (res[m]["value"], res[m]["ci_low"],
+                                                               res[m]["ci_high"])
+        records.append(rec)
+    return records
+
+
+def subgroup_metrics(y_true: Sequence, predicted: Sequence, classes: Sequence, groups: Sequence, *,
+                     binary: bool | None = None, positive=None, n_bootstrap: int = 0,
+                     seed: int = 0) -> pd.DataFrame:
+    """Per-subgroup n, weighted F1, weighted recall (the paper's "Sensitivity") … from arrays.
+
+    Args:
+        y_true: ``(n,)`` true labels, values of ``classes``.
+        predicted: ``(n, K)`` probabilities (columns in the order of ``classes``), or ``(n,)`` predicted
+            labels (then there is no ``auroc`` column).
+        classes: The K class labels.
+        groups: ``(n,)`` subgroup value per row; missing values form the ``(missing)`` group.
+        binary: Binary metrics; None: when there are exactly 2 classes.
+        positive: Positive class of a binary task (default: ``classes[1]``).
+        n_bootstrap: Bootstrap replicates per group for 95% CIs (0: CI columns are NaN).
+        seed: Bootstrap seed.
+
+    Returns:
+        One row per group (sorted, ``(missing)`` last): ``group, n, [n_positive]``, then per metric
+        ``<m>, <m>_ci_low, <m>_ci_high`` for :data:`BINARY_METRICS` or :data:`MULTI_METRICS`.
+
+    Raises:
+        InputError: Lengths differ, or a label is not one of ``classes``.
+        ConfigError: Binary requested with ≠ 2 classes, or an unknown ``positive``.
+    """
+    names = [_label_str(c) for c in classes]
+    y = _class_indices(y_true, names, "y_true")
+    P, hard = _as_proba(predicted, names)
+    group_s = pd.Series(list(groups), dtype=object)
+    if not (len(y) == len(P) == len(group_s)):
+        raise InputError(f"y_true, predicted and groups differ in length ({len(y)}, {len(P)}, {len(group_s)})",
+                         hint="pass one value per evaluated image in each")
+    binary = len(names) == 2 if binary is None else binary
+    pos_idx = _positive_index(names, positive) if binary else None
+    metrics = [m for m in (BINARY_METRICS if binary else MULTI_METRICS) if not (hard and m == "auroc")]
+    labels, order = _category_groups(group_s)
+    records = _group_records(y, P, labels, order, binary, pos_idx, metrics, n_bootstrap, seed)
+    cols = ["group", "n"] + (["n_positive"] if binary else []) + \
+        [x for m in metrics for x in (m, f"{m}_ci_low", f"{m}_ci_high")]
+    return pd.DataFrame(records, columns=cols)
+
+
+def _class_indices(values: Sequence, names: list[str], what: str) -> np.ndarray:
+    labels = [_label_str(v) for v in values]
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise InputError(f"{what} has label(s) {examples(unknown)} that are not among the classes "
+                         f"({', '.join(names)})", hint="pass every class label in `classes`")
+    index = {c: i for i, c in enumerate(names)}
+    return np.array([index[v] for v in labels], dtype=np.int64)
+
+
+def _as_proba(predicted: Sequence, names: list[str]) -> tuple[np.ndarray, bool]:
+    """``(n, K)`` scores and whether they were hard labels (turned into one-hot rows)."""
+    arr = np.asarray(predicted)
+    if arr.ndim == 2:
+        if arr.shape[1] != len(names):
+            raise InputError(f"predicted has {arr.shape[1]} columns but there are {len(names)} classes",
+                             hint="columns of predicted must follow the order of classes")
+        return arr.astype(np.float64), False
+    idx = _class_indices(arr.tolist(), names, "predicted")
+    return np.eye(len(names))[idx], True
+
+
+def _positive_index(names: list[str], positive) -> int:
+    if len(names) != 2:
+        raise ConfigError(f"binary metrics need exactly 2 classes, there are {len(names)} ({', '.join(names)})",
+                          hint="drop --binary for multi-class metrics")
+    positive = names[1] if positive is None else _label_str(positive)
+    if positive not in names:
+        raise ConfigError(f"positive class '{positive}' is not one of {', '.join(names)}")
+    return names.index(positive)
 
 
 # --------------------------------------------------------------------------- main
@@ -294,17 +424,8 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
                          hint="pick columns of the dataset CSV with --by")
     if binary is None:
         binary = len(classes) == 2
-    if binary and len(classes) != 2:
-        raise ConfigError(f"binary metrics need exactly 2 classes, the predictions have {len(classes)} "
-                          f"({', '.join(classes)})", hint="drop --binary for multi-class metrics")
-    pos_idx = None
-    if binary:
-        positive = classes[1] if positive is None else _label_str(positive)
-        if positive not in classes:
-            raise ConfigError(f"positive class '{positive}' is not one of {', '.join(classes)}")
-        pos_idx = classes.index(positive)
-    else:
-        positive = None
+    pos_idx = _positive_index(classes, positive) if binary else None
+    positive = classes[pos_idx] if binary else None
 
     warns: list[str] = []
     df = df.copy()
@@ -335,23 +456,13 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
         groups, order, info = _group_column(data[col], bins if _is_numeric(data[col]) else None, col)
         if "note" in info:
             warns.append(f"column '{col}': {info['note']}")
-        present = [g for g in order if (groups == g).any()]
-        info["groups"] = present
+        col_records = _group_records(y, P, groups, order, binary, pos_idx, metric_names, n_bootstrap, seed)
+        info["groups"] = [r["group"] for r in col_records]
         columns[col] = info
-        col_records = []
-        for g in present:
-            mask = (groups == g).to_numpy()
-            res = group_metrics(y[mask], P[mask], binary, pos_idx, n_bootstrap, seed)
-            rec = {"column": col, "group": g, "n": int(mask.sum())}
-            if binary:
-                rec["n_positive"] = int((y[mask] == pos_idx).sum())
-            rec["small"] = rec["n"] < min_size
-            for m in metric_names:
-                rec[m], rec[f"{m}_ci_low"], rec[f"{m}_ci_high"] = (res[m]["value"], res[m]["ci_low"],
-                                                                   res[m]["ci_high"])
+        for rec in col_records:
+            rec.update(column=col, small=rec["n"] < min_size)
             if rec["small"]:
-                small.append(f"{col}={g} (n={rec['n']})")
-            col_records.append(rec)
+                small.append(f"{col}={rec['group']} (n={rec['n']})")
         records += col_records
         spreads[col] = _spreads(col_records, metric_names)
     if small:
@@ -399,16 +510,10 @@ def _write(out: Path, result: SubgroupResult, predictions: Path, csv: Path, n_bo
     atomic_write_json(out / "subgroups.json", _clean({
         "predictions": str(predictions), "csv": str(csv), "binary": result.binary, "positive": result.positive,
         "classes": result.classes, "metrics": list(result.metrics),
-        "definitions": {
-            "weighted_f1": "support-weighted F1 of the argmax prediction",
-            "sensitivity": ("recall of the positive class" if result.binary
-                            else "macro recall over the classes present in the group (balanced accuracy)"),
-            **({"specificity": "recall of the negative class"} if result.binary else {}),
-            "auroc": ("ROC AUC of P(positive)" if result.binary
-                      else "one-vs-rest macro AUROC over the classes present in the group (null if < 2)"),
-            "ci": "95% percentile bootstrap over the group's rows",
-            "spread": f"max − min over groups with n ≥ {min_size}, excluding {MISSING} and {OUT_OF_RANGE}",
-        },
+        "definitions": {**metric_definitions(result.binary, result.positive),
+                        "ci": "95% percentile bootstrap over the group's rows",
+                        "spread": f"max − min over groups with n ≥ {min_size}, excluding {MISSING} and "
+                                  f"{OUT_OF_RANGE}"},
         "bootstrap": {"n": n_bootstrap, "seed": seed, "ci": 0.95}, "min_size": min_size,
         "n_evaluated": result.overall["n"], "n_unmatched": n_unmatched, "overall": result.overall,
         "columns": result.columns, "groups": result.table.to_dict("records"), "spreads": result.spreads,
@@ -416,8 +521,30 @@ def _write(out: Path, result: SubgroupResult, predictions: Path, csv: Path, n_bo
     return [out / "subgroups.csv", out / "subgroups.json", png]
 
 
-_LABELS = {"weighted_f1": "Weighted F1", "sensitivity": "Sensitivity", "specificity": "Specificity",
-           "auroc": "AUROC"}
+def metric_definitions(binary: bool, positive: str | None = None) -> dict[str, str]:
+    """What each reported metric means, for ``subgroups.json`` and printed legends."""
+    weighted_recall = f"{WEIGHTED_RECALL_LABEL}: support-weighted recall (= accuracy)"
+    if binary:
+        return {"weighted_f1": "support-weighted F1 of the argmax prediction",
+                "weighted_recall": weighted_recall,
+                "sensitivity": f"sensitivity (TPR of class {positive}): recall of the positive class",
+                "specificity": "specificity (TNR): recall of the negative class",
+                "auroc": f"ROC AUC of P({positive})"}
+    return {"weighted_f1": "support-weighted F1 of the argmax prediction",
+            "weighted_recall": weighted_recall,
+            "macro_recall": "macro recall: unweighted mean recall over the classes present in the group "
+                            "(balanced accuracy)",
+            "auroc": "one-vs-rest macro AUROC over the classes present in the group (null if < 2)"}
+
+
+def metric_labels(result: SubgroupResult) -> dict[str, str]:
+    """Plot panel titles: weighted recall carries the paper's name, sensitivity its class."""
+    return {"weighted_f1": "Weighted F1",
+            "weighted_recall": "Weighted recall\n(the paper's 'Sensitivity',\nExt. Data Tables 21–22)",
+            "macro_recall": "Macro recall\n(balanced accuracy)",
+            "sensitivity": f"Sensitivity\n(TPR of class {result.positive})",
+            "specificity": "Specificity\n(TNR)",
+            "auroc": "AUROC"}
 
 
 def subgroups_png(path, result: SubgroupResult) -> Path:
@@ -434,6 +561,7 @@ def subgroups_png(path, result: SubgroupResult) -> Path:
         for r in t[t["column"] == col].to_dict("records"):
             rows.append((f"{r['group']}  (n={r['n']})", r))
     metrics = result.metrics
+    labels = metric_labels(result)
     height = max(3.0, 0.24 * len(rows) + 1.4)
     fig = _figure(3.1 * len(metrics) + 2.6, height)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
@@ -454,7 +582,7 @@ def subgroups_png(path, result: SubgroupResult) -> Path:
             ax.plot([v], [yv], marker="s" if not r["small"] else "o", markersize=5, color=color,
                     markerfacecolor=color if not r["small"] else "white", linestyle="none")
         ov = result.overall[m]["value"]
-        title = _LABELS.get(m, m)
+        title = labels.get(m, m)
         if ov is not None and np.isfinite(ov):
             ax.axvline(ov, color="C3", linestyle="--", linewidth=1)
             title += f"\n(dashed: all rows, {ov:.3f})"

@@ -37,7 +37,13 @@ Numeric columns are binned: --bins K = K quantile bins, --bins a,b,c = edges
 than 10 distinct values gets 4 quantile bins. Missing values form a (missing)
 group. Outputs in --out: subgroups.csv (n, metrics and 95% bootstrap CIs per
 group), subgroups.json (also the best−worst spread per column and metric, over
-groups with n ≥ --min-size), subgroups.png (forest plot).""")
+groups with n ≥ --min-size), subgroups.png (forest plot).
+
+\b
+Metrics: weighted_f1; weighted_recall = weighted recall (the paper's
+'Sensitivity', Ext. Data Tables 21–22; equals accuracy); binary:
+sensitivity (TPR of the positive class), specificity, AUROC of P(positive);
+multi-class: macro_recall (balanced accuracy), one-vs-rest macro AUROC.""")
 @click.option("--predictions", required=True, type=_PATH, metavar="FILE",
               help="predictions.csv written by `panderm probe` (image, true_label, prob_<class>…).")
 @click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
@@ -49,7 +55,8 @@ groups with n ≥ --min-size), subgroups.png (forest plot).""")
 @click.option("--min-size", type=click.IntRange(min=1), default=30, show_default=True,
               help="Groups smaller than this are flagged and left out of the spreads.")
 @click.option("--binary", is_flag=True, default=None,
-              help="Binary metrics (sensitivity/specificity of the positive class); default: when there are 2 classes.")
+              help="Binary metrics (sensitivity = TPR of the positive class, specificity); default: when there "
+                   "are 2 classes.")
 @click.option("--positive", default=None, help="Positive class for binary metrics (default: the second, e.g. 1).")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               metavar="N", help="Bootstrap replicates per group (0 = no CIs).")
@@ -58,7 +65,7 @@ groups with n ≥ --min-size), subgroups.png (forest plot).""")
               help="Output folder.")
 def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_bootstrap, seed, out):
     """Per-subgroup metrics with 95% CIs for a predictions.csv (robustness across sex, age, site…)."""
-    from panderm.eval.subgroups import evaluate_subgroups
+    from panderm.eval.subgroups import WEIGHTED_RECALL_LABEL, evaluate_subgroups
 
     res = evaluate_subgroups(predictions, csv_path, out, by=[c for c in by.split(",")], bins=bins,
                              min_size=min_size, n_bootstrap=n_bootstrap, seed=seed, binary=binary or None,
@@ -67,8 +74,10 @@ def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     task = f"binary (positive = {res.positive})" if res.binary else f"{len(res.classes)} classes"
     click.echo(f"{res.overall['n']} predictions, {task}; 95% bootstrap CIs ({n_bootstrap} replicates)")
-    names = {"weighted_f1": "wF1", "sensitivity": "sens" if res.binary else "mRecall", "specificity": "spec",
-             "auroc": "AUROC"}
+    names = _column_names(res.positive)
+    click.echo(f"columns: {WEIGHTED_RECALL_LABEL}"
+               + (f"; sens = sensitivity (TPR of class {res.positive})" if res.binary else "; macro recall = "
+                  "balanced accuracy"))
     head = f"{'column':<14} {'group':<22} {'n':>5}" + ("  pos" if res.binary else "")
     head += "".join(f" {names[m]:>22}" for m in res.metrics)
     click.echo(head)
@@ -88,6 +97,12 @@ def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_
                 parts.append(f"{names[m]} {s['spread']:.3f} ({s['best_group']} vs {s['worst_group']})")
         click.echo(f"  {col}: " + "; ".join(parts))
     click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
+
+
+def _column_names(positive) -> dict[str, str]:
+    """Short table headers; the legend line above the table spells out weighted recall and sens."""
+    return {"weighted_f1": "weighted F1", "weighted_recall": "weighted recall", "macro_recall": "macro recall",
+            "sensitivity": f"sens (TPR of {positive})", "specificity": "spec (TNR)", "auroc": "AUROC"}
 
 
 def _fmt(v, spec: str = ".3f") -> str:

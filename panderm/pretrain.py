@@ -156,9 +156,7 @@ def build_pretrainer(config: dict[str, Any]):
 
     encoder = create_encoder(config["model"], init_values=config["init_values"], drop_path_rate=config["drop_path"])
     if config.get("init_weights"):
-        from panderm.models.checkpoint import load_encoder_state
-
-        load_encoder_state(encoder, config["init_weights"])
+        load_init_weights(encoder, config["init_weights"])
     teacher = build_teacher(config["teacher"], trust_torchscript=bool(config.get("trust_torchscript_teacher")))
     size = config.get("teacher_input_size")
     if size is not None and int(size) != teacher.input_size:
@@ -170,6 +168,29 @@ def build_pretrainer(config: dict[str, Any]):
         init_values=config["regressor_init_values"], drop_path=config["drop_path"],
         loss_weighting=config["loss_weighting"], loss_weight_visible=config["loss_weight_visible"],
         loss_weight_masked=config["loss_weight_masked"])
+
+
+def load_init_weights(encoder, path: str | Path):
+    """Start the student from ``path`` (the paper continued from ImageNet-1K weights), strictly.
+
+    Every encoder tensor must be in the file with the same shape (released/CAE layout,
+    ``model``-wrapped, or timm layout with layer scale and a zero k bias); pretraining-only
+    keys (regressor, decoder, teacher) are dropped.
+
+    Raises:
+        CheckpointError: naming the file and the missing, unexpected or mis-shaped keys.
+    """
+    from panderm.errors import CheckpointError
+    from panderm.models.checkpoint import load_encoder_state
+
+    try:
+        return load_encoder_state(encoder, path)
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"init_weights: {exc.message}",
+            hint=(f"{exc.hint} " if exc.hint else "") + "init_weights must hold this encoder with layer scale "
+                 "(gamma_1/gamma_2) and q/v biases only: a PanDerm or CAE v2 checkpoint of the same size "
+                 "(see docs/pretraining.md)") from None
 
 
 def build_dataset(config: dict[str, Any], model) -> Any:
@@ -201,7 +222,8 @@ def describe_pretrain_inputs(config: dict[str, Any], dataset, model) -> dict:
 
     One row per image (key: its path relative to the manifest's or folder's location;
     values: modality and sampling weight; the file's size and mtime), the teacher's
-    weights file when it has one, and the sha256 of ``init_weights`` (None: random init).
+    weights file when it has one (and whether its activation was corrected to QuickGELU),
+    and the sha256 of ``init_weights`` (None: random init).
     """
     from panderm.paths import relative_key
     from panderm.provenance import describe_records, weights_file_sha256
@@ -212,7 +234,9 @@ def describe_pretrain_inputs(config: dict[str, Any], dataset, model) -> dict:
                for it in dataset.items]
     teacher_file = getattr(model.teacher, "weights_path", None)
     if teacher_file:
-        records.append(("teacher weights", [config["teacher"]], {"weights": teacher_file}))
+        # A teacher whose activation was corrected gives other targets than before: a resume must notice.
+        fixed = ["activation corrected to QuickGELU"] if getattr(model.teacher, "notes", None) else []
+        records.append(("teacher weights", [config["teacher"], *fixed], {"weights": teacher_file}))
     return describe_records(records, source=config["data"], weights_sha256=weights_file_sha256(config["init_weights"]))
 
 

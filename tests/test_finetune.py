@@ -130,6 +130,51 @@ def test_tta_averages_five_views():
     assert not torch.allclose(got, predict_proba(net, x, tta=False))
 
 
+def test_weighted_sampler_is_the_default_and_can_be_turned_off(monkeypatch, cli, tmp_path):
+    import inspect
+
+    import panderm.finetune
+    from panderm.finetune import FinetuneResult
+    from panderm.finetune.run import finetune
+
+    assert inspect.signature(finetune).parameters["weighted_sampler"].default is True
+    calls = []
+
+    def fake_finetune(csv, root, out, **kwargs):
+        calls.append(kwargs)
+        return FinetuneResult(out, {}, [0, 1], None, 0, 0)
+
+    monkeypatch.setattr(panderm.finetune, "finetune", fake_finetune)
+    base = ["finetune", "--csv", str(tmp_path / "d.csv"), "--out", str(tmp_path / "ft")]
+    assert cli(base).exit_code == 0 and cli([*base, "--no-weighted-sampler"]).exit_code == 0
+    assert [c["weighted_sampler"] for c in calls] == [True, False]
+
+
+def test_default_run_gives_the_trainer_the_weighted_sampler(ham, monkeypatch, tmp_path):
+    """Old default: no sampler factory (plain shuffling); now the release's class-balanced sampler."""
+    from panderm.finetune.run import finetune
+    from panderm.train import trainer as tr
+
+    got = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, *args, **kwargs):
+        got.append(kwargs)
+        raise Stop  # the Trainer's arguments are all this test needs
+
+    monkeypatch.setattr(tr.Trainer, "__init__", capture)
+    for extra in ({}, {"weighted_sampler": False}):
+        with pytest.raises(Stop):
+            finetune(ham / "data.csv", ham, tmp_path / "ft", model="panderm_test_patch16_224", num_workers=0,
+                     progress=False, **extra)
+    default, off = got
+    assert off["sampler_factory"] is None
+    sampler = default["sampler_factory"](list(range(16)), seed=0)  # 16 train rows, 4 per class
+    assert len(sampler) == 16
+
+
 # --------------------------------------------------------------------------- end to end
 def test_cli_end_to_end_eval_and_resume(ham, cli, tmp_path):
     out = tmp_path / "ft"
@@ -145,6 +190,7 @@ def test_cli_end_to_end_eval_and_resume(ham, cli, tmp_path):
     info = json.loads((out / "finetune.json").read_text())
     assert info["classes"] == [0, 1] and info["n_train"] == 16 and info["n_test"] == 8
     assert info["recipe"]["layer_decay"] == 0.65 and info["best"]["monitor"] == "auroc"
+    assert info["recipe"]["weighted_sampler"] is True  # the release always passed --weights
     assert len(pd.read_csv(out / "predictions.csv")) == 8
 
     r = cli(["finetune", "--resume", str(out), "--eval", "--tta", "--bootstrap", "20", "--json"])

@@ -133,3 +133,71 @@ def test_bundled_recipes_resolve_with_their_sources():
     assert large["num_masked"] == 98 and large["regressor_depth"] == 4 and large["clip_grad"] == 3.0
     text = (load_recipe.__globals__["RECIPES"] / "panderm_large.yaml").read_text()
     assert "[paper]" in text and "[cae2]" in text and "118" in text
+
+
+def test_large_recipe_documents_the_imagenet_start():
+    large = resolve_config(load_recipe("panderm_large"), data="x.csv")
+    assert large["init_weights"] is None  # documented, not a path that does not exist here
+    text = (load_recipe.__globals__["RECIPES"] / "panderm_large.yaml").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("init_weights:"))
+    assert line.split("#")[0].strip() == "init_weights: null" and "ImageNet-1K" in text
+
+
+def test_init_weights_are_in_the_student_before_step_one(images, tmp_path, monkeypatch):
+    from panderm.models.checkpoint import encoder_state_dict
+    from panderm.pretrain import pretrain
+    from panderm.train.trainer import Trainer
+
+    torch.manual_seed(123)
+    start = create_encoder(MODEL, init_values=1e-5)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.add_(0.5)  # far from any fresh initialisation
+    path = tmp_path / "imagenet_start.pth"
+    torch.save({"model": {f"encoder.{k}": v for k, v in encoder_state_dict(start).items()}}, path)
+    seen = {}
+
+    def fit(self):  # stop where step 1 would begin: record what the student holds
+        seen.update({k: v.detach().clone() for k, v in self.model.encoder.state_dict().items()})
+        return None
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    config = resolve_config(None, model=MODEL, teacher="hog", data=str(images), steps=1, batch_size=4,
+                            num_workers=0, precision="fp32", init_weights=str(path))
+    pretrain(config, tmp_path / "run", progress=False)
+    expected = start.state_dict()
+    assert seen and all(torch.equal(seen[k], expected[k]) for k in expected)
+    fresh = create_encoder(MODEL, init_values=1e-5).state_dict()
+    assert not torch.equal(seen["blocks.0.attn.qkv.weight"], fresh["blocks.0.attn.qkv.weight"])
+
+
+def test_mismatching_init_weights_are_a_clean_error(cli, images, tmp_path):
+    other = create_encoder("panderm_tiny_patch16_224", init_values=1e-5)
+    path = tmp_path / "tiny_start.pth"
+    torch.save(other.state_dict(), path)
+    out = tmp_path / "run"
+    res = cli(_args(images, out, "--steps", "1", "--init-weights", str(path)))
+    assert res.exit_code == 2, res.output
+    assert "init_weights" in res.output and "tiny_start.pth" in res.output and "Traceback" not in res.output
+    assert not out.exists()  # refused before the run folder was made
+
+
+def test_teacher_activation_correction_is_part_of_the_run_inputs(tmp_path):
+    """A run started with GELU targets from OpenAI weights cannot be resumed with the corrected teacher."""
+    from types import SimpleNamespace
+
+    from panderm.pretrain import describe_pretrain_inputs
+    from panderm.provenance import input_changes
+
+    weights = tmp_path / "clip.bin"
+    weights.write_bytes(b"weights")
+    config = {"data": "x.csv", "teacher": f"openclip:ViT-L-14:{weights}", "init_weights": None}
+    dataset = SimpleNamespace(items=[], source=None)
+
+    def inputs(notes):
+        return describe_pretrain_inputs(config, dataset, SimpleNamespace(
+            teacher=SimpleNamespace(weights_path=str(weights), notes=notes)))
+
+    assert input_changes(inputs([]), inputs([])) == []
+    changes = input_changes(inputs([]), inputs(["built with QuickGELU"]))
+    assert changes and "teacher weights" in changes[0]

@@ -164,3 +164,49 @@ def test_cli_end_to_end(cli, tmp_path):
     assert res.exit_code == 0, res.output
     assert "log-rank p" in res.output and "C-index" in res.output and "sex[single]" in res.output
     assert (out / "survival.json").is_file() and (out / "km.png").is_file()
+
+
+def _staged(tmp_path):
+    r = rossi()
+    r["stage"] = np.random.default_rng(1).choice(["I", " II", "III ", "IV"], size=len(r), p=[.4, .3, .2, .1])
+    r[["id", "score"]].to_csv(tmp_path / "s.csv", index=False)
+    r.drop(columns="score").to_csv(tmp_path / "c.csv", index=False)
+    return r
+
+
+def test_subset_keeps_listed_stages_for_every_model(tmp_path):
+    r = _staged(tmp_path)
+    res = survival_analysis(tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "out", time="week", event="arrest",
+                            covariates=["age", "prio"], years=[20], n_bootstrap=0, subset={"stage": ["I", "II"]})
+    early = r[r["stage"].str.strip().isin(["I", "II"])].copy()
+    assert 0 < len(early) < len(r) and res.summary["n"] == len(early)
+    assert res.summary["subset"] == [{"column": "stage", "values": ["I", "II"], "rows_before": len(r),
+                                      "rows_after": len(early)}]
+    early["risk_group"] = (early["score"] > early["score"].median()).astype(int)
+    multi = res.cox[res.cox["model"] == "multivariate"]
+    _check(multi, _cox(early, ["risk_group", "age", "prio"]), ["risk_group", "age", "prio"])
+    written = json.loads((tmp_path / "out" / "survival.json").read_text())
+    assert written["subset"][0]["rows_after"] == len(early) and written["join"]["subset"] == written["subset"]
+
+
+def test_subset_cli_and_its_errors(cli, tmp_path):
+    r = _staged(tmp_path)
+    base = ["survival", "--scores", str(tmp_path / "s.csv"), "--clinical", str(tmp_path / "c.csv"), "--time", "week",
+            "--event", "arrest", "--years", "20", "--bootstrap", "0", "--out", str(tmp_path / "o")]
+    res = cli([*base, "--subset", "stage=I,II", "--subset", "fin=0"])
+    assert res.exit_code == 0, res.output
+    both = ((r["stage"].str.strip().isin(["I", "II"])) & (r["fin"] == 0)).sum()
+    assert f"-> {both} rows" in res.output
+    assert json.loads((tmp_path / "o" / "survival.json").read_text())["n"] == both
+    res = cli([*base, "--subset", "grade=1"])
+    assert res.exit_code == 2 and "grade" in res.output and "c.csv" in res.output and "Traceback" not in res.output
+    res = cli([*base, "--subset", "stage=V"])
+    assert res.exit_code == 2 and "keeps no row" in res.output and "III" in res.output
+    few = r.drop(columns="score")
+    few.loc[few["stage"] == "IV", "arrest"] = 0
+    few.loc[few.index[few["stage"] == "IV"][:1], "arrest"] = 1  # one event among stage IV
+    few.to_csv(tmp_path / "c.csv", index=False)
+    res = cli([*base, "--subset", "stage=IV", "--covariates", "age"])
+    assert res.exit_code == 2 and "stage=IV" in res.output and "1 event" in res.output and "c.csv" in res.output
+    res = cli([*base, "--subset", "stage"])
+    assert res.exit_code == 2 and "COL=V1,V2" in res.output

@@ -181,9 +181,11 @@ def tiny_clip(tmp_path_factory):
     cfg_dir = tmp_path_factory.mktemp("clip_cfg")
     text = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
     for name, patch, width in (("PandermTest-ViT-16", 16, 64), ("PandermTest-ViT-14", 14, 64),
-                               ("PandermTest-ViT-16-wide", 16, 128)):
+                               ("PandermTest-ViT-16-wide", 16, 128), ("PandermTest-ViT-16-quickgelu", 16, 64)):
         cfg = {"embed_dim": 24, "vision_cfg": {"image_size": 224, "layers": 1, "width": width,
                                                "patch_size": patch, "head_width": 32}, "text_cfg": text}
+        if name.endswith("-quickgelu"):
+            cfg["quick_gelu"] = True
         (cfg_dir / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(cfg_dir)
     weights = {}
@@ -238,3 +240,101 @@ def test_openclip_wrong_architecture(tiny_clip):
         build_teacher(f"openclip:NoSuchCLIP:{path}")
     with pytest.raises(ConfigError, match="plain model name"):
         build_teacher(f"openclip:hf-hub:someone/clip:{path}")
+
+
+# ---------------------------------------------------------------- QuickGELU (OpenAI CLIP weights)
+
+
+@pytest.fixture(scope="module")
+def quickgelu_clip(tiny_clip, tmp_path_factory):
+    """A tiny CLIP trained "with QuickGELU" (OpenAI-style): its model and images to compare targets on."""
+    import open_clip
+
+    torch.manual_seed(1)
+    model = open_clip.create_model("PandermTest-ViT-16-quickgelu", pretrained=None).eval()
+    with torch.no_grad():  # larger weights so the activations reach where GELU and QuickGELU differ
+        for p in model.visual.parameters():
+            if p.ndim == 2:
+                p.mul_(4.0)
+    return model, torch.rand(2, 3, 224, 224)
+
+
+def _targets(model, x):
+    v = model.visual
+    v.output_tokens = True
+    with torch.no_grad():
+        pooled, tokens = v(x)
+    return torch.cat([pooled[:, None], tokens @ v.proj], dim=1)
+
+
+def test_openai_marker_keys_switch_a_gelu_config_to_quickgelu(quickgelu_clip, tmp_path):
+    from panderm.train.teachers import OpenCLIPTeacher
+
+    model, x = quickgelu_clip
+    sd = dict(model.state_dict())
+    sd.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    path = tmp_path / "openai-style.pt"
+    torch.save(sd, path)
+    with pytest.warns(UserWarning, match="PandermTest-ViT-16-quickgelu") as record:
+        teacher = OpenCLIPTeacher("PandermTest-ViT-16", path, precision="fp32")
+    message = str(record[0].message)
+    assert "'PandermTest-ViT-16' uses plain GELU" in message and "input_resolution" in message
+    assert teacher.quick_gelu and teacher.notes == [message] and "QuickGELU" in repr(teacher)
+    expected = _targets(model, x)
+    torch.testing.assert_close(teacher(x), expected, rtol=1e-5, atol=1e-5)
+    # what the GELU config gives from the very same weights: visibly different targets
+    gelu = OpenCLIPTeacher("PandermTest-ViT-16", _plain_copy(model, tmp_path), precision="fp32")
+    assert not gelu.quick_gelu and (gelu(x) - expected).abs().max() > 1e-3
+
+
+def _plain_copy(model, tmp_path):
+    path = tmp_path / "plain" / "weights.pth"
+    path.parent.mkdir()
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_hub_config_beside_the_file_marks_openai_weights(quickgelu_clip, tmp_path):
+    from panderm.train.teachers import OpenCLIPTeacher
+
+    model, x = quickgelu_clip
+    folder = tmp_path / "models--timm--vit_large_patch14_clip_224.openai"
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True, "embed_dim": 24}}))
+    with pytest.warns(UserWarning, match="quick_gelu: true"):
+        teacher = OpenCLIPTeacher("PandermTest-ViT-16", folder / "open_clip_pytorch_model.bin", precision="fp32")
+    torch.testing.assert_close(teacher(x), _targets(model, x), rtol=1e-5, atol=1e-5)
+    # the hub config says plain GELU: a -quickgelu name is refused rather than guessed
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 24}}))
+    with pytest.raises(ConfigError, match="plain GELU") as info:
+        build_teacher(f"openclip:PandermTest-ViT-16-quickgelu:{folder / 'open_clip_pytorch_model.bin'}")
+    assert "PandermTest-ViT-16 in the teacher spec" in info.value.hint
+
+
+def test_quickgelu_name_needs_no_correction(quickgelu_clip, tmp_path, recwarn):
+    from panderm.train.teachers import OpenCLIPTeacher
+
+    model, x = quickgelu_clip
+    teacher = OpenCLIPTeacher("PandermTest-ViT-16-quickgelu", _plain_copy(model, tmp_path), precision="fp32")
+    assert teacher.quick_gelu and teacher.notes == []
+    assert not [w for w in recwarn if "QuickGELU" in str(w.message)]
+    torch.testing.assert_close(teacher(x), _targets(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("recipe, arch", [("panderm_large", "ViT-L-14-quickgelu"),
+                                          ("panderm_base", "ViT-B-16-quickgelu")])
+def test_clip_recipes_name_quickgelu_configs(recipe, arch):
+    import yaml
+    from pathlib import Path
+
+    import panderm.pretrain as pretrain
+
+    repo = Path(pretrain.__file__).resolve().parents[1]
+    for path in (pretrain.RECIPES / f"{recipe}.yaml", repo / "configs" / "pretrain" / f"{recipe}.yaml"):
+        if not path.is_file():
+            continue
+        teacher = yaml.safe_load(path.read_text())["teacher"]
+        assert teacher.split(":")[:2] == ["openclip", arch], path
+        open_clip = pytest.importorskip("open_clip")
+        assert open_clip.get_model_config(arch)["quick_gelu"] is True

@@ -168,7 +168,7 @@ def read_splits(csv, binary: bool, classes: list | None = None, root: Path | Non
 
 def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None, epochs=50, max_steps=None,
              batch_size=128, lr=5e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.2, warmup_epochs=10,
-             min_lr=1e-6, mixup=0.8, cutmix=1.0, smoothing=0.1, rel_pos_bias=False, weighted_sampler=False,
+             min_lr=1e-6, mixup=0.8, cutmix=1.0, smoothing=0.1, rel_pos_bias=False, weighted_sampler=True,
              monitor="auto", percent_data=1.0, binary=False, tta=False, seed=0, precision="auto", device=None,
              num_workers=2, resume=False, progress=True, n_bootstrap=1000) -> FinetuneResult:
     """Fine-tune ``model`` end to end on the CSV's train rows, select on val, test on test.
@@ -182,11 +182,14 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         monitor: ``auto`` (AUROC for two classes, else acc), ``acc``, ``recall`` (macro) or ``auroc``.
         percent_data: Stratified, seeded fraction of the train rows (as ``panderm probe``).
         binary: Use ``binary_label``.
+        weighted_sampler: Class-balanced sampling with replacement (weights N/(K·n_c) of the rows
+            trained on), on by default as in the release (``--weights``); False: shuffled epochs.
         tta: Test with the 5 :data:`~panderm.finetune.model.TTA_VIEWS` (probabilities averaged).
         resume: Continue the run in ``out`` (same options; more ``epochs``/``max_steps`` allowed).
             Refused when the CSV's rows (image, label, split), the image files or the
             starting weights differ from the run's (``inputs.json``).
-        Other arguments: the recipe values of reference-model §5 (``docs/finetune.md``).
+        Other arguments: the release's recipe values (reference-model §5); ``docs/finetune.md``
+            lists where they differ from the paper's Extended Data Table 32.
 
     Raises:
         InputError: unusable CSV/labels/images. ConfigError: bad options, an undefined monitor on val.

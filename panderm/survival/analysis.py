@@ -3,7 +3,8 @@
 Steps (each number's definition: :mod:`panderm.survival.models`; inputs:
 :mod:`panderm.survival.data`):
 
-1. join scores with the clinical table on the id column and clean the rows;
+1. join scores with the clinical table on the id column, keep the ``subset`` rows
+   (e.g. stage I–II, as the paper's multivariate Cox) and clean the rows;
 2. risk groups: high = score above the median (``split``), KM curves and log-rank
    test → ``km.png``;
 3. Cox PH models (lifelines): ``risk_group`` alone (HR high vs low), ``score``
@@ -58,7 +59,7 @@ def _ticks(tmax: float) -> list[float]:
 def survival_analysis(scores, clinical, out: Path | None = None, *, time: str, event: str, covariates=(),
                       score_col: str = "score", id_col: str | None = None, years=(3, 5, 7),
                       split: str | float = "median", cox_score: str = "group", n_bootstrap: int = 200,
-                      seed: int = 0) -> SurvivalResult:
+                      seed: int = 0, subset: dict[str, list[str]] | None = None) -> SurvivalResult:
     """Kaplan–Meier, Cox PH, time-dependent AUC and the score-vs-clinical comparison.
 
     Args:
@@ -74,9 +75,12 @@ def survival_analysis(scores, clinical, out: Path | None = None, *, time: str, e
         cox_score: ``"group"`` (high vs low) or ``"continuous"``: the score term of the multivariate model.
         n_bootstrap: Bootstrap replicates for the td-AUC CIs (0: none).
         seed: Bootstrap seed.
+        subset: ``{clinical column: [values]}``: analyse only the joined rows whose value (as text,
+            stripped) is listed, e.g. ``{"stage": ["I", "II"]}``; every step uses the subset.
 
     Raises:
-        InputError: Missing files/columns, no events, nothing left after the join.
+        InputError: Missing files/columns, no events, nothing left after the join, an unknown
+            subset column or a subset that leaves too few events.
         ConfigError: Bad option values.
     """
     if cox_score not in ("group", "continuous"):
@@ -92,7 +96,7 @@ def survival_analysis(scores, clinical, out: Path | None = None, *, time: str, e
     if any(y <= 0 for y in years):
         raise ConfigError(f"--years must be positive, got {years}")
     data = load_survival_data(scores, clinical, time=time, event=event, covariates=covariates,
-                              score_col=score_col, id_col=id_col)
+                              score_col=score_col, id_col=id_col, subset=subset)
     df, warn = data.frame, list(data.warnings)
     df["risk_group"], threshold = M.risk_groups(df["score"].to_numpy(), split)
     if df["risk_group"].nunique() < 2:
@@ -157,7 +161,8 @@ def survival_analysis(scores, clinical, out: Path | None = None, *, time: str, e
 
     group_hr = cox[(cox["model"] == "risk_group")].iloc[0]
     summary = {
-        "n": len(df), "events": int(E.sum()), "join": data.join, "time": time, "event": event,
+        "n": len(df), "events": int(E.sum()), "join": data.join, "subset": data.join["subset"] or None,
+        "time": time, "event": event,
         "score_col": score_col, "covariates": list(covariates), "design": data.design,
         "categorical": data.categorical, "split": split, "threshold": threshold,
         "kaplan_meier": {k: km[k] for k in ("n", "events", "median_time", "logrank", "ticks", "at_risk")},

@@ -14,6 +14,9 @@
 * Covariates: numeric columns are kept as they are; boolean columns become 0/1;
   other (categorical) columns are one-hot encoded with the first level (sorted)
   as the reference, named ``column[level]``.
+* ``subset`` (e.g. ``{"stage": ["I", "II"]}``, the paper's multivariate Cox on stage
+  I–II) keeps the joined rows whose clinical value, as text after strip, is one of the
+  listed values; each column's rows before/after are in ``join["subset"]``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from panderm.errors import InputError, examples
+from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.probe import _read_csv
 from panderm.paths import normalise_path
 
@@ -76,11 +79,55 @@ def _event(values: pd.Series, name: str, source) -> pd.Series:
     return out
 
 
+def _as_text(values: pd.Series) -> pd.Series:
+    """Values as stripped text for matching (whole floats without ``.0``: a stage column with gaps reads as float)."""
+    def one(v):
+        if pd.isna(v):
+            return None
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip()
+    return values.map(one)
+
+
+def _apply_subset(merged: pd.DataFrame, subset: dict, clinical) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the rows whose value in each subset column is one of its values; log rows before/after."""
+    log = []
+    for col, wanted in subset.items():
+        wanted = [str(v).strip() for v in wanted if str(v).strip()]
+        if not wanted:
+            raise ConfigError(f"--subset {col}= lists no values", hint=f"e.g. --subset {col}=I,II")
+        text = _as_text(merged[col])
+        keep = text.isin(wanted)
+        if not keep.any():
+            present = sorted(set(text.dropna()), key=str)
+            raise InputError(f"--subset {col}={','.join(wanted)} keeps no row of clinical {clinical}: column "
+                             f"'{col}' holds {examples(present)}", hint="values are compared as text, exactly")
+        log.append({"column": col, "values": wanted, "rows_before": len(merged), "rows_after": int(keep.sum())})
+        merged = merged[keep]
+    return merged, log
+
+
+def _check_subset_events(frame: pd.DataFrame, subset_log: list[dict], n_terms: int, clinical) -> None:
+    """A subset must leave more events than the multivariate Cox model has terms (else it cannot be fitted)."""
+    need, events = n_terms + 1, int(frame["event"].sum())
+    if events < need:
+        cols = ", ".join(f"{s['column']}={','.join(s['values'])}" for s in subset_log)
+        raise InputError(f"--subset {cols} leaves {len(frame)} row(s) of clinical {clinical} with {events} "
+                         f"event(s); the Cox models need at least {need} ({n_terms} term(s) + 1)",
+                         hint="widen the subset or use fewer --covariates")
+
+
 def load_survival_data(scores, clinical, *, time: str, event: str, covariates=(), score_col: str = "score",
-                       id_col: str | None = None) -> SurvivalData:
+                       id_col: str | None = None, subset: dict[str, list[str]] | None = None) -> SurvivalData:
     """Join ``scores`` with ``clinical`` and clean the analysis table (see module doc)."""
     s, c = _table(scores, "scores"), _table(clinical, "clinical")
     covariates = list(covariates)
+    subset = dict(subset or {})
+    unknown = [col for col in subset if col not in c.columns]
+    if unknown:
+        raise InputError(f"--subset column(s) {', '.join(unknown)} not in clinical {clinical} "
+                         f"(has: {', '.join(map(str, c.columns))})", hint="subset columns come from --clinical")
     if score_col not in s.columns:
         probs = [x for x in s.columns if str(x).startswith("prob_")]
         hint = f"pick one with --score-col, e.g. {probs[-1]}" if probs else "name it with --score-col"
@@ -118,6 +165,8 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     if join["scores_without_clinical"] or join["clinical_without_scores"]:
         warn.append(f"join on {id_col}: {join['scores_without_clinical']} scored id(s) without clinical data and "
                     f"{join['clinical_without_scores']} clinical row(s) without scores were dropped")
+    merged, join["subset"] = _apply_subset(merged, subset, clinical)
+    merged = merged.reset_index(drop=True)
     frame = pd.DataFrame({id_col: merged[id_col], "time": pd.to_numeric(merged[time], errors="coerce"),
                           "event": _event(merged[event], event, clinical), "score": merged["score"]})
     bad = frame["time"].isna() | (frame["time"] < 0) | frame["event"].isna() | frame["score"].isna()
@@ -165,6 +214,8 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     if frame["event"].sum() == 0:
         raise InputError(f"no events: '{event}' is 0 for all {len(frame)} analysed rows",
                          hint="survival analysis needs at least one event (1 = event, 0 = censored)")
+    if subset:
+        _check_subset_events(frame, join["subset"], 1 + len(design), clinical)
     join["analysed"] = len(frame)
     return SurvivalData(frame=frame, id_col=id_col, design=design, design_of=design_of, categorical=categorical,
                         join=join, warnings=warn)

@@ -15,6 +15,7 @@ Weights are only ever read from local files: nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 import zipfile
@@ -266,6 +267,69 @@ def _resize_grid_embedding(pos: torch.Tensor, grid: int, prefix: int) -> torch.T
     return torch.cat([head, body.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)])
 
 
+#: Keys that only OpenAI's TorchScript CLIP state dicts carry (open_clip drops them when converting).
+OPENAI_JIT_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _sibling_open_clip_config(path: Path) -> dict | None:
+    """``model_cfg`` of an ``open_clip_config.json`` next to ``path`` (the Hugging Face hub layout), if readable."""
+    cfg_file = path.parent / "open_clip_config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model_cfg = cfg.get("model_cfg") if isinstance(cfg, dict) else None
+    return model_cfg if isinstance(model_cfg, dict) else None
+
+
+def openai_clip_evidence(path: Path, sd: dict[str, torch.Tensor]) -> str | None:
+    """Why ``path`` holds OpenAI CLIP weights (trained with QuickGELU), or None when nothing offline says so.
+
+    Recognised: a TorchScript archive (the format OpenAI released CLIP in; open_clip always
+    builds those with QuickGELU), a state dict with OpenAI's TorchScript-only keys, and an
+    ``open_clip_config.json`` beside the file that sets ``quick_gelu: true`` (hub copies of
+    the OpenAI weights). A plain open_clip state dict of OpenAI weights carries no marker:
+    the activation holds no weights, so only the config name can say so.
+    """
+    if is_torchscript_archive(path):
+        return "it is a TorchScript archive, the format OpenAI released CLIP in"
+    found = [k for k in OPENAI_JIT_KEYS if k in sd]
+    if found:
+        return f"its state dict has OpenAI's TorchScript-only keys ({', '.join(found)})"
+    sibling = _sibling_open_clip_config(path)
+    if sibling is not None and sibling.get("quick_gelu"):
+        return f"{path.parent / 'open_clip_config.json'} says quick_gelu: true"
+    return None
+
+
+def _resolve_quick_gelu(open_clip, arch: str, path: Path, sd: dict[str, torch.Tensor]) -> tuple[bool, str | None]:
+    """Whether to build ``arch`` with QuickGELU, and the warning to give when we override its config.
+
+    OpenAI weights load strictly into a plain-GELU config (activations hold no weights) and
+    then give wrong targets without any error, so recognised OpenAI weights switch the
+    activation to QuickGELU (as open_clip does for its ``openai`` tag). A hub config beside
+    the file that says the weights use plain GELU refuses a ``-quickgelu`` name.
+    """
+    config_quick = bool(open_clip.get_model_config(arch).get("quick_gelu"))
+    if config_quick:
+        sibling = _sibling_open_clip_config(path)
+        if sibling is not None and not sibling.get("quick_gelu") and openai_clip_evidence(path, sd) is None:
+            plain = arch[: -len("-quickgelu")] if arch.endswith("-quickgelu") else "the config without -quickgelu"
+            raise ConfigError(f"openclip teacher {path}: {path.parent / 'open_clip_config.json'} says these "
+                              f"weights use plain GELU, but '{arch}' builds the model with QuickGELU",
+                              hint=f"name {plain} in the teacher spec")
+        return True, None
+    reason = openai_clip_evidence(path, sd)
+    if reason is None:
+        return False, None
+    name = f"{arch}-quickgelu"
+    advice = (f"name {name} in the teacher spec to make this explicit"
+              if open_clip.get_model_config(name) is not None else "open_clip has no -quickgelu config of it")
+    return True, (f"openclip teacher: {path} holds OpenAI CLIP weights ({reason}), which were trained with "
+                  f"QuickGELU, but the open_clip config '{arch}' uses plain GELU and would give wrong targets; "
+                  f"built it with QuickGELU instead (open_clip force_quick_gelu=True, as '{name}'); {advice}.")
+
+
 class OpenCLIPTeacher(Teacher):
     """An OpenCLIP / OpenAI CLIP ViT image tower (CAE v2's and PanDerm's teacher).
 
@@ -274,13 +338,22 @@ class OpenCLIPTeacher(Teacher):
     ViT-L/14 → 196, the PanDerm paper's setting) and the positional embedding is
     bilinearly resized when that differs from the native grid.
 
+    OpenAI weights need QuickGELU (``ViT-L-14-quickgelu``): the activation is not
+    stored in the weights. When the file is recognisably OpenAI's
+    (:func:`openai_clip_evidence`) but ``arch`` uses plain GELU, the tower is built
+    with QuickGELU instead and a ``UserWarning`` names both configs; ``quick_gelu``
+    and ``notes`` record what was built.
+
     Args:
-        arch: open_clip model name, e.g. ``ViT-L-14`` (for OpenAI weights use the
-            ``-quickgelu`` variant: the activation is not stored in the weights).
+        arch: open_clip model name, e.g. ``ViT-L-14-quickgelu``.
         weights_path: Local state dict of the whole CLIP model (``visual.*`` keys)
             or of the image tower alone. OpenAI's TorchScript ``.pt`` only with ``trust_torchscript``.
         grid: Target patch grid (the student's).
         trust_torchscript: Allow a TorchScript archive (``torch.jit.load`` runs its code).
+
+    Raises:
+        ConfigError: unknown or hub arch, weights of another architecture, or a
+            ``-quickgelu`` name for weights whose hub config says plain GELU.
     """
 
     has_cls = True
@@ -300,10 +373,14 @@ class OpenCLIPTeacher(Teacher):
             raise ConfigError(f"unknown open_clip architecture {arch!r}",
                               hint="see open_clip.list_models() for the names")
         path = _require_file(weights_path, "openclip teacher")
-        model = open_clip.create_model(arch, pretrained=None, device="cpu")
+        sd = _read_weights(path, trust_torchscript)
+        self.quick_gelu, note = _resolve_quick_gelu(open_clip, arch, path, sd)
+        self.notes = [note] if note else []
+        if note:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        model = open_clip.create_model(arch, pretrained=None, device="cpu", force_quick_gelu=self.quick_gelu)
         visual = model.visual
         del model  # the text tower is never used
-        sd = _read_weights(path, trust_torchscript)
         if any(k.startswith("visual.") for k in sd):
             sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
         _load_strict(visual, sd, path, f"open_clip {arch} image tower")
@@ -321,6 +398,9 @@ class OpenCLIPTeacher(Teacher):
         self.visual = visual
         self.arch, self.weights_path = arch, str(path)
         self.freeze()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, activation={'QuickGELU' if self.quick_gelu else 'GELU'}"
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         v = self.visual

@@ -24,12 +24,15 @@ Examples:
                    --model panderm_large_patch16_224 --weights W --out runs/ft
 
 \b
-Recipe defaults (reference-model §5): AdamW lr 5e-4 (not batch-scaled), weight
-decay 0.05, layer decay 0.65, 50 epochs with 10 warm-up, cosine to 1e-6, batch
-128, drop path 0.2, Mixup 0.8 + CutMix 1.0 with label smoothing 0.1, mean
-pooling + fc_norm, head init × 0.001. Model selection on val each epoch
-(--monitor auto: AUROC for two classes, else accuracy); the best checkpoint is
-tested. --batch-size is per process (the global batch under torchrun is N ×).
+Recipe defaults = the release script (reference-model §5): AdamW lr 5e-4 (not
+batch-scaled), weight decay 0.05, layer decay 0.65, 50 epochs with 10 warm-up,
+cosine to 1e-6, batch 128, drop path 0.2, Mixup 0.8 + CutMix 1.0 with label
+smoothing 0.1, class-balanced weighted sampler, mean pooling + fc_norm, head
+init × 0.001. The paper's Extended Data Table 32 says batch 256 and layer decay
+0.75 instead (--batch-size 256 --layer-decay 0.75); docs/finetune.md lists every
+difference. Model selection on val each epoch (--monitor auto: AUROC for two
+classes, else accuracy); the best checkpoint is tested. --batch-size is per
+process (the global batch under torchrun is N ×).
 
 \b
 Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
@@ -65,7 +68,9 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 @click.option("--cutmix", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CutMix alpha (0 = off).")
 @click.option("--smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--rel-pos-bias", is_flag=True, help="Add zero-init relative position bias (the release's default).")
-@click.option("--weighted-sampler", is_flag=True, help="Class-balanced sampling with replacement (N/(K·n_c)).")
+@click.option("--weighted-sampler/--no-weighted-sampler", default=True, show_default=True,
+              help="Class-balanced sampling with replacement (N/(K·n_c)), as the release (--weights); "
+                   "--no-weighted-sampler: plain shuffled epochs.")
 @click.option("--monitor", type=click.Choice(["auto", "acc", "recall", "auroc"]), default="auto", show_default=True,
               help="Val metric selecting the best checkpoint (auto: auroc for 2 classes, else acc).")
 @click.option("--percent-data", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,

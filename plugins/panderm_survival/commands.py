@@ -14,6 +14,20 @@ def _list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _subsets(values: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """``("stage=I,II", ...)`` → ``{"stage": ["I", "II"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in values:
+        col, sep, rest = item.partition("=")
+        col = col.strip()
+        if not sep or not col or not _list(rest):
+            raise click.BadParameter(f"expected COL=V1,V2, got {item!r}", param_hint="--subset")
+        if col in out:
+            raise click.BadParameter(f"column {col!r} given twice; list all its values once", param_hint="--subset")
+        out[col] = _list(rest)
+    return out or None
+
+
 @click.command("survival", epilog="""\b
 Examples:
   panderm probe --features feats/ --csv lesions.csv --binary --folds 5 --stratify stage --oof --out meta/
@@ -21,6 +35,9 @@ Examples:
       --covariates age,sex,breslow,ulceration --out surv/
   panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
       --score-col prob_distant --id-col patient_id --years 3,5,7 --bootstrap 1000 --out surv/
+  # the paper's multivariate Cox: stage I-II patients only
+  panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
+      --covariates age,sex,breslow,ulceration --subset stage=I,II --out surv-stage12/
 
 \b
 Outputs in --out: km.png (Kaplan–Meier, high vs low risk at the median score,
@@ -30,7 +47,9 @@ AUC with bootstrap CIs; times beyond the follow-up are null), comparison.csv
 and comparison.json (C-index and td-AUC: score vs clinical variables vs both,
 as in Extended Data Table 26), survival.json (summary; written last).
 Categorical covariates (e.g. sex) are one-hot encoded against their first
-level; numeric ones are used as they are. See docs/prognosis.md.""")
+level; numeric ones are used as they are. --subset keeps only rows whose
+clinical COL value (text, stripped) is listed; every number is then on the
+subset, and survival.json records the rows before/after. See docs/prognosis.md.""")
 @click.option("--scores", required=True, type=_PATH, metavar="FILE",
               help="Scores CSV with an id column and the score (e.g. oof.csv from `panderm probe --folds`).")
 @click.option("--clinical", required=True, type=_PATH, metavar="FILE",
@@ -50,10 +69,13 @@ level; numeric ones are used as they are. See docs/prognosis.md.""")
               help="Score term of the multivariate Cox model: high/low risk group or the continuous score.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               metavar="N", help="Bootstrap replicates for the td-AUC 95% CIs (0 = none).")
+@click.option("--subset", "subset", multiple=True, metavar="COL=V1,V2",
+              help="Analyse only rows whose clinical COL is one of the values, e.g. stage=I,II (the paper's "
+                   "multivariate Cox); repeatable for several columns.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--out", type=_PATH, default=Path("survival"), show_default=True, metavar="DIR", help="Output folder.")
 def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, id_col, years, split, cox_score,
-                 n_bootstrap, seed, out):
+                 n_bootstrap, subset, seed, out):
     """Prognostic value of a prediction score: Kaplan–Meier, Cox PH and time-dependent AUC.
 
     Joins the scores with the clinical table, splits patients at the median
@@ -68,11 +90,14 @@ def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, i
         raise click.BadParameter(f"expected numbers separated by commas, got {years!r}", param_hint="--years")
     res = survival_analysis(scores, clinical, out, time=time_col, event=event_col, covariates=_list(covariates),
                             score_col=score_col, id_col=id_col, years=year_values, split=split,
-                            cox_score=cox_score, n_bootstrap=n_bootstrap, seed=seed)
+                            cox_score=cox_score, n_bootstrap=n_bootstrap, seed=seed, subset=_subsets(subset))
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     s = res.summary
     km = s["kaplan_meier"]
+    for sub in s["subset"] or []:
+        click.echo(f"subset {sub['column']} in {{{', '.join(sub['values'])}}}: "
+                   f"{sub['rows_before']} -> {sub['rows_after']} rows")
     click.echo(f"{s['n']} rows ({s['events']} events) joined on {s['join']['id_col']}; "
                f"risk groups split at {s['threshold']:.4g}: low {km['n']['low']} ({km['events']['low']} events), "
                f"high {km['n']['high']} ({km['events']['high']} events); log-rank p = {_f(km['logrank']['p'], '.3g')}")

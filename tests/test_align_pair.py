@@ -241,3 +241,59 @@ def test_keypoints_on_a_downscaled_copy_keep_subpixel_accuracy(shared_data):
         assert res.success, res.reason
         err = np.abs(np.asarray(res.matrix) @ corners - truth @ corners).max()
         assert err < 0.5, (max_side, err)
+
+
+def test_paper_preset_border_is_skimage_reflect():
+    """The release warps with skimage ``mode="reflect"`` (no edge repeat): the paper preset's border equals it."""
+    from skimage.transform import AffineTransform, warp
+
+    from panderm.longitudinal.align import resolve_preset
+
+    border = resolve_preset("paper")["border"]
+    b = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    m = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -4.0]])  # integer shift: both libraries interpolate exactly
+    ref = warp(b, AffineTransform(matrix=np.vstack([m, [0, 0, 1]])).inverse, output_shape=b.shape[:2], order=1,
+               mode="reflect", preserve_range=True)
+    ours = warp_to(b, m, b.shape[:2], border=border).astype(float)
+    old = warp_to(b, m, b.shape[:2], border="reflect").astype(float)
+    left, bottom = (slice(None), slice(0, 5)), (slice(-4, None), slice(None))  # the filled-in border strips
+    for strip in (left, bottom):
+        assert np.array_equal(ours[strip], ref[strip])
+        assert not np.array_equal(old[strip], ref[strip])  # cv2.BORDER_REFLECT repeats the edge pixel
+    assert np.array_equal(ours, ref)
+
+
+def test_paper_preset_detects_on_the_full_image(shared_data, tmp_path, cli, monkeypatch):
+    from panderm.longitudinal import register as reg_mod
+
+    seen = []
+    real = reg_mod.detect
+
+    def spy(gray, **kw):
+        seen.append(gray.shape)
+        return real(gray, **kw)
+
+    monkeypatch.setattr(reg_mod, "detect", spy)
+    a = _rgb(shared_data, up=4)  # 800 x 600: larger than the fast preset's 512 px
+    b = cv2.warpAffine(a, _rigid(4.0, 6.0, -3.0, (400, 300)), (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    pa, pb = _save(tmp_path / "a.png", a), _save(tmp_path / "b.png", b)
+    args = ["align-pair", str(pa), str(pb), "--steps", "register"]
+    r = cli([*args, "--preset", "paper", "--out", str(tmp_path / "paper")])
+    assert r.exit_code == 0, r.output
+    assert seen == [a.shape[:2], b.shape[:2]]  # AKAZE ran on the full-resolution images
+    meta = json.loads((tmp_path / "paper" / "transform.json").read_text())
+    assert meta["preset"] == "paper" and meta["border"] == "reflect101" and meta["detect_max_side"] is None
+    assert meta["detect_scale"] == [1.0, 1.0] and meta["rotation_deg"] == pytest.approx(4.0, abs=0.3)
+
+    seen.clear()
+    r = cli([*args, "--out", str(tmp_path / "fast")])  # the default stays the fast preset
+    assert r.exit_code == 0, r.output
+    assert max(seen[0]) == 512 and max(seen[1]) == 512
+    meta = json.loads((tmp_path / "fast" / "transform.json").read_text())
+    assert meta["preset"] == "fast" and meta["border"] == "reflect" and meta["detect_scale"][0] < 1
+
+
+def test_unknown_preset_exit_2(shared_data, tmp_path, cli):
+    img = str(shared_data / PAIRS / "images" / IMG)
+    r = cli(["align-pair", img, img, "--preset", "release", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "paper" in r.output and "Traceback" not in r.output

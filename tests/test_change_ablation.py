@@ -114,3 +114,22 @@ def test_train_eval_cli_same_steps(pairs, tmp_path, cli):
     assert manifest["steps"] == ["register"] and len(manifest["pairs"]) == 2
     preds = pd.read_csv(ev / "predictions.csv")
     assert set(preds["image_a"]) <= set(pd.read_csv(pairs / "pairs.csv")["image_a"])  # original names reported
+
+
+def test_registration_uses_the_paper_preset(pairs, tmp_path, monkeypatch):
+    """The ablation registers as the release does (full-resolution keypoints, reflect-101 border)."""
+    from panderm.longitudinal import align
+
+    seen = []
+    real = align.align_pair
+
+    def spy(*a, **kw):
+        res = real(*a, **kw)
+        seen.append(res.to_dict())
+        return res
+
+    monkeypatch.setattr(align, "align_pair", spy)
+    rows = pd.read_csv(pairs / "pairs.csv").head(1)
+    prepare_pairs(rows, pairs, "warp", tmp_path / "cache")
+    assert seen[0]["preset"] == "paper" and seen[0]["border"] == "reflect101" and seen[0]["detect_max_side"] is None
+    assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["align_preset"] == "paper"

@@ -9,11 +9,12 @@ Presets (``--steps`` of ``panderm change train``):
   value that adds no edge). An empty mask leaves the image unmasked.
 * ``whole``: dark-corner removal, hair removal, registration, then segmentation;
   the masks are computed and applied after registration (b's in a's frame).
-  The paper's best setting.
+  The paper's best setting and ``change train``'s default.
 
 An explicit comma list of align steps (``dark-corner,hair,register,segment``)
-is also accepted. When registration fails for a pair the identity is used (b
-is placed in a's frame unwarped): the pair is kept and counted as a fallback.
+is also accepted. Registration uses ``align-pair``'s ``paper`` preset (:data:`ALIGN_PRESET`:
+keypoints on the full-resolution images, the release's reflect-101 warp border). When
+registration fails for a pair the identity is used (b is placed in a's frame unwarped): the pair is kept and counted as a fallback.
 A pair with an unreadable image is skipped (``None`` in the result) and
 reported, never a crash.
 
@@ -42,6 +43,7 @@ PRESETS = {
     "mask": ("segment",),
     "whole": ("dark-corner", "hair", "register", "segment"),
 }
+ALIGN_PRESET = "paper"  # the released code's registration (see panderm.longitudinal.align.PRESETS)
 MANIFEST = "manifest.json"
 REPORT = "preprocess.csv"
 REPORT_COLUMNS = ["index", "image_a", "image_b", "status", "success", "cached", "reason"]
@@ -77,7 +79,7 @@ def ablation_name(steps) -> str:
 
 
 def _fingerprint(steps, a: Path, b: Path) -> str:
-    parts = [",".join(steps)]
+    parts = [",".join(steps), f"align preset {ALIGN_PRESET}"]
     for p in (a, b):
         try:
             st = p.stat()
@@ -104,7 +106,7 @@ def process_pair(a_path, b_path, steps) -> tuple[np.ndarray, np.ndarray, str, st
     from panderm.longitudinal.align import align_pair
     from panderm.longitudinal.preprocess import segment_lesion
 
-    res = align_pair(a_path, b_path, steps=steps, fallback_identity=True)
+    res = align_pair(a_path, b_path, steps=steps, fallback_identity=True, preset=ALIGN_PRESET)
     img = res.images
     reason = res.registration.reason or ""
     status = "fallback" if res.registration.fallback else "ok"
@@ -171,7 +173,8 @@ def prepare_pairs(pairs, root, steps, cache_dir) -> list:
         report.append({**row, "status": status, "success": status != "skipped", "cached": cached,
                        "reason": reason})
         out.append(None if status == "skipped" else (str(a_out), str(b_out)))
-    atomic_write_json(manifest_path, {"steps": list(steps), "ablation": ablation_name(steps), "pairs": entries})
+    atomic_write_json(manifest_path, {"steps": list(steps), "ablation": ablation_name(steps),
+                                      "align_preset": ALIGN_PRESET, "pairs": entries})
     with atomic_path(cache_dir / REPORT) as tmp:
         pd.DataFrame(report, columns=REPORT_COLUMNS).to_csv(tmp, index=False)
     return out

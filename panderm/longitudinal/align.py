@@ -23,10 +23,15 @@ from panderm.longitudinal.preprocess import (
     remove_hair,
     segment_lesion,
 )
-from panderm.longitudinal.register import RegistrationResult, register, warp_to
+from panderm.longitudinal.register import BORDERS, RegistrationResult, register, warp_to
 from panderm.paths import check_safe_name, inside_out, resolve_under_root
 
 STEPS = ("dark-corner", "hair", "register", "segment")
+#: Registration presets. ``fast`` finds keypoints on a copy at most 512 px long and warps with
+#: cv2.BORDER_REFLECT; ``paper`` follows the released code: keypoints on the full-resolution image
+#: and scikit-image's ``reflect`` border (= cv2.BORDER_REFLECT_101).
+PRESETS = {"fast": {"detect_max_side": 512, "border": "reflect"},
+           "paper": {"detect_max_side": None, "border": "reflect101"}}
 SUMMARY_COLUMNS = ["pair_id", "image_a", "image_b", "success", "rotation_deg", "tx", "ty", "matches", "inliers",
                    "inlier_ratio", "reason", "error"]
 
@@ -41,6 +46,7 @@ class AlignResult:
     b_path: str
     out: str | None = None
     images: dict = field(default_factory=dict, repr=False)
+    settings: dict = field(default_factory=dict)  # preset, detect_max_side, border actually used
 
     @property
     def success(self) -> bool:
@@ -48,7 +54,7 @@ class AlignResult:
 
     def to_dict(self) -> dict:
         """JSON-ready dict: registration fields, the steps and the inputs."""
-        return {**self.registration.to_dict(), "steps": list(self.steps), "image_a": self.a_path,
+        return {**self.registration.to_dict(), "steps": list(self.steps), **self.settings, "image_a": self.a_path,
                 "image_b": self.b_path, "matrix_direction": "maps pixel (x=col, y=row) of image_b to image_a"}
 
 
@@ -60,6 +66,23 @@ def parse_steps(steps) -> tuple:
     if bad:
         raise ConfigError(f"unknown align step(s): {', '.join(bad)}", hint=f"choose from {', '.join(STEPS)}")
     return tuple(s for s in STEPS if s in steps)  # the paper's order, whatever order was given
+
+
+def resolve_preset(preset: str = "fast", **overrides) -> dict:
+    """``{"preset", "detect_max_side", "border"}``: the :data:`PRESETS` entry with ``overrides`` that are not None.
+
+    ``detect_max_side=0`` means full resolution (stored as None).
+
+    Raises:
+        ConfigError: an unknown preset or border.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown align preset {preset!r}", hint=f"choose one of {', '.join(PRESETS)}")
+    settings = {"preset": preset, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    settings["detect_max_side"] = settings["detect_max_side"] or None
+    if settings["border"] not in BORDERS:
+        raise ConfigError(f"unknown warp border {settings['border']!r}", hint=f"choose one of {', '.join(BORDERS)}")
+    return settings
 
 
 def _resolve_segmenter(segmenter):
@@ -92,6 +115,7 @@ def preprocess(rgb: np.ndarray, steps) -> np.ndarray:
 
 
 def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool = False, segmenter=None,
+               preset: str = "fast", detect_max_side: int | None = None, border: str | None = None,
                **register_kwargs) -> AlignResult:
     """Register image b onto image a after the paper's preprocessing; optionally write pictures.
 
@@ -106,6 +130,9 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
             :func:`segment_lesion`), a callable ``rgb -> bool mask`` or a registered
             spec such as ``"classical"`` or ``"run:runs/seg"`` (see
             :mod:`panderm.segmentation.segmenters`).
+        preset: Registration preset (:data:`PRESETS`): ``fast`` or ``paper`` (the release's).
+        detect_max_side, border: Override the preset (None: the preset's; ``detect_max_side=0``:
+            full resolution). Recorded in ``transform.json``.
         **register_kwargs: Passed to :func:`panderm.longitudinal.register.register`.
 
     Returns:
@@ -115,14 +142,16 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
         InputError: an unreadable image (the message names it).
     """
     steps = parse_steps(steps)
+    settings = resolve_preset(preset, detect_max_side=detect_max_side, border=border)
     a, b = _load(a_path), _load(b_path)
     a_pre, b_pre = preprocess(a, steps), preprocess(b, steps)
     if "register" in steps:
-        reg = register(a_pre, b_pre, fallback_identity=fallback_identity, **register_kwargs)
+        reg = register(a_pre, b_pre, fallback_identity=fallback_identity,
+                       detect_max_side=settings["detect_max_side"], **register_kwargs)
     else:
         reg = RegistrationResult(True, reason="registration step not requested: identity")
     if reg.success:
-        aligned = warp_to(b_pre, reg.matrix, a.shape[:2])
+        aligned = warp_to(b_pre, reg.matrix, a.shape[:2], border=settings["border"])
     else:  # keep something to look at: b resized into a's frame, clearly unregistered
         aligned = cv2.resize(b_pre, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
     images = {"a_pre": a_pre, "b_pre": b_pre, "aligned": aligned}
@@ -130,7 +159,7 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
         seg = segment_lesion if segmenter is None else _resolve_segmenter(segmenter)
         images["mask_a"] = seg(a_pre)
         images["mask_b"] = seg(aligned)  # in a's frame, so the contours are comparable
-    result = AlignResult(reg, steps, str(a_path), str(b_path), None if out is None else str(out), images)
+    result = AlignResult(reg, steps, str(a_path), str(b_path), None if out is None else str(out), images, settings)
     if out is not None:
         write_outputs(result, out)
     return result
@@ -306,6 +335,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     if "steps" in kwargs:
         kwargs["steps"] = parse_steps(kwargs["steps"])
+    resolve_preset(kwargs.get("preset", "fast"), border=kwargs.get("border"))  # a bad preset fails once, up front
     if kwargs.get("segmenter") is not None:  # load a model once, not once per pair
         kwargs["segmenter"] = _resolve_segmenter(kwargs["segmenter"])
     cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
@@ -319,4 +349,5 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     return summary
 
 
-__all__ = ["STEPS", "AlignResult", "align_pair", "align_pairs", "checkerboard", "parse_steps", "preprocess"]
+__all__ = ["PRESETS", "STEPS", "AlignResult", "align_pair", "align_pairs", "checkerboard", "parse_steps", "preprocess",
+           "resolve_preset"]

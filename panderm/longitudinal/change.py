@@ -14,7 +14,8 @@ the L2-normalised encoder features (so ``margin`` is on the unit sphere's scale,
 
 Pairs CSV columns: ``image_a``, ``image_b`` (paths relative to ``root``, which they
 may not leave; without a root, relative to the CSV's folder or absolute), ``label`` (``0``/``1``, or the strings ``unchanged``/``changed``), ``split``
-(``train``/``val``/``test``) and optionally ``patient``.
+(``train``/``val``/``test``; the ``val`` rows select the checkpoint, see :func:`train_change`)
+and optionally ``patient``.
 """
 
 from __future__ import annotations
@@ -226,14 +227,114 @@ def _export(model: SiameseChangeModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+#: The paper's recipe (Methods; Extended Data Tables 3-4, "Whole pipeline"): the whole
+#: preprocessing pipeline, lr 5e-4 without batch scaling, 50 epochs with 10 warm-up epochs,
+#: and the checkpoint of the best validation AUROC.
+PAPER_RECIPE = {"steps": "whole", "epochs": 50, "warmup_epochs": 10}
+#: ``quick=True``: a short CPU demo on raw images (the paper's "Default" input).
+QUICK_RECIPE = {"steps": "default", "epochs": 3, "warmup_epochs": 1}
+MONITOR = "val_auroc"
+
+
+def change_recipe(quick: bool = False, **given) -> dict:
+    """The preprocessing steps, epochs and warm-up epochs: the paper's (or ``quick``'s), with the ``given``
+    values that are not None in their place."""
+    recipe = dict(QUICK_RECIPE if quick else PAPER_RECIPE)
+    recipe.update({k: v for k, v in given.items() if v is not None})
+    return recipe
+
+
+def _train_and_val_rows(pairs_csv, split: str) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """The ``split`` rows, the ``val`` rows (model selection) and why there are none, if so."""
+    train = read_pairs(pairs_csv, split)
+    everything = read_pairs(pairs_csv)
+    val = everything[everything["split"] == "val"].reset_index(drop=True) if split != "val" else everything[:0]
+    if split == "val":
+        return train, val, f"training on the val rows of {pairs_csv} leaves none for validation"
+    if (everything["split"] == "").all():
+        return train, val, f"{pairs_csv} has no split column, so no val rows"
+    if val.empty:
+        return train, val, f"{pairs_csv} has no rows with split 'val'"
+    return train, val, None
+
+
+def _no_selection(val_set: PairDataset, pairs_csv, reason: str | None) -> str | None:
+    """Why the best-val-AUROC selection cannot run (None: it can), with the fallback named."""
+    labels = val_set.rows["label"] if not val_set.rows.empty else pd.Series([], dtype=int)
+    if reason is None and labels.nunique() < 2:
+        what = ("no readable pair" if labels.empty
+                else ("only changed" if labels.iloc[0] else "only unchanged") + " pairs")
+        reason = f"the val rows of {pairs_csv} have {what}, so val AUROC is undefined"
+    return None if reason is None else f"{reason}: no model selection, the last epoch's checkpoint is used"
+
+
+def val_auroc_fn(dataset: PairDataset, batch_size: int, num_workers: int = 0):
+    """``eval_fn`` for the Trainer: ``{"val_auroc"}`` of the model on ``dataset`` (NaN with one class)."""
+    from sklearn.metrics import roc_auc_score
+
+    from panderm.data.pretrain import skip_collate
+
+    labels = dataset.rows["label"].to_numpy()
+
+    def evaluate(net: SiameseChangeModel) -> dict[str, float]:
+        dev = next(net.parameters()).device
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                             collate_fn=skip_collate())
+        idx, probs = [], []
+        for batch, _ in loader:
+            if batch is not None:
+                probs.append(net.predict_proba(batch["a"].to(dev), batch["b"].to(dev)).float().cpu().numpy())
+                idx.append(batch["index"].numpy())
+        y = labels[np.concatenate(idx)] if idx else labels[:0]
+        if len(set(y.tolist())) < 2:
+            return {MONITOR: float("nan")}
+        return {MONITOR: float(roc_auc_score(y, np.concatenate(probs)))}
+
+    return evaluate
+
+
+def _selection(result, trainer, reason: str | None, n_val: int) -> dict:
+    """Which checkpoint ``change eval`` uses and why (stored in ``change_config.json``)."""
+    from panderm.train import checkpointing as ckpt
+
+    best = result.best
+    if best is None:
+        return {"rule": "last epoch", "checkpoint": ckpt.LAST, "step": result.steps,
+                "epoch": result.steps / trainer.spe, "val_auroc": None, "n_val": n_val,
+                "reason": reason or "no evaluation ran"}
+    return {"rule": "best val AUROC", "checkpoint": ckpt.BEST, "step": best["step"],
+            "epoch": best["step"] / trainer.spe, "val_auroc": best["value"], "n_val": n_val,
+            "finished": not result.interrupted}
+
+
+def _preprocess(rows: pd.DataFrame, ablation: tuple, out: Path, pairs_csv, split: str):
+    """Apply the ablation to the train+val ``rows`` once: ``(dataset_rows, summary)``."""
+    from panderm.longitudinal.ablation import apply_to_rows
+
+    if not ablation:
+        return rows, None
+    _, ds_rows, _, summary = apply_to_rows(rows, "/", ablation, out / "preprocessed")  # the paths are absolute
+    if not (ds_rows["split"] == split).any():
+        raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv} after preprocessing",
+                         hint=f"see {summary['report']}")
+    return ds_rows, summary
+
+
 def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model: str = "panderm_base_patch16_224",
-                 weights: str | Path | None = None, steps="default", max_steps: int | None = None,
-                 epochs: float | None = None,
+                 weights: str | Path | None = None, steps=None, max_steps: int | None = None,
+                 epochs: float | None = None, quick: bool = False,
                  batch_size: int = 16, lr: float = 5e-4, hidden: int = 256, margin: float = 1.0,
                  contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
                  precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
-                 warmup_epochs: float = 1, progress: bool = True, resume: bool = False, **train_kwargs):
-    """Train a :class:`SiameseChangeModel` with the shared Trainer.
+                 warmup_epochs: float | None = None, progress: bool = True, resume: bool = False, **train_kwargs):
+    """Train a :class:`SiameseChangeModel` with the shared Trainer; keep the checkpoint of the best val AUROC.
+
+    Defaults follow the paper (:data:`PAPER_RECIPE`): the whole preprocessing pipeline, lr 5e-4
+    (not scaled by the batch size), 50 epochs of which 10 warm up, evaluation on the ``val`` rows
+    after every epoch and ``checkpoint-best.pth`` = the epoch of the best val AUROC (what
+    ``change eval`` loads). Without val rows (or with one class only there) the last epoch is used
+    and ``result.warnings`` says so. ``change_config.json`` records the choice under ``selection``
+    (``checkpoint``, ``step``, ``epoch``, ``val_auroc``).
 
     Args:
         pairs_csv, root: Pairs CSV and the folder its image paths are relative to (``--root``;
@@ -243,79 +344,87 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         steps: Preprocessing ablation: a preset (``default`` = raw images, ``warp``,
             ``mask``, ``whole``) or a comma list of align steps; see
             :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
-            pair once into ``out/preprocessed/`` (with ``preprocess.csv``) and trains on that.
-        max_steps, epochs: Training length (one of them; default 10 epochs).
-        batch_size, lr: Per-step batch and base learning rate (scaled as the Trainer does).
+            train and val pair once into ``out/preprocessed/`` (with ``preprocess.csv``).
+            None: ``whole`` (``default`` with ``quick``).
+        max_steps, epochs: Training length (``max_steps`` wins; None: 50 epochs, 3 with ``quick``).
+        quick: Use :data:`QUICK_RECIPE` for what is not given (raw images, 3 epochs, 1 warm-up epoch).
+        batch_size, lr: Per-step batch and learning rate (used as given, no batch scaling).
         hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
-        preset: Preprocessing preset (default: the encoder's).
-        split: Rows of the pairs CSV to train on.
-        precision, device, num_workers, seed, warmup_epochs, progress: Trainer options.
+        preset: Image transform preset (default: the encoder's).
+        split: Rows of the pairs CSV to train on (the ``val`` rows select the checkpoint).
+        precision, device, num_workers, seed, progress: Trainer options.
+        warmup_epochs: Linear warm-up epochs (None: 10, 1 with ``quick``).
         resume: Continue the run in ``out``; refused when the pairs (images, label, split), the
             image files or the starting weights differ from the run's (``inputs.json``).
         **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
 
     Returns:
-        The Trainer's ``TrainResult``; ``out/checkpoint-last.pth`` holds the model tensors;
-        ``result.preprocess`` holds the preprocessing counts (None for ``default``).
+        The Trainer's ``TrainResult`` plus ``preprocess`` (counts, None for ``default``),
+        ``selection`` (as in ``change_config.json``) and ``warnings``.
     """
     from panderm.data.transforms import build_transform
-    from panderm.longitudinal.ablation import (
-        ablation_name,
-        apply_to_rows,
-        parse_ablation,
-    )
+    from panderm.longitudinal.ablation import ablation_name, parse_ablation
     from panderm.models.factory import create_encoder
     from panderm.train.trainer import TrainConfig, Trainer
 
-    ablation = parse_ablation(steps)
-    rows = resolve_pairs(read_pairs(pairs_csv, split), root, pairs_csv)
-    inputs_rows = rows
+    recipe = change_recipe(quick, steps=steps, epochs=epochs, warmup_epochs=warmup_epochs)
+    ablation = parse_ablation(recipe["steps"])
+    train_rows, val_rows, no_val = _train_and_val_rows(pairs_csv, split)
+    inputs_rows = resolve_pairs(pd.concat([train_rows, val_rows], ignore_index=True), root, pairs_csv)
     out = Path(out)
-    summary, data_root = None, "/"  # the paths are absolute
-    if ablation:
-        _, rows, _, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed")
-        if rows.empty:
-            raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv} after preprocessing",
-                             hint=f"see {summary['report']}")
+    ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split)
     encoder = create_encoder(model, weights)
     preset = preset or encoder.pretrained_cfg.preset
     net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
-    dataset = PairDataset(rows, data_root, build_transform(preset))
-    if max_steps is None and epochs is None:
-        epochs = 10
-    cfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
-                      num_workers=num_workers, seed=seed, warmup_epochs=warmup_epochs, progress=progress,
-                      **train_kwargs)
+    transform = build_transform(preset)
+    dataset = PairDataset(ds_rows, "/", transform, split=split)
+    val_set = PairDataset(ds_rows, "/", transform, split="val")
+    no_selection = _no_selection(val_set, pairs_csv, no_val)
+    eval_fn = None if no_selection else val_auroc_fn(val_set, batch_size, num_workers)
+    epochs = None if max_steps else recipe["epochs"]
+    cfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, lr_base_batch=0,
+                      precision=precision, device=device, num_workers=num_workers, seed=seed,
+                      warmup_epochs=recipe["warmup_epochs"], progress=progress, **train_kwargs)
     run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": None if root is None else str(root),
-                  "model": model,
-                  "weights": None if weights is None else str(weights), "hidden": hidden, "margin": margin,
-                  "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
-                  "steps": list(ablation), "ablation": ablation_name(ablation)}
+                  "model": model, "weights": None if weights is None else str(weights), "hidden": hidden,
+                  "margin": margin, "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
+                  "steps": list(ablation), "ablation": ablation_name(ablation),
+                  "monitor": None if eval_fn is None else MONITOR, "n_val": len(val_rows)}
+    record = {**run_config, "preprocess": summary,
+              "recipe": {"quick": quick, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+                         "warmup_epochs": recipe["warmup_epochs"], "lr": lr, "lr_batch_scaling": False}}
     inputs = describe_change_inputs(inputs_rows, pairs_csv, encoder)
     if resume and (out / "train-state.pt").is_file():  # refuse before change_config.json is rewritten
         from panderm.provenance import check_resume_inputs
 
         check_resume_inputs(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / CONFIG_FILE, {**run_config, "preprocess": summary})
-    result = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume,
-                     inputs=inputs).fit()
-    result.preprocess = summary
+    atomic_write_json(out / CONFIG_FILE, record)
+    trainer = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume,
+                      inputs=inputs, eval_fn=eval_fn, monitor=None if eval_fn is None else MONITOR)
+    result = trainer.fit()
+    result.preprocess, result.warnings = summary, [no_selection] if no_selection else []
+    result.selection = _selection(result, trainer, no_selection, len(val_rows))
+    atomic_write_json(out / CONFIG_FILE, {**record, "selection": result.selection})
     return result
 
 
 def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
-    """Rebuild the trained model of ``run_dir`` from ``change_config.json`` and ``checkpoint-last.pth``."""
+    """Rebuild the trained model of ``run_dir`` from ``change_config.json`` and its selected checkpoint
+    (``selection.checkpoint``: the best val AUROC's, else ``checkpoint-last.pth``)."""
     from panderm.models.factory import create_encoder
     from panderm.train import checkpointing as ckpt
 
     run_dir = Path(run_dir)
-    cfg_path, weights = run_dir / CONFIG_FILE, run_dir / ckpt.LAST
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise InputError(f"{run_dir} is not a finished change-detection run: {p.name} is missing",
-                             hint="train one with `panderm change train`")
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise InputError(f"{run_dir} is not a finished change-detection run: {cfg_path.name} is missing",
+                         hint="train one with `panderm change train`")
     cfg = json.loads(cfg_path.read_text())
+    weights = run_dir / (cfg.get("selection") or {}).get("checkpoint", ckpt.LAST)
+    if not weights.is_file():
+        raise InputError(f"{run_dir} is not a finished change-detection run: {weights.name} is missing",
+                         hint="train one with `panderm change train`")
     net = SiameseChangeModel(create_encoder(cfg["model"]), hidden=cfg["hidden"], margin=cfg["margin"],
                              contrastive_weight=cfg["contrastive_weight"])
     load_module_weights(net, weights, "change-detection model")
@@ -334,7 +443,8 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     Pairs with an unreadable image are left out and listed in ``skipped.csv``.
     The run's preprocessing ablation (``steps`` in ``change_config.json``) is applied
     to the evaluated pairs too, cached in ``out/preprocessed/``; ``metrics.json``
-    records it (``steps``, ``ablation``, ``preprocess`` counts).
+    records it (``steps``, ``ablation``, ``preprocess`` counts) and the checkpoint used
+    (``checkpoint``, ``selection``: the run's best val AUROC epoch, else its last).
 
     Returns:
         The ``metrics.json`` content.
@@ -374,7 +484,9 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
               "n_unchanged": int(len(y) - y.sum()), "n_skipped": len(skipped), "threshold": threshold,
               "split": split, "ci": f"95% percentile bootstrap, {n_bootstrap} replicates",
               "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged",
-              "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary}
+              "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary,
+              "checkpoint": (cfg.get("selection") or {}).get("checkpoint", "checkpoint-last.pth"),
+              "selection": cfg.get("selection")}
     out.mkdir(parents=True, exist_ok=True)
     preds = rows.iloc[idx].assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
     preds = preds.assign(image_a=preds["_image_a"], image_b=preds["_image_b"]).drop(

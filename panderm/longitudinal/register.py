@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from panderm.errors import ConfigError
 from panderm.longitudinal.ransac import (
     draw_samples,
     ransac_euclidean_numba,
@@ -42,6 +43,8 @@ class RegistrationResult:
         inlier_ratio: ``inliers / matches`` (0 when no match).
         reason: Why registration failed (empty on success).
         fallback: True when this is the requested identity fallback after a failure.
+        detect_scale: ``[s_a, s_b]``: keypoints were found on copies of a and b
+            resized by these factors (1.0 = full resolution; empty when no detection ran).
     """
 
     success: bool
@@ -54,6 +57,7 @@ class RegistrationResult:
     inlier_ratio: float = 0.0
     reason: str = ""
     fallback: bool = False
+    detect_scale: list = field(default_factory=list)
 
     @property
     def matrix_array(self) -> np.ndarray:
@@ -76,7 +80,8 @@ def detect(gray: np.ndarray, *, threshold: float = 9e-5, n_octaves: int = 4):
 
 
 def _detect_scaled(img: np.ndarray, max_side: int | None, threshold: float, n_octaves: int):
-    """AKAZE on a copy shrunk to ``max_side`` (if larger); keypoints in full-resolution pixels."""
+    """AKAZE on a copy shrunk to ``max_side`` (if larger): ``(keypoints in full-resolution pixels,
+    descriptors, the shrink factor)``."""
     gray = _gray(img)
     scale = 1.0
     if max_side and max(gray.shape) > max_side:
@@ -85,7 +90,7 @@ def _detect_scaled(img: np.ndarray, max_side: int | None, threshold: float, n_oc
     kp, des = detect(gray, threshold=threshold, n_octaves=n_octaves)
     pts = np.array([k.pt for k in kp], np.float64).reshape(-1, 2)
     # Pixel centres: x_full + 0.5 = (x_small + 0.5) / scale.
-    return (pts + 0.5) / scale - 0.5, des
+    return (pts + 0.5) / scale - 0.5, des, scale
 
 
 def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_octaves: int = 4,
@@ -125,24 +130,26 @@ def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_o
         reason = result.reason
         result = RegistrationResult(success=True, keypoints=result.keypoints, matches=result.matches,
                                     inliers=result.inliers, inlier_ratio=result.inlier_ratio,
-                                    reason=f"identity fallback: {reason}", fallback=True)
+                                    reason=f"identity fallback: {reason}", fallback=True,
+                                    detect_scale=result.detect_scale)
     return result
 
 
 def _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_threshold, max_trials, seed, min_matches,
               min_inliers, min_inlier_ratio, max_translation, backend) -> RegistrationResult:
-    kp_a, des_a = _detect_scaled(a, detect_max_side, akaze_threshold, n_octaves)
-    kp_b, des_b = _detect_scaled(b, detect_max_side, akaze_threshold, n_octaves)
+    kp_a, des_a, scale_a = _detect_scaled(a, detect_max_side, akaze_threshold, n_octaves)
+    kp_b, des_b, scale_b = _detect_scaled(b, detect_max_side, akaze_threshold, n_octaves)
     n_kp = [len(kp_a), len(kp_b)]
+    scales = [round(scale_a, 6), round(scale_b, 6)]
     if min(n_kp) < min_matches or des_a is None or des_b is None:
-        return RegistrationResult(False, keypoints=n_kp,
+        return RegistrationResult(False, keypoints=n_kp, detect_scale=scales,
                                   reason=f"too few keypoints (a: {n_kp[0]}, b: {n_kp[1]}; need {min_matches}); "
                                          "texture-less or blank image?")
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     matches = matcher.match(des_b, des_a)  # query = b, train = a: src points in b, dst in a
     n_m = len(matches)
     if n_m < min_matches:
-        return RegistrationResult(False, keypoints=n_kp, matches=n_m,
+        return RegistrationResult(False, keypoints=n_kp, matches=n_m, detect_scale=scales,
                                   reason=f"too few matches ({n_m}; need {min_matches})")
     src = kp_b[[m.queryIdx for m in matches]]
     dst = kp_a[[m.trainIdx for m in matches]]
@@ -151,7 +158,8 @@ def _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_thresh
     matrix, inl = fn(src, dst, residual_threshold, samples=samples)
     n_in = int(inl.sum())
     ratio = n_in / n_m
-    common = {"keypoints": n_kp, "matches": n_m, "inliers": n_in, "inlier_ratio": round(ratio, 4)}
+    common = {"keypoints": n_kp, "matches": n_m, "inliers": n_in, "inlier_ratio": round(ratio, 4),
+              "detect_scale": scales}
     if matrix is None or n_in < min_inliers or ratio < min_inlier_ratio:
         return RegistrationResult(False, **common,
                                   reason=f"too few inliers ({n_in} of {n_m} matches; need {min_inliers} and "
@@ -169,14 +177,32 @@ def _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_thresh
                               **common)
 
 
-def warp_to(b: np.ndarray, matrix, shape: tuple[int, int]) -> np.ndarray:
+#: Warp border modes. ``reflect`` is cv2.BORDER_REFLECT (``fedcba|abcdef``: the edge pixel repeats);
+#: ``reflect101`` is cv2.BORDER_REFLECT_101 (``gfedcb|abcdefg``), which is what scikit-image's
+#: ``warp(mode="reflect")`` (numpy's ``reflect``), used by the released code, does.
+BORDERS = {"reflect": cv2.BORDER_REFLECT, "reflect101": cv2.BORDER_REFLECT_101}
+
+
+def border_mode(border: str) -> int:
+    """The OpenCV flag of a :data:`BORDERS` name.
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    if border not in BORDERS:
+        raise ConfigError(f"unknown warp border {border!r}", hint=f"choose one of {', '.join(BORDERS)}")
+    return BORDERS[border]
+
+
+def warp_to(b: np.ndarray, matrix, shape: tuple[int, int], border: str = "reflect") -> np.ndarray:
     """Render b in a's frame: ``cv2.warpAffine`` with linear interpolation and reflected borders.
 
     Args:
         b: Moving image.
         matrix: 2x3 b -> a matrix.
         shape: ``(height, width)`` of a.
+        border: How pixels outside b are filled: a :data:`BORDERS` name.
     """
     h, w = shape
     return cv2.warpAffine(b, np.asarray(matrix, np.float64), (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT)
+                          borderMode=border_mode(border))

@@ -12,18 +12,27 @@ Examples:
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --steps dark-corner,register
   panderm align-pair --pairs pairs.csv --root imgs/ --out aligned/ --workers 2
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --segmenter run:runs/seg
+  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preset paper
+
+\b
+--preset picks the registration settings:
+  fast   keypoints on a copy at most 512 px long, warp border cv2 REFLECT
+         (the default)
+  paper  as the released code: keypoints on the full-resolution image, warp
+         border REFLECT_101 (= scikit-image warp mode "reflect")
+--detect-max-side overrides the preset's detection size.
 
 \b
 Outputs in --out (per pair in --out/<pair_id>/ for --pairs): transform.json
 (2x3 matrix mapping pixel (x, y) of B to A, rotation, translation, matches,
-inliers, reason), aligned.png (B in A's frame), overlay.png (A | aligned B |
-checkerboard), difference.png, a_pre.png, b_pre.png, mask_a.png, mask_b.png;
---pairs also writes summary.csv (a pair whose pair_id is no safe folder
-name, or repeats one, is skipped with the reason in its error column).
---segmenter picks the lesion segmenter of the
+inliers, reason, preset, detect_max_side, detect_scale, border), aligned.png
+(B in A's frame), overlay.png (A | aligned B | checkerboard), difference.png,
+a_pre.png, b_pre.png, mask_a.png, mask_b.png; --pairs also writes summary.csv
+(a pair whose pair_id is no safe folder name, or repeats one, is skipped with
+the reason in its error column). --segmenter picks the lesion segmenter of the
 segment step: classical (Otsu, the default) or run:DIR (a model trained by
-`panderm segment train`), or any name a plugin registers. Exit status 1 when a registration fails
-(its outputs are still written with success=false)."""
+`panderm segment train`), or any name a plugin registers. Exit status 1 when a
+registration fails (its outputs are still written with success=false)."""
 
 
 @click.command("align-pair", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,12 +48,17 @@ segment step: classical (Otsu, the default) or run:DIR (a model trained by
 @click.option("--segmenter", default="classical", show_default=True,
               help="Lesion segmenter for the segment step: classical, run:RUN_DIR, or a plugin's name[:spec].")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
-@click.option("--detect-max-side", type=click.IntRange(min=0), default=512, show_default=True,
-              help="Find keypoints on a copy at most this many pixels long (0: full resolution).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Pairs in parallel (--pairs).")
+@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
+              help="Registration settings: fast (detect at <=512 px) or paper (the release's: full resolution, "
+                   "REFLECT_101 border).")
+@click.option("--detect-max-side", type=click.IntRange(min=0), default=None,
+              help="Find keypoints on a copy at most this many pixels long (0: full resolution) "
+                   "[default: the preset's: fast 512, paper 0].")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Pairs in parallel (--pairs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, detect_max_side, workers,
-                   quiet):
+def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, preset, detect_max_side,
+                   workers, quiet):
     """Register image B onto image A (dark corners, hair, AKAZE + RANSAC).
 
     Give two images A B, or --pairs CSV for many pairs.
@@ -62,7 +76,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
         if image_a is not None or image_b is not None:
             raise InputError("give either two images or --pairs, not both")
         rows = align_pairs(pairs, root, out, workers=workers, progress=not quiet, steps=steps,
-                           fallback_identity=fallback_identity, detect_max_side=detect_max_side or None,
+                           fallback_identity=fallback_identity, preset=preset, detect_max_side=detect_max_side,
                            segmenter=seg)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
@@ -72,8 +86,8 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
         return
     if image_a is None or image_b is None:
         raise InputError("need two images A B (or --pairs CSV)", hint="panderm align-pair --help")
-    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity,
-                     detect_max_side=detect_max_side or None, segmenter=seg)
+    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity, preset=preset,
+                     detect_max_side=detect_max_side, segmenter=seg)
     reg = res.registration
     if reg.success:
         click.echo(f"registered: rotation {reg.rotation_deg:.2f} deg, translation ({reg.translation_px[0]:.1f}, "

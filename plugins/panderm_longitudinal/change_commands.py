@@ -10,28 +10,46 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 
 TRAIN_EPILOG = """\b
 Examples:
-  panderm change train --pairs pairs.csv --root registered/ --out change_run/ --weights panderm-base
-  panderm change train --pairs pairs.csv --root registered/ --out run/ --epochs 50 --lr 5e-4
-  panderm change train --pairs pairs.csv --root raw/ --out run/ --steps whole --max-steps 2000
+  panderm change train --pairs pairs.csv --root raw/ --out change_run/ --weights panderm-base
+  panderm change train --pairs pairs.csv --root raw/ --out demo/ --quick --device cpu
+  panderm change train --pairs pairs.csv --root raw/ --out run/ --steps warp --epochs 20
+
+\b
+Defaults follow the paper (Methods; Extended Data Tables 3-4, "Whole
+pipeline"): --steps whole, --lr 5e-4 used as given (no batch-size scaling),
+--epochs 50 with --warmup-epochs 10, and after every epoch the model is
+scored on the val rows: checkpoint-best.pth is the epoch of the best val
+AUROC, and `panderm change eval` uses it. Without val rows (no split column,
+no 'val' rows, or one class only) a warning says so and the last epoch's
+checkpoint-last.pth is used. change_config.json records the choice under
+"selection" (checkpoint, step, epoch, val_auroc, n_val).
+
+\b
+--quick is a short CPU demo: --steps default (raw images), --epochs 3,
+--warmup-epochs 1; options given explicitly still win.
 
 \b
 --steps selects the preprocessing ablation of the paper:
-  default  raw sequential images (no preprocessing; the default, cheapest)
+  default  raw sequential images (no preprocessing; the cheapest)
   warp     registration only (b warped into a's frame)
   mask     lesion segmentation only (outside the lesion: the image's mean colour)
-  whole    dark-corner + hair removal, registration, then segmentation (paper's best)
-or a comma list of dark-corner,hair,register,segment. Each pair is processed
-once and cached in --out/preprocessed/ (preprocess.csv: per-pair status; a
-failed registration falls back to the identity, an unreadable pair is
-skipped). `panderm change eval` applies the run's steps to its pairs.
+  whole    dark-corner + hair removal, registration, then segmentation (the
+           paper's best; the default)
+or a comma list of dark-corner,hair,register,segment. Each train and val pair
+is processed once and cached in --out/preprocessed/ (preprocess.csv: per-pair
+status; a failed registration falls back to the identity, an unreadable pair
+is skipped). Registration uses `panderm align-pair --preset paper` (the
+release's settings). `panderm change eval` applies the run's steps to its
+pairs.
 
 \b
 Pairs CSV: image_a, image_b (relative to --root, which they may not leave;
-without --root, relative to the CSV's folder or absolute; ideally registered with
-`panderm align-pair`), label (1 = changed, 0 = unchanged; or the words
-changed/unchanged), split (train/val/test), optional patient. Trains on the
---split rows. Outputs in --out: checkpoint-last.pth (encoder + head),
-change_config.json, config.json, log.jsonl, train-state.pt (for --resume),
+without --root, relative to the CSV's folder or absolute), label (1 = changed,
+0 = unchanged; or the words changed/unchanged), split (train/val/test),
+optional patient. Trains on the --split rows and selects on the val rows.
+Outputs in --out: checkpoint-best.pth (best val AUROC; encoder + head),
+checkpoint-last.pth, best.json, change_config.json, config.json, log.jsonl
+(val_auroc per epoch under "eval"), train-state.pt (for --resume),
 inputs.json, preprocessed/ (unless --steps default). --resume is refused when
 the pairs (images, label, split), the image files or the --weights file
 changed since the run started; the message lists what differs."""
@@ -45,13 +63,17 @@ Outputs in --out: metrics.json (AUROC, sensitivity, specificity, balanced
 accuracy, each with a 95% bootstrap CI; changed when P(changed) >= --threshold)
 and predictions.csv (prob_changed per pair); skipped.csv lists unreadable pairs.
 The run's --steps preprocessing is applied to the pairs (cached in
---out/preprocessed/)."""
+--out/preprocessed/). The run's selected checkpoint is evaluated: the epoch
+of the best val AUROC (checkpoint-best.pth), else the last; metrics.json
+names it ("checkpoint", "selection")."""
 
 
 def _ablation(ctx, param, value):
     from panderm.errors import ConfigError
     from panderm.longitudinal.ablation import parse_ablation
 
+    if value is None:  # not given: the library picks (whole, or default with --quick)
+        return None
     try:
         return parse_ablation(value)
     except ConfigError as exc:
@@ -70,14 +92,20 @@ def change_group():
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
-@click.option("--steps", "ablation", default="default", show_default=True, callback=_ablation,
+@click.option("--quick", is_flag=True,
+              help="Short CPU demo: raw images (--steps default), 3 epochs, 1 warm-up epoch.")
+@click.option("--steps", "ablation", default=None, callback=_ablation,
               help="Preprocessing ablation: default|warp|mask|whole or a comma list of "
-                   "dark-corner,hair,register,segment.")
+                   "dark-corner,hair,register,segment [default: whole; default with --quick].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps (overrides --epochs).")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Epochs [default: 10].")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Epochs [default: 50; 3 with --quick].")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
+              help="Linear warm-up epochs [default: 10; 1 with --quick].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Base learning rate (batch 256 scaling).")
+@click.option("--lr", type=float, default=5e-4, show_default=True,
+              help="Learning rate (used as given: no batch-size scaling).")
 @click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Head hidden width.")
 @click.option("--margin", type=float, default=1.0, show_default=True, help="Contrastive margin.")
 @click.option("--contrastive-weight", type=float, default=1.0, show_default=True)
@@ -89,22 +117,29 @@ def change_group():
 @click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the pairs, image files "
               "or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_cmd(pairs_csv, root, out, model, weights, ablation, max_steps, epochs, batch_size, lr, hidden, margin,
-              contrastive_weight, split, precision, device, workers, seed, resume, quiet):
-    """Train a Siamese change detector (shared-weight encoder + 2-layer head)."""
+def train_cmd(pairs_csv, root, out, model, weights, quick, ablation, max_steps, epochs, warmup_epochs, batch_size, lr,
+              hidden, margin, contrastive_weight, split, precision, device, workers, seed, resume, quiet):
+    """Train a Siamese change detector (shared-weight encoder + 2-layer head); keep the best val AUROC epoch."""
     from panderm.longitudinal.change import train_change
 
-    result = train_change(pairs_csv, root, out, model=model, weights=weights, steps=ablation,
-                          max_steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, margin=margin,
-                          contrastive_weight=contrastive_weight, split=split, precision=precision, device=device,
-                          num_workers=workers, seed=seed, resume=resume, progress=not quiet)
-    pre = getattr(result, "preprocess", None)
+    result = train_change(pairs_csv, root, out, model=model, weights=weights, steps=ablation, quick=quick,
+                          max_steps=max_steps, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
+                          lr=lr, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight, split=split,
+                          precision=precision, device=device, num_workers=workers, seed=seed, resume=resume,
+                          progress=not quiet)
+    pre = result.preprocess
     if pre:
-        click.echo(f"Preprocessed {pre['n_pairs']} pair(s) ({','.join(ablation)}): {pre['n_fallback']} "
-                   f"registration fallback(s) to identity, {pre['n_skipped']} skipped; see {pre['report']}")
+        click.echo(f"Preprocessed {pre['n_pairs']} pair(s): {pre['n_fallback']} registration fallback(s) to "
+                   f"identity, {pre['n_skipped']} skipped; see {pre['report']}")
     click.echo(f"Trained {result.steps} steps, final loss {result.final_loss:.4f}; model in {result.out}")
+    sel = result.selection
+    if sel["val_auroc"] is not None:
+        click.echo(f"Selected epoch {sel['epoch']:g} (step {sel['step']}): val AUROC {sel['val_auroc']:.3f} on "
+                   f"{sel['n_val']} val pair(s); {sel['checkpoint']} is what `panderm change eval` uses")
     if result.skipped:
         click.echo(f"Skipped {result.skipped} unreadable pair(s): see {result.out}/skipped.csv")
+    for line in result.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
 
 
 @change_group.command("eval", epilog=EVAL_EPILOG, context_settings=_CTX)

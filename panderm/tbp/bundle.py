@@ -2,8 +2,8 @@
 
 Layout (``bundle.json`` is written last, so its presence marks a complete bundle)::
 
-    bundle.json               encoder identity, thresholds, UD settings, measurement schema, metrics,
-                              and ``files``: the sha256 of every member file below
+    bundle.json               encoder identity, risk head (mode, target column), thresholds, UD settings,
+                              measurement schema, metrics, and ``files``: the sha256 of every member file below
     risk_head.safetensors     the linear risk head: weight (1, D), bias (1,)
     encoder.safetensors       only for a fine-tuned (or randomly initialised) encoder
     extra_trees.safetensors   the measurement model's tree arrays (rebuilt by :mod:`panderm.tbp.forest`)
@@ -34,6 +34,8 @@ VERSION = 2  # 2: trees in safetensors, member sha256 in "files"; 1 (skops) is r
 HEAD_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE = (
     "risk_head.safetensors", "encoder.safetensors", "extra_trees.safetensors", "importance.csv", "card.md")
 LEGACY_ML_FILE = "extra_trees.skops"
+#: Columns a risk head can have learnt, and what 1 means: sent to dermoscopy (the paper's target), or malignant.
+RISK_TARGETS = {"risk_label": "sent to dermoscopy", "label": "malignant"}
 RETRAIN_HINT = "retrain the bundle with `panderm tbp train` (this panderm stores the trees as safetensors arrays)"
 
 
@@ -56,7 +58,10 @@ def _bundle_schema() -> dict:
                                        "dim": {"type": "integer", "minimum": 1, "maximum": 65536},
                                        "finetuned": {"type": "boolean"},
                                        "file": {"enum": [ENCODER_FILE, None]}}},
-            "risk_head": {"type": "object", "required": ["mode"], "properties": {"mode": {"enum": ["probe", "finetune"]}}},
+            # target is absent in bundles made before risk_label existed: they learnt the pathology label
+            "risk_head": {"type": "object", "required": ["mode"],
+                          "properties": {"mode": {"enum": ["probe", "finetune"]},
+                                         "target": {"enum": list(RISK_TARGETS)}}},
             "ud": {"type": "object", "required": ["k", "min_lesions", "metric"],
                    "properties": {"k": {"type": "number", "minimum": 0, "maximum": 100},
                                   "min_lesions": {"type": "integer", "minimum": 1, "maximum": 1000000},
@@ -116,6 +121,11 @@ class Bundle:
     @property
     def ud(self) -> dict:
         return self.meta["ud"]
+
+    @property
+    def risk_target(self) -> str:
+        """The column the risk head learnt: ``risk_label`` or ``label`` (older bundles: ``label``)."""
+        return self.meta["risk_head"].get("target", "label")
 
     @property
     def measurement_source(self) -> str | None:

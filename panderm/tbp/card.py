@@ -7,6 +7,22 @@ def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def risk_target_lines(meta: dict) -> tuple[list[str], str]:
+    """(a warning block when the risk head fell back to the pathology label, the risk head's model line)."""
+    target = meta["risk_head"].get("target", "label")  # bundles made before risk_label learnt label
+    rt = meta["metrics"].get("risk_target") or {}
+    stats = (f" {rt['n_train_positive']} training / {rt['n_val_positive']} validation positives; validation AUROC "
+             f"against it {_fmt(rt['val_auroc'])}." if rt else "")
+    if target == "risk_label":
+        return [], ("- Risk head target: `risk_label` (1 = the lesion was sent to dermoscopy), as in the paper; the "
+                    f"measurement model and every metric below use the pathology `label`.{stats}")
+    warning = ["> **Warning: risk head trained on the pathology label.** The training table had no `risk_label` "
+               "column (1 = the lesion was sent to dermoscopy), so the risk head was trained and thresholded on "
+               "`label` (malignant or not) instead of the paper's target. Retrain with a `risk_label` column to "
+               "follow the paper.", ""]
+    return warning, f"- Risk head target: `label` (1 = malignant; fallback, see the warning above).{stats}"
+
+
 def render_card(meta: dict) -> str:
     """Markdown model card from the bundle metadata (``bundle.json`` content)."""
     m, enc, tr = meta["metrics"], meta["encoder"], meta["training"]
@@ -19,7 +35,8 @@ def render_card(meta: dict) -> str:
         lines += [("> **Demo bundle — not for clinical use.** It exists so that `panderm screen-tbp --demo` runs "
                   "out of the box. It was trained on dermoscopic images, not TBP tiles, with a tiny encoder; "
                   "its numbers say nothing about screening performance."), ""]
-    lines += [
+    warning, target_line = risk_target_lines(meta)
+    lines += warning + [
         "## Intended use",
         ("Research decision support for ranking a patient's TBP lesion tiles for dermoscopic review. "
         "A lesion is flagged when any module (risk head, ugly-duckling outlier test, measurement model) is "
@@ -28,6 +45,7 @@ def render_card(meta: dict) -> str:
         (f"- Encoder: `{enc['name']}` ({'fine-tuned, weights in this bundle' if enc['finetuned'] else 'frozen'}); "
         f"base weights sha256 `{enc['weights_sha256']}`; preprocessing preset `{enc['preset']}`; {enc['dim']}-d features."),
         f"- Risk head: one linear layer ({meta['risk_head']['mode']}).",
+        target_line,
         (f"- Ugly duckling: {meta['ud']['metric']} distance to the patient's mean feature, outlier above "
         f"Q3 + {meta['ud']['k']}·IQR, patients with ≥ {meta['ud']['min_lesions']} lesions."),
     ]
@@ -38,8 +56,8 @@ def render_card(meta: dict) -> str:
     else:
         lines.append("- Measurement model: none.")
     th = meta["thresholds"]
-    lines += [(f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}): risk {_fmt(th['risk'])}, "
-              f"measurement model {_fmt(th['ml'])}."), "",
+    lines += [(f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}, each against its own target): "
+              f"risk {_fmt(th['risk'])}, measurement model {_fmt(th['ml'])}."), "",
               "## Training data",
               f"- Input: `{tr['lesions']}` ({tr['format']} layout); lesion filter: {'on' if tr['lesion_filter'] else 'off'}.",
               (f"- {m['n_patients']} patients; {m['n_train']} training lesions ({m['n_train_malignant']} malignant), "
@@ -47,7 +65,7 @@ def render_card(meta: dict) -> str:
               f"- Split: {m['split']}."]
     if tr.get("data_note"):
         lines.append(f"- {tr['data_note']}")
-    lines += ["", "## Validation metrics", "",
+    lines += ["", "## Validation metrics (against the pathology `label`)", "",
               (f"- Lesion sensitivity {_fmt(s['lesion_sensitivity'])}, patient sensitivity "
               f"{_fmt(s['patient_sensitivity'])} ({s['patients_detected']} of {s['n_patients_with_malignant']} "
               f"patients with a malignant lesion)."),

@@ -1,4 +1,7 @@
-"""``panderm tbp eval``: screening metrics of a bundle on labelled lesions (paper: Extended Data Table 10)."""
+"""``panderm tbp eval``: screening metrics of a bundle on labelled lesions (paper: Extended Data Table 10).
+
+Every metric is computed against the pathology ``label`` (1 = malignant), whatever the risk head learnt.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from panderm.errors import InputError
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text
 
 
-def _auroc(y, s) -> float | None:
+def auroc_or_none(y, s) -> float | None:
+    """AUROC over the non-NaN scores; None when it is undefined (no scores, or one class)."""
     from sklearn.metrics import roc_auc_score
 
     ok = ~np.isnan(s)
@@ -42,9 +46,19 @@ def validation_metrics(df: pd.DataFrame) -> dict:
         scores["ml_score"] = df["ml_score"].to_numpy(float)
     out = {"summary": screening_summary(df[["patient_id", "label", "flagged"]]),
            "modules": table.to_dict(orient="records"), "table_markdown": table_markdown(table),
-           "auroc": {k: _auroc(y, v) for k, v in scores.items()},
+           "auroc": {k: auroc_or_none(y, v) for k, v in scores.items()},
            "partial_auroc_tpr80": {k: partial_auroc(y, np.nan_to_num(v, nan=-1.0)) for k, v in scores.items()}}
     return jsonable(out)
+
+
+def risk_target_auroc(df: pd.DataFrame, target: str) -> dict:
+    """The column the risk head learnt, and the risk score's AUROC against it (None when the table lacks it).
+
+    The module table still scores the risk head against the pathology ``label``; this is the head's own task.
+    """
+    auroc = auroc_or_none(df[target].to_numpy().astype(int), df["risk_score"].to_numpy(float)) \
+        if target in df.columns else None
+    return {"column": target, "auroc": auroc}
 
 
 def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path, *, root: str | Path | None = None,
@@ -83,7 +97,8 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
     metrics = validation_metrics(df)
     metrics.update({"bundle": str(b.path), "lesions": str(lesions), "split": split, "n_skipped": len(table.skipped),
-                    "thresholds": b.thresholds, "warnings": table.warnings + warnings})
+                    "thresholds": b.thresholds, "risk_target": risk_target_auroc(df, b.risk_target),
+                    "warnings": table.warnings + warnings})
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "table10.csv") as tmp:
         pd.DataFrame(metrics["modules"]).to_csv(tmp, index=False)

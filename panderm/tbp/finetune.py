@@ -45,6 +45,9 @@ def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out:
                   max_steps: int | None = None, inputs: dict | None = None) -> tuple[nn.Module, np.ndarray, float]:
     """Fine-tune ``encoder`` + risk head with the shared Trainer (resumable in ``out``).
 
+    ``labels`` is the risk head's target: ``risk_label`` (1 = sent to dermoscopy, as in the paper), or
+    the pathology ``label`` when the training table has no ``risk_label`` (see :mod:`panderm.tbp.train`).
+
     ``inputs`` is the :mod:`panderm.provenance` record of the training rows and starting
     weights; the Trainer saves it and refuses a ``resume`` whose inputs differ.
 

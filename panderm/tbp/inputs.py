@@ -4,7 +4,8 @@ Every reader returns a :class:`LesionTable`: one row per lesion with ``patient_i
 ``lesion_id``, ``image`` (as written by the user), ``path`` (absolute tile path, resolved with
 :func:`panderm.paths.resolve_under_root`: ``./`` and backslashes normalised, a path leaving
 ``--root`` or the patient folder refused naming the row, so any working directory works),
-optional ``label`` (1 = malignant) and ``split``, plus whatever measurement columns
+optional ``label`` (1 = malignant), ``risk_label`` (1 = the lesion was sent to dermoscopy:
+the risk head's training target) and ``split``, plus whatever measurement columns
 the input has (ISIC 2024 ``tbp_lv_*`` names are renamed to the Vectra names).
 Bad items never abort a batch: they become :attr:`LesionTable.skipped` rows.
 """
@@ -30,6 +31,10 @@ MAX_TILE_BYTES = 32 * MiB
 #: In an HDF5 tile cache: which file the tiles came from (see :func:`unpack_cached`).
 CACHE_RECORD = ".source.json"
 _LABEL_WORDS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+#: The risk head's own target (paper: a lesion is high-risk "if subjected to dermoscopy examination").
+RISK_LABEL = "risk_label"
+RISK_LABEL_HINT = "risk_label: 1 = the lesion was sent to dermoscopy, 0 = it was not (every row needs a value)"
+_RISK_WORDS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
 
 
 @dataclass
@@ -60,6 +65,42 @@ def parse_labels(values: pd.Series, source: str) -> pd.Series:
         raise InputError(f"{source}: label value(s) {', '.join(map(repr, bad))} are not 0/1 or benign/malignant",
                          hint="label: 1 = malignant, 0 = benign")
     return out.astype(int)
+
+
+def _row_names(df: pd.DataFrame, bad: pd.Series) -> str:
+    """The CSV rows (or, without a row number, the images) of the ``bad`` rows, at most five."""
+    rows = df["_row"] if "_row" in df.columns else pd.Series(np.nan, index=df.index)
+    images = df["image"] if "image" in df.columns else pd.Series("", index=df.index)
+    names = [f"row {int(r)}" if pd.notna(r) else f"image {img}" for r, img in zip(rows[bad], images[bad])]
+    return ", ".join(names[:5]) + (f" … ({len(names)} in all)" if len(names) > 5 else "")
+
+
+def parse_risk_labels(df: pd.DataFrame, source: str) -> pd.Series:
+    """``risk_label`` → int 0/1; an empty cell or any other value is an InputError naming the rows."""
+    values = df[RISK_LABEL]
+    out = values.astype(str).str.strip().str.lower().map(_RISK_WORDS)
+    missing, bad = values.isna(), out.isna() & values.notna()
+    if missing.any():
+        raise InputError(f"{source}: risk_label is empty in {_row_names(df, missing)}", hint=RISK_LABEL_HINT)
+    if bad.any():
+        shown = sorted(set(values[bad].astype(str)))[:5]
+        raise InputError(f"{source}: risk_label value(s) {', '.join(map(repr, shown))} are not 0/1 "
+                         f"({_row_names(df, bad)})", hint=RISK_LABEL_HINT)
+    return out.astype(int)
+
+
+def _risk_labels(table: LesionTable, source: str, strict: bool) -> pd.Series | None:
+    """Parsed ``risk_label``, or None; like :func:`_labels`, ``strict=False`` drops a bad column with a warning."""
+    if RISK_LABEL not in table.df.columns:
+        return None
+    try:
+        return parse_risk_labels(table.df, source)
+    except InputError as exc:
+        if strict:
+            raise
+        table.warnings.append(f"{exc.message}; the {RISK_LABEL} column is ignored")
+        table.df = table.df.drop(columns=[RISK_LABEL])
+        return None
 
 
 def safe_name_problem(name: str, what: str) -> str | None:
@@ -135,6 +176,7 @@ def _finish(table: LesionTable, source: str, *, root: Path | None = None, base: 
     from panderm.tbp.measurements import drop_leaky, normalize_columns
 
     label = _labels(table, source, strict_labels)
+    risk = _risk_labels(table, source, strict_labels)
     df = table.df
     df, table.leaky_dropped = drop_leaky(df, "isic2024" if table.fmt == "isic2024" else "vectra")
     df, _ = normalize_columns(df)
@@ -142,6 +184,8 @@ def _finish(table: LesionTable, source: str, *, root: Path | None = None, base: 
         df["lesion_id"] = df["isic_id"]
     if label is not None:
         df["label"] = label.to_numpy()
+    if risk is not None:
+        df[RISK_LABEL] = risk.to_numpy()
     for col in ("patient_id", "lesion_id", "image"):
         df[col] = df[col].fillna("").astype(str).str.strip()
     df["path"] = _resolve_paths(df, root, base, source)

@@ -4,6 +4,12 @@ Protocol: patient-grouped train/validation split (the CSV's ``split`` column, el
 StratifiedGroupKFold by patient, one fold held out); class imbalance handled by
 balanced class weights (risk head, ExtraTrees) or a positive-class weight (fine-tuning);
 each module's threshold is the largest one reaching ``target_sensitivity`` on validation.
+
+Two targets, as in the paper (Methods, TBP screening): the risk head learns ``risk_label``
+(1 = the lesion was sent to dermoscopy) and is thresholded on it; the measurement model
+learns the pathology ``label``, which is also what every validation metric is computed on.
+Without a ``risk_label`` column the risk head falls back to ``label``, with a warning that
+the result, ``metrics.json`` and the bundle (``risk_head.target``, ``card.md``) carry.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json
 
 HEADS = ("probe", "finetune")
+FALLBACK_WARNING = ("{lesions} has no risk_label column: the risk head is trained and thresholded on the pathology "
+                    "label instead of on whether a lesion was sent to dermoscopy (the paper's target); "
+                    "add risk_label (1 = sent to dermoscopy, 0 = not) to train it as in the paper")
 
 
 @dataclass
@@ -49,18 +58,33 @@ def grouped_split(y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int =
     return mask
 
 
-def _split(df: pd.DataFrame, folds: int, seed: int) -> tuple[np.ndarray, str]:
+def _split(df: pd.DataFrame, folds: int, seed: int, target: str) -> tuple[np.ndarray, str]:
     if "split" in df.columns and {"train", "val"} <= set(df["split"].astype(str)):
         keep = df["split"].isin(["train", "val"]).to_numpy()
         return np.where(keep, df["split"].eq("val").to_numpy(), False), "the CSV's split column (train/val)"
-    return grouped_split(df["label"].to_numpy(), df["patient_id"].to_numpy(), folds, seed), \
+    # stratify on both targets, so that each side has both classes of the pathology and of the risk target
+    strata = df["label"].to_numpy() * 2 + df[target].to_numpy()
+    return grouped_split(strata, df["patient_id"].to_numpy(), folds, seed), \
         f"StratifiedGroupKFold by patient ({folds} folds, seed {seed}), fold 0 held out"
 
 
-def _check_classes(y: np.ndarray, where: str) -> None:
+def risk_target(df: pd.DataFrame, lesions, warnings: list) -> str:
+    """The column the risk head learns: ``risk_label`` when present, else ``label`` (a warning is appended)."""
+    from panderm.tbp.inputs import RISK_LABEL
+
+    if RISK_LABEL in df.columns:
+        return RISK_LABEL
+    warnings.append(FALLBACK_WARNING.format(lesions=lesions))
+    return "label"
+
+
+def _check_classes(y: np.ndarray, where: str, column: str = "label") -> None:
     if y.sum() == 0 or y.sum() == len(y):
-        raise InputError(f"the {where} lesions are all of one class ({int(y.sum())} malignant of {len(y)})",
-                         hint="training needs malignant and benign lesions in both train and validation")
+        from panderm.tbp.bundle import RISK_TARGETS
+
+        meaning = RISK_TARGETS[column]
+        raise InputError(f"the {where} lesions are all of one class in {column} ({int(y.sum())} {meaning} of "
+                         f"{len(y)})", hint=f"training needs both classes of {column} in both train and validation")
 
 
 def _probe_head(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -109,7 +133,9 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     """Train a TBP screening bundle (see the module docstring for the protocol).
 
     Args:
-        lesions: Lesions CSV (``patient_id,lesion_id,image,label[,split],<measurements>``) or ISIC 2024 input.
+        lesions: Lesions CSV (``patient_id,lesion_id,image,label[,risk_label][,split],<measurements>``) or
+            ISIC 2024 input. ``risk_label`` (1 = sent to dermoscopy) trains and thresholds the risk head;
+            ``label`` (1 = malignant) trains the measurement model and is what validation measures.
         out: Bundle folder; the working files go to ``out/.work`` (features, fine-tuning checkpoints).
         head: ``probe`` (logistic regression on frozen features) or ``finetune`` (encoder + head, Trainer).
         measure_from_image: Train the measurement model on image-derived substitutes.
@@ -144,11 +170,12 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     table = read_input(lesions, fmt, root=root, images=images, cache=work / "tiles")
     if "label" not in table.df.columns:
         raise InputError(f"{lesions} has no label column", hint="label: 1 = malignant, 0 = benign")
+    target = risk_target(table.df, lesions, table.warnings)
     if lesion_filter:
         keep, _ = filt(table.df)
         table.skip(table.df[~keep], "removed by the lesion filter")
         table.warnings.append(f"lesion filter kept {int(keep.sum())} of {len(keep)} lesions")
-    val_mask, split_how = _split(table.df, folds, seed)
+    val_mask, split_how = _split(table.df, folds, seed, target)
     in_use = table.df["split"].isin(["train", "val"]) if "split" in table.df.columns and "split" in split_how \
         else pd.Series(True, index=table.df.index)
     table.df = table.df[in_use.to_numpy()].reset_index(drop=True)
@@ -158,18 +185,21 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     base_sha, base_spec = encoder.weights_info.sha256, encoder.weights_info.spec
     if head == "finetune":
         tr = table.df[~table.df["_val"]]
-        _check_classes(tr["label"].to_numpy(), "training")
+        _check_classes(tr[target].to_numpy(), "training", target)
         inputs = training_inputs(tr, lesions, base_sha)
         encoder, w, b = finetune_encoder(encoder, tr, work, epochs, max_steps, batch_size, lr, precision, device,
-                                         seed, progress, resume, inputs)
+                                         seed, progress, resume, inputs, target)
         encoder.weights_info = None  # features must be fingerprinted by the new parameters
     X = pipeline.encode_lesions(table, encoder, work / ("finetuned" if head == "finetune" else "frozen"),
                                 precision=precision, device=device, progress=progress)
     df, y, val = table.df, table.df["label"].to_numpy().astype(int), table.df["_val"].to_numpy()
+    y_risk = table.df[target].to_numpy().astype(int)  # the risk head's target; y (pathology) is everything else's
     _check_classes(y[~val], "training")
     _check_classes(y[val], "validation")
+    _check_classes(y_risk[~val], "training", target)
+    _check_classes(y_risk[val], "validation", target)
     if head == "probe":
-        w, b = _probe_head(X[~val], y[~val], seed)
+        w, b = _probe_head(X[~val], y_risk[~val], seed)
 
     ml, ml_meta, importance, report_lines = None, None, None, []
     if not no_ml:
@@ -195,7 +225,8 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
 
     df = df.assign(risk_score=linear_risk(X, w, b))
     df["ml_score"] = ml.predict_proba(Xm)[:, 1] if ml is not None else np.nan
-    thresholds = {"risk": threshold_for_sensitivity(y[val], df["risk_score"].to_numpy()[val], target_sensitivity),
+    thresholds = {"risk": threshold_for_sensitivity(y_risk[val], df["risk_score"].to_numpy()[val],
+                                                    target_sensitivity),
                   "ml": None if ml is None else threshold_for_sensitivity(y[val], df["ml_score"].to_numpy()[val],
                                                                            target_sensitivity),
                   "target_sensitivity": target_sensitivity}
@@ -205,6 +236,7 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     metrics = {"validation": validation_metrics(df[val]), "split": split_how, "n_train": int((~val).sum()),
                "n_val": int(val.sum()), "n_train_malignant": int(y[~val].sum()),
                "n_val_malignant": int(y[val].sum()), "n_patients": int(df["patient_id"].nunique()),
+               "risk_target": risk_target_metrics(target, y_risk, df["risk_score"].to_numpy(), val),
                "skipped": len(table.skipped), "measurement_warnings": report_lines, "warnings": table.warnings}
     from panderm.models.factory import portable_weights_spec
 
@@ -212,7 +244,8 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     meta = {"encoder": {"name": name, "weights_spec": portable_weights_spec(name, base_spec, base_sha),
                         "weights_sha256": base_sha, "preset": encoder.pretrained_cfg.preset,
                         "dim": int(X.shape[1]), "finetuned": head == "finetune"},
-            "risk_head": {"mode": head}, "ud": {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric},
+            "risk_head": {"mode": head, "target": target},
+            "ud": {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric},
             "ml": ml_meta, "thresholds": thresholds, "demo": demo, "metrics": metrics,
             "training": {"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter,
                          "seed": seed, "epochs": epochs if head == "finetune" else None, "data_note": data_note},
@@ -238,11 +271,20 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
                           len(table.skipped), table.warnings + report_lines)
 
 
+def risk_target_metrics(target: str, y_risk: np.ndarray, score: np.ndarray, val: np.ndarray) -> dict:
+    """Which column the risk head learnt, its positives, and its validation AUROC against that column."""
+    from panderm.tbp.evaluate import auroc_or_none
+
+    return {"column": target, "n_train_positive": int(y_risk[~val].sum()), "n_val_positive": int(y_risk[val].sum()),
+            "val_auroc": auroc_or_none(y_risk[val], np.asarray(score, float)[val])}
+
+
 def training_inputs(rows: pd.DataFrame, lesions, weights_sha256: str | None) -> dict:
-    """Provenance record of the fine-tuning rows (image, patient, lesion, label, split; tile size and mtime)."""
+    """Provenance record of the fine-tuning rows (image, patient, lesion, labels, split; tile size and mtime)."""
     from panderm.provenance import describe_records
 
-    columns = [c for c in ("patient_id", "lesion_id", "label", "split") if c in rows.columns]  # split is optional
+    # split and risk_label are optional; risk_label is the fine-tuning target when present
+    columns = [c for c in ("patient_id", "lesion_id", "label", "risk_label", "split") if c in rows.columns]
     values = rows[columns].astype(str).itertuples(index=False, name=None)
     records = ((image, list(v), {"image": path}) for image, v, path in zip(rows["image"].astype(str), values,
                                                                              rows["path"]))
@@ -250,12 +292,15 @@ def training_inputs(rows: pd.DataFrame, lesions, weights_sha256: str | None) -> 
 
 
 def finetune_encoder(encoder, train_rows: pd.DataFrame, work: Path, epochs, max_steps, batch_size, lr, precision,
-                     device, seed, progress, resume, inputs: dict | None = None):
-    """Fine-tune on the training rows; returns (encoder, head weight, head bias). ``inputs``: see finetune_risk."""
+                     device, seed, progress, resume, inputs: dict | None = None, target: str = "label"):
+    """Fine-tune on the training rows' ``target`` column; returns (encoder, head weight, head bias).
+
+    ``inputs``: see finetune_risk.
+    """
     from panderm.hardware import resolve_precision
     from panderm.tbp.finetune import finetune_risk
 
     prec = resolve_precision(precision, device or "cpu")
-    return finetune_risk(encoder, train_rows["path"].tolist(), train_rows["label"].to_numpy(), work / "finetune",
+    return finetune_risk(encoder, train_rows["path"].tolist(), train_rows[target].to_numpy(), work / "finetune",
                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=prec,
                          device=device, seed=seed, progress=progress, resume=resume, inputs=inputs)

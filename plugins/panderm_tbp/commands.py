@@ -119,11 +119,20 @@ Examples:
 
 \b
 Lesions CSV: patient_id, lesion_id, image (relative to --root, which it
-may not leave), label (1/malignant, 0/benign), optional split (train/val;
+may not leave), label (1/malignant, 0/benign), optional risk_label (1 =
+the lesion was sent to dermoscopy, 0 = not), optional split (train/val;
 other rows unused) and measurement columns (Vectra names or ISIC 2024
 tbp_lv_* names). Without a split column one patient-grouped
-StratifiedGroupKFold fold is the validation set. Thresholds reach
---target-sensitivity on validation.
+StratifiedGroupKFold fold is the validation set.
+
+\b
+Two targets, as in the paper: the risk head learns risk_label (which
+lesions clinicians sent to dermoscopy) and its threshold reaches
+--target-sensitivity on it; the measurement model learns label
+(pathology), and every validation metric (and tbp eval) uses label.
+Without a risk_label column the risk head falls back to label: a
+warning is printed and bundle.json (risk_head.target) and card.md
+record it.
 
 \b
 Outputs in --out (the bundle): bundle.json (with the sha256 of every member),
@@ -142,7 +151,9 @@ validation_lesions.csv. --resume refuses a changed table or other weights."""
 @click.option("--measure-from-image", is_flag=True, help="Train the measurement model on image-derived substitutes.")
 @click.option("--no-ml", is_flag=True, help="No measurement model.")
 @click.option("--lesion-filter", is_flag=True, help="Apply the paper's Vectra lesion filter first.")
-@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
+@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="Validation sensitivity each threshold reaches (risk head on risk_label, measurement model on "
+                   "label).")
 @click.option("--ud-k", type=click.FloatRange(min=0), default=1.5, show_default=True, help="IQR multiplier.")
 @click.option("--ud-min-lesions", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--ud-metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
@@ -158,7 +169,7 @@ validation_lesions.csv. --resume refuses a changed table or other weights."""
 def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, lesion_filter, target_sensitivity,
                   ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, keep_work, fmt,
                   images, weights, strict_measurements, batch_size, precision, device, quiet):
-    """Train a screening bundle: risk head, ExtraTrees on measurements, thresholds."""
+    """Train a screening bundle: risk head (on risk_label), ExtraTrees (on label), thresholds."""
     from panderm.tbp.train import train_tbp
 
     res = train_tbp(lesions, out, root=root, fmt=fmt, images=images, model=model, weights=weights, head=head,
@@ -170,7 +181,8 @@ def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, le
                     keep_work=keep_work)
     _warn(res.warnings)
     v = res.metrics["validation"]
-    click.echo(f"trained on {res.n_train} lesions, validated on {res.n_val} ({res.skipped} skipped)")
+    click.echo(f"trained on {res.n_train} lesions, validated on {res.n_val} ({res.skipped} skipped); "
+               f"risk head target: {res.metrics['risk_target']['column']}")
     click.echo(v["table_markdown"])
     s = v["summary"]
     click.echo(f"validation: lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity "
@@ -182,6 +194,10 @@ EVAL_EPILOG = """\b
 Examples:
   panderm tbp eval --bundle bundle/ --lesions test.csv --root tiles/ --out eval/
   panderm tbp eval --bundle bundle/ --lesions test-metadata.csv --format isic2024 --out eval/
+
+\b
+Every metric is computed against label (pathology), whatever the bundle's
+risk head was trained on (risk_label or label; metrics.json: risk_target).
 
 \b
 Outputs in --out: metrics.json (lesion/patient sensitivity, benign flagged,
@@ -217,6 +233,9 @@ def tbp_eval_cmd(bundle, lesions, root, split, out, as_json, fmt, images, weight
                f"({s['patients_detected']}/{s['n_patients_with_malignant']}), benign flagged "
                f"{s['benign_flagged_total']} ({_f(s['benign_flagged_per_patient_mean'])} per patient)")
     click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {_f(v)}" for k, v in m["partial_auroc_tpr80"].items()))
+    rt = m["risk_target"]
+    own = f" (risk score AUROC against {rt['column']}: {_f(rt['auroc'])})" if rt["column"] != "label" else ""
+    click.echo(f"risk head trained on {rt['column']}; the metrics above use label{own}")
     click.echo(f"wrote metrics.json, table10.csv, table10.md, per_patient.csv, lesions.csv to {out}/")
 
 

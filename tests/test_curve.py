@@ -13,7 +13,7 @@ import pytest
 
 from panderm.errors import ConfigError
 from panderm.eval import probe as probe_mod
-from panderm.eval.curve import find_matches, label_efficiency, summarise
+from panderm.eval.curve import DEFAULT_PERCENTS, compare_encoders, find_matches, label_efficiency, summarise
 
 
 def _dataset(tmp: Path, n=360, seed=0) -> tuple[Path, pd.DataFrame]:
@@ -202,4 +202,98 @@ def test_cli_curve(cli, data, tmp_path):
         res = cli(["curve", "--csv", str(csv), "--features", str(good), "--out", str(tmp_path / "bad"), *bad])
         assert res.exit_code == 2 and frag in res.output, (bad, res.output)
     res = cli(["curve", "--help"])
-    assert "panderm curve --csv data.csv --features feats/ --percents 0.05,0.1,0.2,0.5,1 --out curve/" in res.output
+    assert "panderm curve --csv data.csv --features feats/ --out curve/" in res.output
+    flat = " ".join(res.output.split())
+    assert "[default: 0.05,0.1,0.2,0.3,0.5,1]" in flat and "--protocol [release|sklearn]" in flat
+    assert "[default: release]" in flat
+
+
+# --------------------------------------------------------------------------- paper grid, protocol, t-tests
+
+
+def test_default_grid_is_the_papers_with_30_percent(cli, data, tmp_path):
+    csv, good, _ = data
+    assert DEFAULT_PERCENTS == (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # Extended Data Tables 15-20
+    out = tmp_path / "grid"
+    res = cli(["curve", "--csv", str(csv), "--features", str(good), "--seeds", "0", "--bootstrap", "0",
+               "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "curve.json").read_text())
+    assert meta["percents"] == [0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
+    assert sorted(pd.read_csv(out / "runs.csv")["percent"]) == [0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
+    assert " 30% " in res.output
+
+
+def test_protocol_is_recorded_and_part_of_the_resume_key(data, tmp_path):
+    csv, good, _ = data
+    out = tmp_path / "p"
+    kw = {"features": [("good", good)], "percents": (0.5, 1.0), "seeds": (0,), "n_bootstrap": 0, "progress": False}
+    res = label_efficiency(csv, out, **kw)
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs["protocol"]) == {"release"} and (runs["n_iter"] > 0).all()
+    assert runs["C"].tolist() == pytest.approx([16 * 2 / 100] * 2)
+    assert json.loads(runs["solver"].iloc[0])["penalty"] == "official"
+    meta = json.loads((out / "curve.json").read_text())
+    assert meta["protocol"] == "release" and meta["solver"]["tolerance_grad"] == 1e-7
+    assert meta["features_precision"] == {"good": None}  # the synthetic meta.json records no precision
+    sk = label_efficiency(csv, out, **kw, protocol="sklearn")
+    assert sk.computed == 2 and sk.skipped == 0  # release runs are not reused for sklearn
+    assert set(pd.read_csv(out / "runs.csv")["protocol"]) == {"sklearn"}
+    assert not np.allclose(sk.runs["value"], res.runs["value"])
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        label_efficiency(csv, out, **kw, protocol="official")
+
+
+def test_encoders_are_compared_by_paired_t_tests_over_seeds(cli, data, tmp_path):
+    from scipy import stats
+
+    csv, good, noisy = data
+    out = tmp_path / "cmp"
+    res = cli(["curve", "--csv", str(csv), "--features", f"good={good}", "--features", f"weak={noisy}",
+               "--percents", "0.1,0.3", "--seeds", "0,1,2,3", "--binary", "--bootstrap", "0", "--out", str(out),
+               "-q"])
+    assert res.exit_code == 0, res.output
+    runs = pd.read_csv(out / "runs.csv")
+    cmp = pd.read_csv(out / "comparisons.csv")
+    assert list(cmp["percent"]) == [0.1, 0.3] and set(cmp["reference"]) == {"good"} and set(cmp["encoder"]) == {"weak"}
+    for row in cmp.itertuples():
+        a = runs[(runs.encoder == "good") & (runs.percent == row.percent)].sort_values("seed")["value"]
+        b = runs[(runs.encoder == "weak") & (runs.percent == row.percent)].sort_values("seed")["value"]
+        expected = stats.ttest_rel(a, b)
+        assert row.n == 4 and row.t == pytest.approx(expected.statistic)
+        assert row.p_value == pytest.approx(expected.pvalue)
+        assert row.mean_difference == pytest.approx(a.mean() - b.mean())
+        assert row.ci_low < row.mean_difference < row.ci_high
+    assert json.loads((out / "curve.json").read_text())["comparisons"][0]["encoder"] == "weak"
+    assert "paired two-sided t-test over seeds" in res.output and "reference good" in res.output
+    # --reference flips the direction
+    res = cli(["curve", "--csv", str(csv), "--features", f"good={good}", "--features", f"weak={noisy}",
+               "--percents", "0.1,0.3", "--seeds", "0,1,2,3", "--binary", "--bootstrap", "0", "--out", str(out),
+               "-q", "--reference", "weak"])
+    assert res.exit_code == 0 and "0 run(s) computed" in res.output
+    flipped = pd.read_csv(out / "comparisons.csv")
+    assert flipped["mean_difference"].tolist() == pytest.approx((-cmp["mean_difference"]).tolist())
+    res = cli(["curve", "--csv", str(csv), "--features", f"good={good}", "--reference", "nope",
+               "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "reference encoder 'nope'" in res.output
+
+
+def test_one_seed_gives_no_t_test_but_a_warning(data, tmp_path):
+    csv, good, noisy = data
+    res = label_efficiency(csv, tmp_path / "one", features=[("a", good), ("b", noisy)], percents=(0.5,),
+                           seeds=(0,), n_bootstrap=0, progress=False)
+    assert len(res.comparisons) == 1 and res.comparisons[0]["p_value"] is None
+    assert "at least 2 pairs" in res.comparisons[0]["note"]
+    assert any("need at least 2 seeds" in w for w in res.warnings)
+    runs = pd.DataFrame({"encoder": ["a"] * 3 + ["b"] * 3, "method": "finetune", "percent": [0.5] * 6,
+                         "seed": [0, 1, 2] * 2, "value": [0.9, 0.8, 0.85, 0.7, 0.6, 0.65]})
+    same = compare_encoders(runs, "a")[0]  # every seed differs by exactly 0.2: t undefined, not ±1e15
+    assert same["t"] is None and "zero variance" in same["note"] and same["mean_difference"] == pytest.approx(0.2)
+    # the probe at 100%: seeds only move the solver's endpoint of one convex fit (measured on HAM10000:
+    # AUROC 0.603726/0.603681/... per seed, which gave t = -1607); no t-test there
+    noisy = runs.assign(method="probe", percent=1.0, value=[0.603726, 0.603681, 0.603704, 0.612494, 0.612472,
+                                                            0.612472])
+    full = compare_encoders(noisy, "a")[0]
+    assert full["t"] is None and full["p_value"] is None and full["ci_low"] is None and "solver noise" in full["note"]
+    assert full["mean_difference"] == pytest.approx(-0.00878, abs=1e-5) and full["n"] == 3
+    assert compare_encoders(noisy.assign(method="finetune"), "a")[0]["t"] < -100  # fine-tuning seeds do vary

@@ -12,6 +12,9 @@ from panderm.eval.metrics import (
     bootstrap_ci,
     classification_metrics,
     encode_labels,
+    format_t_tests,
+    paired_t_test,
+    paired_t_tests,
     paired_test,
 )
 
@@ -130,3 +133,48 @@ def test_paired_test_binary_auroc_and_bad_method():
     assert r["value_b"] == 0.5 and r["p_value"] < 0.01
     with pytest.raises(ValueError, match="method"):
         paired_test(y, P, P, method="t-test")
+
+
+# --------------------------------------------------------------------------- paired t-test over folds / seeds
+
+
+def test_paired_t_test_matches_the_textbook_formula():
+    a = np.array([0.81, 0.78, 0.85, 0.80, 0.83])
+    b = np.array([0.75, 0.76, 0.80, 0.74, 0.79])
+    r = paired_t_test(a, b)
+    d = a - b
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(5))  # by hand, not via scipy
+    assert r["t"] == pytest.approx(t) and r["n"] == 5 and r["df"] == 4
+    assert r["mean_difference"] == pytest.approx(0.046) and r["mean_a"] == pytest.approx(a.mean())
+    half = 2.7764451051977987 * d.std(ddof=1) / np.sqrt(5)  # t(0.975, 4)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(0.046 - half), pytest.approx(0.046 + half))
+    assert 0.001 < r["p_value"] < 0.01  # t ≈ 6.6 on 4 df, two-sided
+    flipped = paired_t_test(b, a)
+    assert flipped["t"] == pytest.approx(-t) and flipped["p_value"] == pytest.approx(r["p_value"])
+
+
+def test_paired_t_test_drops_undefined_pairs_and_needs_two():
+    from panderm.errors import ConfigError
+
+    r = paired_t_test([0.9, np.nan, 0.8, 0.7], [0.8, 0.5, None, 0.65])
+    assert r["n"] == 2 and r["mean_difference"] == pytest.approx(0.075)
+    with pytest.raises(ConfigError, match="at least 2 pairs") as exc:
+        paired_t_test([0.9, np.nan], [0.8, 0.7])
+    assert "seeds" in exc.value.hint
+    with pytest.raises(ConfigError, match="same number"):
+        paired_t_test([0.9, 0.8, 0.7], [0.8, 0.7])
+    same = paired_t_test([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])  # every pair differs by exactly 0.1
+    assert same["t"] is None and same["p_value"] is None and "zero variance" in same["note"]
+
+
+def test_paired_t_tests_per_metric_and_table():
+    fa = [{"auroc": 0.9, "acc": 0.8}, {"auroc": 0.85, "acc": 0.82}, {"auroc": 0.88, "acc": 0.79}]
+    fb = [{"auroc": 0.8, "acc": 0.8}, {"auroc": 0.79, "acc": 0.81}, {"auroc": 0.83, "acc": np.nan}]
+    r = paired_t_tests(fa, fb, ["auroc", "acc"])
+    assert r["auroc"]["n"] == 3 and r["auroc"]["p_value"] < 0.05 and r["auroc"]["scores_b"] == [0.8, 0.79, 0.83]
+    assert r["acc"]["n"] == 2
+    one = paired_t_tests(fa[:1], fb[:1], ["auroc"])  # one fold: no test, but no crash either
+    assert one["auroc"]["p_value"] is None and "at least 2 pairs" in one["auroc"]["note"]
+    table = format_t_tests(r).splitlines()
+    assert table[0].split()[:3] == ["metric", "A", "mean"] and table[1].startswith("auroc")
+    assert "+0.0700" in table[1]

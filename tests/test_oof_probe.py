@@ -131,7 +131,10 @@ def test_three_class_outputs_and_metrics_shape(cohort, tmp_path):
     assert "score" not in pred.columns
     np.testing.assert_allclose(pred.filter(like="prob_").sum(1), 1.0, atol=1e-5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == METRIC_KEYS
+    assert list(metrics) == METRIC_KEYS + ["protocol", "solver", "features_precision", "features_dtype"]
+    assert metrics["protocol"] == "release" and metrics["solver"]["penalty"] == "official"
+    assert len(metrics["solver"]["n_iter"]) == 5 and all(0 < n <= 1000 for n in metrics["solver"]["n_iter"])
+    assert metrics["features_precision"] is None  # the synthetic folder has no meta.json
     for m in METRIC_KEYS:
         assert set(metrics[m]) == {"value", "ci_low", "ci_high"}
         assert metrics[m]["ci_low"] <= metrics[m]["value"] <= metrics[m]["ci_high"]
@@ -149,7 +152,10 @@ def test_three_class_outputs_and_metrics_shape(cohort, tmp_path):
 
 def test_binary_has_score(cohort, tmp_path):
     feats, csv, _ = cohort
-    res = run_oof_probe(feats, csv, None, folds=4, binary=True, stratify="stage", n_bootstrap=0)
+    # sklearn protocol: with only D = 16 features the release's ‖W‖/(2C) penalty (C = D·K/100 = 0.32)
+    # shrinks the binary probe almost to zero, which is not what this test is about
+    res = run_oof_probe(feats, csv, None, folds=4, binary=True, stratify="stage", n_bootstrap=0,
+                        protocol="sklearn")
     pred = res.predictions
     assert res.classes == [0, 1] and res.summary["positive_class"] == 1
     np.testing.assert_allclose(pred["score"], pred["prob_1"])
@@ -184,3 +190,59 @@ def test_errors(cli, cohort, tmp_path):
     nosplit = df.drop(columns="split")
     nosplit.to_csv(tmp_path / "nosplit.csv", index=False)
     assert len(run_oof_probe(feats, tmp_path / "nosplit.csv", None, folds=3, n_bootstrap=0).predictions) == len(df)
+
+
+def _weaker(root: Path, df: pd.DataFrame, d=16, seed=5) -> Path:
+    """A less informative features folder for the same images (class means shrunk 4x)."""
+    classes = sorted(df["label"].unique())
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(1).normal(size=(len(classes), d)) * 0.2
+    X = means[[classes.index(v) for v in df["label"]]] + rng.normal(size=(len(df), d))
+    folder = root / "weak"
+    folder.mkdir()
+    np.save(folder / "features.npy", X.astype(np.float32))
+    pd.DataFrame({"image": df["image"]}).to_csv(folder / "index.csv", index=False)
+    (folder / "meta.json").write_text(json.dumps({"model": "weak", "precision": "bf16"}))
+    return folder
+
+
+def test_compare_on_the_same_folds_uses_a_paired_t_test(cli, cohort, tmp_path):
+    from scipy import stats
+
+    feats, csv, df = cohort
+    weak = _weaker(tmp_path, df)
+    out = tmp_path / "cmp"
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--folds", "5", "--stratify", "stage",
+               "--compare", str(weak), "--out", str(out), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert cmp["features"] == str(weak) and cmp["folds"] == 5 and "paired t-test over folds" in cmp["test"]
+    assert cmp["features_precision"] == "bf16" and cmp["solver"]["penalty"] == "official"
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    for m in ("auroc", "weighted_f1"):
+        r = cmp["metrics"][m]
+        a = [f["metrics"][m] for f in folds]
+        b = [f["metrics_compare"][m] for f in folds]
+        assert r["scores_a"] == pytest.approx(a) and r["scores_b"] == pytest.approx(b)
+        expected = stats.ttest_rel(a, b)
+        assert r["t"] == pytest.approx(expected.statistic) and r["p_value"] == pytest.approx(expected.pvalue)
+        assert r["n"] == 5 and r["mean_difference"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert cmp["metrics"]["auroc"]["mean_difference"] > 0.1 and cmp["metrics"]["auroc"]["p_value"] < 0.01
+    assert "paired t-test over folds" in res.output and "auroc" in res.output.split("comparison with")[1]
+    # the second features folder must cover the same images
+    pd.DataFrame({"image": df["image"].iloc[:-2]}).to_csv(weak / "index.csv", index=False)
+    np.save(weak / "features.npy", np.load(weak / "features.npy")[:-2])
+    with pytest.raises(InputError, match=r"2 of 240 images .* have no features .*weak \(compare features"):
+        run_oof_probe(feats, csv, None, folds=5, compare=weak, n_bootstrap=0)
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--folds", "5", "--compare", str(weak),
+               "--compare-method", "bootstrap"])
+    assert res.exit_code == 2 and "--compare-method" in res.output
+
+
+def test_oof_protocol_sklearn_is_recorded_and_differs(cohort):
+    feats, csv, _ = cohort
+    rel = run_oof_probe(feats, csv, None, folds=3, n_bootstrap=0)
+    sk = run_oof_probe(feats, csv, None, folds=3, n_bootstrap=0, protocol="sklearn")
+    assert rel.summary["protocol"] == "release" and sk.summary["protocol"] == "sklearn"
+    assert sk.record["solver"]["penalty"] == "sklearn" and sk.record["solver"]["tolerance_grad"] == 1e-4
+    assert not np.allclose(rel.predictions["prob_control"], sk.predictions["prob_control"], atol=1e-3)

@@ -1,7 +1,8 @@
 """The L-BFGS probe estimator, ``run_probe`` and ``panderm probe`` end to end.
 
-Features are synthesised for the real HAM10000 image names (class means + noise),
-so no encoder runs here.
+Features are mostly synthesised for the real HAM10000 image names (class means +
+noise); the release-protocol check extracts real features of 135 HAM10000 images
+with the bundled tiny demo encoder.
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ def test_third_party_task_plugin_is_usable_via_task(cli, ham, tmp_path):
         res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "c"),
                    "--task", "centroid", "--bootstrap", "100"])
     assert res.exit_code == 0, res.output
-    assert seen == {"C": pytest.approx(24 * 7 / 100), "penalty": "sklearn", "seed": 0, "max_iter": 1000}
+    # the default protocol (release) hands task factories the released objective's penalty name
+    assert seen == {"C": pytest.approx(24 * 7 / 100), "penalty": "official", "seed": 0, "max_iter": 1000}
     assert json.loads((tmp_path / "c" / "probe.json").read_text())["task"] == "centroid"
     res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "d"),
                "--task", "centroid"])
@@ -351,3 +353,120 @@ def test_binary_without_binary_label_and_compare_on_other_test_set(cli, ham, tmp
     assert not (out / "metrics.json").exists()
     with pytest.raises(InputError, match="different test set"):
         run_probe(feats, csv, None, compare=other, n_bootstrap=0)
+
+
+# --------------------------------------------------------------------------- release protocol on real features
+
+TINY = "panderm_tiny_patch16_224.demo"
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, ham_csv):
+    """Tiny-demo-encoder features (fp32) of 135 real HAM10000 images: nv/bkl/mel × (30 train, 15 test)."""
+    from panderm.extract import extract_features
+
+    src = ham_csv.parent
+    df = pd.read_csv(ham_csv)
+    root = tmp_path_factory.mktemp("release_ham")
+    (root / "images").mkdir()
+    parts = [df[(df.split == split) & (df.label == label)].head(n)
+             for split, n in (("train", 30), ("test", 15)) for label in ("nv", "bkl", "mel")]
+    sub = pd.concat(parts)[["image", "label", "split"]]
+    for name in sub["image"]:
+        shutil.copy(src / "images" / name, root / "images" / name)
+    sub.to_csv(root / "data.csv", index=False)
+    extract_features(root / "data.csv", root / "feats", model=TINY, root=root / "images", precision="fp32",
+                     progress=False, workers=0, batch_size=45)
+    return root / "feats", root / "data.csv", sub
+
+
+def release_linear_eval(X_train, y_train, X_test, seed=0):
+    """A minimal re-statement of the released ``linear_eval.py`` probe (reference-model §4).
+
+    ``Linear(D, K)`` after ``torch.manual_seed(seed)``; one full-batch
+    ``LBFGS(lr=1, max_iter=1000, line_search_fn="strong_wolfe").step(closure)`` on
+    mean cross-entropy + (0.5/C)·‖W‖₂ (not squared), C = D·K/100; autograd.
+    """
+    classes = sorted(set(y_train))
+    y = torch.as_tensor([classes.index(v) for v in y_train])
+    X = torch.as_tensor(X_train, dtype=torch.float32)
+    D, K = X.shape[1], len(classes)
+    C = D * K / 100
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(D, K)
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=1000, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(X), y) + 0.5 / C * torch.norm(linear.weight, p=2)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return classes, torch.softmax(linear(torch.as_tensor(X_test, dtype=torch.float32)), dim=1).numpy()
+
+
+def _reference_metrics(feats: Path, sub: pd.DataFrame) -> dict:
+    from panderm.eval.metrics import classification_metrics
+
+    X = np.load(feats / "features.npy")
+    row = {p: i for i, p in enumerate(pd.read_csv(feats / "index.csv")["image"])}
+    train, test = sub[sub.split == "train"], sub[sub.split == "test"]
+    classes, proba = release_linear_eval(X[[row[p] for p in train.image]], train.label.tolist(),
+                                         X[[row[p] for p in test.image]])
+    return classification_metrics(test.label.to_numpy(), proba, classes)
+
+
+def test_default_probe_matches_the_released_linear_eval_on_real_features(cli, real, tmp_path):
+    feats, csv, sub = real
+    reference = _reference_metrics(feats, sub)
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "p"), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    for m in METRIC_KEYS + ["auroc_ovr"]:
+        assert saved[m]["value"] == pytest.approx(reference[m], abs=0.01), m
+    # metrics.json says how the numbers were made
+    assert saved["protocol"] == "release" and saved["features_precision"] == "fp32"
+    assert saved["features_dtype"] == "float32"
+    solver = saved["solver"]
+    assert solver["penalty"] == "official" and "not squared" in solver["penalty_form"]
+    assert solver["C"] == pytest.approx(192 * 3 / 100)
+    assert (solver["max_iter"], solver["tolerance_grad"], solver["tolerance_change"], solver["history_size"],
+            solver["dtype"], solver["seed"]) == (1000, 1e-7, 1e-9, 100, "float32", 0)
+    assert 0 < solver["n_iter"] <= 1000
+    summary = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert summary["protocol"] == "release" and summary["solver"] == solver
+    assert "protocol release" in res.output and "precision fp32" in res.output
+    # the former default (sklearn's objective) is a different probe on these features
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "s"),
+               "--bootstrap", "0", "--protocol", "sklearn"])
+    assert res.exit_code == 0, res.output
+    sk = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert sk["protocol"] == "sklearn" and sk["solver"]["penalty"] == "sklearn"
+    assert sk["solver"]["tolerance_grad"] == 1e-4
+    assert max(abs(sk[m]["value"] - reference[m]) for m in METRIC_KEYS) > 0.01
+
+
+def test_protocol_option_replaces_penalty_and_rejects_unknown_values(cli, ham, tmp_path):
+    from panderm.errors import ConfigError
+
+    feats, csv, _ = ham
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--penalty", "official"])
+    assert res.exit_code == 2 and "--penalty" in res.output
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--protocol", "official"])
+    assert res.exit_code == 2 and "release" in res.output and "sklearn" in res.output
+    with pytest.raises(ConfigError, match="unknown protocol 'official'"):
+        run_probe(feats, csv, None, protocol="official", n_bootstrap=0)
+    help_text = " ".join(cli(["probe", "--help"]).output.split())
+    assert "--protocol [release|sklearn]" in help_text and "[default: release]" in help_text
+
+
+def test_precision_is_null_when_meta_json_lacks_it_and_sklearn_task_records_its_params(ham, tmp_path):
+    feats, csv, _ = ham  # synthetic meta.json: {"model", "dim"}, no precision
+    res = run_probe(feats, csv, tmp_path / "o", n_bootstrap=0, task="sklearn-logreg")
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["features_precision"] is None and saved["protocol"] == "release"
+    assert saved["solver"]["estimator"].endswith("LogisticRegression")
+    assert saved["solver"]["params"]["C"] == pytest.approx(24 * 7 / 100)
+    assert res.record == {k: saved[k] for k in ("protocol", "solver", "features_precision", "features_dtype")}

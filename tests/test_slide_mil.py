@@ -225,3 +225,44 @@ def test_heatmap_on_png_slide(tmp_path, slide_cli):
                      "--out", str(tmp_path / "heat")])
     assert res.exit_code == 2
     assert "no attention for slide 'slideB'" in res.output and "Traceback" not in res.output
+
+
+def test_compare_trains_on_the_same_folds_and_t_tests_per_fold(tmp_path, slide_cli):
+    from scipy import stats
+
+    _make(tmp_path, n=12)
+    _make(tmp_path / "b", n=12, seed=5)  # the same slides, labels and cases; other patch features
+    out = tmp_path / "run"
+    res = slide_cli(["mil", "--features", str(tmp_path / "feats"), "--csv", str(tmp_path / "slides.csv"),
+                     "--compare", str(tmp_path / "b" / "feats"), "--folds", "3", "--epochs", "2", "--out", str(out),
+                     "--quiet", "--bootstrap", "10", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(out / "oof.csv").set_index("slide")["fold"]
+    b = pd.read_csv(out / "compare" / "oof.csv").set_index("slide")["fold"]
+    assert b.loc[a.index].tolist() == a.tolist()  # the second feature set saw exactly the same folds
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert cmp["folds"] == 3 and "paired t-test over folds" in cmp["test"]
+    fa = json.loads((out / "folds.json").read_text())["folds"]
+    fb = json.loads((out / "compare" / "folds.json").read_text())["folds"]
+    for m in ("acc", "weighted_f1"):
+        sa, sb = [f["metrics"][m] for f in fa], [f["metrics"][m] for f in fb]
+        r = cmp["metrics"][m]
+        assert r["scores_a"] == pytest.approx(sa) and r["scores_b"] == pytest.approx(sb) and r["n"] == 3
+        assert r["mean_difference"] == pytest.approx(np.mean(sa) - np.mean(sb))
+        if r["t"] is not None:
+            assert r["t"] == pytest.approx(stats.ttest_rel(sa, sb).statistic)
+    mil = json.loads((out / "mil.json").read_text())
+    assert mil["compare"]["features"] == str(tmp_path / "b" / "feats")
+    assert "paired t-test over folds" in res.output and "comparison.json" in res.output
+
+
+def test_compare_lacking_a_slide_is_refused_before_training(tmp_path):
+    from panderm.pathology.mil import train_mil
+
+    _make(tmp_path, n=8)
+    _make(tmp_path / "b", n=8, seed=5)
+    (tmp_path / "b" / "feats" / "s3.h5").unlink()
+    with pytest.raises(InputError, match="lack 1 of the 8 slides used: s3"):
+        train_mil(tmp_path / "feats", tmp_path / "slides.csv", tmp_path / "run", folds=2,
+                  compare=tmp_path / "b" / "feats", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was trained or written

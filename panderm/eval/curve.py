@@ -4,16 +4,19 @@ For every encoder × percent × seed one model is trained on a stratified, seede
 subsample of the training rows (:func:`panderm.eval.probe.subsample`; for one seed a
 smaller fraction is a subset of a larger one) and evaluated on the full test split:
 
-* ``method="probe"``: :func:`panderm.eval.probe.run_probe` on a features folder;
+* ``method="probe"``: :func:`panderm.eval.probe.run_probe` on a features folder, with
+  ``protocol`` (default ``"release"``, the released ``linear_eval.py`` objective);
 * ``method="finetune"``: :func:`panderm.finetune.finetune` on the images.
 
 Outputs (``out``):
 
 * ``runs.csv``: one row per run (encoder, percent, seed, n_train, the metric's value
-  and its bootstrap CI). Rewritten atomically after every run; a later call skips
-  runs already there with the same settings (``settings`` column: a hash of the
-  CSV, the encoder's features/model, the method's options, binary, metric and
-  bootstrap size), so an interrupted curve resumes where it stopped.
+  and its bootstrap CI; for the probe also the protocol, C, L-BFGS iterations, the
+  solver settings as JSON and the features' precision). Rewritten atomically after
+  every run; a later call skips runs already there with the same settings
+  (``settings`` column: a hash of the CSV, the encoder's features/model, the
+  method's options and protocol, binary, metric and bootstrap size), so an
+  interrupted curve resumes where it stopped.
 * ``curve.csv`` / ``curve.json``: per encoder × percent the mean over seeds, sd, min,
   max and a 95% interval. With ≥ 2 seeds the interval is the **t-interval across
   seeds**, mean ± t(0.975, n−1)·sd/√n (variation from the label subsample and the
@@ -26,6 +29,13 @@ Outputs (``out``):
   (≥) B's full-data mean, plus ``percent_interpolated``: the linear interpolation
   (in percent) between that percent and the previous measured one where the line
   crosses B's score (equal to ``percent`` when already reached at the smallest).
+* ``comparisons`` (``curve.json``, ``comparisons.csv``): with two or more encoders,
+  the reference encoder (the first, or ``reference``) against each other one at every
+  percent, by the paper's **two-sided paired t-test over seeds**: a seed draws the
+  same label subsample and initialisation seed for both encoders, so the per-seed
+  scores are pairs (:func:`panderm.eval.metrics.paired_t_test`). Needs ≥ 2 seeds. At
+  100% with the probe every seed fits the same rows and the convex optimum does not
+  depend on the seed, so t, p and the interval are null there (with a note).
 * ``curve.png``: the metric against percent of labels (log x), one line per encoder
   with the 95% band, a star where an encoder first matches another's full-data score.
 """
@@ -48,7 +58,11 @@ from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json, file_stamp
 
 RUN_COLUMNS = ["encoder", "method", "percent", "seed", "n_train", "metric", "value", "ci_low", "ci_high",
-               "settings"]
+               "protocol", "C", "n_iter", "features_precision", "solver", "settings"]
+#: The paper's label-efficiency grid (Extended Data Tables 15-20).
+DEFAULT_PERCENTS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+COMPARISON_COLUMNS = ["reference", "encoder", "percent", "n", "mean_reference", "mean_encoder", "mean_difference",
+                      "ci_low", "ci_high", "t", "p_value", "note"]
 CURVE_COLUMNS = ["encoder", "percent", "n_seeds", "n_train", "mean", "std", "min", "max", "ci_low", "ci_high",
                  "ci_method", "boot_ci_low", "boot_ci_high"]
 
@@ -61,6 +75,7 @@ class CurveResult:
     runs: pd.DataFrame
     curve: pd.DataFrame
     matches: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
     computed: int = 0
     skipped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -108,28 +123,33 @@ def _n_train(result) -> int | None:
 
 
 def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None,
-                     percents: Sequence[float] = (0.05, 0.1, 0.2, 0.5, 1.0), seeds: Sequence[int] = (0, 1, 2),
-                     metric: str = "auto", binary: bool = False, method: str = "probe",
+                     percents: Sequence[float] = DEFAULT_PERCENTS, seeds: Sequence[int] = (0, 1, 2),
+                     metric: str = "auto", binary: bool = False, method: str = "probe", protocol: str = "release",
                      finetune_kwargs: dict | None = None, root=None,
                      models: list[tuple[str, str, str | None]] | None = None,
-                     n_bootstrap: int = 200, progress: bool = True, resume: bool = True) -> CurveResult:
+                     n_bootstrap: int = 200, progress: bool = True, resume: bool = True,
+                     reference: str | None = None) -> CurveResult:
     """Train every encoder on growing fractions of the training labels and collect a test metric.
 
     Args:
         csv: Dataset CSV (image, split, label[, binary_label]).
         out: Output folder (``runs.csv``, ``curve.csv``, ``curve.json``, ``curve.png``).
         features: ``(name, features folder)`` per encoder (``method="probe"``).
-        percents: Fractions of the training rows, each in (0, 1].
+        percents: Fractions of the training rows, each in (0, 1] (default: the paper's
+            5, 10, 20, 30, 50 and 100%).
         seeds: Seeds of the subsample, the classifier and the bootstrap; one run each.
         metric: ``"auto"`` (AUROC for binary, weighted F1 otherwise) or any probe metric key.
         binary: Use ``binary_label`` instead of ``label``.
         method: ``"probe"`` (linear probe on features) or ``"finetune"``.
+        protocol: The probe's protocol, ``"release"`` (default) or ``"sklearn"`` (``method="probe"``).
         finetune_kwargs: Extra keyword arguments for :func:`panderm.finetune.finetune`.
         root: Image folder for ``method="finetune"``.
         models: ``(name, model, weights)`` per encoder (``method="finetune"``).
         n_bootstrap: Bootstrap replicates of each run's CI.
         progress: Print one line per run to stderr.
         resume: Skip runs already in ``out/runs.csv`` with the same settings.
+        reference: Encoder compared with every other one by paired t-tests over seeds
+            (default: the first encoder).
 
     Returns:
         A :class:`CurveResult`.
@@ -142,6 +162,10 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     if method not in ("probe", "finetune"):
         raise ConfigError(f"unknown method '{method}'", hint="use probe or finetune")
     metric = resolve_metric(metric, binary)
+    if method == "probe":
+        from panderm.eval.linear import penalty_for
+
+        penalty_for(protocol)  # unknown protocol → ConfigError before any work
     percents = _check_percents(percents)
     seeds = sorted({int(s) for s in seeds})
     if not seeds:
@@ -170,6 +194,9 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     if dup:
         raise ConfigError(f"encoder name(s) used twice: {', '.join(dup)}",
                           hint="name them explicitly, e.g. --features panderm=feats_a/ --features other=feats_b/")
+    if reference is not None and reference not in names:
+        raise ConfigError(f"reference encoder '{reference}' is not one of the encoders ({', '.join(names)})",
+                          hint="name it as in --features NAME=DIR (default name: the folder's name)")
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +205,8 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     keys = {}
     for name, src in encoders:
         if method == "probe":
-            source = {"features": str(src.resolve()), "stamp": file_stamp(src / "features.npy")}
+            source = {"features": str(src.resolve()), "stamp": file_stamp(src / "features.npy"),
+                      "protocol": protocol}
         else:
             source = {"model": src[0], "weights": src[1], "root": str(Path(root).resolve()),
                       "kwargs": finetune_kwargs}
@@ -221,7 +249,7 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
                     from panderm.eval import probe as _probe
 
                     res = _probe.run_probe(src, csv, None, binary=binary, percent_data=p, seed=s,
-                                           n_bootstrap=n_bootstrap)
+                                           n_bootstrap=n_bootstrap, protocol=protocol)
                 else:
                     res = _finetune(csv, root, out / "runs" / name / f"p{p:g}_s{s}", model=src[0],
                                     weights=src[1], percent_data=p, seed=s, binary=binary, progress=progress,
@@ -232,7 +260,7 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
                 m = res.metrics[metric]
                 rec = {"encoder": name, "method": method, "percent": p, "seed": s, "n_train": _n_train(res),
                        "metric": metric, "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")),
-                       "ci_high": _num(m.get("ci_high")), "settings": keys[name]}
+                       "ci_high": _num(m.get("ci_high")), **_run_record(res), "settings": keys[name]}
                 records.append(rec)
                 computed += 1
                 _write_runs(runs_csv, records)
@@ -243,24 +271,111 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     _write_runs(runs_csv, records)
     curve = summarise(runs)
     matches = find_matches(curve)
+    comparisons = compare_encoders(runs, reference or names[0]) if len(names) > 1 else []
+    if comparisons and len(seeds) < 2:
+        warns.append("paired t-tests between encoders need at least 2 seeds (e.g. --seeds 0,1,2); "
+                     "t and p are null")
     files = [runs_csv]
     with atomic_path(out / "curve.csv") as tmp:
         curve.to_csv(tmp, index=False)
     files.append(out / "curve.csv")
+    if comparisons:
+        with atomic_path(out / "comparisons.csv") as tmp:
+            pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS).to_csv(tmp, index=False)
+        files.append(out / "comparisons.csv")
+    else:
+        (out / "comparisons.csv").unlink(missing_ok=True)  # never leave a stale one from another grid
     from panderm.eval.probe import _clean
 
     atomic_write_json(out / "curve.json", _clean({
         "metric": metric, "method": method, "binary": binary, "csv": str(csv), "percents": percents,
-        "seeds": seeds, "n_bootstrap": n_bootstrap,
+        "seeds": seeds, "n_bootstrap": n_bootstrap, "protocol": protocol if method == "probe" else None,
+        "solver": _solver_of(runs), "features_precision": _precisions(runs),
         "encoders": {n: (str(s) if method == "probe" else {"model": s[0], "weights": s[1]}) for n, s in encoders},
         "interval": "t-interval across seeds (mean ± t·sd/√n) with ≥ 2 seeds; the run's bootstrap CI with 1 seed",
         "matches_rule": "first measured percent where the mean reaches (≥) the reference's 100% mean; "
                         "percent_interpolated: linear interpolation between that percent and the previous one",
-        "curve": curve.to_dict("records"), "matches": matches, "warnings": warns}))
+        "comparison_test": "two-sided paired t-test over seeds (scipy.stats.ttest_rel); difference = reference − "
+                           "encoder; 95% CI = mean ± t·sd/√n of the per-seed differences",
+        "curve": curve.to_dict("records"), "matches": matches, "comparisons": comparisons, "warnings": warns}))
     files.append(out / "curve.json")
     files.append(curve_png(out / "curve.png", curve, matches, metric))
-    return CurveResult(metric=metric, runs=runs, curve=curve, matches=matches, computed=computed,
+    return CurveResult(metric=metric, runs=runs, curve=curve, matches=matches, comparisons=comparisons,
+                       computed=computed,
                        skipped=skipped, warnings=warns, out=out, files=files)
+
+
+def _run_record(res) -> dict:
+    """Protocol, C, iterations, solver settings (JSON) and features' precision of a probe run (blank otherwise)."""
+    record = getattr(res, "record", None) or {}
+    solver = dict(record.get("solver") or {})
+    n_iter, C = solver.pop("n_iter", None), solver.pop("C", None)
+    return {"protocol": record.get("protocol"), "C": C, "n_iter": n_iter,
+            "features_precision": record.get("features_precision"),
+            "solver": json.dumps(solver, sort_keys=True, ensure_ascii=False) if solver else None}
+
+
+def _solver_of(runs: pd.DataFrame) -> dict | None:
+    """The solver settings shared by the runs (C and n_iter vary: see runs.csv); None when none recorded."""
+    texts = runs["solver"].dropna().unique().tolist()
+    if not texts:
+        return None
+    return json.loads(texts[0]) if len(texts) == 1 else {"varies": [json.loads(t) for t in texts]}
+
+
+def _precisions(runs: pd.DataFrame) -> dict:
+    """Features' extraction precision per encoder (None where meta.json did not record it)."""
+    out = {}
+    for enc, g in runs.groupby("encoder", sort=False):
+        vals = g["features_precision"].dropna().unique().tolist()
+        out[str(enc)] = vals[0] if len(vals) == 1 else (vals or None)
+    return out
+
+
+SAME_ROWS_NOTE = ("at 100% every seed fits the convex probe on the same training rows: the seeds differ only "
+                  "by solver noise, so no t-test (see boot_ci_* for the test-set uncertainty)")
+
+
+def _seeds_share_everything(runs: pd.DataFrame, percent: float) -> bool:
+    """Probe runs on all training rows: the optimum does not depend on the seed, only the solver's endpoint does."""
+    at = runs[np.isclose(runs["percent"].astype(float), percent)]
+    return bool(np.isclose(percent, 1.0) and len(at) and "method" in at and (at["method"] == "probe").all())
+
+
+def compare_encoders(runs: pd.DataFrame, reference: str) -> list[dict[str, Any]]:
+    """Paired two-sided t-test of ``reference`` against each other encoder at every percent, paired by seed.
+
+    Returns one dict per (encoder, percent) with the :data:`COMPARISON_COLUMNS`
+    (difference = reference − encoder); fewer than 2 shared seeds give null t/p and a note,
+    and so does 100% with the probe (:data:`SAME_ROWS_NOTE`): its seeds vary only the
+    initialisation of a convex fit, and a t-test over solver noise gives |t| in the thousands.
+    """
+    from panderm.errors import ConfigError
+    from panderm.eval.metrics import paired_t_test
+
+    out = []
+    ref = runs[runs["encoder"] == reference]
+    for enc in dict.fromkeys(runs["encoder"]):
+        if enc == reference:
+            continue
+        other = runs[runs["encoder"] == enc]
+        for p in sorted(set(ref["percent"]) & set(other["percent"])):
+            a = ref[ref["percent"] == p].set_index("seed")["value"]
+            b = other[other["percent"] == p].set_index("seed")["value"]
+            shared = sorted(set(a.index) & set(b.index))
+            row = {"reference": reference, "encoder": enc, "percent": float(p), "n": len(shared)}
+            try:
+                t = paired_t_test(a.loc[shared].to_numpy(float), b.loc[shared].to_numpy(float))
+            except ConfigError as exc:
+                t = {"n": 0, "note": exc.message}
+            if _seeds_share_everything(runs, p) and t.get("n"):
+                t = {**t, "ci_low": None, "ci_high": None, "t": None, "p_value": None, "note": SAME_ROWS_NOTE}
+            row.update({"n": t["n"], "mean_reference": t.get("mean_a"), "mean_encoder": t.get("mean_b"),
+                        "mean_difference": t.get("mean_difference"), "ci_low": t.get("ci_low"),
+                        "ci_high": t.get("ci_high"), "t": t.get("t"), "p_value": t.get("p_value"),
+                        "note": t.get("note")})
+            out.append(row)
+    return out
 
 
 def _num(v) -> float:

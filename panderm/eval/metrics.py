@@ -1,5 +1,10 @@
 """Probe metrics (the released ``get_eval_metrics``), bootstrap CIs and paired model comparisons.
 
+Two kinds of comparison: :func:`paired_test` (permutation / bootstrap over the test
+rows of one split, the paper's test for single-split datasets) and
+:func:`paired_t_test` (two-sided paired t-test over folds or seeds, the paper's test
+for cross-validated tasks and repeated label-efficiency runs).
+
 Point estimates call scikit-learn exactly as the release does. Bootstrap and
 permutation replicates use a vectorised numpy re-implementation over weighted
 samples (a resample is a vector of counts per test row), which equals sklearn on
@@ -23,7 +28,10 @@ METRICS = ("weighted_f1", "auroc", "bacc", "aupr", "acc", "kappa")
 EXTRA_METRICS = ("auroc_ovr",)
 ALL_METRICS = METRICS + EXTRA_METRICS
 
-_CHUNK_ELEMENTS = 4_000_000  # bounds memory of batched (replicates × rows × classes) arrays
+_CHUNK_ELEMENTS = 4_000_000
+#: Differences spread over less than this are identical for :func:`paired_t_test`
+#: (rounding in ``a − b``, e.g. 0.9 − 0.8 vs 0.8 − 0.7, would otherwise give |t| ≈ 1e15).
+ZERO_SPREAD = 1e-9  # bounds memory of batched (replicates × rows × classes) arrays
 
 
 def encode_labels(y, classes) -> np.ndarray:
@@ -322,6 +330,92 @@ def paired_test(y_true, proba_a, proba_b, metric: str | Sequence[str] = "auroc",
         results[m] = {"metric": m, "value_a": va[m], "value_b": vb[m], "difference": diff,
                       "ci_low": lo, "ci_high": hi, "p_value": float(p), "method": method, "n": n}
     return results[names[0]] if isinstance(metric, str) else results
+
+
+def paired_t_test(scores_a, scores_b, alpha: float = 0.05) -> dict:
+    """Two-sided paired t-test of two models' scores over folds or seeds (the paper's k-fold test).
+
+    Pair ``i`` is the two models' metric on the same fold (or the same seed's label
+    subsample); pairs where either score is NaN/None (an undefined metric) are left out.
+
+    Args:
+        scores_a, scores_b: One score per fold/seed for models A and B, same order.
+        alpha: 0.05 for the 95% interval of the mean difference.
+
+    Returns:
+        ``{"t", "p_value", "mean_difference" (A − B), "ci_low", "ci_high", "n", "df",
+        "mean_a", "mean_b", "test", "note"}``: ``scipy.stats.ttest_rel``; the interval is
+        mean ± t(1 − α/2, n − 1)·sd/√n of the differences. When every difference is
+        the same (spread ≤ :data:`ZERO_SPREAD`) t and p are undefined: ``None`` with a note.
+
+    Raises:
+        ConfigError: Different lengths, or fewer than 2 pairs with both scores defined.
+    """
+    from scipy import stats
+
+    from panderm.errors import ConfigError
+
+    a = np.array([np.nan if v is None else v for v in scores_a], dtype=np.float64)
+    b = np.array([np.nan if v is None else v for v in scores_b], dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ConfigError(f"a paired t-test needs the same number of scores per model, got {a.size} and {b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    n = int(keep.sum())
+    if n < 2:
+        raise ConfigError(f"a paired t-test needs at least 2 pairs of defined scores, got {n}",
+                          hint="use at least 2 folds or seeds (e.g. --seeds 0,1,2)")
+    a, b = a[keep], b[keep]
+    d = a - b
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / np.sqrt(n)
+    out = {"test": "paired two-sided t-test (scipy.stats.ttest_rel)", "n": n, "df": n - 1,
+           "mean_a": float(a.mean()), "mean_b": float(b.mean()), "mean_difference": mean,
+           "ci_low": mean - half, "ci_high": mean + half, "t": None, "p_value": None, "note": None}
+    if np.ptp(d) <= ZERO_SPREAD:  # scipy would divide by a (numerically) zero sd: t ≈ ±1e15 is noise
+        out["note"] = "every pair differs by the same amount (zero variance): t and p are undefined"
+        return out
+    res = stats.ttest_rel(a, b)
+    out["t"], out["p_value"] = float(res.statistic), float(res.pvalue)
+    return out
+
+
+def paired_t_tests(per_fold_a: Sequence[dict], per_fold_b: Sequence[dict],
+                   names: Sequence[str] = ALL_METRICS) -> dict[str, dict]:
+    """:func:`paired_t_test` for each metric of per-fold (or per-seed) metric dicts, with the scores kept.
+
+    A metric with fewer than 2 defined pairs gets ``t``/``p_value`` ``None`` and a note
+    instead of an error, so that one undefined metric does not stop a comparison.
+    """
+    from panderm.errors import ConfigError
+
+    out = {}
+    for m in names:
+        a = [f.get(m) for f in per_fold_a]
+        b = [f.get(m) for f in per_fold_b]
+        try:
+            res = paired_t_test(a, b)
+        except ConfigError as exc:
+            res = {"test": "paired two-sided t-test (scipy.stats.ttest_rel)", "n": 0, "t": None, "p_value": None,
+                   "mean_difference": None, "ci_low": None, "ci_high": None, "note": exc.message}
+        out[m] = {**res, "scores_a": a, "scores_b": b}
+    return out
+
+
+def format_t_tests(results: dict[str, dict], label_a: str = "A", label_b: str = "B") -> str:
+    """A plain-text table of :func:`paired_t_tests` results (one line per metric) for the CLIs."""
+
+    def f(v, spec=".4f"):
+        return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
+
+    lines = [f"{'metric':<12} {label_a + ' mean':>9} {label_b + ' mean':>9} {'A-B':>8}  {'95% CI of A-B':<19} "
+             f"{'t':>7} {'p':>7} {'n':>3}"]
+    for m, r in results.items():
+        note = f"  ({r['note']})" if r.get("note") else ""
+        lines.append(f"{m:<12} {f(r.get('mean_a')):>9} {f(r.get('mean_b')):>9} "
+                     f"{f(r.get('mean_difference'), '+.4f'):>8}  [{f(r.get('ci_low'), '+.4f')}, "
+                     f"{f(r.get('ci_high'), '+.4f')}] {f(r.get('t'), '.2f'):>7} {f(r.get('p_value'), '.3f'):>7} "
+                     f"{r.get('n', 0):>3}{note}")
+    return "\n".join(lines)
 
 
 def threshold_metrics_ci(y_true, score, threshold: float = 0.5, n: int = 1000, seed: int = 0,

@@ -19,9 +19,13 @@ Here:
 * the probe is ``run_probe``'s (same task registry and fitting helper), with
   C = D·K/100 where K is the number of classes in the whole CSV;
 * pooled metrics: all OOF predictions scored together, percentile bootstrap 95%
-  CIs over rows (``metrics.json``, same shape as ``panderm probe``);
+  CIs over rows (``metrics.json``, same shape as ``panderm probe``, plus the
+  protocol, solver settings and features' precision);
   per-fold metrics: mean, sd and the paper's k-fold interval mean ± 1.96·sd/√k
-  (``folds.json``).
+  (``folds.json``);
+* ``compare``: a second features folder is probed on the same folds and every
+  metric is compared by the paper's two-sided paired t-test over the folds
+  (``comparison.json``).
 """
 
 from __future__ import annotations
@@ -35,18 +39,22 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
+from panderm.eval.linear import penalty_for
 from panderm.eval.metrics import (
     ALL_METRICS,
     METRICS,
     bootstrap_ci,
     classification_metrics,
+    paired_t_tests,
 )
 from panderm.eval.probe import (
     _clean,
     _fit_predict,
     _select,
+    features_precision,
     load_dataset,
     load_features,
+    solver_record,
 )
 from panderm.io import atomic_path, atomic_write_json
 
@@ -61,6 +69,10 @@ class OOFResult:
     predictions: pd.DataFrame
     summary: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    #: ``protocol``, ``solver`` (``n_iter`` per fold) and ``features_precision``, also in ``metrics.json``.
+    record: dict[str, Any] = field(default_factory=dict)
+    #: With ``compare``: ``{"features", "folds", "metrics": {metric: paired t-test over folds}}``.
+    comparison: dict[str, Any] | None = None
     out: Path | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -110,7 +122,8 @@ def _mean_sd(per_fold: list[dict[str, float]], names) -> dict[str, dict[str, flo
 
 def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: int = 5,
                   stratify: str | None = None, group: str | None = None, binary: bool = False, seed: int = 0,
-                  penalty: str = "sklearn", task: str = "logreg", n_bootstrap: int = 1000) -> OOFResult:
+                  protocol: str = "release", task: str = "logreg", n_bootstrap: int = 1000,
+                  compare: Path | None = None) -> OOFResult:
     """Out-of-fold predictions for every row of ``csv`` with features (see module doc).
 
     Args:
@@ -123,16 +136,17 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
         group: CSV column whose values never straddle two folds (e.g. ``case_id``).
         binary: Use ``binary_label`` (0/1).
         seed: Seed of the fold shuffle, the probe init and the bootstrap.
-        penalty, task: As for :func:`panderm.eval.probe.run_probe`.
+        protocol, task: As for :func:`panderm.eval.probe.run_probe` (default ``"release"``).
         n_bootstrap: Bootstrap replicates for the pooled 95% CIs (0: none).
+        compare: A second features folder (same images): probed on the same folds and
+            compared per metric by a two-sided paired t-test over the folds.
 
     Raises:
         InputError: Missing columns/files, a class with fewer rows than folds, too few groups.
         ConfigError: Bad option values or an unknown task.
     """
     features, csv = Path(features), Path(csv)
-    if penalty not in ("official", "sklearn"):
-        raise ConfigError(f"unknown penalty '{penalty}'", hint="use 'official' or 'sklearn'")
+    penalty = penalty_for(protocol)
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}")
     if n_bootstrap < 0:
@@ -173,25 +187,16 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded: "
                     f"{examples(excluded['images'])}")
     X, y = feats.X[rows["row"].to_numpy()], rows["_label"].to_numpy()
-    proba = np.full((len(rows), K), np.nan)
-    per_fold, fold_info = [], []
-    for k in range(folds):
-        te, tr = fold == k, fold != k
-        present = sorted(set(y[tr].tolist()), key=classes.index)
-        if len(present) < 2:
-            raise InputError(f"fold {k}: the training folds hold only one class", hint="use fewer --folds")
-        p, _ = _fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
-        if len(present) < K:
-            warn.append(f"fold {k}: training folds lack class(es) {examples(set(classes) - set(present))} "
-                        "(probability 0 for them)")
-        full = np.zeros((int(te.sum()), K))
-        full[:, [classes.index(c) for c in present]] = p
-        proba[te] = full
-        m = classification_metrics(y[te], full, classes)
-        per_fold.append(m)
-        fold_info.append({"fold": k, "n_test": int(te.sum()), "n_train": int(tr.sum()),
-                          "test_class_counts": {str(c): int((y[te] == c).sum()) for c in classes},
-                          "metrics": m})
+    proba, per_fold, fits = _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn)
+    fold_info = [{"fold": k, "n_test": int((fold == k).sum()), "n_train": int((fold != k).sum()),
+                  "test_class_counts": {str(c): int((y[fold == k] == c).sum()) for c in classes},
+                  "metrics": per_fold[k]} for k in range(folds)]
+    record = {"protocol": protocol, "solver": _fold_solvers(fits), **features_precision(feats)}
+    comparison = None
+    if compare is not None:
+        comparison = _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_fold)
+        for info, m in zip(fold_info, comparison.pop("_per_fold")):
+            info["metrics_compare"] = m
     metrics = bootstrap_ci(y, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
     pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     predictions = pd.DataFrame({"image": rows["image"].to_numpy(), "fold": fold, "true_label": y,
@@ -206,7 +211,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
     fold_metrics = {"folds": fold_info, "summary": _mean_sd(per_fold, ALL_METRICS),
                     "note": "ci = mean ± 1.96·sd/√k over folds (the paper's k-fold interval)"}
     summary = {
-        "mode": "out-of-fold", "task": task, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
+        "mode": "out-of-fold", "task": task, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
         "label_column": label_col, "folds": folds, "stratify": stratify, "group": group,
         "splitter": "StratifiedGroupKFold" if group else "StratifiedKFold",
         "stratified_on": "label" + (f" × {stratify}" if stratify else ""), "classes": classes,
@@ -217,11 +222,61 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
         "bootstrap": {"n": n_bootstrap, "stratified": False, "ci": 0.95, "seed": seed},
         "metrics": metrics, "warnings": warn,
     }
+    if comparison is not None:
+        summary["compare"] = {k: v for k, v in comparison.items() if k != "metrics"}
     result = OOFResult(metrics=metrics, fold_metrics=fold_metrics, classes=classes, predictions=predictions,
-                       summary=summary, warnings=warn)
+                       summary=summary, warnings=warn, record=record, comparison=comparison)
     if out is not None:
         result.out, result.files = Path(out), _write(Path(out), result)
     return result
+
+
+def _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn) -> tuple[np.ndarray, list[dict], list]:
+    """Out-of-fold probabilities, per-fold metrics and the fitted estimators of every fold."""
+    K = len(classes)
+    proba = np.full((len(y), K), np.nan)
+    per_fold, fits = [], []
+    for k in range(int(fold.max()) + 1):
+        te, tr = fold == k, fold != k
+        present = sorted(set(y[tr].tolist()), key=classes.index)
+        if len(present) < 2:
+            raise InputError(f"fold {k}: the training folds hold only one class", hint="use fewer --folds")
+        p, est = _fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
+        if len(present) < K:
+            warn.append(f"fold {k}: training folds lack class(es) {examples(set(classes) - set(present))} "
+                        "(probability 0 for them)")
+        full = np.zeros((int(te.sum()), K))
+        full[:, [classes.index(c) for c in present]] = p
+        proba[te] = full
+        per_fold.append(classification_metrics(y[te], full, classes))
+        fits.append(est)
+    return proba, per_fold, fits
+
+
+def _fold_solvers(fits: list) -> dict:
+    """The first fold's solver settings with ``n_iter`` (and ``C``) listed per fold."""
+    records = [solver_record(est) for est in fits]
+    out = dict(records[0])
+    out["n_iter"] = [r.get("n_iter") for r in records]
+    return out
+
+
+def _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_fold) -> dict:
+    """Probe a second features folder on the same rows and folds; paired t-test per metric over the folds."""
+    other = load_features(compare, role="compare features")
+    orows, _ = _select(df, other, csv, False, "compare features")
+    okey = dict(zip(orows["key"], orows["row"]))
+    lost = [k for k in rows["key"] if k not in okey]
+    if lost:
+        raise InputError(f"compare features {other.folder} lack {len(lost)} of the {len(rows)} images used: "
+                         f"{examples(lost)}", hint="compare models on exactly the same images and folds")
+    Xb = other.X[[okey[k] for k in rows["key"]]]
+    C_b = Xb.shape[1] * len(classes) / 100.0
+    _, per_fold_b, fits_b = _cross_fit(task, Xb, y, fold, classes, C_b, penalty, seed, [])
+    return {"features": str(compare), "n_features": int(Xb.shape[1]), "C": C_b, "folds": int(fold.max()) + 1,
+            "test": "two-sided paired t-test over folds (A = --features, B = --compare; difference A − B)",
+            "solver": _fold_solvers(fits_b), **features_precision(other),
+            "metrics": paired_t_tests(per_fold, per_fold_b, ALL_METRICS), "_per_fold": per_fold_b}
 
 
 def _write(out: Path, result: OOFResult) -> list[Path]:
@@ -231,7 +286,8 @@ def _write(out: Path, result: OOFResult) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)
+    for name in ("metrics.json", "comparison.json"):
+        (out / name).unlink(missing_ok=True)
     pred = result.predictions
     with atomic_path(out / "oof.csv") as tmp:
         pred.to_csv(tmp, index=False)
@@ -240,8 +296,12 @@ def _write(out: Path, result: OOFResult) -> list[Path]:
              confusion_matrix_png(out / "confusion_matrix.png", pred["true_label"], pred["predicted_label"],
                                   result.classes, title="Confusion matrix (out-of-fold)"),
              roc_png(out / "roc.png", pred["true_label"], proba, result.classes, title="ROC (out-of-fold)")]
-    for name, obj in {"folds.json": result.fold_metrics, "oof.json": result.summary}.items():
+    jsons = {"folds.json": result.fold_metrics, "oof.json": result.summary}
+    if result.comparison is not None:
+        jsons["comparison.json"] = result.comparison
+    for name, obj in jsons.items():
         atomic_write_json(out / name, _clean(obj))
         files.append(out / name)
-    atomic_write_json(out / "metrics.json", _clean({m: result.metrics[m] for m in METRICS + ("auroc_ovr",)}))
+    atomic_write_json(out / "metrics.json", _clean({**{m: result.metrics[m] for m in METRICS + ("auroc_ovr",)},
+                                                    **result.record}))
     return files + [out / "metrics.json"]

@@ -21,6 +21,12 @@ Missing features (decided here, reported in ``probe.json``):
 rows drawn with ``seed`` (stratified; a smaller fraction is a subset of a larger
 one for the same seed). The release instead shuffled with ``random_state=42`` and
 kept the first ⌊n·p⌋ rows, which can drop rare classes.
+
+``protocol`` (default ``"release"``) picks the logistic-regression objective of the
+``logreg`` task (:mod:`panderm.eval.linear`): the released ``linear_eval.py`` one by
+default, so that scores are comparable with the paper's; ``"sklearn"`` for
+scikit-learn's. ``metrics.json`` and ``probe.json`` record the protocol, the
+solver settings actually used and the features' extraction precision.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
+from panderm.eval.linear import PROTOCOL_PENALTY, penalty_for
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
 from panderm.io import atomic_path, atomic_write_json
 from panderm.paths import normalise_path  # still importable from here (older plugins)
@@ -51,6 +58,8 @@ class ProbeResult:
     summary: dict[str, Any]
     comparison: dict[str, dict[str, float]] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: ``protocol``, ``solver`` settings and ``features_precision``, also in ``metrics.json``.
+    record: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -254,10 +263,15 @@ def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: 
 
 
 def _fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
+    """Fit the task's estimator and return (test probabilities in ``classes`` order, estimator).
+
+    ``penalty`` is an estimator penalty (``"official"``/``"sklearn"``) or a protocol
+    name (``"release"``/``"sklearn"``, mapped to its penalty).
+    """
     from panderm.plugins import registries
 
     spec = registries().tasks.get(task)
-    est = spec.factory(C=C, penalty=penalty, seed=seed, max_iter=1000)
+    est = spec.factory(C=C, penalty=PROTOCOL_PENALTY.get(penalty, penalty), seed=seed, max_iter=1000)
     est.fit(Xtr, ytr)
     proba = np.asarray(est.predict_proba(Xte), dtype=np.float64)
     if proba.ndim != 2 or proba.shape != (len(Xte), len(classes)):
@@ -268,6 +282,33 @@ def _fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[n
         pos = {c: i for i, c in enumerate(np.asarray(order).tolist())}
         proba = proba[:, [pos[c] for c in classes]]  # put columns in our sorted class order
     return proba, est
+
+
+def solver_record(est) -> dict:
+    """The fitted estimator's solver settings (``solver_settings()`` when it has one, else its class and params)."""
+    settings = getattr(est, "solver_settings", None)
+    if callable(settings):
+        return settings()
+    params = est.get_params() if callable(getattr(est, "get_params", None)) else {}
+    return {"estimator": f"{type(est).__module__}.{type(est).__name__}",
+            "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                       for k, v in params.items()}, "n_iter": _n_iter(est)}
+
+
+def _n_iter(est):
+    n = getattr(est, "n_iter_", None)
+    return np.asarray(n).tolist() if n is not None else None
+
+
+def run_record(protocol: str, est, feats: _Features) -> dict:
+    """What ``metrics.json`` records besides the metrics: protocol, solver settings, features' precision."""
+    return {"protocol": protocol, "solver": solver_record(est), **features_precision(feats)}
+
+
+def features_precision(feats: _Features) -> dict:
+    """``features_precision`` from the folder's ``meta.json`` (``None`` if absent) and the stored dtype."""
+    return {"features_precision": feats.meta.get("precision") if isinstance(feats.meta, dict) else None,
+            "features_dtype": str(feats.X.dtype)}
 
 
 def _clean(obj):
@@ -287,7 +328,7 @@ def _clean(obj):
 
 def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: bool = False,
               percent_data: float = 1.0, seed: int = 0, use_val: bool = False, task: str = "logreg",
-              penalty: str = "sklearn", n_bootstrap: int = 1000, compare: Path | None = None,
+              protocol: str = "release", n_bootstrap: int = 1000, compare: Path | None = None,
               compare_method: str = "permutation") -> ProbeResult:
     """Fit a linear probe on train features, evaluate on test with bootstrap CIs.
 
@@ -300,7 +341,8 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         seed: Seed for the classifier init, the subsample and the bootstrap.
         use_val: Also train on ``val`` rows (the release never does).
         task: Registered task name (``panderm plugins`` lists them).
-        penalty: ``"official"`` or ``"sklearn"`` (see :mod:`panderm.eval.linear`).
+        protocol: ``"release"`` (the released ``linear_eval.py`` objective, default) or
+            ``"sklearn"`` (scikit-learn's); see :mod:`panderm.eval.linear`.
         n_bootstrap: Bootstrap replicates for the 95% CIs (0: no CIs).
         compare: A second features folder to fit with the same protocol and compare against.
         compare_method: ``"permutation"`` or ``"bootstrap"`` paired test.
@@ -314,8 +356,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         ConfigError: Bad option values or an unknown task.
     """
     features, csv = Path(features), Path(csv)
-    if penalty not in ("official", "sklearn"):
-        raise ConfigError(f"unknown penalty '{penalty}'", hint="use 'official' or 'sklearn'")
+    penalty = penalty_for(protocol)
     if compare_method not in ("permutation", "bootstrap"):
         raise ConfigError(f"unknown compare method '{compare_method}'", hint="use 'permutation' or 'bootstrap'")
     if not 0 < percent_data <= 1:
@@ -385,14 +426,16 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
             raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
                              f"used: {examples(lost_train)}")
         Xo = other.X
-        proba_b, _ = _fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
+        proba_b, est_b = _fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
                                   Xo[[okey[k] for k in test["key"]]], classes,
                                   Xo.shape[1] * len(classes) / 100.0, penalty, seed)
         comparison = paired_test(y_test, proba, proba_b, metric=list(ALL_METRICS), n=max(n_bootstrap, 1),
                                  method=compare_method, seed=seed, classes=classes)
 
+    record = run_record(protocol, est, feats)
     summary = {
-        "task": task, "penalty": penalty, "C": C, "seed": seed, "binary": binary, "label_column": label_col,
+        "task": task, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
+        "label_column": label_col,
         "percent_data": percent_data, "use_val": use_val, "classes": classes,
         "n_train": len(train), "n_test": len(test), "n_features": D,
         "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes},
@@ -403,9 +446,10 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         "metrics": metrics, "warnings": warn,
     }
     if compare is not None:
-        summary["compare"] = {"features": str(compare), "method": compare_method, "result": comparison}
+        summary["compare"] = {"features": str(compare), "method": compare_method,
+                              "solver": solver_record(est_b), **features_precision(other), "result": comparison}
     result = ProbeResult(metrics=metrics, classes=classes, predictions=predictions, summary=summary,
-                         comparison=comparison, warnings=warn)
+                         comparison=comparison, warnings=warn, record=record)
     if out is not None:
         result.out, result.files = Path(out), _write(Path(out), result, compare is not None)
     return result
@@ -416,18 +460,19 @@ def _write(out: Path, result: ProbeResult, with_compare: bool) -> list[Path]:
     extra = {"comparison.json": result.comparison} if with_compare else {}
     return write_eval_outputs(out, result.predictions, result.classes, result.metrics,
                               {"probe.json": result.summary}, extra=extra,
-                              stale=() if with_compare else ("comparison.json",))
+                              stale=() if with_compare else ("comparison.json",), record=result.record)
 
 
 def write_eval_outputs(out: Path, predictions: pd.DataFrame, classes: list, metrics: dict,
                        summaries: dict[str, dict], extra: dict[str, Any] | None = None,
-                       stale: tuple[str, ...] = ()) -> list[Path]:
+                       stale: tuple[str, ...] = (), record: dict[str, Any] | None = None) -> list[Path]:
     """Write the shared evaluation outputs of ``probe`` and ``finetune``.
 
     ``predictions.csv`` (needs ``true_label``, ``predicted_label`` and one
     ``prob_<class>`` column per class), ``confusion_matrix.png``, ``roc.png``,
     the ``extra`` then ``summaries`` JSON files (``{file name: object}``) and,
-    last, ``metrics.json`` ({value, ci_low, ci_high} per metric). A stale
+    last, ``metrics.json`` ({value, ci_low, ci_high} per metric, then the ``record``
+    keys, e.g. the probe's protocol and solver settings). A stale
     ``metrics.json`` (and the ``stale`` files) are removed first, so an old file
     never passes for this run's.
     """
@@ -449,5 +494,6 @@ def write_eval_outputs(out: Path, predictions: pd.DataFrame, classes: list, metr
     for name, obj in {**(extra or {}), **summaries}.items():
         atomic_write_json(out / name, _clean(obj))
         files.append(out / name)
-    atomic_write_json(out / "metrics.json", _clean({m: metrics[m] for m in METRICS + ("auroc_ovr",)}))
+    atomic_write_json(out / "metrics.json", _clean({**{m: metrics[m] for m in METRICS + ("auroc_ovr",)},
+                                                    **(record or {})}))
     return files + [out / "metrics.json"]

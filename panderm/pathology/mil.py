@@ -20,6 +20,11 @@ Inputs: a features folder of ``<slide>.h5`` files (``features`` (N, D), ``coords
 ``case_id`` and an optional explicit fold assignment (``fold``, or a numeric
 ``split``). CSV slides without an ``.h5`` are skipped, listed in ``skipped.csv`` and
 warned about. A case id with two labels, or one split over two explicit folds, is refused.
+
+Comparison (``compare``): a second features folder of the same slides is trained and
+evaluated on exactly the same folds (same seeds), its run written to ``out/compare/``,
+and every per-fold metric is compared by the paper's two-sided paired t-test over the
+folds (``comparison.json``).
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
-from panderm.eval.metrics import ALL_METRICS, bootstrap_ci, classification_metrics
-from panderm.io import atomic_path
+from panderm.eval.metrics import ALL_METRICS, bootstrap_ci, classification_metrics, paired_t_tests
+from panderm.io import atomic_path, atomic_write_json
 
 _SLIDE_EXTS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
                ".png", ".jpg", ".jpeg", ".h5")
@@ -86,6 +91,8 @@ class MILResult:
     warnings: list[str] = field(default_factory=list)
     out: Path | None = None
     files: list[Path] = field(default_factory=list)
+    #: With ``compare``: ``{"features", "folds", "test", "metrics": {metric: paired t-test over folds}}``.
+    comparison: dict[str, Any] | None = None
 
 
 @dataclass
@@ -315,7 +322,8 @@ def _write_attention(path: Path, bag: _Bag, attn: np.ndarray, fold: int, pred) -
 def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: int = 5, epochs: int = 20,
               lr: float = 1e-4, weight_decay: float = 1e-5, patience: int = 5, hidden: int = 384,
               embed: int = 512, dropout_in: float = 0.10, dropout_attn: float = 0.25, seed: int = 0,
-              device: str | None = None, n_bootstrap: int = 1000, progress: bool = True) -> MILResult:
+              device: str | None = None, n_bootstrap: int = 1000, progress: bool = True,
+              compare: str | Path | None = None, _fold_of_slide: dict[str, int] | None = None) -> MILResult:
     """Cross-validated gated ABMIL on per-slide patch features (see the module doc for the protocol).
 
     Args:
@@ -329,6 +337,8 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when available).
         n_bootstrap: Bootstrap replicates for the 95% CIs.
         progress: Show a progress bar over the folds' epochs.
+        compare: A second features folder of the same slides: trained on the same folds
+            (run in ``out/compare/``) and compared per metric by a paired t-test over folds.
 
     Raises:
         InputError: Unusable CSV/features, a case with two labels or in two folds, too few cases.
@@ -370,7 +380,14 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     y = np.array([b.y for b in bags])
     groups = rows["case_id"].to_numpy()
     explicit = bool((rows["_fold"] >= 0).any())
-    if explicit:
+    if _fold_of_slide is not None:  # a comparison run reuses the first run's folds
+        extra = [s for s in rows["slide"] if s not in _fold_of_slide]
+        if extra:
+            raise InputError(f"compare features {features} hold {len(extra)} slide(s) the first run did not use: "
+                             f"{examples(extra)}", hint="compare feature sets on exactly the same slides and folds")
+        fold_of = np.array([_fold_of_slide[s] for s in rows["slide"]])
+        folds = int(fold_of.max()) + 1
+    elif explicit:
         uniq = sorted(rows["_fold"].unique().tolist())
         fold_of = np.searchsorted(uniq, rows["_fold"].to_numpy())
         folds = len(uniq)
@@ -382,6 +399,8 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
             raise InputError(f"{csv}: {n_cases} case(s) with features cannot fill {folds} folds",
                              hint="lower --folds")
         fold_of = _assign_folds(y, groups, folds, seed)
+    if compare is not None:
+        _check_compare_slides(csv, Path(compare), list(rows["slide"]))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = {"epochs": int(epochs), "lr": lr, "weight_decay": weight_decay, "patience": int(patience),
@@ -453,6 +472,18 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     }
     folds_json = {"folds": [{k: v for k, v in f.items() if k not in ("val_slides", "test_slides")}
                             for f in fold_info], "mean_sd": per_fold}
+    comparison = None
+    (out / "comparison.json").unlink(missing_ok=True)
+    if compare is not None:
+        kwargs = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, hidden=hidden, embed=embed,
+                      dropout_in=dropout_in, dropout_attn=dropout_attn, seed=seed, device=device,
+                      n_bootstrap=n_bootstrap, progress=progress)
+        comparison = _compare_run(Path(compare), csv, out / "compare", dict(zip(rows["slide"], fold_of.tolist())),
+                                  fold_info, kwargs)
+        summary["compare"] = {k: v for k, v in comparison.items() if k != "metrics"}
+        from panderm.eval.probe import _clean
+
+        atomic_write_json(out / "comparison.json", _clean(comparison))
     with atomic_path(out / "skipped.csv") as tmp:
         skipped.to_csv(tmp, index=False)
     with atomic_path(out / "oof.csv") as tmp:
@@ -460,10 +491,37 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     from panderm.eval.probe import write_eval_outputs
 
     files = write_eval_outputs(out, predictions, classes, metrics, {"folds.json": folds_json, "mil.json": summary})
+    extra = [out / "comparison.json"] if comparison is not None else []
     result = MILResult(metrics=metrics, classes=classes, predictions=predictions, folds=fold_info,
                        summary=summary, skipped=skipped, warnings=warn, out=out,
-                       files=[out / "oof.csv", out / "skipped.csv", *files])
+                       files=[out / "oof.csv", out / "skipped.csv", *extra, *files], comparison=comparison)
     return result
+
+
+def _check_compare_slides(csv: Path, compare: Path, slides: list[str]) -> None:
+    """The comparison features must hold every slide of the first run (checked before any training)."""
+    rows_b, _, _ = load_slides(csv, compare)
+    lost = sorted(set(slides) - set(rows_b["slide"]))
+    if lost:
+        raise InputError(f"compare features {compare} lack {len(lost)} of the {len(slides)} slides used: "
+                         f"{examples(lost)}", hint="compare feature sets on exactly the same slides and folds")
+
+
+def _compare_run(compare: Path, csv: Path, out: Path, fold_of_slide: dict[str, int], fold_info: list[dict],
+                 kwargs: dict) -> dict:
+    """Train on ``compare`` with the same folds; paired t-test of each per-fold metric (A − B)."""
+    res = train_mil(compare, csv, out, _fold_of_slide=fold_of_slide, **kwargs)
+    extra = sorted(set(res.predictions["slide"]) - set(fold_of_slide))
+    lost = sorted(set(fold_of_slide) - set(res.predictions["slide"]))
+    if extra or lost:
+        raise InputError(f"compare features {compare} cover other slides: {len(lost)} missing, "
+                         f"{len(extra)} extra ({examples(lost or extra)})",
+                         hint="compare feature sets on exactly the same slides and folds")
+    per_a = [f["metrics"] for f in fold_info]
+    per_b = [f["metrics"] for f in res.folds]
+    return {"features": str(compare), "run": str(out), "folds": len(per_a),
+            "test": "two-sided paired t-test over folds (A = --features, B = --compare; difference A − B)",
+            "metrics": paired_t_tests(per_a, per_b, ALL_METRICS)}
 
 
 def load_fold_model(run: str | Path, fold: int, device: str = "cpu"):

@@ -10,11 +10,16 @@ import panderm
 from panderm.registry import TaskSpec
 
 
-def make_logreg(C: float | None = None, penalty: str = "sklearn", seed: int = 0, max_iter: int = 1000, **_):
-    """The paper's probe: softmax regression fitted by full-batch torch L-BFGS."""
-    from panderm.eval.linear import LBFGSLogisticRegression
+def make_logreg(C: float | None = None, penalty: str = "official", seed: int = 0, max_iter: int = 1000, **_):
+    """The paper's probe: softmax regression fitted by full-batch torch L-BFGS.
 
-    return LBFGSLogisticRegression(C=C, penalty=penalty, seed=seed, max_iter=max_iter)
+    ``penalty``: ``"official"`` (the release protocol, default) or ``"sklearn"``; the
+    protocol names ``"release"``/``"sklearn"`` are accepted too.
+    """
+    from panderm.eval.linear import PROTOCOL_PENALTY, LBFGSLogisticRegression
+
+    return LBFGSLogisticRegression(C=C, penalty=PROTOCOL_PENALTY.get(penalty, penalty), seed=seed,
+                                   max_iter=max_iter)
 
 
 def make_sklearn_logreg(C: float | None = None, seed: int = 0, max_iter: int = 1000, **_):
@@ -30,7 +35,8 @@ def make_sklearn_logreg(C: float | None = None, seed: int = 0, max_iter: int = 1
 @panderm.hookimpl
 def register_tasks(register):
     register(TaskSpec(name="logreg", factory=make_logreg,
-                      summary="the paper's linear probe: torch L-BFGS softmax regression, C = D·K/100 (--penalty sklearn|official)"))
+                      summary="the paper's linear probe: torch L-BFGS softmax regression, C = D·K/100 "
+                              "(--protocol release|sklearn)"))
     register(TaskSpec(name="sklearn-logreg", factory=make_sklearn_logreg,
                       summary="scikit-learn LogisticRegression(lbfgs) with the same C (comparison)"))
 

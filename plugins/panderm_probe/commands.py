@@ -19,14 +19,25 @@ Examples:
   panderm probe --features feats/ --csv labels.csv --binary --out probe-binary/
   panderm probe --features feats/ --csv labels.csv --percent-data 0.1 --seed 1
   panderm probe --features panderm/ --csv labels.csv --compare dinov2/ --out cmp/
+  panderm probe --features feats/ --csv labels.csv --protocol sklearn --out probe-sklearn/
   panderm probe --features feats/ --csv labels.csv --task sklearn-logreg --json
   panderm probe --features feats/ --csv lesions.csv --folds 5 --stratify stage --oof --out meta/
   panderm probe --features feats/ --csv lesions.csv --binary --folds 5 --group case_id --out meta/
+  panderm probe --features panderm/ --csv lesions.csv --folds 5 --compare dinov2/ --out meta-cmp/
+
+\b
+--protocol release (default) is the released linear_eval.py probe, so that
+scores are comparable with the paper's: mean CE + ‖W‖/(2C) (norm not
+squared), torch L-BFGS tolerances. --protocol sklearn: mean CE + ‖W‖²/(2CN),
+scikit-learn's objective and tol 1e-4. metrics.json records the protocol,
+the solver settings used and the features' precision.
 
 \b
 Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
-last), predictions.csv, confusion_matrix.png, roc.png, probe.json (classes,
-counts, C, excluded images), and comparison.json with --compare.
+last; also protocol, solver, features_precision), predictions.csv,
+confusion_matrix.png, roc.png, probe.json (classes, counts, C, excluded
+images), and comparison.json with --compare (paired permutation or bootstrap
+test over the test images).
 
 \b
 Out-of-fold mode (--folds K; the split column is ignored): every row gets a
@@ -35,7 +46,9 @@ or label × --stratify; --group keeps a group in one fold). Outputs: oof.csv
 (image, fold, true_label, predicted_label, prob_<class>, and score =
 P(positive class) for two classes), metrics.json (pooled OOF metrics with
 bootstrap CIs), folds.json (per-fold metrics, mean ± sd), oof.json,
-confusion_matrix.png, roc.png. See docs/prognosis.md.""")
+confusion_matrix.png, roc.png; with --compare DIR, comparison.json: the second
+features folder probed on the same folds, each metric compared by a two-sided
+paired t-test over the folds. See docs/prognosis.md.""")
 @click.option("--features", required=True, type=_PATH, metavar="DIR",
               help="Folder written by `panderm extract` (features.npy, index.csv).")
 @click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
@@ -49,14 +62,16 @@ confusion_matrix.png, roc.png. See docs/prognosis.md.""")
 @click.option("--use-val", is_flag=True, help="Also train on the val split (the paper trains on train only).")
 @click.option("--task", default="logreg", show_default=True,
               help="Registered task head (see `panderm plugins`), e.g. logreg or sklearn-logreg.")
-@click.option("--penalty", type=click.Choice(["sklearn", "official"]), default="sklearn", show_default=True,
-              help="sklearn: mean CE + ‖W‖²/(2CN), the paper's scikit-learn probe; official: mean CE + ‖W‖/(2C), the released torch code.")
+@click.option("--protocol", type=click.Choice(["release", "sklearn"]), default="release", show_default=True,
+              help="release: the released linear_eval.py probe, mean CE + ‖W‖/(2C) (comparable with the paper); "
+                   "sklearn: mean CE + ‖W‖²/(2CN), scikit-learn's objective.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               metavar="N", help="Bootstrap replicates for the 95% CIs (0 = none).")
 @click.option("--compare", type=_PATH, default=None, metavar="DIR",
-              help="Second features folder: fit the same probe and test the difference on the same test images.")
+              help="Second features folder: fit the same probe and test the difference on the same test images "
+                   "(with --folds: on the same folds, paired t-test over the folds).")
 @click.option("--compare-method", type=click.Choice(["permutation", "bootstrap"]), default="permutation",
-              show_default=True, help="Paired test for --compare.")
+              show_default=True, help="Paired test over test images for --compare without --folds.")
 @click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
               help="Out-of-fold mode: K-fold cross-validation over all rows (ignores the split column).")
 @click.option("--stratify", default=None, metavar="COL",
@@ -65,7 +80,8 @@ confusion_matrix.png, roc.png. See docs/prognosis.md.""")
               help="With --folds: keep rows sharing this CSV column (e.g. case_id) in one fold.")
 @click.option("--oof", is_flag=True, help="Write out-of-fold predictions (oof.csv); implied by --folds.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
-def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task, penalty, n_bootstrap,
+@click.pass_context
+def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val, task, protocol, n_bootstrap,
               compare, compare_method, folds, stratify, group, oof, as_json):
     """Fit a linear probe on train features and report test metrics with 95% CIs.
 
@@ -78,12 +94,15 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
     if folds is None and (stratify or group or oof):
         raise click.UsageError("--stratify, --group and --oof need --folds K (out-of-fold mode)")
     if folds is not None:
-        if percent_data != 1.0 or use_val or compare is not None:
-            raise click.UsageError("--percent-data, --use-val and --compare do not apply with --folds")
-        _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty, task, n_bootstrap, as_json)
+        method_given = ctx.get_parameter_source("compare_method") == click.core.ParameterSource.COMMANDLINE
+        if percent_data != 1.0 or use_val or method_given:
+            raise click.UsageError("--percent-data, --use-val and --compare-method do not apply with --folds "
+                                   "(--compare with --folds uses a paired t-test over the folds)")
+        _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol, task, n_bootstrap, compare,
+             as_json)
         return
     result = run_probe(features, csv_path, out, binary=binary, percent_data=percent_data, seed=seed,
-                       use_val=use_val, task=task, penalty=penalty, n_bootstrap=n_bootstrap,
+                       use_val=use_val, task=task, protocol=protocol, n_bootstrap=n_bootstrap,
                        compare=compare, compare_method=compare_method)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
@@ -91,8 +110,9 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
         click.echo(json.dumps(_clean(result.metrics), indent=2))
         return
     s = result.summary
-    click.echo(f"task {s['task']} (penalty {s['penalty']}, C = {s['C']:g}); {len(result.classes)} classes; "
-               f"train {s['n_train']}, test {s['n_test']}")
+    click.echo(f"task {s['task']} (protocol {s['protocol']}, C = {s['C']:g}{_iterations(s['solver'])}); "
+               f"{len(result.classes)} classes; train {s['n_train']}, test {s['n_test']}; "
+               f"features precision {s['features_precision'] or 'not recorded'}")
     click.echo(metrics_table(result.metrics))
     if result.comparison:
         click.echo(f"\ncomparison with {compare} ({compare_method} test, {n_bootstrap} replicates):")
@@ -103,12 +123,19 @@ def probe_cmd(features, csv_path, out, binary, percent_data, seed, use_val, task
     click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
 
 
-def _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty, task, n_bootstrap, as_json):
+def _iterations(solver: dict) -> str:
+    n = solver.get("n_iter")
+    return f", {n} L-BFGS iterations" if isinstance(n, int) and "penalty" in solver else ""
+
+
+def _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol, task, n_bootstrap, compare,
+         as_json):
+    from panderm.eval.metrics import format_t_tests
     from panderm.eval.oof import run_oof_probe
     from panderm.eval.probe import _clean
 
     result = run_oof_probe(features, csv_path, out, folds=folds, stratify=stratify, group=group, binary=binary,
-                           seed=seed, penalty=penalty, task=task, n_bootstrap=n_bootstrap)
+                           seed=seed, protocol=protocol, task=task, n_bootstrap=n_bootstrap, compare=compare)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
@@ -116,12 +143,16 @@ def _oof(features, csv_path, out, folds, stratify, group, binary, seed, penalty,
         return
     s = result.summary
     click.echo(f"out-of-fold: {folds} folds ({s['splitter']}, stratified on {s['stratified_on']}"
-               f"{f', grouped by {group}' if group else ''}); task {s['task']} (C = {s['C']:g}); "
+               f"{f', grouped by {group}' if group else ''}); task {s['task']} (protocol {s['protocol']}, "
+               f"C = {s['C']:g}); "
                f"{len(result.classes)} classes; {s['n']} rows, fold sizes {s['fold_sizes']}")
     click.echo(metrics_table(result.metrics))
     fs = result.fold_metrics["summary"]
     click.echo("\nper fold: " + ", ".join(f"{m} {_fmt(fs[m]['mean'])} ± {_fmt(fs[m]['sd'])}"
                                           for m in ("auroc", "weighted_f1", "bacc")))
+    if result.comparison:
+        click.echo(f"\ncomparison with {compare}: {result.comparison['test']}")
+        click.echo(format_t_tests(result.comparison["metrics"]))
     click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
 
 

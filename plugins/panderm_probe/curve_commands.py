@@ -33,9 +33,10 @@ def _named(value: str) -> tuple[str, str]:
 
 @click.command("curve", epilog="""\b
 Examples:
-  panderm curve --csv data.csv --features feats/ --percents 0.05,0.1,0.2,0.5,1 --out curve/
+  panderm curve --csv data.csv --features feats/ --out curve/
   panderm curve --csv data.csv --features panderm=feats/ --features random=feats_rand/ \\
-      --binary --seeds 0,1,2 --out curve-binary/
+      --binary --seeds 0,1,2,3,4 --out curve-binary/
+  panderm curve --csv data.csv --features feats/ --percents 0.01,0.1,1 --protocol sklearn --out curve-sk/
   panderm curve --csv data.csv --features feats/ --metric bacc --out curve-bacc/
   panderm curve --csv data.csv --method finetune --root images/ \\
       --model panderm_tiny_patch16_224.demo --model panderm_tiny_patch16_224 --epochs 20 --out curve-ft/
@@ -45,13 +46,18 @@ Outputs in --out: runs.csv (one row per encoder × percent × seed, rewritten
 after every run; a rerun skips runs already there with the same settings),
 curve.csv and curve.json (mean, sd, min, max over seeds and a 95% t-interval
 across seeds; curve.json also lists `matches`: the first percent at which an
-encoder reaches another encoder's 100% score), curve.png.""")
+encoder reaches another encoder's 100% score), curve.png. With two or more
+encoders: comparisons.csv (and curve.json `comparisons`): the reference
+(--reference, default the first --features) against each other encoder at
+every percent, two-sided paired t-test over the seeds (needs 2+ seeds).
+--protocol release (default) is the released linear_eval.py probe, so that
+scores are comparable with the paper's; sklearn is scikit-learn's objective.""")
 @click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
               help="Dataset CSV with image, split (train/val/test) and label columns.")
 @click.option("--features", "features", multiple=True, metavar="[NAME=]DIR",
               help="Features folder of one encoder (repeatable); the name defaults to the folder name.")
-@click.option("--percents", default="0.05,0.1,0.2,0.5,1", show_default=True, callback=_floats,
-              help="Comma-separated fractions of the training labels.")
+@click.option("--percents", default="0.05,0.1,0.2,0.3,0.5,1", show_default=True, callback=_floats,
+              help="Comma-separated fractions of the training labels (default: the paper's grid).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_ints,
               help="Comma-separated seeds; one run per seed (subsample, init, bootstrap).")
 @click.option("--binary", is_flag=True, help="Use the binary_label column (0/1) instead of label.")
@@ -59,6 +65,11 @@ encoder reaches another encoder's 100% score), curve.png.""")
               help="auto (auroc with --binary, else weighted_f1), or weighted_f1, auroc, bacc, aupr, acc, kappa, auroc_ovr.")
 @click.option("--method", type=click.Choice(["probe", "finetune"]), default="probe", show_default=True,
               help="probe: linear probe on --features; finetune: fine-tune each --model on the images in --root.")
+@click.option("--protocol", type=click.Choice(["release", "sklearn"]), default="release", show_default=True,
+              help="Probe objective (--method probe): release = the released linear_eval.py probe; "
+                   "sklearn = scikit-learn's (see panderm probe --help).")
+@click.option("--reference", default=None, metavar="NAME",
+              help="Encoder compared with each other one by paired t-tests over seeds (default: the first).")
 @click.option("--root", type=_PATH, default=None, metavar="DIR", help="Image folder (--method finetune).")
 @click.option("--model", "models", multiple=True, metavar="NAME[=WEIGHTS]",
               help="Encoder to fine-tune (repeatable), optionally =WEIGHTS (--method finetune); the spec names the line.")
@@ -71,8 +82,8 @@ encoder reaches another encoder's 100% score), curve.png.""")
 @click.option("--out", type=_PATH, default=Path("curve"), show_default=True, metavar="DIR", help="Output folder.")
 @click.option("--no-resume", is_flag=True, help="Recompute runs already in --out/runs.csv.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-run progress lines.")
-def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, root, models, epochs, max_steps,
-              n_bootstrap, out, no_resume, quiet):
+def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, protocol, reference, root, models,
+              epochs, max_steps, n_bootstrap, out, no_resume, quiet):
     """Label-efficiency curve: test metric vs fraction of training labels, per encoder.
 
     Each encoder is trained on stratified, seeded subsamples of the train split
@@ -103,7 +114,8 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, root,
         kwargs["max_steps"] = max_steps
     res = label_efficiency(csv_path, out, features=feats, percents=percents, seeds=seeds, metric=metric,
                            binary=binary, method=method, finetune_kwargs=kwargs, root=root, models=parsed_models,
-                           n_bootstrap=n_bootstrap, progress=not quiet, resume=not no_resume)
+                           n_bootstrap=n_bootstrap, progress=not quiet, resume=not no_resume, protocol=protocol,
+                           reference=reference)
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     click.echo(f"{res.computed} run(s) computed, {res.skipped} reused from {out / 'runs.csv'}")
@@ -115,5 +127,15 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, root,
     for m in res.matches:
         click.echo(f"{m['encoder']} matches {m['reference']}'s full-data {res.metric} ({m['reference_value']:.4f}) "
                    f"with {100 * m['percent']:g}% of the labels (interpolated {100 * m['percent_interpolated']:.1f}%)")
+    if res.comparisons:
+        click.echo(f"\npaired two-sided t-test over seeds, {res.metric}: reference {res.comparisons[0]['reference']} "
+                   f"minus each encoder")
+        click.echo(f"{'encoder':<{w}} {'percent':>7} {'difference':>10}  {'95% CI':<19} {'t':>7} {'p':>7} {'n':>3}")
+        for c in res.comparisons:
+            note = f"  ({c['note']})" if c["note"] else ""
+            click.echo(f"{str(c['encoder'])[:w]:<{w}} {100 * c['percent']:>6g}% "
+                       f"{_fmt(c['mean_difference'], '+.4f'):>10}  [{_fmt(c['ci_low'], '+.4f')}, "
+                       f"{_fmt(c['ci_high'], '+.4f')}] {_fmt(c['t'], '.2f'):>7} {_fmt(c['p_value'], '.3f'):>7} "
+                       f"{c['n']:>3}{note}")
     click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
 

@@ -16,6 +16,7 @@ MIL_EPILOG = """\b
 Examples:
   panderm slide mil --features feats/ --csv slides.csv --folds 5 --out runs/mil
   panderm slide mil --features feats/ --csv slides.csv --out runs/mil --epochs 20 --patience 5 --json
+  panderm slide mil --features panderm/ --csv slides.csv --compare uni/ --out runs/mil-cmp
 
 \b
 Gated attention MIL (ABMIL, as in the paper): Linear(D->512)+ReLU with input
@@ -38,7 +39,12 @@ predictions.csv (= oof.csv: slide, case_id, fold, true_label,
 predicted_label, prob_<class>; each slide from its held-out fold),
 metrics.json (pooled out-of-fold metrics with 95% bootstrap CIs; written
 last), folds.json (per-fold metrics, mean and sd), attention/<slide>.h5
-(attention, coords), mil.json, roc.png, confusion_matrix.png, skipped.csv."""
+(attention, coords), mil.json, roc.png, confusion_matrix.png, skipped.csv.
+
+\b
+--compare DIR: a second features folder of the same slides is trained on the
+same folds (its run in --out/compare/) and each metric is compared by a
+two-sided paired t-test over the folds (comparison.json; printed)."""
 
 HEATMAP_EPILOG = """\b
 Examples:
@@ -71,11 +77,13 @@ blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap replicates for the CIs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compare", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Second features folder (same slides): same folds, paired t-test over the folds.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
 def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, hidden, embed, dropout_in,
-            dropout_attn, n_bootstrap, seed, device, quiet, as_json):
+            dropout_attn, n_bootstrap, seed, compare, device, quiet, as_json):
     """Cross-validated gated attention MIL (ABMIL) slide classification."""
     from panderm.eval.probe import _clean
     from panderm.pathology.mil import train_mil
@@ -83,7 +91,7 @@ def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, 
     result = train_mil(features, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        patience=patience, hidden=hidden, embed=embed, dropout_in=dropout_in,
                        dropout_attn=dropout_attn, seed=seed, device=device, n_bootstrap=n_bootstrap,
-                       progress=not quiet and not as_json)
+                       progress=not quiet and not as_json, compare=compare)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
@@ -97,6 +105,11 @@ def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, 
                    f"{f['best_epoch']}/{f['epochs_run']}{' (early stop)' if f['stopped_early'] else ''}, "
                    f"AUROC {_fmt(f['metrics']['auroc'])}")
     click.echo(metrics_table(result.metrics, "95% CI (out-of-fold, pooled)"))
+    if result.comparison:
+        from panderm.eval.metrics import format_t_tests
+
+        click.echo(f"\ncomparison with {compare} (run in {result.comparison['run']}): {result.comparison['test']}")
+        click.echo(format_t_tests(result.comparison["metrics"]))
     click.echo(f"wrote fold*/model.pt, attention/, {', '.join(p.name for p in result.files)} to {result.out}/")
 
 

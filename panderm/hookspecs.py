@@ -87,3 +87,13 @@ def register_segmenters(register: Callable[..., None]) -> None:
     ``rgb (H×W×3 uint8) -> bool mask (H×W)``. ``panderm align-pair --segmenter``
     takes ``name`` or ``name:spec``.
     """
+
+
+@hookspec
+def register_benchmarks(register: Callable[..., None]) -> None:
+    """Register paper experiments for ``panderm reproduce``: ``register(Benchmark(...))``.
+
+    A :class:`panderm.reproduce.benchmarks.Benchmark` names the dataset, the CSV it
+    expects, the protocol and the published figures; ``panderm reproduce NAME``
+    then runs it on the user's copy of the data.
+    """

@@ -117,6 +117,7 @@ class Registries:
     teachers: Registry[FactoryEntry] = field(default_factory=lambda: Registry("teacher"))
     data_sources: Registry[FactoryEntry] = field(default_factory=lambda: Registry("data source"))
     segmenters: Registry[FactoryEntry] = field(default_factory=lambda: Registry("segmenter"))
+    benchmarks: Registry[Any] = field(default_factory=lambda: Registry("benchmark"))
 
 
 def _build_registries() -> Registries:
@@ -153,6 +154,9 @@ def _build_registries() -> Registries:
     _call_registering_hook("register_teachers", factory_register(regs.teachers))
     _call_registering_hook("register_data_sources", factory_register(regs.data_sources))
     _call_registering_hook("register_segmenters", factory_register(regs.segmenters))
+    from panderm.reproduce.benchmarks import Benchmark
+
+    _call_registering_hook("register_benchmarks", spec_register(regs.benchmarks, Benchmark))
     return regs
 
 
@@ -189,6 +193,7 @@ def describe_plugins() -> list[dict[str, Any]]:
             "teachers": [n for n in regs.teachers if regs.teachers.owner(n) == name],
             "data_sources": [n for n in regs.data_sources if regs.data_sources.owner(n) == name],
             "segmenters": [n for n in regs.segmenters if regs.segmenters.owner(n) == name],
+            "benchmarks": [n for n in regs.benchmarks if regs.benchmarks.owner(n) == name],
         })
     for name, reason in sorted(_failures.items()):
         if not pm.has_plugin(name):

@@ -9,7 +9,8 @@ import numpy as np
 from panderm.io import atomic_path
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas (no pyplot state, no GUI backend)."""
     # A bare Figure with an Agg canvas: no pyplot global state, no GUI backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -19,11 +20,15 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_png(fig, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+_figure, _save = new_figure, save_png  # older names, still imported by some modules
 
 
 def confusion_matrix_png(path: str | Path, y, pred, classes, title: str = "Confusion matrix") -> Path:

@@ -1,0 +1,135 @@
+"""``panderm reproduce``: the paper's experiments run end to end on real images with the demo encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import panderm
+from panderm.plugins import plugin_context, registries
+from panderm.reproduce.benchmarks import Benchmark, Figure, PaperResult
+
+DEMO = "panderm_tiny_patch16_224.demo"
+TABLE1 = ("pad", "ham10000", "dermc", "bcn20000", "ddi", "hiba", "mskcc", "patch16", "isic2024", "wsi")
+
+
+@pytest.fixture(scope="module")
+def ham_subset(tmp_path_factory, shared_data) -> tuple[Path, Path]:
+    """A small HAM10000 dataset folder: labels.csv (train/test rows of every class) and its images."""
+    src = shared_data / "ham10000_dermoscopy_cls"
+    table = pd.read_csv(src / "labels.csv")
+    parts = [table[(table.label == c) & (table.split == s)].head(n)
+             for c in sorted(table.label.unique()) for s, n in (("train", 14), ("test", 8))]
+    folder = tmp_path_factory.mktemp("ham_subset")
+    pd.concat(parts).to_csv(folder / "labels.csv", index=False)
+    os.symlink(src / "images", folder / "images")
+    return folder, src / "images"
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_list_shows_every_table1_dataset_with_the_papers_figures(cli):
+    res = cli(["reproduce", "list"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines()[1:] if line.strip()}
+    assert set(TABLE1) <= set(lines)
+    ham = registries().benchmarks.get("ham10000")
+    figure = ham.paper().figure(ham.primary_metric)
+    assert f"{figure.value:.3f}" in lines["ham10000"] and "Extended Data Table 1" in lines["ham10000"]
+    listed = json.loads(cli(["reproduce", "list", "--json"]).output)
+    assert {b["name"] for b in listed} >= set(TABLE1)
+    assert all(b["results"] for b in listed)
+
+
+def test_ham10000_report_equals_a_separate_release_probe(cli, ham_subset, tmp_path, monkeypatch):
+    data, _ = ham_subset
+    monkeypatch.chdir(tmp_path)
+    res = cli(["reproduce", "ham10000", "--data", str(data), "--model", DEMO, "--out", "rep", "--bootstrap", "50",
+               "-q"])
+    assert res.exit_code == 0, res.output
+    report = _report(tmp_path / "rep")
+    assert json.loads((tmp_path / "rep/features/meta.json").read_text())["precision"] == "fp32"
+
+    probe = cli(["probe", "--features", "rep/features", "--csv", str(data / "labels.csv"), "--protocol", "release",
+                 "--bootstrap", "50", "--out", "separate"])
+    assert probe.exit_code == 0, probe.output
+    metrics = json.loads((tmp_path / "separate/metrics.json").read_text())
+    rows = {r["metric"]: r for r in report["rows"]}
+    assert {"weighted_f1", "auroc", "bacc", "aupr"} <= set(rows)
+    for name, row in rows.items():
+        assert row["ours"] == pytest.approx(metrics[name]["value"], abs=1e-12)
+        assert row["ours_ci"] == pytest.approx([metrics[name]["ci_low"], metrics[name]["ci_high"]], abs=1e-12)
+        assert row["difference"] == pytest.approx(row["ours"] - row["paper"])
+        assert row["paper_in_our_ci"] == (row["ours_ci"][0] <= row["paper"] <= row["ours_ci"][1])
+    paper = registries().benchmarks.get("ham10000").paper().figure("weighted_f1")
+    assert rows["weighted_f1"]["paper"] == paper.value and rows["weighted_f1"]["paper_ci"] == list(paper.ci)
+    md = (tmp_path / "rep/report.md").read_text()
+    assert f"{paper.value:.3f}" in md and "panderm probe" in md and "--protocol release" in md
+    assert (tmp_path / "rep/report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any("panderm extract" in c and "--precision fp32" in c for c in report["commands"])
+
+
+def test_rerun_resumes_and_other_weights_are_refused(cli, ham_subset, tmp_path):
+    data, _ = ham_subset
+    args = ["reproduce", "ham10000", "--data", str(data), "--out", str(tmp_path / "rep"), "--bootstrap", "0", "-q"]
+    assert cli([*args, "--model", DEMO]).exit_code == 0
+    first = _report(tmp_path / "rep")["rows"]
+    again = cli([*args, "--model", DEMO])
+    assert again.exit_code == 0, again.output
+    assert [r["ours"] for r in _report(tmp_path / "rep")["rows"]] == [r["ours"] for r in first]
+    other = cli([*args, "--model", "panderm_tiny_patch16_224"])
+    assert other.exit_code != 0
+    assert "Traceback" not in other.output and "weights" in other.output.lower()
+
+
+def test_listed_entries_and_bad_data_are_clean_errors(cli, ham_subset, tmp_path):
+    data, _ = ham_subset
+    listed = next(b for b in registries().benchmarks.entries() if b.kind == "listed")
+    res = cli(["reproduce", listed.name, "--data", str(data), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "cannot be run" in res.output and "Traceback" not in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pd.read_csv(data / "labels.csv").drop(columns=["label"]).to_csv(bad / "labels.csv", index=False)
+    res = cli(["reproduce", "ham10000", "--data", str(bad), "--out", str(tmp_path / "y")])
+    assert res.exit_code != 0 and "label" in res.output and "labels.csv" in res.output
+
+
+class ToyBenchmarks:
+    """A third-party plugin adding one experiment."""
+
+    @panderm.hookimpl
+    def register_benchmarks(self, register):
+        register(Benchmark(
+            name="toy-ham", title="Toy HAM10000 melanoma detection", dataset="ToyHAM", modality="dermoscopy",
+            kind="probe", binary=True, primary_metric="auroc", csv_layout="image,binary_label,split",
+            protocol="linear probe, release protocol",
+            results=(PaperResult("PanDerm", (Figure("auroc", 0.9, (0.85, 0.95)),), "Toy Table 1, PanDerm"),
+                     PaperResult("Rival", (Figure("auroc", 0.8),), "Toy Table 1, Rival")),
+            baseline="Rival"))
+
+
+def test_plugin_benchmark_lists_and_runs_under_all(cli, ham_subset, tmp_path):
+    data, images = ham_subset
+    root = tmp_path / "datasets"
+    (root / "toy-ham").mkdir(parents=True)
+    (root / "toy-ham" / "labels.csv").write_bytes((data / "labels.csv").read_bytes())
+    os.symlink(images, root / "toy-ham" / "images")
+    with plugin_context(ToyBenchmarks(), "toy"):
+        assert registries().benchmarks.get("toy-ham").plugin == "toy"
+        assert "toy-ham" in cli(["reproduce", "list"]).output
+        res = cli(["reproduce", "--all", "--data-root", str(root), "--model", DEMO, "--out", str(tmp_path / "all"),
+                   "--bootstrap", "20", "-q"])
+        assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "all/summary.json").read_text())
+    assert [r["benchmark"] for r in summary["runs"]] == ["toy-ham"]
+    assert "ham10000" in summary["absent"]
+    row = summary["runs"][0]
+    assert row["paper"] == 0.9 and row["metric"] == "auroc" and 0 <= row["ours"] <= 1
+    assert "toy-ham" in (tmp_path / "all/summary.md").read_text()
+    assert _report(tmp_path / "all/toy-ham")["rows"][0]["baseline"] == 0.8

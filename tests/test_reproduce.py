@@ -133,3 +133,63 @@ def test_plugin_benchmark_lists_and_runs_under_all(cli, ham_subset, tmp_path):
     assert row["paper"] == 0.9 and row["metric"] == "auroc" and 0 <= row["ours"] <= 1
     assert "toy-ham" in (tmp_path / "all/summary.md").read_text()
     assert _report(tmp_path / "all/toy-ham")["rows"][0]["baseline"] == 0.8
+
+
+def _with_features(src_run: Path, out: Path) -> Path:
+    """A new run folder holding the features of an earlier run (extraction is then reused)."""
+    import shutil
+
+    shutil.copytree(src_run / "features", out / "features")
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(ham_subset, tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    from panderm_cli.app import build_cli
+
+    data, _ = ham_subset
+    out = tmp_path_factory.mktemp("demo_run") / "rep"
+    res = CliRunner().invoke(build_cli(), ["reproduce", "ham10000", "--data", str(data), "--model", DEMO,
+                                           "--out", str(out), "--bootstrap", "0", "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_subgroup_entry_reports_weighted_recall_per_paper_setting(cli, ham_subset, demo_run, tmp_path):
+    from sklearn.metrics import f1_score, recall_score
+
+    data, _ = ham_subset
+    out = _with_features(demo_run, tmp_path / "sub")
+    res = cli(["reproduce", "ham10000-subgroups", "--data", str(data), "--model", DEMO, "--out", str(out),
+               "--bootstrap", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {(r["setting"], r["metric"]): r for r in _report(out)["rows"]}
+    preds = pd.read_csv(out / "probe/predictions.csv").merge(pd.read_csv(data / "labels.csv"), on="image")
+    female = preds[preds["sex"] == "female"]
+    y, p = female["true_label"].astype(str), female["predicted_label"].astype(str)
+    assert rows[("Sex=Female", "weighted_recall")]["ours"] == pytest.approx(recall_score(y, p, average="weighted"))
+    assert rows[("Sex=Female", "weighted_f1")]["ours"] == pytest.approx(f1_score(y, p, average="weighted"))
+    assert rows[("Sex=Female", "n")]["ours"] == len(female) and rows[("Sex=Female", "n")]["paper"] == 563
+    assert rows[("Location=Face", "weighted_recall")]["paper"] == 0.871  # 61/70, the paper's "Sensitivity"
+    assert rows[("Age=Old", "weighted_f1")]["ours"] is None  # the paper never defines its age groups
+    overall = rows[("", "weighted_recall")]
+    assert overall["ours"] == pytest.approx((preds["true_label"] == preds["predicted_label"]).mean())
+
+
+def test_curve_entry_runs_the_release_probe_per_fraction(cli, ham_subset, demo_run, tmp_path):
+    data, _ = ham_subset
+    out = _with_features(demo_run, tmp_path / "curve")
+    res = cli(["reproduce", "ham10000-curve", "--data", str(data), "--model", DEMO, "--out", str(out),
+               "--bootstrap", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    report = _report(out)
+    assert sorted({r["setting"] for r in report["rows"]}) == sorted(["5%", "10%", "20%", "30%", "50%", "100%"])
+    single = cli(["probe", "--features", str(out / "features"), "--csv", str(data / "labels.csv"),
+                  "--percent-data", "0.2", "--bootstrap", "0", "--out", str(tmp_path / "p20")])
+    assert single.exit_code == 0, single.output
+    metrics = json.loads((tmp_path / "p20/metrics.json").read_text())
+    twenty = {r["metric"]: r["ours"] for r in report["rows"] if r["setting"] == "20%"}
+    assert twenty["weighted_f1"] == pytest.approx(metrics["weighted_f1"]["value"], abs=1e-12)
+    assert any("--percent-data 0.2" in c for c in report["commands"])

@@ -93,15 +93,19 @@ def _encoder_line(record: dict[str, Any]) -> str:
     return f"- encoder: `{record['model']}`, randomly initialised (no weights)"
 
 
-def _num(v, ci=None) -> str:
+def _num(v, ci=None, metric: str = "") -> str:
     if v is None:
         return "n/a"
+    if metric == "n":
+        return f"{v:.0f}"
     text = f"{v:.3f}"
     return f"{text} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else text
 
 
-def _signed(v) -> str:
-    return "n/a" if v is None else f"{v:+.3f}"
+def _signed(v, metric: str = "") -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:+.0f}" if metric == "n" else f"{v:+.3f}"
 
 
 def _inside(v) -> str:
@@ -123,9 +127,10 @@ def report_markdown(record: dict[str, Any]) -> str:
     lines += ["| setting | metric | paper PanDerm (95% CI) | paper " + base + " | ours (95% CI) | ours − paper "
               "| paper inside our CI |", "|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
-        lines.append(f"| {r['setting'] or 'all'} | {r['metric']} | {_num(r['paper'], r['paper_ci'])} "
-                     f"| {_num(r['baseline'], r['baseline_ci'])} | {_num(r['ours'], r['ours_ci'])} "
-                     f"| {_signed(r['difference'])} | {_inside(r['paper_in_our_ci'])} |")
+        m = r["metric"]
+        lines.append(f"| {r['setting'] or 'all'} | {m} | {_num(r['paper'], r['paper_ci'], m)} "
+                     f"| {_num(r['baseline'], r['baseline_ci'], m)} | {_num(r['ours'], r['ours_ci'], m)} "
+                     f"| {_signed(r['difference'], m)} | {_inside(r['paper_in_our_ci'])} |")
     sources = sorted({r["paper_source"] for r in record["rows"]})
     lines += ["", "Paper figures from: " + "; ".join(sources) + ".", "", "## Commands run", "", "```",
               f"cd {shlex.quote(record['working_directory'])}"]
@@ -140,11 +145,11 @@ def plot_report(bench: Benchmark, rows: list[dict[str, Any]], path: Path) -> Pat
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     if len(settings) > 1:
         shown = [r for r in rows if r["metric"] == bench.primary_metric]
-        labels, title = [r["setting"] for r in shown], f"{bench.dataset}: {bench.primary_metric} by setting"
+        labels, title = [r["setting"] or "all" for r in shown], f"{bench.dataset}: {bench.primary_metric} by setting"
     else:
         shown = rows
         labels, title = [r["metric"] for r in shown], f"{bench.dataset}: paper vs ours"
-    fig = new_figure(max(5.0, 0.9 * len(shown) + 2), 3.8)
+    fig = new_figure(min(14.0, max(5.0, 0.7 * len(shown) + 2)), 4.8)
     ax = fig.add_subplot()
     xs = range(len(shown))
     _errorbars(ax, [x - 0.15 for x in xs], [r["paper"] for r in shown], [r["paper_ci"] for r in shown],

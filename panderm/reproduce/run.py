@@ -158,7 +158,8 @@ def _evaluate(bench: Benchmark, features: Path, csv: Path, out: Path, n_bootstra
     from panderm.reproduce.subgroups import overall_figures, subgroup_settings
 
     overall = overall_figures(result.metrics, len(result.predictions))
-    return {"": overall, **subgroup_settings(bench, result.predictions, csv, result.classes)}, list(result.warnings)
+    per_group = subgroup_settings(bench, result.predictions, csv, result.classes, n_bootstrap)
+    return {"": overall, **per_group}, list(result.warnings)
 
 
 def _probe(bench: Benchmark, features: Path, csv: Path, out: Path, n_bootstrap: int, commands: list[str],

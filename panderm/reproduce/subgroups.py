@@ -23,8 +23,8 @@ def overall_figures(metrics: dict[str, dict[str, float]], n: int) -> dict[str, d
     return {**metrics, "weighted_recall": metrics["acc"], "n": _point(n)}
 
 
-def subgroup_settings(bench: Benchmark, predictions: pd.DataFrame, csv: Path,
-                      classes: list) -> dict[str, dict[str, dict[str, float]]]:
+def subgroup_settings(bench: Benchmark, predictions: pd.DataFrame, csv: Path, classes: list,
+                      n_bootstrap: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """``{"Location=Face": {"weighted_f1": {value, ci_low, ci_high}, "n": …}}`` for the paper's settings."""
     from panderm.eval.subgroups import subgroup_metrics
 
@@ -35,7 +35,8 @@ def subgroup_settings(bench: Benchmark, predictions: pd.DataFrame, csv: Path,
     ours: dict[str, dict[str, dict[str, float]]] = {}
     for column in dict.fromkeys(c for _, c, v in bench.subgroup_values if v is not None and c in rows.columns):
         groups = rows[column].astype(str).str.strip().str.lower().to_numpy()
-        frame = subgroup_metrics(predictions["true_label"].to_numpy(), proba, classes, groups, binary=bench.binary)
+        frame = subgroup_metrics(predictions["true_label"].to_numpy(), proba, classes, groups, binary=bench.binary,
+                                 n_bootstrap=n_bootstrap)
         by_value = {str(r["group"]): r for _, r in frame.iterrows()}
         for setting, col, value in bench.subgroup_values:
             if col == column and value is not None and value.strip().lower() in by_value:
@@ -43,9 +44,10 @@ def subgroup_settings(bench: Benchmark, predictions: pd.DataFrame, csv: Path,
     return ours
 
 
-def _point(v: float) -> dict[str, float]:
-    return {"value": float(v), "ci_low": float("nan"), "ci_high": float("nan")}
+def _point(v: float, low: float = float("nan"), high: float = float("nan")) -> dict[str, float]:
+    return {"value": float(v), "ci_low": float(low), "ci_high": float(high)}
 
 
 def _figures(row: pd.Series) -> dict[str, dict[str, float]]:
-    return {**{m: _point(row[m]) for m in SUBGROUP_METRICS}, "n": _point(row["n"])}
+    figures = {m: _point(row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"]) for m in SUBGROUP_METRICS}
+    return {**figures, "n": _point(row["n"])}

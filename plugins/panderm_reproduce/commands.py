@@ -187,14 +187,15 @@ def _benchmark_help(bench) -> str:
 
 
 def _print_rows(rows, baseline: str) -> None:
-    click.echo(f"{'setting':<18} {'metric':<15} {'paper':>7} {baseline[:10]:>10} {'ours':>7}  "
+    click.echo(f"{'setting':<22} {'metric':<15} {'paper':>7} {(baseline or 'baseline')[:10]:>10} {'ours':>7}  "
                f"{'95% CI':<17} {'diff':>7}  paper in CI")
     for r in rows:
-        ci = f"[{fmt(r['ours_ci'][0], '.3f')}, {fmt(r['ours_ci'][1], '.3f')}]" if r["ours_ci"] else "n/a"
-        diff = "n/a" if r["difference"] is None else f"{r['difference']:+.3f}"
+        spec = ".0f" if r["metric"] == "n" else ".3f"
+        ci = f"[{fmt(r['ours_ci'][0], spec)}, {fmt(r['ours_ci'][1], spec)}]" if r["ours_ci"] else "n/a"
+        diff = "n/a" if r["difference"] is None else format(r["difference"], "+" + spec)
         inside = {True: "yes", False: "no", None: "n/a"}[r["paper_in_our_ci"]]
-        click.echo(printable(f"{(r['setting'] or 'all')[:18]:<18} {r['metric']:<15} {r['paper']:>7.3f} "
-                             f"{fmt(r['baseline'], '.3f'):>10} {fmt(r['ours'], '.3f'):>7}  {ci:<17} {diff:>7}  "
+        click.echo(printable(f"{(r['setting'] or 'all')[:22]:<22} {r['metric']:<15} {fmt(r['paper'], spec):>7} "
+                             f"{fmt(r['baseline'], spec):>10} {fmt(r['ours'], spec):>7}  {ci:<17} {diff:>7}  "
                              f"{inside}", one_line=True))
 
 

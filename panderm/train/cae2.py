@@ -271,7 +271,12 @@ class CAEv2Pretrainer(nn.Module):
             loss = per_token.mean()
         else:
             loss = self.loss_weight_visible * loss_visible + self.loss_weight_masked * loss_masked
-        return {"loss": loss, "loss_visible": loss_visible, "loss_masked": loss_masked}
+        out = {"loss": loss, "loss_visible": loss_visible, "loss_masked": loss_masked}
+        cls_weight = float(getattr(self.teacher, "cls_loss_weight", 0.0)) if self.teacher.has_cls else 0.0
+        if cls_weight:  # a teacher may ask for extra weight on its CLS target (1 token of 197 otherwise)
+            out["loss_cls"] = per_token[:, 0].mean()
+            out["loss"] = loss + cls_weight * out["loss_cls"]
+        return out
 
     # ------------------------------------------------------------------ optimisation and export
 

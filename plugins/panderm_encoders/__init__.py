@@ -31,7 +31,7 @@ ARCHS = {
                        notes="ViT-Ti width for CPU demos and pretraining runs; random initialisation"),
          PretrainedCfg(tag="demo", num_features=192, bundled="panderm_tiny_demo.safetensors",
                        license="CC BY-NC 4.0 (trained on HAM10000 / ISIC images; attribute, non-commercial)",
-                       notes="demo encoder pretrained by `panderm pretrain` (HOG teacher, ~20 CPU minutes) on "
+                       notes="demo encoder pretrained by `panderm pretrain` (hogplus teacher, 250 steps, ~15-45 CPU minutes) on "
                              "../shared/data; a demo, not for clinical use (panderm/weights/panderm_tiny_demo.md)")],
         "ViT-Ti/16 sized PanDerm encoder for CPU demos",
     ),

@@ -22,6 +22,16 @@ def _hog(rest: str):
     return HOGTeacher()
 
 
+def _hogplus(rest: str):
+    from panderm.errors import ConfigError
+    from panderm.train.hogplus_teacher import HOGPlusTeacher
+
+    if rest.strip() not in ("", "broadcast"):
+        raise ConfigError(f"unknown hogplus teacher option 'hogplus:{rest}'",
+                          hint="use --teacher hogplus or hogplus:broadcast")
+    return HOGPlusTeacher(broadcast=rest.strip() == "broadcast")
+
+
 def _random(rest: str):
     from panderm.errors import ConfigError
     from panderm.train.teachers import RandomTeacher
@@ -55,6 +65,9 @@ def _timm(rest: str, trust_torchscript: bool = False):
 @panderm.hookimpl
 def register_teachers(register):
     register("hog", _hog, summary="HOG + cell colour targets with an image-level CLS target, no weights (hog:plain = MaskFeat HOG)")
+    register("hogplus", _hogplus,
+             summary="hog patch targets + a colour-histogram/HOG image descriptor as CLS target, no weights "
+                     "(hogplus:broadcast = descriptor in every token)")
     register("random", _random, summary="frozen random patch projector with CLS (tests and smoke runs only)")
     register("openclip", _openclip,
              summary="CLIP ViT image tower from a local file: openclip:<arch>:<path> (paper: ViT-L-14 @196 px)")

@@ -57,7 +57,8 @@ def image_measurements(table: LesionTable, work: Path, progress: bool = True) ->
     cache = work / IMAGE_MEASURES_CACHE
     known = pd.DataFrame()
     if cache.is_file():
-        known = pd.read_csv(cache, dtype={"image": str, "stamp": str}).drop_duplicates("image").set_index("image")
+        known = pd.read_csv(cache, dtype={"image": str, "stamp": str}, float_precision="round_trip")
+        known = known.drop_duplicates("image").set_index("image")
     paths = table.df["path"].unique()
     stamps = {p: file_stamp(p) for p in paths}
     # A tile replaced under the same name (other size/mtime) is measured again.

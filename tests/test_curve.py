@@ -297,3 +297,15 @@ def test_one_seed_gives_no_t_test_but_a_warning(data, tmp_path):
     assert full["t"] is None and full["p_value"] is None and full["ci_low"] is None and "solver noise" in full["note"]
     assert full["mean_difference"] == pytest.approx(-0.00878, abs=1e-5) and full["n"] == 3
     assert compare_encoders(noisy.assign(method="finetune"), "a")[0]["t"] < -100  # fine-tuning seeds do vary
+
+
+def test_resume_when_the_settings_hash_is_all_digits(data, tmp_path, monkeypatch):
+    """A hex hash like 787641308479 is read back as text, so the finished runs are still recognised."""
+    import panderm.eval.curve as curve_mod
+
+    csv, good, _ = data
+    monkeypatch.setattr(curve_mod, "_settings_key", lambda **parts: "000787641308")
+    kw = dict(features=[("good", good)], percents=(0.2, 1.0), seeds=(0,), n_bootstrap=0, progress=False)
+    label_efficiency(csv, tmp_path / "c", **kw)
+    again = label_efficiency(csv, tmp_path / "c", **kw)
+    assert again.skipped == 2 and again.computed == 0

@@ -218,7 +218,8 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     runs_csv = out / "runs.csv"
     if resume and runs_csv.is_file():
         try:
-            old = pd.read_csv(runs_csv)
+            # as text: a settings hash of only digits (or an encoder named "1") must not become a number
+            old = pd.read_csv(runs_csv, dtype={"settings": str, "encoder": str})
         except (OSError, ValueError, pd.errors.ParserError) as exc:  # a damaged file is recomputed
             warns.append(f"could not read {runs_csv} ({exc}); recomputing every run")
             old = pd.DataFrame(columns=RUN_COLUMNS)

@@ -469,10 +469,10 @@ def curve_png(path, curve: pd.DataFrame, matches: list[dict], metric: str, title
     """Metric vs percent of labels (log x): line + markers + 95% band per encoder, stars at matches."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    from panderm.eval.plots import _figure, _save
+    from panderm.eval.plots import new_figure, save_png
 
     encoders = list(dict.fromkeys(curve["encoder"]))
-    fig = _figure(7.5, 5.2)
+    fig = new_figure(7.5, 5.2)
     ax = fig.add_subplot()
     colors = {e: f"C{i % 10}" for i, e in enumerate(encoders)}
     markers = "osD^vP*X"
@@ -510,4 +510,4 @@ def curve_png(path, curve: pd.DataFrame, matches: list[dict], metric: str, title
                  fontsize=10)
     ax.grid(alpha=0.3, which="major")
     ax.legend(loc="lower right", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -28,9 +28,6 @@ def save_png(fig, path: str | Path) -> Path:
     return path
 
 
-_figure, _save = new_figure, save_png  # older names, still imported by some modules
-
-
 def confusion_matrix_png(path: str | Path, y, pred, classes, title: str = "Confusion matrix") -> Path:
     """Confusion matrix: colour = row-normalised recall, text = count (and % of the true class).
 
@@ -47,7 +44,7 @@ def confusion_matrix_png(path: str | Path, y, pred, classes, title: str = "Confu
     frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     k = len(labels)
     side = min(14.0, max(4.5, 0.75 * k + 2.5))
-    fig = _figure(side + 1.2, side)
+    fig = new_figure(side + 1.2, side)
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -64,7 +61,7 @@ def confusion_matrix_png(path: str | Path, y, pred, classes, title: str = "Confu
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
     ax.set_title(f"{title} (n = {int(cm.sum())})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def roc_png(path: str | Path, y, proba, classes, title: str = "ROC") -> Path:
@@ -81,7 +78,7 @@ def roc_png(path: str | Path, y, proba, classes, title: str = "ROC") -> Path:
     y = np.asarray(y).tolist()
     P = np.asarray(proba, dtype=np.float64)
     classes = list(classes)
-    fig = _figure(6.5, 6.0)
+    fig = new_figure(6.5, 6.0)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
     curves = [(1, f"{classes[1]} vs {classes[0]}")] if len(classes) == 2 else \
@@ -101,4 +98,4 @@ def roc_png(path: str | Path, y, proba, classes, title: str = "ROC") -> Path:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=9 if len(curves) <= 10 else 7)
-    return _save(fig, path)
+    return save_png(fig, path)

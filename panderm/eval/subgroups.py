@@ -552,7 +552,7 @@ def subgroups_png(path, result: SubgroupResult) -> Path:
 
     Groups flagged ``small`` are drawn hollow and grey; the dashed line is the metric on all rows.
     """
-    from panderm.eval.plots import _figure, _save
+    from panderm.eval.plots import new_figure, save_png
 
     t = result.table
     rows: list[tuple[str, dict | None]] = []  # (label, record or None for a column header)
@@ -563,7 +563,7 @@ def subgroups_png(path, result: SubgroupResult) -> Path:
     metrics = result.metrics
     labels = metric_labels(result)
     height = max(3.0, 0.24 * len(rows) + 1.4)
-    fig = _figure(3.1 * len(metrics) + 2.6, height)
+    fig = new_figure(3.1 * len(metrics) + 2.6, height)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     ypos = np.arange(len(rows))[::-1]
     for ax, m in zip(axes, metrics):
@@ -599,4 +599,4 @@ def subgroups_png(path, result: SubgroupResult) -> Path:
     task = f"binary, positive = {result.positive}" if result.binary else f"{len(result.classes)} classes"
     fig.suptitle(f"Subgroup performance ({task}; n = {result.overall['n']}; bars: 95% bootstrap CI; "
                  f"hollow grey: small groups)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -224,17 +224,17 @@ def sequence_plot_png(path: str | Path, per_lesion: pd.DataFrame, title: str | N
     a dot at the first correctly detected time point; lesions never detected get
     a red cross below ``y = 0``.
     """
-    from panderm.eval.plots import _figure, _save
+    from panderm.eval.plots import new_figure, save_png
 
     mel = per_lesion[per_lesion["label"] == 1].copy()
     mel = mel.sort_values(["n_timepoints", "lesion_id"], kind="stable").reset_index(drop=True)
     n = len(mel)
-    fig = _figure(min(max(6.0, 0.22 * n + 2.0), 24.0), 4.2)
+    fig = new_figure(min(max(6.0, 0.22 * n + 2.0), 24.0), 4.2)
     ax = fig.add_subplot()
     if n == 0:
         ax.text(0.5, 0.5, "no melanoma lesions in the input", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return _save(fig, path)
+        return save_png(fig, path)
     x = np.arange(n)
     lengths = mel["n_timepoints"].to_numpy()
     ax.bar(x, lengths, width=0.8, color="#c9d6e8", edgecolor="#7a8fa8", linewidth=0.5, label="sequence length")
@@ -256,7 +256,7 @@ def sequence_plot_png(path: str | Path, per_lesion: pd.DataFrame, title: str | N
     ax.set_title(title or f"Earliest correct melanoma call: {n_det}/{n} detected, "
                  f"{int((idx == 1).sum())} at the first time point", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", frameon=False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def evaluate_sequences(predictions_csv: str | Path, out: str | Path | None = None,

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from panderm.eval.plots import _figure, _save
+from panderm.eval.plots import new_figure, save_png
 
 _COLORS = {"low": "#1f77b4", "high": "#d62728"}
 
 
 def km_png(path: str | Path, km: dict, time_label: str = "time", title: str = "Kaplan–Meier") -> Path:
     """KM step curves (95% CI bands, censor ticks) of the low/high risk groups, log-rank p, numbers at risk."""
-    fig = _figure(6.0, 4.8)
+    fig = new_figure(6.0, 4.8)
     gs = fig.add_gridspec(2, 1, height_ratios=[4, 1])
     ax, tab = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
     for name in ("low", "high"):
@@ -50,13 +50,13 @@ def km_png(path: str | Path, km: dict, time_label: str = "time", title: str = "K
     for side in ("top", "right", "left"):
         tab.spines[side].set_visible(False)
     tab.tick_params(axis="y", length=0)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def forest_png(path: str | Path, table: pd.DataFrame, title: str = "Cox proportional hazards") -> Path:
     """Hazard ratios with 95% CIs on a log axis (one row per covariate of ``table``)."""
     rows = table.iloc[::-1]
-    fig = _figure(6.4, 0.45 * len(rows) + 1.4)
+    fig = new_figure(6.4, 0.45 * len(rows) + 1.4)
     ax = fig.add_subplot()
     y = np.arange(len(rows))
     hr, lo, hi = (rows[c].to_numpy(float) for c in ("hr", "hr_ci_low", "hr_ci_high"))
@@ -78,4 +78,4 @@ def forest_png(path: str | Path, table: pd.DataFrame, title: str = "Cox proporti
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("hazard ratio (log scale), 95% CI")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -111,3 +111,20 @@ def file_stamp(path: str | os.PathLike) -> str:
     except (OSError, ValueError):  # ValueError: a NUL byte in a name taken from data
         return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def jsonable(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities → null, numpy arrays and scalars → Python."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj

@@ -157,11 +157,11 @@ def _finish_meta(*, name, encoder, kind, classes, binary, descriptions, demo, te
     desc, mal = default_descriptions(classes, binary)
     if descriptions is not None:
         desc, mal = read_descriptions(descriptions, classes, desc, mal)
-    from panderm.eval.probe import _clean
+    from panderm.io import jsonable
 
     meta = {"name": name, "encoder": encoder, "head": {"kind": kind, **(extra or {})}, "classes": classes,
             "descriptions": desc, "malignant": sorted(mal), "temperature": float(temperature),
-            "metrics": _clean(metrics), "data": _clean(data),
+            "metrics": jsonable(metrics), "data": jsonable(data),
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "demo": bool(demo)}
     return meta
 
@@ -179,7 +179,7 @@ def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[fl
 def _probe(out, features, csv, model, weights, root, binary, reference_size, descriptions, demo, seed,
            n_bootstrap) -> Path:
     from panderm.eval.metrics import ALL_METRICS, bootstrap_ci
-    from panderm.eval.probe import _fit_predict, _select, load_dataset, load_features
+    from panderm.eval.probe import fit_predict, select_rows, load_dataset, load_features
     from panderm.models.factory import (
         create_encoder,
         create_matching_encoder,
@@ -209,7 +209,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     full_name = enc_model.model_name
     dim = int(feats.X.shape[1])
     df, label_col = load_dataset(csv, binary)
-    rows, excluded = _select(df, feats, csv, True, "features")
+    rows, excluded = select_rows(df, feats, csv, True, "features")
     train, val, test = (rows[rows["split"] == s] for s in ("train", "val", "test"))
     if train.empty or test.empty:
         raise InputError(f"{csv} needs train and test rows with features (has {len(train)} train, {len(test)} test)")
@@ -222,7 +222,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     warn: list[str] = []
     C = dim * len(classes_raw) / 100.0
     X = feats.X
-    _, est = _fit_predict("logreg", X[train["row"].to_numpy()], train["_label"].to_numpy(),
+    _, est = fit_predict("logreg", X[train["row"].to_numpy()], train["_label"].to_numpy(),
                           X[test["row"].to_numpy()][:1], classes_raw, C, "sklearn", seed)
     W, b = np.asarray(est.coef_, np.float64), np.asarray(est.intercept_, np.float64)
     if list(np.asarray(est.classes_).tolist()) != list(classes_raw):

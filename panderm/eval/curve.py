@@ -286,9 +286,9 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
         files.append(out / "comparisons.csv")
     else:
         (out / "comparisons.csv").unlink(missing_ok=True)  # never leave a stale one from another grid
-    from panderm.eval.probe import _clean
+    from panderm.io import jsonable
 
-    atomic_write_json(out / "curve.json", _clean({
+    atomic_write_json(out / "curve.json", jsonable({
         "metric": metric, "method": method, "binary": binary, "csv": str(csv), "percents": percents,
         "seeds": seeds, "n_bootstrap": n_bootstrap, "protocol": protocol if method == "probe" else None,
         "solver": _solver_of(runs), "features_precision": _precisions(runs),

@@ -48,15 +48,14 @@ from panderm.eval.metrics import (
     paired_t_tests,
 )
 from panderm.eval.probe import (
-    _clean,
-    _fit_predict,
-    _select,
+    fit_predict,
+    select_rows,
     features_precision,
     load_dataset,
     load_features,
     solver_record,
 )
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, jsonable
 
 
 @dataclass
@@ -160,7 +159,7 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
         if col is not None and col not in df.columns:
             shown = [c for c in df.columns if c not in ("key", "_label", "split")]
             raise InputError(f"{opt} column '{col}' is not in {csv} (columns: {', '.join(map(str, shown))})")
-    rows, excluded = _select(df, feats, csv, False, "features")
+    rows, excluded = select_rows(df, feats, csv, False, "features")
     rows = rows.reset_index(drop=True)
     for opt, col in (("--stratify", stratify), ("--group", group)):
         if col is not None and rows[col].isna().any():
@@ -241,7 +240,7 @@ def _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn) -> tuple[np.nd
         present = sorted(set(y[tr].tolist()), key=classes.index)
         if len(present) < 2:
             raise InputError(f"fold {k}: the training folds hold only one class", hint="use fewer --folds")
-        p, est = _fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
+        p, est = fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
         if len(present) < K:
             warn.append(f"fold {k}: training folds lack class(es) {examples(set(classes) - set(present))} "
                         "(probability 0 for them)")
@@ -264,7 +263,7 @@ def _fold_solvers(fits: list) -> dict:
 def _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_fold) -> dict:
     """Probe a second features folder on the same rows and folds; paired t-test per metric over the folds."""
     other = load_features(compare, role="compare features")
-    orows, _ = _select(df, other, csv, False, "compare features")
+    orows, _ = select_rows(df, other, csv, False, "compare features")
     okey = dict(zip(orows["key"], orows["row"]))
     lost = [k for k in rows["key"] if k not in okey]
     if lost:
@@ -300,8 +299,8 @@ def _write(out: Path, result: OOFResult) -> list[Path]:
     if result.comparison is not None:
         jsons["comparison.json"] = result.comparison
     for name, obj in jsons.items():
-        atomic_write_json(out / name, _clean(obj))
+        atomic_write_json(out / name, jsonable(obj))
         files.append(out / name)
-    atomic_write_json(out / "metrics.json", _clean({**{m: result.metrics[m] for m in METRICS + ("auroc_ovr",)},
+    atomic_write_json(out / "metrics.json", jsonable({**{m: result.metrics[m] for m in METRICS + ("auroc_ovr",)},
                                                     **result.record}))
     return files + [out / "metrics.json"]

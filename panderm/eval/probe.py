@@ -42,7 +42,7 @@ import pandas as pd
 from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.linear import PROTOCOL_PENALTY, penalty_for
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, jsonable
 from panderm.paths import normalise_path  # still importable from here (older plugins)
 
 SPLITS = ("train", "val", "test")
@@ -240,7 +240,7 @@ def subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: str) -> tuple[pd.DataFrame, dict]:
+def select_rows(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: str) -> tuple[pd.DataFrame, dict]:
     """Rows of the used splits with their feature row; applies the missing-features policy."""
     used = df[df["split"].isin(("train", "val", "test") if use_val else ("train", "test"))].copy()
     used["row"] = _match(used["key"], feats)
@@ -262,7 +262,7 @@ def _select(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, role: 
     return used[~skipped], excluded
 
 
-def _fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
+def fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
     """Fit the task's estimator and return (test probabilities in ``classes`` order, estimator).
 
     ``penalty`` is an estimator penalty (``"official"``/``"sklearn"``) or a protocol
@@ -311,21 +311,6 @@ def features_precision(feats: _Features) -> dict:
             "features_dtype": str(feats.X.dtype)}
 
 
-def _clean(obj):
-    """JSON-safe copy: NaN → null, numpy scalars → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not np.isfinite(obj) else float(obj)
-    return obj
-
-
 def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: bool = False,
               percent_data: float = 1.0, seed: int = 0, use_val: bool = False, task: str = "logreg",
               protocol: str = "release", n_bootstrap: int = 1000, compare: Path | None = None,
@@ -369,7 +354,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
     registries().tasks.get(task)  # unknown task → ConfigError before any work
     feats = load_features(features)
     df, label_col = load_dataset(csv, binary)
-    rows, excluded = _select(df, feats, csv, use_val, "features")
+    rows, excluded = select_rows(df, feats, csv, use_val, "features")
     train_splits = ("train", "val") if use_val else ("train",)
     train, test = rows[rows["split"].isin(train_splits)], rows[rows["split"] == "test"]
     if train.empty:
@@ -397,7 +382,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         warn.append(f"class(es) {examples(absent_test)} have no test rows: AUROC/AUPR are undefined (null)")
 
     def probe(X):
-        return _fit_predict(task, X[train["row"].to_numpy()], train["_label"].to_numpy(),
+        return fit_predict(task, X[train["row"].to_numpy()], train["_label"].to_numpy(),
                             X[test["row"].to_numpy()], classes, C, penalty, seed)
 
     proba, est = probe(feats.X)
@@ -412,7 +397,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
     comparison = None
     if compare is not None:
         other = load_features(compare, role="compare features")
-        orows, oexcl = _select(df, other, csv, use_val, "compare features")
+        orows, oexcl = select_rows(df, other, csv, use_val, "compare features")
         okey = dict(zip(orows["key"], orows["row"]))
         lost = [k for k in test["key"] if k not in okey]
         extra = sorted(set(orows.loc[orows["split"] == "test", "key"]) - set(test["key"]))
@@ -426,7 +411,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
             raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
                              f"used: {examples(lost_train)}")
         Xo = other.X
-        proba_b, est_b = _fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
+        proba_b, est_b = fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
                                   Xo[[okey[k] for k in test["key"]]], classes,
                                   Xo.shape[1] * len(classes) / 100.0, penalty, seed)
         comparison = paired_test(y_test, proba, proba_b, metric=list(ALL_METRICS), n=max(n_bootstrap, 1),
@@ -492,8 +477,8 @@ def write_eval_outputs(out: Path, predictions: pd.DataFrame, classes: list, metr
                                   predictions["predicted_label"], classes),
              roc_png(out / "roc.png", predictions["true_label"], proba, classes)]
     for name, obj in {**(extra or {}), **summaries}.items():
-        atomic_write_json(out / name, _clean(obj))
+        atomic_write_json(out / name, jsonable(obj))
         files.append(out / name)
-    atomic_write_json(out / "metrics.json", _clean({**{m: metrics[m] for m in METRICS + ("auroc_ovr",)},
+    atomic_write_json(out / "metrics.json", jsonable({**{m: metrics[m] for m in METRICS + ("auroc_ovr",)},
                                                     **(record or {})}))
     return files + [out / "metrics.json"]

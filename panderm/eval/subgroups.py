@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
-from panderm.eval.probe import _clean, _read_csv, drop_repeated_keys
+from panderm.eval.probe import _read_csv, drop_repeated_keys
+from panderm.io import jsonable
 from panderm.paths import normalise_path
 from panderm.io import atomic_path, atomic_write_json
 
@@ -507,7 +508,7 @@ def _write(out: Path, result: SubgroupResult, predictions: Path, csv: Path, n_bo
     with atomic_path(out / "subgroups.csv") as tmp:
         result.table.to_csv(tmp, index=False)
     png = subgroups_png(out / "subgroups.png", result)
-    atomic_write_json(out / "subgroups.json", _clean({
+    atomic_write_json(out / "subgroups.json", jsonable({
         "predictions": str(predictions), "csv": str(csv), "binary": result.binary, "positive": result.positive,
         "classes": result.classes, "metrics": list(result.metrics),
         "definitions": {**metric_definitions(result.binary, result.positive),

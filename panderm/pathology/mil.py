@@ -481,9 +481,9 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         comparison = _compare_run(Path(compare), csv, out / "compare", dict(zip(rows["slide"], fold_of.tolist())),
                                   fold_info, kwargs)
         summary["compare"] = {k: v for k, v in comparison.items() if k != "metrics"}
-        from panderm.eval.probe import _clean
+        from panderm.io import jsonable
 
-        atomic_write_json(out / "comparison.json", _clean(comparison))
+        atomic_write_json(out / "comparison.json", jsonable(comparison))
     with atomic_path(out / "skipped.csv") as tmp:
         skipped.to_csv(tmp, index=False)
     with atomic_path(out / "oof.csv") as tmp:

@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
-from panderm.eval.probe import _clean
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, jsonable
 from panderm.survival import models as M
 from panderm.survival.data import load_survival_data
 
@@ -197,7 +196,7 @@ def _write(out: Path, result: SurvivalResult, forest_model: str, time_label: str
                             title=f"Cox PH ({forest_model})"))
     for name, obj in (("td_auc.json", result.td_auc),
                       ("comparison.json", result.comparison.replace({np.nan: None}).to_dict(orient="records"))):
-        atomic_write_json(out / name, _clean(obj))
+        atomic_write_json(out / name, jsonable(obj))
         files.append(out / name)
-    atomic_write_json(out / "survival.json", _clean(result.summary))
+    atomic_write_json(out / "survival.json", jsonable(result.summary))
     return files + [out / "survival.json"]

@@ -130,9 +130,9 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        from panderm.eval.probe import _clean
+        from panderm.io import jsonable
 
-        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        click.echo(json.dumps(jsonable(result.metrics), indent=2))
         return
     if result.best:
         b = result.best

@@ -89,7 +89,8 @@ def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val,
     (C = D·K/100, no feature scaling), evaluated on the test split. Features are
     joined to CSV rows by image path.
     """
-    from panderm.eval.probe import _clean, run_probe
+    from panderm.eval.probe import run_probe
+    from panderm.io import jsonable
 
     if folds is None and (stratify or group or oof):
         raise click.UsageError("--stratify, --group and --oof need --folds K (out-of-fold mode)")
@@ -107,7 +108,7 @@ def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val,
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        click.echo(json.dumps(jsonable(result.metrics), indent=2))
         return
     s = result.summary
     click.echo(f"task {s['task']} (protocol {s['protocol']}, C = {s['C']:g}{_iterations(s['solver'])}); "
@@ -132,14 +133,14 @@ def _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol
          as_json):
     from panderm.eval.metrics import format_t_tests
     from panderm.eval.oof import run_oof_probe
-    from panderm.eval.probe import _clean
+    from panderm.io import jsonable
 
     result = run_oof_probe(features, csv_path, out, folds=folds, stratify=stratify, group=group, binary=binary,
                            seed=seed, protocol=protocol, task=task, n_bootstrap=n_bootstrap, compare=compare)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        click.echo(json.dumps(jsonable(result.metrics), indent=2))
         return
     s = result.summary
     click.echo(f"out-of-fold: {folds} folds ({s['splitter']}, stratified on {s['stratified_on']}"

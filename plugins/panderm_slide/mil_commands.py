@@ -85,7 +85,7 @@ blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, hidden, embed, dropout_in,
             dropout_attn, n_bootstrap, seed, compare, device, quiet, as_json):
     """Cross-validated gated attention MIL (ABMIL) slide classification."""
-    from panderm.eval.probe import _clean
+    from panderm.io import jsonable
     from panderm.pathology.mil import train_mil
 
     result = train_mil(features, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
@@ -95,7 +95,7 @@ def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, 
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(_clean(result.metrics), indent=2))
+        click.echo(json.dumps(jsonable(result.metrics), indent=2))
         return
     s = result.summary
     click.echo(f"gated ABMIL, {s['config']['folds']} case-level folds; {s['n_slides']} slides "

@@ -223,7 +223,7 @@ def test_missing_image_hint_is_about_registration(shared_data, tmp_path, cli):
 
 
 def test_keypoints_on_a_downscaled_copy_keep_subpixel_accuracy(shared_data):
-    """Large images are searched at <= 512 px for speed; the full-resolution transform stays exact."""
+    """Keypoints found on a resized copy (600 px by default) keep the full-resolution transform exact."""
     import cv2
     import numpy as np
 
@@ -236,11 +236,12 @@ def test_keypoints_on_a_downscaled_copy_keep_subpixel_accuracy(shared_data):
     truth[:, 2] += (9.0, -6.0)
     b = cv2.warpAffine(a, cv2.invertAffineTransform(truth), (800, 600), borderMode=cv2.BORDER_REFLECT)
     corners = np.array([[0, 0, 1], [799, 0, 1], [0, 599, 1], [799, 599, 1]], float).T
-    for max_side in (512, None):
-        res = register(a, b, detect_max_side=max_side)
+    for side in (512, 600, None):
+        res = register(a, b, detect_side=side)
         assert res.success, res.reason
+        assert res.detect_scale[0] == pytest.approx(1.0 if side is None else side / 800)
         err = np.abs(np.asarray(res.matrix) @ corners - truth @ corners).max()
-        assert err < 0.5, (max_side, err)
+        assert err < 0.5, (side, err)
 
 
 def test_paper_preset_border_is_skimage_reflect():
@@ -274,7 +275,7 @@ def test_paper_preset_detects_on_the_full_image(shared_data, tmp_path, cli, monk
         return real(gray, **kw)
 
     monkeypatch.setattr(reg_mod, "detect", spy)
-    a = _rgb(shared_data, up=4)  # 800 x 600: larger than the fast preset's 512 px
+    a = _rgb(shared_data, up=4)  # 800 x 600: larger than the default preset's 600 px
     b = cv2.warpAffine(a, _rigid(4.0, 6.0, -3.0, (400, 300)), (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
     pa, pb = _save(tmp_path / "a.png", a), _save(tmp_path / "b.png", b)
     args = ["align-pair", str(pa), str(pb), "--steps", "register"]
@@ -282,15 +283,17 @@ def test_paper_preset_detects_on_the_full_image(shared_data, tmp_path, cli, monk
     assert r.exit_code == 0, r.output
     assert seen == [a.shape[:2], b.shape[:2]]  # AKAZE ran on the full-resolution images
     meta = json.loads((tmp_path / "paper" / "transform.json").read_text())
-    assert meta["preset"] == "paper" and meta["border"] == "reflect101" and meta["detect_max_side"] is None
+    assert meta["preset"] == "paper" and meta["border"] == "reflect101" and meta["detect_side"] is None
+    assert meta["transform"] == "euclidean" and meta["scale"] == pytest.approx(1.0)
     assert meta["detect_scale"] == [1.0, 1.0] and meta["rotation_deg"] == pytest.approx(4.0, abs=0.3)
 
     seen.clear()
-    r = cli([*args, "--out", str(tmp_path / "fast")])  # the default stays the fast preset
+    r = cli([*args, "--out", str(tmp_path / "default")])  # the default preset: similarity at 600 px
     assert r.exit_code == 0, r.output
-    assert max(seen[0]) == 512 and max(seen[1]) == 512
-    meta = json.loads((tmp_path / "fast" / "transform.json").read_text())
-    assert meta["preset"] == "fast" and meta["border"] == "reflect" and meta["detect_scale"][0] < 1
+    assert max(seen[0]) == 600 and max(seen[1]) == 600
+    meta = json.loads((tmp_path / "default" / "transform.json").read_text())
+    assert meta["preset"] == "default" and meta["border"] == "reflect" and meta["detect_scale"][0] == 0.75
+    assert meta["transform"] == "similarity"
 
 
 def test_unknown_preset_exit_2(shared_data, tmp_path, cli):

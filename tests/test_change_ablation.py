@@ -116,8 +116,9 @@ def test_train_eval_cli_same_steps(pairs, tmp_path, cli):
     assert set(preds["image_a"]) <= set(pd.read_csv(pairs / "pairs.csv")["image_a"])  # original names reported
 
 
-def test_registration_uses_the_paper_preset(pairs, tmp_path, monkeypatch):
-    """The ablation registers as the release does (full-resolution keypoints, reflect-101 border)."""
+def test_registration_is_align_pairs_with_the_chosen_preset(pairs, tmp_path, monkeypatch):
+    """The ablation registers as align-pair does: its default preset, or the release's with ``paper``;
+    a changed preset invalidates the cache."""
     from panderm.longitudinal import align
 
     seen = []
@@ -131,5 +132,10 @@ def test_registration_uses_the_paper_preset(pairs, tmp_path, monkeypatch):
     monkeypatch.setattr(align, "align_pair", spy)
     rows = pd.read_csv(pairs / "pairs.csv").head(1)
     prepare_pairs(rows, pairs, "warp", tmp_path / "cache")
-    assert seen[0]["preset"] == "paper" and seen[0]["border"] == "reflect101" and seen[0]["detect_max_side"] is None
+    assert seen[0]["preset"] == "default" and seen[0]["transform"] == "similarity" and seen[0]["detect_side"] == 600
+    assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["align_preset"] == "default"
+    prepare_pairs(rows, pairs, "warp", tmp_path / "cache", align_preset="paper")
+    assert len(seen) == 2  # recomputed, not served from the default preset's cache
+    assert seen[1]["preset"] == "paper" and seen[1]["border"] == "reflect101" and seen[1]["detect_side"] is None
+    assert seen[1]["transform"] == "euclidean"
     assert json.loads((tmp_path / "cache" / "manifest.json").read_text())["align_preset"] == "paper"

@@ -12,8 +12,9 @@ Presets (``--steps`` of ``panderm change train``):
   The paper's best setting and ``change train``'s default.
 
 An explicit comma list of align steps (``dark-corner,hair,register,segment``)
-is also accepted. Registration uses ``align-pair``'s ``paper`` preset (:data:`ALIGN_PRESET`:
-keypoints on the full-resolution images, the release's reflect-101 warp border). When
+is also accepted. Registration is ``align-pair``'s, with its ``default`` preset (:data:`ALIGN_PRESET`:
+the similarity model that registers real follow-up pairs); ``align_preset="paper"`` gives the
+release's (Euclidean, full-resolution keypoints, reflect-101 warp border). When
 registration fails for a pair the identity is used (b is placed in a's frame unwarped): the pair is kept and counted as a fallback.
 A pair with an unreadable image is skipped (``None`` in the result) and
 reported, never a crash.
@@ -43,7 +44,7 @@ PRESETS = {
     "mask": ("segment",),
     "whole": ("dark-corner", "hair", "register", "segment"),
 }
-ALIGN_PRESET = "paper"  # the released code's registration (see panderm.longitudinal.align.PRESETS)
+ALIGN_PRESET = "default"  # align-pair's default; "paper" = the released code's (panderm.longitudinal.align.PRESETS)
 MANIFEST = "manifest.json"
 REPORT = "preprocess.csv"
 REPORT_COLUMNS = ["index", "image_a", "image_b", "status", "success", "cached", "reason"]
@@ -78,8 +79,8 @@ def ablation_name(steps) -> str:
     return ",".join(steps)
 
 
-def _fingerprint(steps, a: Path, b: Path) -> str:
-    parts = [",".join(steps), f"align preset {ALIGN_PRESET}"]
+def _fingerprint(steps, a: Path, b: Path, align_preset: str) -> str:
+    parts = [",".join(steps), f"align preset {align_preset}"]
     for p in (a, b):
         try:
             st = p.stat()
@@ -97,7 +98,7 @@ def _neutral(rgb: np.ndarray, mask) -> np.ndarray:
     return np.where(mask[..., None], rgb, mean)
 
 
-def process_pair(a_path, b_path, steps) -> tuple[np.ndarray, np.ndarray, str, str]:
+def process_pair(a_path, b_path, steps, align_preset: str = ALIGN_PRESET) -> tuple[np.ndarray, np.ndarray, str, str]:
     """Preprocess one pair: returns ``(a, b, status, reason)`` with status ``ok`` or ``fallback``.
 
     Raises:
@@ -106,7 +107,7 @@ def process_pair(a_path, b_path, steps) -> tuple[np.ndarray, np.ndarray, str, st
     from panderm.longitudinal.align import align_pair
     from panderm.longitudinal.preprocess import segment_lesion
 
-    res = align_pair(a_path, b_path, steps=steps, fallback_identity=True, preset=ALIGN_PRESET)
+    res = align_pair(a_path, b_path, steps=steps, fallback_identity=True, preset=align_preset)
     img = res.images
     reason = res.registration.reason or ""
     status = "fallback" if res.registration.fallback else "ok"
@@ -128,7 +129,7 @@ def _save(path: Path, rgb: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
 
 
-def prepare_pairs(pairs, root, steps, cache_dir) -> list:
+def prepare_pairs(pairs, root, steps, cache_dir, align_preset: str = ALIGN_PRESET) -> list:
     """Preprocess every pair once and cache the two PNGs; reuse the cache on reruns.
 
     Args:
@@ -136,6 +137,7 @@ def prepare_pairs(pairs, root, steps, cache_dir) -> list:
         root: Folder of the images.
         steps: Preset name, comma list or sequence of align steps (see the module docstring).
         cache_dir: Folder for ``<i>_a.png``, ``<i>_b.png``, ``manifest.json`` and ``preprocess.csv``.
+        align_preset: ``align-pair`` preset of the register step (``default`` or ``paper``).
 
     Returns:
         One entry per pair, in order: ``(a_path, b_path)`` of the cached images, or
@@ -153,7 +155,7 @@ def prepare_pairs(pairs, root, steps, cache_dir) -> list:
     entries, report, out = {}, [], []
     for i, r in enumerate(df.itertuples(index=False)):
         a_src, b_src = root / str(r.image_a), root / str(r.image_b)
-        fp = _fingerprint(steps, a_src, b_src)
+        fp = _fingerprint(steps, a_src, b_src, align_preset)
         a_out, b_out = cache_dir / f"{i}_a.png", cache_dir / f"{i}_b.png"
         prev = old.get(str(i))
         row = {"index": i, "image_a": str(r.image_a), "image_b": str(r.image_b)}
@@ -163,7 +165,7 @@ def prepare_pairs(pairs, root, steps, cache_dir) -> list:
         else:
             cached = False
             try:
-                a, b, status, reason = process_pair(a_src, b_src, steps)
+                a, b, status, reason = process_pair(a_src, b_src, steps, align_preset)
                 _save(a_out, a)
                 _save(b_out, b)
             except InputError as exc:
@@ -174,7 +176,7 @@ def prepare_pairs(pairs, root, steps, cache_dir) -> list:
                        "reason": reason})
         out.append(None if status == "skipped" else (str(a_out), str(b_out)))
     atomic_write_json(manifest_path, {"steps": list(steps), "ablation": ablation_name(steps),
-                                      "align_preset": ALIGN_PRESET, "pairs": entries})
+                                      "align_preset": align_preset, "pairs": entries})
     with atomic_path(cache_dir / REPORT) as tmp:
         pd.DataFrame(report, columns=REPORT_COLUMNS).to_csv(tmp, index=False)
     return out
@@ -187,7 +189,8 @@ def summarize(prepared: list, cache_dir) -> dict:
             "n_skipped": int((rep["status"] == "skipped").sum()), "report": str(Path(cache_dir) / REPORT)}
 
 
-def apply_to_rows(rows: pd.DataFrame, root, steps, cache_dir) -> tuple[pd.DataFrame, pd.DataFrame, list, dict]:
+def apply_to_rows(rows: pd.DataFrame, root, steps, cache_dir,
+                  align_preset: str = ALIGN_PRESET) -> tuple[pd.DataFrame, pd.DataFrame, list, dict]:
     """Preprocess ``rows`` and return ``(kept_rows, dataset_rows, skipped, summary)``.
 
     ``kept_rows`` are the original rows of the pairs that survived (index reset);
@@ -195,7 +198,7 @@ def apply_to_rows(rows: pd.DataFrame, root, steps, cache_dir) -> tuple[pd.DataFr
     cached paths; ``skipped`` lists ``(path, reason)`` of the skipped pairs.
     """
     rows = rows.reset_index(drop=True)
-    prepared = prepare_pairs(rows, root, steps, cache_dir)
+    prepared = prepare_pairs(rows, root, steps, cache_dir, align_preset)
     summary = summarize(prepared, cache_dir)
     rep = pd.read_csv(Path(cache_dir) / REPORT, keep_default_na=False)
     keep = [i for i, p in enumerate(prepared) if p is not None]

@@ -23,17 +23,26 @@ from panderm.longitudinal.preprocess import (
     remove_hair,
     segment_lesion,
 )
-from panderm.longitudinal.register import BORDERS, RegistrationResult, register, warp_to
+from panderm.longitudinal.register import (
+    BORDERS,
+    TRANSFORMS,
+    RegistrationResult,
+    RegistrationSettings,
+    register,
+    warp_to,
+)
 from panderm.paths import check_safe_name, inside_out, resolve_under_root
 
 STEPS = ("dark-corner", "hair", "register", "segment")
-#: Registration presets. ``fast`` finds keypoints on a copy at most 512 px long and warps with
-#: cv2.BORDER_REFLECT; ``paper`` follows the released code: keypoints on the full-resolution image
-#: and scikit-image's ``reflect`` border (= cv2.BORDER_REFLECT_101).
-PRESETS = {"fast": {"detect_max_side": 512, "border": "reflect"},
-           "paper": {"detect_max_side": None, "border": "reflect101"}}
-SUMMARY_COLUMNS = ["pair_id", "image_a", "image_b", "success", "rotation_deg", "tx", "ty", "matches", "inliers",
-                   "inlier_ratio", "reason", "error"]
+#: Registration presets. ``default`` works on real follow-up pairs: a similarity transform (zoom
+#: changes between visits), keypoints found on copies resized to 600 px (HAM10000's 200 px images
+#: are enlarged), a low AKAZE threshold for enough keypoints, cv2.BORDER_REFLECT. ``paper`` follows
+#: the released code: Euclidean, AKAZE threshold 9e-5 on the full-resolution image, scikit-image's
+#: ``reflect`` border (= cv2.BORDER_REFLECT_101). Both accept a result only through the quality gate.
+PRESETS = {"default": {"transform": "similarity", "detect_side": 600, "akaze_threshold": 2e-5, "border": "reflect"},
+           "paper": {"transform": "euclidean", "detect_side": None, "akaze_threshold": 9e-5, "border": "reflect101"}}
+SUMMARY_COLUMNS = ["pair_id", "image_a", "image_b", "success", "transform", "scale", "rotation_deg", "tx", "ty",
+                   "matches", "inliers", "inlier_ratio", "quality", "quality_gain", "reason", "error"]
 
 
 @dataclass
@@ -46,7 +55,7 @@ class AlignResult:
     b_path: str
     out: str | None = None
     images: dict = field(default_factory=dict, repr=False)
-    settings: dict = field(default_factory=dict)  # preset, detect_max_side, border actually used
+    settings: dict = field(default_factory=dict)  # preset, transform, detect_side, akaze_threshold, border used
 
     @property
     def success(self) -> bool:
@@ -68,21 +77,30 @@ def parse_steps(steps) -> tuple:
     return tuple(s for s in STEPS if s in steps)  # the paper's order, whatever order was given
 
 
-def resolve_preset(preset: str = "fast", **overrides) -> dict:
-    """``{"preset", "detect_max_side", "border"}``: the :data:`PRESETS` entry with ``overrides`` that are not None.
+def resolve_preset(preset: str = "default", **overrides) -> dict:
+    """``{"preset", "transform", "detect_side", "akaze_threshold", "border"}``: the :data:`PRESETS` entry
+    with ``overrides`` that are not None.
 
-    ``detect_max_side=0`` means full resolution (stored as None).
+    ``detect_side=0`` means full resolution (stored as None).
 
     Raises:
-        ConfigError: an unknown preset or border.
+        ConfigError: an unknown preset, transform or border.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown align preset {preset!r}", hint=f"choose one of {', '.join(PRESETS)}")
     settings = {"preset": preset, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    settings["detect_max_side"] = settings["detect_max_side"] or None
+    settings["detect_side"] = settings["detect_side"] or None
     if settings["border"] not in BORDERS:
         raise ConfigError(f"unknown warp border {settings['border']!r}", hint=f"choose one of {', '.join(BORDERS)}")
+    if settings["transform"] not in TRANSFORMS:
+        raise ConfigError(f"unknown transform {settings['transform']!r}", hint=f"choose one of {', '.join(TRANSFORMS)}")
     return settings
+
+
+def registration_settings(settings: dict, **register_kwargs) -> RegistrationSettings:
+    """The :class:`RegistrationSettings` of a :func:`resolve_preset` dict plus explicit keyword overrides."""
+    fields = {k: settings[k] for k in ("transform", "detect_side", "akaze_threshold")}
+    return RegistrationSettings(**{**fields, **register_kwargs})
 
 
 def _resolve_segmenter(segmenter):
@@ -115,8 +133,8 @@ def preprocess(rgb: np.ndarray, steps) -> np.ndarray:
 
 
 def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool = False, segmenter=None,
-               preset: str = "fast", detect_max_side: int | None = None, border: str | None = None,
-               **register_kwargs) -> AlignResult:
+               preset: str = "default", transform: str | None = None, detect_side: int | None = None,
+               border: str | None = None, **register_kwargs) -> AlignResult:
     """Register image b onto image a after the paper's preprocessing; optionally write pictures.
 
     Args:
@@ -130,10 +148,10 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
             :func:`segment_lesion`), a callable ``rgb -> bool mask`` or a registered
             spec such as ``"classical"`` or ``"run:runs/seg"`` (see
             :mod:`panderm.segmentation.segmenters`).
-        preset: Registration preset (:data:`PRESETS`): ``fast`` or ``paper`` (the release's).
-        detect_max_side, border: Override the preset (None: the preset's; ``detect_max_side=0``:
+        preset: Registration preset (:data:`PRESETS`): ``default`` or ``paper`` (the release's).
+        transform, detect_side, border: Override the preset (None: the preset's; ``detect_side=0``:
             full resolution). Recorded in ``transform.json``.
-        **register_kwargs: Passed to :func:`panderm.longitudinal.register.register`.
+        **register_kwargs: Fields of :class:`panderm.longitudinal.register.RegistrationSettings`.
 
     Returns:
         :class:`AlignResult`; ``result.images`` holds the arrays.
@@ -142,14 +160,15 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
         InputError: an unreadable image (the message names it).
     """
     steps = parse_steps(steps)
-    settings = resolve_preset(preset, detect_max_side=detect_max_side, border=border)
+    settings = resolve_preset(preset, transform=transform, detect_side=detect_side, border=border)
     a, b = _load(a_path), _load(b_path)
     a_pre, b_pre = preprocess(a, steps), preprocess(b, steps)
     if "register" in steps:
-        reg = register(a_pre, b_pre, fallback_identity=fallback_identity,
-                       detect_max_side=settings["detect_max_side"], **register_kwargs)
+        reg = register(a_pre, b_pre, registration_settings(settings, **register_kwargs),
+                       fallback_identity=fallback_identity)
     else:
-        reg = RegistrationResult(True, reason="registration step not requested: identity")
+        reg = RegistrationResult(True, transform=settings["transform"],
+                                 reason="registration step not requested: identity")
     if reg.success:
         aligned = warp_to(b_pre, reg.matrix, a.shape[:2], border=settings["border"])
     else:  # keep something to look at: b resized into a's frame, clearly unregistered
@@ -208,8 +227,8 @@ def pictures(result: AlignResult) -> dict:
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
     reg = result.registration
     # Short enough for one panel's width even at 200 px.
-    status = (f"{reg.rotation_deg:+.1f}deg {reg.translation_px[0]:+.0f},{reg.translation_px[1]:+.0f}px"
-              if reg.success else "NOT registered")
+    status = (f"x{reg.scale:.2f} {reg.rotation_deg:+.1f}deg {reg.translation_px[0]:+.0f},{reg.translation_px[1]:+.0f}px"
+              if reg.success and not reg.fallback else "NOT registered")
     sc = max(0.6, a.shape[1] / 500)
     overlay = np.hstack([_label(a, "a", sc), _label(gap, "", sc), _label(al, f"b: {status}", sc),
                          _label(gap, "", sc), _label(checkerboard(a, al), "checkerboard a/b", sc)])
@@ -301,9 +320,10 @@ def _one(row, out: Path, kwargs) -> dict:
         rec["error"] = exc.message
         return rec
     reg = res.registration
-    rec.update(success=reg.success, rotation_deg=reg.rotation_deg, tx=reg.translation_px[0],
-               ty=reg.translation_px[1], matches=reg.matches, inliers=reg.inliers, inlier_ratio=reg.inlier_ratio,
-               reason=reg.reason)
+    rec.update(success=reg.success, transform=reg.transform, scale=reg.scale, rotation_deg=reg.rotation_deg,
+               tx=reg.translation_px[0], ty=reg.translation_px[1], matches=reg.matches, inliers=reg.inliers,
+               inlier_ratio=reg.inlier_ratio, quality=reg.quality.get("ncc_aligned", ""),
+               quality_gain=reg.quality.get("gain", ""), reason=reg.reason)
     return rec
 
 
@@ -335,7 +355,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     if "steps" in kwargs:
         kwargs["steps"] = parse_steps(kwargs["steps"])
-    resolve_preset(kwargs.get("preset", "fast"), border=kwargs.get("border"))  # a bad preset fails once, up front
+    resolve_preset(kwargs.get("preset", "default"), transform=kwargs.get("transform"), border=kwargs.get("border"))  # a bad preset fails once, up front
     if kwargs.get("segmenter") is not None:  # load a model once, not once per pair
         kwargs["segmenter"] = _resolve_segmenter(kwargs["segmenter"])
     cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
@@ -349,5 +369,5 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     return summary
 
 
-__all__ = ["PRESETS", "STEPS", "AlignResult", "align_pair", "align_pairs", "checkerboard", "parse_steps", "preprocess",
+__all__ = ["PRESETS", "STEPS", "registration_settings", "AlignResult", "align_pair", "align_pairs", "checkerboard", "parse_steps", "preprocess",
            "resolve_preset"]

@@ -307,13 +307,14 @@ def _selection(result, trainer, reason: str | None, n_val: int) -> dict:
             "finished": not result.interrupted}
 
 
-def _preprocess(rows: pd.DataFrame, ablation: tuple, out: Path, pairs_csv, split: str):
+def _preprocess(rows: pd.DataFrame, ablation: tuple, out: Path, pairs_csv, split: str, align_preset: str):
     """Apply the ablation to the train+val ``rows`` once: ``(dataset_rows, summary)``."""
     from panderm.longitudinal.ablation import apply_to_rows
 
     if not ablation:
         return rows, None
-    _, ds_rows, _, summary = apply_to_rows(rows, "/", ablation, out / "preprocessed")  # the paths are absolute
+    # the paths are absolute
+    _, ds_rows, _, summary = apply_to_rows(rows, "/", ablation, out / "preprocessed", align_preset)
     if not (ds_rows["split"] == split).any():
         raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv} after preprocessing",
                          hint=f"see {summary['report']}")
@@ -326,7 +327,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
                  batch_size: int = 16, lr: float = 5e-4, hidden: int = 256, margin: float = 1.0,
                  contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
                  precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
-                 warmup_epochs: float | None = None, progress: bool = True, resume: bool = False, **train_kwargs):
+                 warmup_epochs: float | None = None, progress: bool = True, resume: bool = False,
+                 align_preset: str = "default", **train_kwargs):
     """Train a :class:`SiameseChangeModel` with the shared Trainer; keep the checkpoint of the best val AUROC.
 
     Defaults follow the paper (:data:`PAPER_RECIPE`): the whole preprocessing pipeline, lr 5e-4
@@ -346,6 +348,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
             :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
             train and val pair once into ``out/preprocessed/`` (with ``preprocess.csv``).
             None: ``whole`` (``default`` with ``quick``).
+        align_preset: Registration of the ``register`` step: ``align-pair``'s ``default``
+            (similarity; registers real follow-up pairs) or ``paper`` (the release's Euclidean).
         max_steps, epochs: Training length (``max_steps`` wins; None: 50 epochs, 3 with ``quick``).
         quick: Use :data:`QUICK_RECIPE` for what is not given (raw images, 3 epochs, 1 warm-up epoch).
         batch_size, lr: Per-step batch and learning rate (used as given, no batch scaling).
@@ -364,6 +368,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     """
     from panderm.data.transforms import build_transform
     from panderm.longitudinal.ablation import ablation_name, parse_ablation
+    from panderm.longitudinal.align import resolve_preset
     from panderm.models.factory import create_encoder
     from panderm.train.trainer import TrainConfig, Trainer
 
@@ -372,7 +377,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     train_rows, val_rows, no_val = _train_and_val_rows(pairs_csv, split)
     inputs_rows = resolve_pairs(pd.concat([train_rows, val_rows], ignore_index=True), root, pairs_csv)
     out = Path(out)
-    ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split)
+    resolve_preset(align_preset)  # an unknown preset fails before any work
+    ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split, align_preset)
     encoder = create_encoder(model, weights)
     preset = preset or encoder.pretrained_cfg.preset
     net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
@@ -389,6 +395,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
                   "model": model, "weights": None if weights is None else str(weights), "hidden": hidden,
                   "margin": margin, "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
                   "steps": list(ablation), "ablation": ablation_name(ablation),
+                  "align_preset": align_preset if "register" in ablation else None,
                   "monitor": None if eval_fn is None else MONITOR, "n_val": len(val_rows)}
     record = {**run_config, "preprocess": summary,
               "recipe": {"quick": quick, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
@@ -463,7 +470,9 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     out = Path(out)
     ds_rows, data_root, skipped, summary = rows, "/", [], None  # the paths are absolute
     if ablation:
-        rows, ds_rows, skipped, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed")
+        # runs from before align presets registered as the release does
+        align_preset = cfg.get("align_preset") or "paper"
+        rows, ds_rows, skipped, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed", align_preset)
     dataset = PairDataset(ds_rows, data_root, build_transform(cfg["preset"]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
     idx, probs = [], []

@@ -1,8 +1,16 @@
-"""Feature-based rigid registration: AKAZE keypoints, cross-checked Hamming matching, Euclidean RANSAC.
+"""Feature-based registration: AKAZE keypoints, cross-checked Hamming matching, RANSAC, quality gate.
 
 Direction convention (tested): ``RegistrationResult.matrix`` is a 2x3 matrix that
 maps a pixel ``(x=col, y=row)`` of image **b** to its position in image **a**,
 so ``cv2.warpAffine(b, matrix, (w_a, h_a))`` renders b in a's frame.
+
+Transform models (:data:`TRANSFORMS`): ``similarity`` (rotation, uniform scale,
+translation: real follow-up images differ in zoom), ``euclidean`` (rotation and
+translation only: the paper's) and ``affine``. A registration is accepted only when
+enough matches agree (inliers) *and* the aligned images agree
+(:func:`panderm.longitudinal.quality.alignment_quality`): on HAM10000 pairs of
+different lesions, up to 14 inliers arise by chance, but their band-pass correlation
+stays below 0.2.
 """
 
 from __future__ import annotations
@@ -14,16 +22,23 @@ import cv2
 import numpy as np
 
 from panderm.errors import ConfigError
-from panderm.longitudinal.ransac import (
-    draw_samples,
-    ransac_euclidean_numba,
-    ransac_euclidean_numpy,
-)
+from panderm.longitudinal.quality import alignment_quality, matrix_scale
+from panderm.longitudinal.ransac import SAMPLE_SIZE, draw_samples, ransac
 
-#: Below these, a "transform" is mostly chance: unrelated HAM10000 pairs keep at most a few inliers.
+TRANSFORMS = ("similarity", "euclidean", "affine")
+#: Below these, a "transform" is mostly chance (measured on the 100 different-lesion pairs of
+#: ../shared/data/ham10000_same_lesion_pairs: at most 14 inliers, band-pass correlation < 0.2).
 MIN_MATCHES = 8
-MIN_INLIERS = 10
-MIN_INLIER_RATIO = 0.1
+MIN_INLIERS = 12
+MIN_INLIER_RATIO = 0.0
+MIN_QUALITY = 0.2
+#: Registration may not make the overlap agree worse than leaving b unregistered by more than this
+#: (pairs that are already aligned lose a little to interpolation).
+MAX_QUALITY_LOSS = 0.02
+#: Zoom between visits that registration accepts (b -> a scale; 3x zoom differences pass).
+SCALE_RANGE = (0.25, 4.0)
+#: At most this many keypoints per image (the strongest): bounds the matching time.
+MAX_KEYPOINTS = 4000
 
 
 @dataclass
@@ -34,6 +49,8 @@ class RegistrationResult:
         success: True when a trustworthy transform was found (or the identity
             fallback was requested; ``reason`` then says so).
         matrix: 2x3 list, maps b pixel (x, y) to a.
+        transform: The model fitted (:data:`TRANSFORMS`).
+        scale: Zoom from b to a (``sqrt|det|``; 1 for euclidean).
         rotation_deg: Counter-clockwise rotation in degrees in image coordinates
             (x right, y down, so positive angles turn clockwise on screen).
         translation_px: ``[tx, ty]`` in pixels.
@@ -41,6 +58,9 @@ class RegistrationResult:
         matches: Cross-checked matches.
         inliers: RANSAC inliers.
         inlier_ratio: ``inliers / matches`` (0 when no match).
+        quality: Agreement after registration (:func:`alignment_quality`): ``ncc_aligned``
+            (the quality score), ``ncc_unregistered``, ``gain`` and ``overlap``; empty
+            when no transform was estimated.
         reason: Why registration failed (empty on success).
         fallback: True when this is the requested identity fallback after a failure.
         detect_scale: ``[s_a, s_b]``: keypoints were found on copies of a and b
@@ -49,12 +69,15 @@ class RegistrationResult:
 
     success: bool
     matrix: list = field(default_factory=lambda: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    transform: str = "similarity"
+    scale: float = 1.0
     rotation_deg: float = 0.0
     translation_px: list = field(default_factory=lambda: [0.0, 0.0])
     keypoints: list = field(default_factory=lambda: [0, 0])
     matches: int = 0
     inliers: int = 0
     inlier_ratio: float = 0.0
+    quality: dict = field(default_factory=dict)
     reason: str = ""
     fallback: bool = False
     detect_scale: list = field(default_factory=list)
@@ -69,6 +92,32 @@ class RegistrationResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Everything that decides a registration (``align-pair``'s presets fill it)."""
+
+    transform: str = "similarity"
+    detect_side: int | None = 600
+    akaze_threshold: float = 2e-5
+    n_octaves: int = 4
+    max_keypoints: int = MAX_KEYPOINTS
+    residual_threshold: float = 2.5
+    max_trials: int = 2000
+    seed: int = 0
+    min_matches: int = MIN_MATCHES
+    min_inliers: int = MIN_INLIERS
+    min_inlier_ratio: float = MIN_INLIER_RATIO
+    min_quality: float = MIN_QUALITY
+    max_quality_loss: float = MAX_QUALITY_LOSS
+    scale_range: tuple = SCALE_RANGE
+    max_translation: float | None = None
+    backend: str = "numba"
+
+    def __post_init__(self):
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"unknown transform {self.transform!r}", hint=f"choose one of {', '.join(TRANSFORMS)}")
+
+
 def _gray(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
@@ -79,102 +128,140 @@ def detect(gray: np.ndarray, *, threshold: float = 9e-5, n_octaves: int = 4):
     return akaze.detectAndCompute(gray, None)
 
 
-def _detect_scaled(img: np.ndarray, max_side: int | None, threshold: float, n_octaves: int):
-    """AKAZE on a copy shrunk to ``max_side`` (if larger): ``(keypoints in full-resolution pixels,
-    descriptors, the shrink factor)``."""
+def detection_scale(shape: tuple, detect_side: int | None) -> float:
+    """Resize factor that brings an image's long side to ``detect_side`` (1.0 when None).
+
+    Small images are enlarged as well as large ones shrunk: AKAZE finds too few
+    keypoints on a 200 x 150 HAM10000 image to register it.
+    """
+    return 1.0 if not detect_side else detect_side / max(shape[:2])
+
+
+def detect_keypoints(img: np.ndarray, settings: RegistrationSettings):
+    """AKAZE on a copy resized by :func:`detection_scale`: ``(points in full-resolution pixels,
+    descriptors, the resize factor)``; at most ``settings.max_keypoints``, the strongest."""
     gray = _gray(img)
-    scale = 1.0
-    if max_side and max(gray.shape) > max_side:
-        scale = max_side / max(gray.shape)
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    kp, des = detect(gray, threshold=threshold, n_octaves=n_octaves)
+    scale = detection_scale(gray.shape, settings.detect_side)
+    if scale != 1.0:
+        interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp)
+    kp, des = detect(gray, threshold=settings.akaze_threshold, n_octaves=settings.n_octaves)
+    if des is not None and len(kp) > settings.max_keypoints:
+        keep = np.argsort([-k.response for k in kp], kind="stable")[:settings.max_keypoints]
+        kp, des = [kp[i] for i in keep], des[keep]
     pts = np.array([k.pt for k in kp], np.float64).reshape(-1, 2)
     # Pixel centres: x_full + 0.5 = (x_small + 0.5) / scale.
     return (pts + 0.5) / scale - 0.5, des, scale
 
 
-def register(a: np.ndarray, b: np.ndarray, *, akaze_threshold: float = 9e-5, n_octaves: int = 4,
-             detect_max_side: int | None = 512, residual_threshold: float = 2.5, max_trials: int = 2000, seed: int = 0,
-             min_matches: int = MIN_MATCHES, min_inliers: int = MIN_INLIERS,
-             min_inlier_ratio: float = MIN_INLIER_RATIO, max_translation: float | None = None,
-             fallback_identity: bool = False, backend: str = "numba") -> RegistrationResult:
-    """Estimate the rigid transform taking image b onto image a.
+def register(a: np.ndarray, b: np.ndarray, settings: RegistrationSettings | None = None, *,
+             fallback_identity: bool = False, **overrides) -> RegistrationResult:
+    """Estimate the transform taking image b onto image a, and judge it.
 
     Args:
         a: Fixed image (RGB or gray uint8).
         b: Moving image (RGB or gray uint8), any size.
-        akaze_threshold: AKAZE detector response threshold.
-        n_octaves: AKAZE octaves.
-        detect_max_side: Detect keypoints on a copy whose long side is at most
-            this many pixels (``None``: full resolution). AKAZE dominates the run
-            time and scales with pixels; the least-squares refit over all inliers
-            keeps sub-pixel accuracy at full resolution.
-        residual_threshold: RANSAC inlier distance in pixels.
-        max_trials: RANSAC trials (early stop at 99.9% confidence).
-        seed: Seed of the RANSAC samples (results are reproducible).
-        min_matches: Fewer cross-checked matches -> failure.
-        min_inliers: Fewer inliers -> failure.
-        min_inlier_ratio: Lower ``inliers / matches`` -> failure.
-        max_translation: Larger translation (pixels) -> failure as degenerate
-            (default: the diagonal of a).
+        settings: :class:`RegistrationSettings` (default: similarity at 600 px).
         fallback_identity: On failure return the identity with ``success=True``
             and the failure in ``reason`` instead of ``success=False``.
-        backend: ``"numba"`` (fast) or ``"numpy"`` (reference) RANSAC.
+        **overrides: Fields of :class:`RegistrationSettings` to change.
 
     Returns:
         A :class:`RegistrationResult`.
     """
-    result = _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_threshold, max_trials, seed,
-                       min_matches, min_inliers, min_inlier_ratio, max_translation, backend)
+    settings = settings or RegistrationSettings()
+    if overrides:
+        settings = RegistrationSettings(**{**asdict(settings), **overrides})
+    result = _register(a, b, settings)
     if not result.success and fallback_identity:
-        reason = result.reason
-        result = RegistrationResult(success=True, keypoints=result.keypoints, matches=result.matches,
-                                    inliers=result.inliers, inlier_ratio=result.inlier_ratio,
-                                    reason=f"identity fallback: {reason}", fallback=True,
+        result = RegistrationResult(success=True, transform=result.transform, keypoints=result.keypoints,
+                                    matches=result.matches, inliers=result.inliers,
+                                    inlier_ratio=result.inlier_ratio, quality=result.quality,
+                                    reason=f"identity fallback: {result.reason}", fallback=True,
                                     detect_scale=result.detect_scale)
     return result
 
 
-def _register(a, b, akaze_threshold, n_octaves, detect_max_side, residual_threshold, max_trials, seed, min_matches,
-              min_inliers, min_inlier_ratio, max_translation, backend) -> RegistrationResult:
-    kp_a, des_a, scale_a = _detect_scaled(a, detect_max_side, akaze_threshold, n_octaves)
-    kp_b, des_b, scale_b = _detect_scaled(b, detect_max_side, akaze_threshold, n_octaves)
-    n_kp = [len(kp_a), len(kp_b)]
-    scales = [round(scale_a, 6), round(scale_b, 6)]
-    if min(n_kp) < min_matches or des_a is None or des_b is None:
-        return RegistrationResult(False, keypoints=n_kp, detect_scale=scales,
-                                  reason=f"too few keypoints (a: {n_kp[0]}, b: {n_kp[1]}; need {min_matches}); "
-                                         "texture-less or blank image?")
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    matches = matcher.match(des_b, des_a)  # query = b, train = a: src points in b, dst in a
-    n_m = len(matches)
-    if n_m < min_matches:
-        return RegistrationResult(False, keypoints=n_kp, matches=n_m, detect_scale=scales,
-                                  reason=f"too few matches ({n_m}; need {min_matches})")
+def _match(a, b, s: RegistrationSettings):
+    """Keypoints, cross-checked matches and their point pairs (src in b, dst in a)."""
+    kp_a, des_a, scale_a = detect_keypoints(a, s)
+    kp_b, des_b, scale_b = detect_keypoints(b, s)
+    common = {"transform": s.transform, "keypoints": [len(kp_a), len(kp_b)],
+              "detect_scale": [round(scale_a, 6), round(scale_b, 6)]}
+    if min(len(kp_a), len(kp_b)) < s.min_matches or des_a is None or des_b is None:
+        return common, None, None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(des_b, des_a)
+    common["matches"] = len(matches)
     src = kp_b[[m.queryIdx for m in matches]]
     dst = kp_a[[m.trainIdx for m in matches]]
-    samples = draw_samples(n_m, max_trials, seed)
-    fn = ransac_euclidean_numba if backend == "numba" else ransac_euclidean_numpy
-    matrix, inl = fn(src, dst, residual_threshold, samples=samples)
-    n_in = int(inl.sum())
-    ratio = n_in / n_m
-    common = {"keypoints": n_kp, "matches": n_m, "inliers": n_in, "inlier_ratio": round(ratio, 4),
-              "detect_scale": scales}
-    if matrix is None or n_in < min_inliers or ratio < min_inlier_ratio:
+    return common, src, dst
+
+
+def _register(a, b, s: RegistrationSettings) -> RegistrationResult:
+    common, src, dst = _match(a, b, s)
+    n_kp = common["keypoints"]
+    if src is None:
         return RegistrationResult(False, **common,
-                                  reason=f"too few inliers ({n_in} of {n_m} matches; need {min_inliers} and "
-                                         f"ratio {min_inlier_ratio}): images do not show the same scene rigidly")
-    h, w = a.shape[:2]
-    limit = math.hypot(w, h) if max_translation is None else max_translation
-    # Rotation about the origin moves far pixels a lot, so judge the displacement of b's centre.
-    hb, wb = b.shape[:2]
-    centre = matrix @ np.array([wb / 2, hb / 2, 1.0]) - np.array([wb / 2, hb / 2])
-    if not np.isfinite(matrix).all() or float(np.hypot(*centre)) > limit:
-        return RegistrationResult(False, **common, reason="degenerate transform (non-finite or moves b out of a)")
+                                  reason=f"too few keypoints (a: {n_kp[0]}, b: {n_kp[1]}; need {s.min_matches}); "
+                                         "texture-less or blank image?")
+    n_m = len(src)
+    if n_m < s.min_matches:
+        return RegistrationResult(False, **common, reason=f"too few matches ({n_m}; need {s.min_matches})")
+    samples = draw_samples(n_m, s.max_trials, s.seed, size=SAMPLE_SIZE[s.transform])
+    lo, hi = s.scale_range
+    matrix, inl = ransac(src, dst, s.transform, s.residual_threshold, samples=samples, backend=s.backend,
+                         min_scale=lo, max_scale=hi)
+    n_in = int(inl.sum())
+    common.update(inliers=n_in, inlier_ratio=round(n_in / n_m, 4))
+    if matrix is None or n_in < s.min_inliers or n_in / n_m < s.min_inlier_ratio:
+        return RegistrationResult(False, **common,
+                                  reason=f"too few inliers ({n_in} of {n_m} matches; need {s.min_inliers}): "
+                                         "the images do not show the same lesion, or differ too much")
+    geometry = describe_matrix(matrix)
+    problem = _degenerate(matrix, a.shape, b.shape, s, geometry["scale"])
+    if problem:
+        return RegistrationResult(False, **common, **geometry, reason=problem)
+    quality = alignment_quality(a, b, matrix)
+    problem = _disagreement(quality, s)
+    return RegistrationResult(not problem, **common, **geometry, quality=quality, reason=problem)
+
+
+def describe_matrix(matrix: np.ndarray) -> dict:
+    """``matrix`` (as a list), ``scale``, ``rotation_deg`` and ``translation_px`` of a 2x3 matrix."""
     angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
-    return RegistrationResult(True, matrix=matrix.tolist(), rotation_deg=round(angle, 4),
-                              translation_px=[round(float(matrix[0, 2]), 4), round(float(matrix[1, 2]), 4)],
-                              **common)
+    return {"matrix": matrix.tolist(), "scale": round(matrix_scale(matrix), 6), "rotation_deg": round(angle, 4),
+            "translation_px": [round(float(matrix[0, 2]), 4), round(float(matrix[1, 2]), 4)]}
+
+
+def _degenerate(matrix, shape_a, shape_b, s: RegistrationSettings, scale: float) -> str:
+    """Why the transform is implausible (``""`` when it is not)."""
+    if not np.isfinite(matrix).all():
+        return "degenerate transform (non-finite)"
+    lo, hi = s.scale_range
+    if not lo <= scale <= hi:
+        return f"implausible zoom {scale:.2f} (accepted: {lo:g} to {hi:g})"
+    h, w = shape_a[:2]
+    limit = math.hypot(w, h) if s.max_translation is None else s.max_translation
+    # Rotation about the origin moves far pixels a lot, so judge where b's centre lands.
+    hb, wb = shape_b[:2]
+    centre = matrix @ np.array([wb / 2, hb / 2, 1.0]) - np.array([w / 2, h / 2])
+    if float(np.hypot(*centre)) > limit:
+        return "degenerate transform (moves b out of a)"
+    return ""
+
+
+def _disagreement(quality: dict, s: RegistrationSettings) -> str:
+    """Why the aligned overlap does not confirm the transform (``""`` when it does)."""
+    aligned = quality["ncc_aligned"]
+    if aligned is None:
+        return f"aligned images overlap too little to check ({quality['overlap']:.1%} of a)"
+    if aligned < s.min_quality:
+        return (f"aligned images do not agree (band-pass correlation {aligned:.2f} < {s.min_quality:g}): "
+                "the matches are chance, or the lesions differ")
+    if quality["gain"] < -s.max_quality_loss:
+        return (f"registration makes the overlap agree worse than none (correlation {aligned:.2f} vs "
+                f"{quality['ncc_unregistered']:.2f} unregistered)")
+    return ""
 
 
 #: Warp border modes. ``reflect`` is cv2.BORDER_REFLECT (``fedcba|abcdef``: the edge pixel repeats);

@@ -15,17 +15,27 @@ Examples:
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preset paper
 
 \b
---preset picks the registration settings:
-  fast   keypoints on a copy at most 512 px long, warp border cv2 REFLECT
-         (the default)
-  paper  as the released code: keypoints on the full-resolution image, warp
-         border REFLECT_101 (= scikit-image warp mode "reflect")
---detect-max-side overrides the preset's detection size.
+--transform picks the model (default similarity):
+  similarity  rotation, zoom and translation: real follow-up images differ
+              in zoom and angle (the default)
+  euclidean   rotation and translation only (the paper's model)
+  affine      any linear map and translation (skin stretch, oblique views)
+--preset picks everything else:
+  default     keypoints on copies resized to 600 px (small images enlarged),
+              AKAZE threshold 2e-5, similarity, warp border cv2 REFLECT
+  paper       as the released code: Euclidean, AKAZE threshold 9e-5 on the
+              full-resolution image, border REFLECT_101 (= scikit-image warp
+              mode "reflect")
+A registration is accepted only when >= 12 matches agree and the aligned
+images agree (band-pass correlation over the overlap >= 0.2, and no worse
+than leaving B unregistered); transform.json says which check failed.
 
 \b
 Outputs in --out (per pair in --out/<pair_id>/ for --pairs): transform.json
-(2x3 matrix mapping pixel (x, y) of B to A, rotation, translation, matches,
-inliers, reason, preset, detect_max_side, detect_scale, border), aligned.png
+(2x3 matrix mapping pixel (x, y) of B to A, transform, scale, rotation,
+translation, matches, inliers, inlier_ratio, quality {ncc_aligned,
+ncc_unregistered, gain, overlap}, reason, preset, detect_side,
+detect_scale, border), aligned.png
 (B in A's frame), overlay.png (A | aligned B | checkerboard), difference.png,
 a_pre.png, b_pre.png, mask_a.png, mask_b.png; --pairs also writes summary.csv
 (a pair whose pair_id is no safe folder name, or repeats one, is skipped with
@@ -48,17 +58,19 @@ registration fails (its outputs are still written with success=false)."""
 @click.option("--segmenter", default="classical", show_default=True,
               help="Lesion segmenter for the segment step: classical, run:RUN_DIR, or a plugin's name[:spec].")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
-              help="Registration settings: fast (detect at <=512 px) or paper (the release's: full resolution, "
-                   "REFLECT_101 border).")
-@click.option("--detect-max-side", type=click.IntRange(min=0), default=None,
-              help="Find keypoints on a copy at most this many pixels long (0: full resolution) "
-                   "[default: the preset's: fast 512, paper 0].")
+@click.option("--transform", type=click.Choice(["similarity", "euclidean", "affine"]), default=None,
+              help="Transform model [default: the preset's: default similarity, paper euclidean].")
+@click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="Registration settings: default (works on real follow-up pairs) or paper (the release's "
+                   "Euclidean AKAZE at full resolution, REFLECT_101 border).")
+@click.option("--detect-side", type=click.IntRange(min=0), default=None,
+              help="Find keypoints on copies resized to this long side (0: full resolution) "
+                   "[default: the preset's: default 600, paper 0].")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Pairs in parallel (--pairs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, preset, detect_max_side,
-                   workers, quiet):
+def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, transform, preset,
+                   detect_side, workers, quiet):
     """Register image B onto image A (dark corners, hair, AKAZE + RANSAC).
 
     Give two images A B, or --pairs CSV for many pairs.
@@ -76,8 +88,8 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
         if image_a is not None or image_b is not None:
             raise InputError("give either two images or --pairs, not both")
         rows = align_pairs(pairs, root, out, workers=workers, progress=not quiet, steps=steps,
-                           fallback_identity=fallback_identity, preset=preset, detect_max_side=detect_max_side,
-                           segmenter=seg)
+                           fallback_identity=fallback_identity, transform=transform, preset=preset,
+                           detect_side=detect_side, segmenter=seg)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
         click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable or skipped; summary: {out / 'summary.csv'}")
@@ -86,13 +98,17 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
         return
     if image_a is None or image_b is None:
         raise InputError("need two images A B (or --pairs CSV)", hint="panderm align-pair --help")
-    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity, preset=preset,
-                     detect_max_side=detect_max_side, segmenter=seg)
+    res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity, transform=transform,
+                     preset=preset, detect_side=detect_side, segmenter=seg)
     reg = res.registration
-    if reg.success:
-        click.echo(f"registered: rotation {reg.rotation_deg:.2f} deg, translation ({reg.translation_px[0]:.1f}, "
-                   f"{reg.translation_px[1]:.1f}) px, {reg.inliers}/{reg.matches} inliers"
-                   + (f" ({reg.reason})" if reg.reason else "") + f"; outputs in {out}")
+    if reg.success and not reg.fallback:
+        q = reg.quality
+        click.echo(f"registered ({reg.transform}): zoom {reg.scale:.2f}, rotation {reg.rotation_deg:.2f} deg, "
+                   f"translation ({reg.translation_px[0]:.1f}, {reg.translation_px[1]:.1f}) px, "
+                   f"{reg.inliers}/{reg.matches} inliers, agreement {q['ncc_aligned']:.2f} "
+                   f"(unregistered {q['ncc_unregistered']:.2f}); outputs in {out}")
+    elif reg.success:
+        click.echo(f"not registered, identity used ({reg.reason}); outputs in {out}")
     else:
         click.echo(f"registration failed: {reg.reason}; outputs (unregistered) in {out}")
         raise SystemExit(1)

@@ -38,9 +38,10 @@ checkpoint-last.pth is used. change_config.json records the choice under
 or a comma list of dark-corner,hair,register,segment. Each train and val pair
 is processed once and cached in --out/preprocessed/ (preprocess.csv: per-pair
 status; a failed registration falls back to the identity, an unreadable pair
-is skipped). Registration uses `panderm align-pair --preset paper` (the
-release's settings). `panderm change eval` applies the run's steps to its
-pairs.
+is skipped). Registration is `panderm align-pair`'s: --align-preset default
+(similarity; registers real follow-up pairs) or paper (the release's
+Euclidean settings). `panderm change eval` applies the run's steps and
+align preset to its pairs.
 
 \b
 Pairs CSV: image_a, image_b (relative to --root, which they may not leave;
@@ -97,6 +98,9 @@ def change_group():
 @click.option("--steps", "ablation", default=None, callback=_ablation,
               help="Preprocessing ablation: default|warp|mask|whole or a comma list of "
                    "dark-corner,hair,register,segment [default: whole; default with --quick].")
+@click.option("--align-preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="Registration of the register step: align-pair's default (similarity, registers real "
+                   "follow-up pairs) or paper (the release's Euclidean).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps (overrides --epochs).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -117,7 +121,7 @@ def change_group():
 @click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the pairs, image files "
               "or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_cmd(pairs_csv, root, out, model, weights, quick, ablation, max_steps, epochs, warmup_epochs, batch_size, lr,
+def train_cmd(pairs_csv, root, out, model, weights, quick, ablation, align_preset, max_steps, epochs, warmup_epochs, batch_size, lr,
               hidden, margin, contrastive_weight, split, precision, device, workers, seed, resume, quiet):
     """Train a Siamese change detector (shared-weight encoder + 2-layer head); keep the best val AUROC epoch."""
     from panderm.longitudinal.change import train_change
@@ -126,7 +130,7 @@ def train_cmd(pairs_csv, root, out, model, weights, quick, ablation, max_steps, 
                           max_steps=max_steps, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
                           lr=lr, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight, split=split,
                           precision=precision, device=device, num_workers=workers, seed=seed, resume=resume,
-                          progress=not quiet)
+                          progress=not quiet, align_preset=align_preset)
     pre = result.preprocess
     if pre:
         click.echo(f"Preprocessed {pre['n_pairs']} pair(s): {pre['n_fallback']} registration fallback(s) to "

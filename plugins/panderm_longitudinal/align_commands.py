@@ -101,13 +101,13 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
     res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity, transform=transform,
                      preset=preset, detect_side=detect_side, segmenter=seg)
     reg = res.registration
-    if reg.success and not reg.fallback:
+    if reg.success and reg.quality and not reg.fallback:
         q = reg.quality
         click.echo(f"registered ({reg.transform}): zoom {reg.scale:.2f}, rotation {reg.rotation_deg:.2f} deg, "
                    f"translation ({reg.translation_px[0]:.1f}, {reg.translation_px[1]:.1f}) px, "
                    f"{reg.inliers}/{reg.matches} inliers, agreement {q['ncc_aligned']:.2f} "
                    f"(unregistered {q['ncc_unregistered']:.2f}); outputs in {out}")
-    elif reg.success:
+    elif reg.success:  # the identity: a fallback, or no register step
         click.echo(f"not registered, identity used ({reg.reason}); outputs in {out}")
     else:
         click.echo(f"registration failed: {reg.reason}; outputs (unregistered) in {out}")

@@ -32,7 +32,7 @@ def title(res) -> str:
     reg = res.registration
     if reg.success:
         q = reg.quality
-        return (f"registered: zoom {reg.scale:.2f}, {reg.rotation_deg:+.1f} deg, {reg.inliers} inliers; "
+        return (f"registered: zoom {reg.zoom:.2f}, {reg.rotation_deg:+.1f} deg, {reg.inliers} inliers; "
                 f"agreement {q['ncc_aligned']:.2f} (unregistered {q['ncc_unregistered']:.2f})")
     return f"not registered: {reg.reason}"
 

@@ -85,6 +85,28 @@ def test_zoom_up_to_3x_is_recovered(shared_data, zoom):
     assert np.allclose(centre, [x0 + cw / 2, y0 + ch / 2], atol=2.0)
 
 
+@pytest.mark.parametrize("enlarge", [3, 10])
+def test_registration_does_not_depend_on_the_pixel_size(shared_data, enlarge):
+    """The same real pair with a stored 3x or 10x larger: same zoom between the photographs, and the
+    transform in a's pixels scaled accordingly (keypoints are found on 600-px copies of both)."""
+    a = _rgb(shared_data, "ISIC_0033165.jpg")
+    b = _rgb(shared_data, "ISIC_0033430.jpg")
+    small = register(a, b)
+    big = register(cv2.resize(a, None, fx=enlarge, fy=enlarge, interpolation=cv2.INTER_CUBIC), b)
+    assert small.success and big.success, (small.reason, big.reason)
+    assert big.zoom == pytest.approx(small.zoom, rel=0.03) and small.zoom == pytest.approx(small.scale)
+    assert big.scale == pytest.approx(enlarge * small.scale, rel=0.03)
+    centre = np.array([100.0, 75.0, 1.0])  # b's centre lands on the same skin of a
+    assert np.allclose(np.asarray(big.matrix) @ centre / enlarge, np.asarray(small.matrix) @ centre, atol=2.0)
+
+
+def test_a_one_pixel_high_image_is_refused_not_crashed():
+    """OpenCV's AKAZE corrupts memory on 1-px-high images: they never reach it."""
+    thin = np.random.default_rng(0).integers(0, 255, (2, 900, 3), dtype=np.uint8)
+    res = register(thin, thin)
+    assert not res.success and "too few keypoints" in res.reason
+
+
 def test_quality_prefers_the_right_transform(shared_data):
     a = _rgb(shared_data, _rows(shared_data)[0]["image"])
     h, w = a.shape[:2]
@@ -111,7 +133,7 @@ def test_transform_option_and_transform_json(shared_data, tmp_path, cli, monkeyp
         assert "registration failed" in r.output
     else:
         assert r.exit_code == 0, r.output
-        assert meta["success"] and meta["scale"] == pytest.approx(2.26, abs=0.1)
+        assert meta["success"] and meta["scale"] == pytest.approx(2.26, abs=0.1) and meta["zoom"] == meta["scale"]
         assert meta["quality"]["gain"] > 0.2
         assert "zoom 2.2" in r.output or "zoom 2.3" in r.output
 
@@ -130,6 +152,6 @@ def test_batch_summary_has_scale_and_quality(shared_data, tmp_path):
         written = list(csv.DictReader(f))
     assert [w["pair_id"] for w in written] == ["p0", "p1", "p2", "p3"]
     for rec, w in zip(summary, written):
-        assert {"transform", "scale", "quality", "quality_gain"} <= set(w)
+        assert {"transform", "scale", "zoom", "quality", "quality_gain"} <= set(w)
         if rec["success"]:
             assert float(w["quality"]) >= 0.2 and w["transform"] == "similarity"

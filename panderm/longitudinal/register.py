@@ -39,6 +39,8 @@ MAX_QUALITY_LOSS = 0.02
 SCALE_RANGE = (0.25, 4.0)
 #: At most this many keypoints per image (the strongest): bounds the matching time.
 MAX_KEYPOINTS = 4000
+#: Images whose detection copy is thinner than this are not searched (OpenCV's AKAZE corrupts memory on 1-px-high images).
+MIN_DETECT_SIDE = 16
 
 
 @dataclass
@@ -50,7 +52,9 @@ class RegistrationResult:
             fallback was requested; ``reason`` then says so).
         matrix: 2x3 list, maps b pixel (x, y) to a.
         transform: The model fitted (:data:`TRANSFORMS`).
-        scale: Zoom from b to a (``sqrt|det|``; 1 for euclidean).
+        scale: Pixel scale of the matrix, b -> a (``sqrt|det|``; 1 for euclidean).
+        zoom: Zoom between the two photographs: ``scale`` corrected for their pixel sizes (each
+            image's long side taken as the same field of view; equals ``scale`` for equal sizes).
         rotation_deg: Counter-clockwise rotation in degrees in image coordinates
             (x right, y down, so positive angles turn clockwise on screen).
         translation_px: ``[tx, ty]`` in pixels.
@@ -61,6 +65,7 @@ class RegistrationResult:
         quality: Agreement after registration (:func:`alignment_quality`): ``ncc_aligned``
             (the quality score), ``ncc_unregistered``, ``gain`` and ``overlap``; empty
             when no transform was estimated.
+        residual_threshold_px: RANSAC inlier distance used, in a's pixels (:func:`residual_threshold_px`).
         reason: Why registration failed (empty on success).
         fallback: True when this is the requested identity fallback after a failure.
         detect_scale: ``[s_a, s_b]``: keypoints were found on copies of a and b
@@ -71,6 +76,7 @@ class RegistrationResult:
     matrix: list = field(default_factory=lambda: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     transform: str = "similarity"
     scale: float = 1.0
+    zoom: float = 1.0
     rotation_deg: float = 0.0
     translation_px: list = field(default_factory=lambda: [0.0, 0.0])
     keypoints: list = field(default_factory=lambda: [0, 0])
@@ -78,6 +84,7 @@ class RegistrationResult:
     inliers: int = 0
     inlier_ratio: float = 0.0
     quality: dict = field(default_factory=dict)
+    residual_threshold_px: float = 0.0
     reason: str = ""
     fallback: bool = False
     detect_scale: list = field(default_factory=list)
@@ -101,7 +108,7 @@ class RegistrationSettings:
     akaze_threshold: float = 2e-5
     n_octaves: int = 4
     max_keypoints: int = MAX_KEYPOINTS
-    residual_threshold: float = 2.5
+    residual_threshold: float = 7.5  # pixels of a's detection copy (see residual_threshold_px)
     max_trials: int = 2000
     seed: int = 0
     min_matches: int = MIN_MATCHES
@@ -145,6 +152,8 @@ def detect_keypoints(img: np.ndarray, settings: RegistrationSettings):
     if scale != 1.0:
         interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp)
+    if min(gray.shape[:2]) < MIN_DETECT_SIDE:
+        return np.zeros((0, 2)), None, scale
     kp, des = detect(gray, threshold=settings.akaze_threshold, n_octaves=settings.n_octaves)
     if des is not None and len(kp) > settings.max_keypoints:
         keep = np.argsort([-k.response for k in kp], kind="stable")[:settings.max_keypoints]
@@ -182,11 +191,18 @@ def register(a: np.ndarray, b: np.ndarray, settings: RegistrationSettings | None
     return result
 
 
+def residual_threshold_px(s: RegistrationSettings, detect_scale_a: float) -> float:
+    """RANSAC inlier distance in a's pixels: ``residual_threshold`` is in pixels of a's detection copy, so
+    the tolerance is the same fraction of the image whatever a's resolution (7.5 px of 600 = 1.25 %)."""
+    return s.residual_threshold / detect_scale_a
+
+
 def _match(a, b, s: RegistrationSettings):
     """Keypoints, cross-checked matches and their point pairs (src in b, dst in a)."""
     kp_a, des_a, scale_a = detect_keypoints(a, s)
     kp_b, des_b, scale_b = detect_keypoints(b, s)
     common = {"transform": s.transform, "keypoints": [len(kp_a), len(kp_b)],
+              "residual_threshold_px": round(residual_threshold_px(s, scale_a), 4),
               "detect_scale": [round(scale_a, 6), round(scale_b, 6)]}
     if min(len(kp_a), len(kp_b)) < s.min_matches or des_a is None or des_b is None:
         return common, None, None
@@ -208,9 +224,9 @@ def _register(a, b, s: RegistrationSettings) -> RegistrationResult:
     if n_m < s.min_matches:
         return RegistrationResult(False, **common, reason=f"too few matches ({n_m}; need {s.min_matches})")
     samples = draw_samples(n_m, s.max_trials, s.seed, size=SAMPLE_SIZE[s.transform])
-    lo, hi = s.scale_range
-    matrix, inl = ransac(src, dst, s.transform, s.residual_threshold, samples=samples, backend=s.backend,
-                         min_scale=lo, max_scale=hi)
+    lo, hi = pixel_scale_range(s, *common["detect_scale"])
+    matrix, inl = ransac(src, dst, s.transform, common["residual_threshold_px"], samples=samples,
+                         backend=s.backend, min_scale=lo, max_scale=hi)
     n_in = int(inl.sum())
     common.update(inliers=n_in, inlier_ratio=round(n_in / n_m, 4))
     if matrix is None or n_in < s.min_inliers or n_in / n_m < s.min_inlier_ratio:
@@ -218,7 +234,9 @@ def _register(a, b, s: RegistrationSettings) -> RegistrationResult:
                                   reason=f"too few inliers ({n_in} of {n_m} matches; need {s.min_inliers}): "
                                          "the images do not show the same lesion, or differ too much")
     geometry = describe_matrix(matrix)
-    problem = _degenerate(matrix, a.shape, b.shape, s, geometry["scale"])
+    geometry["zoom"] = round(geometry["scale"] * common["detect_scale"][0] / common["detect_scale"][1], 6) \
+        if s.detect_side else geometry["scale"]
+    problem = _degenerate(matrix, a.shape, b.shape, s, geometry["scale"], (lo, hi))
     if problem:
         return RegistrationResult(False, **common, **geometry, reason=problem)
     quality = alignment_quality(a, b, matrix)
@@ -233,13 +251,24 @@ def describe_matrix(matrix: np.ndarray) -> dict:
             "translation_px": [round(float(matrix[0, 2]), 4), round(float(matrix[1, 2]), 4)]}
 
 
-def _degenerate(matrix, shape_a, shape_b, s: RegistrationSettings, scale: float) -> str:
+def pixel_scale_range(s: RegistrationSettings, detect_scale_a: float, detect_scale_b: float) -> tuple:
+    """``s.scale_range`` (a zoom between the two photographs) as a range of the b -> a pixel scale.
+
+    Both detection copies have the same long side, so a 600-px a and a 200-px b of the same view
+    are 1x apart as photographs but 3x in pixels.
+    """
+    ratio = detect_scale_b / detect_scale_a
+    return s.scale_range[0] * ratio, s.scale_range[1] * ratio
+
+
+def _degenerate(matrix, shape_a, shape_b, s: RegistrationSettings, scale: float, pixel_range: tuple) -> str:
     """Why the transform is implausible (``""`` when it is not)."""
     if not np.isfinite(matrix).all():
         return "degenerate transform (non-finite)"
-    lo, hi = s.scale_range
+    lo, hi = pixel_range
     if not lo <= scale <= hi:
-        return f"implausible zoom {scale:.2f} (accepted: {lo:g} to {hi:g})"
+        return (f"implausible zoom between the photographs (pixel scale {scale:.2f}; accepted {lo:.3g} to {hi:.3g}, "
+                f"a zoom of {s.scale_range[0]:g} to {s.scale_range[1]:g})")
     h, w = shape_a[:2]
     limit = math.hypot(w, h) if s.max_translation is None else s.max_translation
     # Rotation about the origin moves far pixels a lot, so judge where b's centre lands.

@@ -33,7 +33,7 @@ than leaving B unregistered); transform.json says which check failed.
 \b
 Outputs in --out (per pair in --out/<pair_id>/ for --pairs): transform.json
 (2x3 matrix mapping pixel (x, y) of B to A, transform, scale, rotation,
-translation, matches, inliers, inlier_ratio, quality {ncc_aligned,
+zoom, translation, matches, inliers, inlier_ratio, quality {ncc_aligned,
 ncc_unregistered, gain, overlap}, reason, preset, detect_side,
 detect_scale, border), aligned.png
 (B in A's frame), overlay.png (A | aligned B | checkerboard), difference.png,
@@ -103,7 +103,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
     reg = res.registration
     if reg.success and reg.quality and not reg.fallback:
         q = reg.quality
-        click.echo(f"registered ({reg.transform}): zoom {reg.scale:.2f}, rotation {reg.rotation_deg:.2f} deg, "
+        click.echo(f"registered ({reg.transform}): zoom {reg.zoom:.2f}, rotation {reg.rotation_deg:.2f} deg, "
                    f"translation ({reg.translation_px[0]:.1f}, {reg.translation_px[1]:.1f}) px, "
                    f"{reg.inliers}/{reg.matches} inliers, agreement {q['ncc_aligned']:.2f} "
                    f"(unregistered {q['ncc_unregistered']:.2f}); outputs in {out}")

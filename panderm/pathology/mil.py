@@ -117,7 +117,7 @@ def _read_csv(csv: Path) -> pd.DataFrame:
 
 def _slide_stem(name: str, folder: Path) -> str:
     name = str(name).strip().replace("\\", "/").rsplit("/", 1)[-1]
-    if (folder / f"{name}.h5").is_file():
+    if (folder / f"{name}.h5").is_file() or (folder / f"{name}.pt").is_file():
         return name
     p = Path(name)
     return p.stem if p.suffix.lower() in _SLIDE_EXTS else name
@@ -137,10 +137,13 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
     Returns ``(rows, skipped, notes)``: rows with ``slide``, ``case_id``, ``_label``,
     ``_fold`` (explicit fold or −1) and ``path``; skipped slides (no ``.h5``) with a reason.
     """
+    from panderm.pathology.layouts import feature_file, resolve_features_dir
+
     csv, features = Path(csv), Path(features)
     if not features.is_dir():
         raise InputError(f"features folder {features} does not exist",
-                         hint="write it with `panderm slide features`")
+                         hint="write it with `panderm slide extract`")
+    features = resolve_features_dir(features)
     df = _read_csv(csv)
     col = "slide" if "slide" in df.columns else "slide_id" if "slide_id" in df.columns else None
     missing = [c for c, ok in (("slide", col), ("label", "label" in df.columns)) if not ok]
@@ -187,7 +190,7 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
             raise InputError(f"{csv}: case id {case!r} is assigned to more than one fold ({fs}) in '{fold_col}'; "
                              f"{len(straddle)} such case(s): {examples(straddle)}",
                              hint="all slides of a case must be in the same fold (case-level cross-validation)")
-    out["path"] = [features / f"{s}.h5" for s in out["slide"]]
+    out["path"] = [feature_file(features, s) for s in out["slide"]]
     present = np.array([p.is_file() for p in out["path"]])
     skipped = pd.DataFrame({"slide": out.loc[~present, "slide"],
                             "case_id": out.loc[~present, "case_id"],
@@ -197,23 +200,51 @@ def load_slides(csv: str | Path, features: str | Path) -> tuple[pd.DataFrame, pd
 
 def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """``features`` (N, D), ``coords`` (N, 2) and attributes of a feature file, read with the
-    :mod:`panderm.hdf5` checks (no links or external data; at most :data:`panderm.hdf5.MAX_ARRAY_BYTES`)."""
-    from panderm.hdf5 import MAX_ARRAY_BYTES, has_key, open_file, read_dataset
+    :mod:`panderm.hdf5` checks (no links or external data; at most :data:`panderm.hdf5.MAX_ARRAY_BYTES`).
+
+    Attributes: those of the ``coords`` dataset (TRIDENT and CLAM keep the patch size there),
+    overridden by the file's. A CLAM ``.pt`` (a plain (N, D) tensor, ``torch.load(weights_only=True)``)
+    has no coordinates: zeros.
+    """
+    if Path(path).suffix == ".pt":
+        X, coords, attrs = _read_pt_bag(Path(path))
+    else:
+        X, coords, attrs = _read_h5_bag(Path(path))
+    if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():
+        raise InputError(f"{path}: 'features' must be a finite, non-empty N×D matrix, got shape {X.shape}")
+    return X, coords, attrs
+
+
+def _read_h5_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from panderm.hdf5 import MAX_ARRAY_BYTES, has_key, open_dataset, open_file, read_dataset
 
     try:
         with open_file(path, "features file") as f:
             X = np.asarray(read_dataset(f, "features", max_bytes=MAX_ARRAY_BYTES), dtype=np.float32)
-            coords = (np.asarray(read_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES), dtype=np.int64)
-                      if has_key(f, "coords") else np.zeros((len(X), 2), np.int64))
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            attrs: dict = {}
+            coords = np.zeros((len(X), 2), np.int64)
+            if has_key(f, "coords"):
+                ds = open_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES)
+                coords = np.asarray(ds[()], dtype=np.int64)
+                attrs.update({k: _attr(v) for k, v in ds.attrs.items()})
+            attrs.update({k: _attr(v) for k, v in f.attrs.items()})
     except InputError as exc:
         raise InputError(exc.message, hint=exc.hint or "the file needs a 'features' (N, D) dataset") from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # e.g. strings
         raise InputError(f"cannot read features from {path}: {type(exc).__name__}: {exc}",
                          hint="the file needs a 'features' (N, D) dataset") from None
-    if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():
-        raise InputError(f"{path}: 'features' must be a finite, non-empty N×D matrix, got shape {X.shape}")
     return X, coords, attrs
+
+
+def _attr(v):
+    return v.item() if hasattr(v, "item") and getattr(v, "size", 1) == 1 else v
+
+
+def _read_pt_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from panderm.pathology.layouts import load_pt
+
+    X = load_pt(path).detach().float().numpy()
+    return X, np.zeros((len(X), 2), np.int64), {}
 
 
 def _read_bags(rows: pd.DataFrame) -> tuple[pd.DataFrame, list, pd.DataFrame]:

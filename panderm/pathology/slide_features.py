@@ -1,11 +1,15 @@
-"""Per-slide patch features: ``tiles/coords/<slide>.h5`` → ``out/<slide>.h5`` (``features``, ``coords``).
+"""Per-slide patch features: ``tiles/coords/<slide>.h5`` → one feature file per slide (``--layout``).
 
 Patches are read with :func:`panderm.pathology.patches.iter_patches` (blocks,
-parallel readers), resized to 224 × 224 (bilinear, antialiased; no centre crop:
-the whole patch is seen) and normalised with the ``imagenet`` preset's
-mean/std, then encoded with the same encoder stack as ``panderm extract``
-(``create_encoder``, bf16/fp32 ``precision``, device choice). Each slide's file
-is written atomically, so a rerun skips finished slides (resumable).
+parallel readers), resized **whole** to the encoder's input size (no centre crop:
+the whole patch is seen) with the interpolation of the encoder's preprocessing
+preset (``pretrained_cfg.preset``, or ``preset=``; antialiased) and normalised with
+that preset's mean/std, then encoded with the same encoder stack as
+``panderm extract`` (``create_encoder``, bf16/fp32 ``precision``, device choice).
+Files are laid out as panderm, TRIDENT or CLAM write them
+(:mod:`panderm.pathology.layouts`). Each slide's files are written atomically, so a
+rerun skips finished slides (resumable); under ``torchrun`` the slides are shared
+out over the ranks (:mod:`panderm.pathology.sharding`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,9 @@ from typing import Any
 import numpy as np
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_text
-from panderm.paths import check_safe_name, inside_out
+from panderm.io import atomic_write_text
+from panderm.paths import check_safe_name
 
-INPUT_SIZE = 224
-PRESET = "imagenet"
 FEATURES_COLUMNS = ("slide", "status", "n_patches", "dim", "reason")
 
 
@@ -39,137 +41,221 @@ class SlideFeaturesSummary:
     seconds: float = 0.0
     patches_computed: int = 0
     csv_path: Path | None = None
+    layout: str = "panderm"
+    folder: Path | None = None  # where the <slide>.h5 files are
+    encoder: str = ""
+    preset: str = ""
+    rank: int = 0
+    world_size: int = 1
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.rows)
 
 
-def _to_input(batch_u8: np.ndarray, mean, std):
-    """uint8 (B, H, W, 3) → normalised float tensor (B, 3, 224, 224)."""
+def encoder_identity(model: Any, preset: str | None = None) -> tuple[str, str]:
+    """``(encoder name, preset name)`` of ``model`` (a registered name or a module), without loading weights.
+
+    The preset is ``preset`` if given, else the encoder's ``pretrained_cfg.preset``.
+
+    Raises:
+        ConfigError: unknown name or preset; a module without ``pretrained_cfg`` and no ``preset``.
+    """
+    from panderm.data.transforms import get_preset
+
+    if isinstance(model, str):
+        from panderm.models.factory import get_encoder_entry
+
+        entry, cfg = get_encoder_entry(model)
+        name = f"{entry.name}.{cfg.tag}"
+    else:
+        cfg = getattr(model, "pretrained_cfg", None)
+        name = getattr(model, "model_name", type(model).__name__)
+    name_preset = preset or getattr(cfg, "preset", None)
+    if name_preset is None:
+        raise ConfigError(f"encoder {name} has no pretrained_cfg naming its preprocessing preset",
+                          hint="pass preset= (--preset), e.g. imagenet")
+    get_preset(name_preset)
+    return name, name_preset
+
+
+def to_input(batch_u8: np.ndarray, preset) -> Any:
+    """uint8 (B, H, W, 3) → float tensor (B, 3, crop, crop): whole-patch resize, ``preset`` mean/std."""
     import torch
     import torch.nn.functional as F
 
+    size = int(preset.crop)
     x = torch.from_numpy(np.ascontiguousarray(batch_u8)).permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode=preset.interpolation, align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0)  # bicubic overshoots
+    m = torch.tensor(preset.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(preset.std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
 
 
-def _complete(path: Path, n: int) -> bool:
-    """``path`` holds ``features`` and ``coords`` for ``n`` patches, in the file itself (else: recompute)."""
-    from panderm.hdf5 import MAX_ARRAY_BYTES, open_dataset, open_file
-
-    try:
-        with open_file(path) as f:
-            return all(open_dataset(f, k, max_bytes=MAX_ARRAY_BYTES).shape[:1] == (n,)
-                       for k in ("features", "coords"))
-    except Exception:  # noqa: BLE001 - unreadable/partial/linked file: recompute
-        return False
-
-
-def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike, *, model: Any = "panderm_large_patch16_224",
+def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike, *,
+                           model: Any = "panderm_large_patch16_224",
                            weights: str | os.PathLike | None = None, batch_size: int = 64, workers: int = 4,
                            precision: str = "auto", device: str | None = None,
                            slides_dir: str | os.PathLike | None = None, overwrite: bool = False,
-                           progress: bool = True, block: int = 2, mpp: float | None = None) -> SlideFeaturesSummary:
-    """Encode the patches of every ``tiles_dir/coords/<slide>.h5`` into ``out/<slide>.h5``.
+                           progress: bool = True, block: int = 2, mpp: float | None = None,
+                           layout: str = "panderm", preset: str | None = None) -> SlideFeaturesSummary:
+    """Encode the patches of every ``tiles_dir/coords/<slide>.h5`` into one feature file per slide.
 
     Args:
         tiles_dir: Output folder of :func:`~panderm.pathology.tiling.tile_slides` (or its ``coords`` folder).
-        out: Feature folder: one ``<slide>.h5`` per slide plus ``features.csv`` (per-slide status).
+        out: Output folder; the files follow ``layout`` (:mod:`panderm.pathology.layouts`), plus
+            ``features.csv`` (per-slide status).
         model, weights: Encoder name and weights (as in ``panderm extract``), or an encoder module.
         batch_size: Patches per forward pass.
         workers: Reader threads (each with its own slide handle).
         precision: ``fp32``, ``bf16`` or ``auto``.
-        device: ``cpu``/``cuda``/``cuda:N`` (default: CUDA when available).
+        device: ``cpu``/``cuda``/``cuda:N`` (default: CUDA when available; ``cuda:LOCAL_RANK`` under torchrun).
         slides_dir: Where to look for the slides (default: the ``slide_path`` recorded at tiling).
-        overwrite: Recompute slides whose feature file exists.
+        overwrite: Recompute slides whose feature files exist.
         progress: Progress bar and notes on stderr.
         block: Grid cells per side read in one ``read_region``.
         mpp: Level-0 mpp override passed to the slide reader (only needed for exotic files).
+        layout: ``panderm`` (``out/<slide>.h5``), ``trident`` (``out/features_<encoder>/<slide>.h5``)
+            or ``clam`` (``out/h5_files/<slide>.h5`` and ``out/pt_files/<slide>.pt``).
+        preset: Preprocessing preset (default: the encoder's ``pretrained_cfg.preset``).
 
     Returns:
-        A :class:`SlideFeaturesSummary`; ``out/features.csv`` lists every slide with its status
-        (``ok``, ``exists``, ``no patches``, ``error``).
+        A :class:`SlideFeaturesSummary`; ``features.csv`` lists every slide with its status
+        (``ok``, ``exists``, ``no patches``, ``error``). Under torchrun rank 0's summary lists
+        every slide, the other ranks' only their own.
     """
     import torch
-    from tqdm import tqdm
 
     from panderm.data.transforms import get_preset
-    from panderm.extract import _load_model, _params_sha256, _prepare_model, _say
     from panderm.hardware import default_device, resolve_precision
-    from panderm.pathology.patches import find_slide, read_coords
+    from panderm.pathology.layouts import FeatureLayout, check_layout
+    from panderm.pathology.sharding import join_ranks, merge_table, rank_share, start_parts
 
     t0 = time.perf_counter()
     if batch_size < 1:
         raise ConfigError("batch_size must be a positive integer")
-    tiles_dir, out = Path(tiles_dir).expanduser(), Path(out).expanduser()
+    check_layout(layout)
+    files = _coord_files(Path(tiles_dir).expanduser())
+    enc_name, preset_name = encoder_identity(model, preset)
+    device = device or default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
+    lay = FeatureLayout(layout, Path(out).expanduser(), enc_name)
+    ctx = join_ranks(device)
+    prec = resolve_precision(precision, ctx.device)
+    summary = SlideFeaturesSummary(lay.out, precision=prec, device=ctx.device, csv_path=lay.csv_path,
+                                   layout=layout, folder=lay.folder, encoder=enc_name, preset=preset_name,
+                                   rank=ctx.rank, world_size=ctx.world_size)
+    lay.folder.mkdir(parents=True, exist_ok=True)
+    parts = start_parts(lay.out, lay.table, ctx)
+    job = _Job(model, weights, lay, get_preset(preset_name), prec, ctx.device, batch_size, workers, block, mpp,
+               slides_dir, overwrite, progress and ctx.rank == 0)
+    done = []
+    for i in rank_share([f.stem for f in files], ctx.rank, ctx.world_size):
+        done.append((i, job.slide(files[i])))
+        _record(summary, parts, done)
+    merged, extras = merge_table(parts, done, dict, dict,
+                                 extra={"patches": job.patches}, progress=progress)
+    summary.rows = merged if merged is not None else [r for _, r in done]
+    summary.patches_computed = sum(e.get("patches", 0) for e in extras) if merged is not None else job.patches
+    summary.dim = max((int(r["dim"]) for r in summary.rows if r["dim"] != ""), default=0)
+    if merged is not None:
+        _write_csv(summary.csv_path, summary.rows)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _coord_files(tiles_dir: Path) -> list[Path]:
     coords_dir = tiles_dir / "coords" if (tiles_dir / "coords").is_dir() else tiles_dir
     files = sorted(coords_dir.glob("*.h5")) if coords_dir.is_dir() else []
     if not files:
         raise InputError(f"no coordinate files (*.h5) in {coords_dir}", hint="run `panderm slide tile` first")
-    device = device or default_device()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
-    prec = resolve_precision(precision, device)
-    say = lambda m: _say(m, progress)
-    summary = SlideFeaturesSummary(out, precision=prec, device=device, csv_path=out / "features.csv")
-    out.mkdir(parents=True, exist_ok=True)
-    preset = get_preset(PRESET)
-    enc = None
-    info = model_name = wsha = None
-    for cf in files:
+    return files
+
+
+def _record(summary: SlideFeaturesSummary, parts, done: list[tuple[int, dict]]) -> None:
+    """After every slide: the table (one process) or this rank's part (torchrun); survives interruption."""
+    if parts is None:
+        _write_csv(summary.csv_path, [r for _, r in sorted(done, key=lambda t: t[0])])
+    else:
+        parts.write(done, done=False)
+
+
+class _Job:
+    """One rank's extraction settings and its lazily loaded encoder."""
+
+    def __init__(self, model, weights, lay, preset, prec, device, batch_size, workers, block, mpp, slides_dir,
+                 overwrite, progress):
+        self.model, self.weights, self.lay, self.preset = model, weights, lay, preset
+        self.prec, self.device = prec, device
+        self.batch_size, self.workers, self.block, self.mpp = batch_size, workers, block, mpp
+        self.slides_dir, self.overwrite, self.progress = slides_dir, overwrite, progress
+        self.enc = None
+        self.meta: dict = {}
+        self.patches = 0
+
+    def say(self, msg: str) -> None:
+        from panderm.extract import _say
+
+        _say(msg, self.progress)
+
+    def load(self) -> None:
+        """Load the encoder (only when a slide needs it) and its provenance attributes."""
+        from panderm.extract import _load_model, _params_sha256, _prepare_model
+
+        enc, user_module = _load_model(self.model, None if self.weights is None else str(self.weights))
+        info = getattr(enc, "weights_info", None)
+        p = self.preset
+        self.meta = dict(model=self.lay.encoder, weights=str(getattr(info, "spec", None) or ""),
+                         weights_sha256=getattr(info, "sha256", None) or f"params:{_params_sha256(enc)}",
+                         precision=self.prec, preset=p.name, mean=tuple(p.mean), std=tuple(p.std),
+                         input_size=int(p.crop), interpolation=p.interpolation)
+        self.enc = _prepare_model(enc, self.device, self.prec, False, user_module, self.say)
+
+    def slide(self, cf: Path) -> dict:
+        """Encode one coords file's slide; its ``features.csv`` row (never raises for a bad slide)."""
+        from panderm.pathology.patches import find_slide, read_coords
+
         name = cf.stem
         row = {"slide": name, "status": "ok", "n_patches": 0, "dim": "", "reason": ""}
-        summary.rows.append(row)
         try:
-            dest = inside_out(out, f"{check_safe_name(name, what='slide name', source=str(cf))}.h5")
-        except InputError as exc:
-            row.update(status="error", reason=f"{exc.message} ({exc.hint})")
-            say(f"{name}: {row['reason']}; skipped")
-            continue
-        try:
+            check_safe_name(name, what="slide name", source=str(cf))
             coords, attrs = read_coords(cf)
         except InputError as exc:
-            row.update(status="error", reason=exc.message)
-            continue
+            row.update(status="error", reason=f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+            self.say(f"{name}: {row['reason']}; skipped")
+            return row
         row["n_patches"] = len(coords)
-        if not overwrite and dest.is_file() and _complete(dest, len(coords)):
-            row.update(status="exists", reason="already extracted (pass --overwrite to redo)")
-            continue
+        if not self.overwrite and self.lay.complete(name, len(coords)):
+            return dict(row, status="exists", reason="already extracted (pass --overwrite to redo)")
         if len(coords) == 0:
-            row.update(status="no patches", reason="the tiling kept no patch (no tissue)")
-            continue
-        slide = find_slide(name, attrs, slides_dir)
+            return dict(row, status="no patches", reason="the tiling kept no patch (no tissue)")
+        slide = find_slide(name, attrs, self.slides_dir)
         if slide is None:
             row.update(status="error", reason=f"slide file not found (recorded: {attrs.get('slide_path')}; "
-                                              f"slides dir: {slides_dir})")
-            say(f"{name}: {row['reason']}; skipped")
-            continue
-        if enc is None:  # load the model only when there is work
-            enc, user_module = _load_model(model, None if weights is None else str(weights))
-            info = getattr(enc, "weights_info", None)
-            model_name = getattr(enc, "model_name", type(enc).__name__)
-            wsha = getattr(info, "sha256", None) or f"params:{_params_sha256(enc)}"
-            enc = _prepare_model(enc, device, prec, False, user_module, say)
+                                              f"slides dir: {self.slides_dir})")
+            self.say(f"{name}: {row['reason']}; skipped")
+            return row
+        if self.enc is None:
+            self.load()
         try:
-            feats = _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, device, prec,
-                                  preset, progress, name, tqdm)
+            feats = self.encode(slide, coords, attrs, name)
         except InputError as exc:
             row.update(status="error", reason=str(exc).replace("\n", " "))
-            say(f"{name}: {row['reason']}; skipped")
-            continue
+            self.say(f"{name}: {row['reason']}; skipped")
+            return row
         meta = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, np.number))}
-        meta.update(model=model_name, weights=str(getattr(info, "spec", None) or ""), weights_sha256=wsha,
-                    precision=prec, preset=PRESET, input_size=INPUT_SIZE, slide_path=str(slide))
-        _write_features(dest, feats, coords, meta)
-        row["dim"] = summary.dim = int(feats.shape[1])
-        summary.patches_computed += len(coords)
-    _write_csv(summary.csv_path, summary.rows)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+        meta.update(self.meta, slide_path=str(slide), coords_dir=str(cf.parent))
+        self.lay.write(name, feats, coords, meta)
+        self.patches += len(coords)
+        return dict(row, dim=int(feats.shape[1]))
+
+    def encode(self, slide, coords, attrs, name) -> np.ndarray:
+        from tqdm import tqdm
+
+        return _encode_slide(self.enc, slide, coords, attrs, self.batch_size, self.workers, self.block, self.mpp,
+                             self.device, self.prec, self.preset, self.progress, name, tqdm)
 
 
 def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, device, prec, preset, progress,
@@ -195,7 +281,7 @@ def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, de
         buf_idx, buf_img = ([idx[n:]], [imgs[n:]]) if n < len(idx) else ([], [])
         for s in range(0, n, batch_size):
             e = min(s + batch_size, n)
-            f = _forward(enc, _to_input(imgs[s:e], preset.mean, preset.std), device, prec)
+            f = _forward(enc, to_input(imgs[s:e], preset), device, prec)
             if feats is None:
                 feats = np.zeros((len(coords), dim or f.shape[1]), np.float32)
             feats[idx[s:e]] = f
@@ -219,18 +305,6 @@ def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, de
     return feats
 
 
-def _write_features(path: Path, feats: np.ndarray, coords: np.ndarray, meta: dict) -> None:
-    import h5py
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("features", data=np.asarray(feats, np.float32))
-        dset = f.create_dataset("coords", data=np.asarray(coords, np.int64))
-        for k, v in meta.items():
-            f.attrs[k] = v
-            if k.startswith("patch") or k in ("magnification", "mpp"):
-                dset.attrs[k] = v
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FEATURES_COLUMNS, lineterminator="\n")
@@ -239,4 +313,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-__all__ = ["SlideFeaturesSummary", "extract_slide_features"]
+__all__ = ["SlideFeaturesSummary", "encoder_identity", "extract_slide_features", "to_input"]

@@ -231,6 +231,8 @@ class TilingSummary:
     out: Path
     results: list[TileResult] = field(default_factory=list)
     csv_path: Path | None = None
+    rank: int = 0
+    world_size: int = 1
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -251,49 +253,85 @@ def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int 
     extension) becomes the output file names, so a name that is no safe file name
     (:func:`panderm.paths.check_safe_name`) is skipped with the reason. ``root``:
     see :func:`collect_slides`.
+
+    Under ``torchrun`` the slides are shared out over the ranks
+    (:mod:`panderm.pathology.sharding`); rank 0 writes ``tiling.csv`` once and its
+    summary lists every slide, the other ranks' summaries only their own.
     """
     from tqdm import tqdm
 
-    from panderm.pathology.patches import read_coords
+    from panderm.pathology.sharding import join_ranks, merge_table, rank_share, start_parts
 
     out = Path(out).expanduser()
     slides = collect_slides(input, root)
     if not slides:
         raise InputError(f"no slides found in {input}")
+    names = [slide_name(p) for p, _ in slides]
+    first: dict[str, int] = {}
+    duplicate = {i for i, n in enumerate(names) if first.setdefault(n, i) != i}
+    ctx = join_ranks("cpu")
     out.mkdir(parents=True, exist_ok=True)
-    summary = TilingSummary(out, csv_path=out / "tiling.csv")
-    seen: set[str] = set()
-    for path, row_mpp in tqdm(slides, desc="tile", unit="slide", disable=not progress, dynamic_ncols=True):
-        name = slide_name(path)
-        unsafe = _unsafe_name(name, path)
-        if unsafe:
-            res = TileResult(name, "error", reason=unsafe, path=str(path))
-        elif name in seen:
-            res = TileResult(name, "error", reason=f"duplicate slide name '{name}' (another file has it)",
-                             path=str(path))
-        elif not overwrite and inside_out(out, "coords", f"{name}.h5").is_file():
-            try:
-                coords, a = read_coords(inside_out(out, "coords", f"{name}.h5"))
-                res = TileResult(name, "exists", len(coords), a.get("patch_level"), a.get("downsample"),
-                                 a.get("mpp"), a.get("magnification"), "already tiled (pass --overwrite to redo)",
-                                 str(path), inside_out(out, "coords", f"{name}.h5"))
-            except InputError as exc:
-                res = TileResult(name, "error", reason=exc.message, path=str(path))
-        else:
-            try:
-                res = tile_slide(path, out, patch=patch, mag=mag, tissue_threshold=tissue_threshold,
-                                 mpp=row_mpp if row_mpp is not None else mpp, sat_threshold=sat_threshold,
-                                 name=name, **kwargs)
-            except InputError as exc:
-                res = TileResult(name, "error", reason=str(exc).replace("\n", " "), path=str(path))
-            except Exception as exc:  # noqa: BLE001 - one odd slide must not stop a batch
-                res = TileResult(name, "error", reason=f"{type(exc).__name__}: {str(exc)[:200]}", path=str(path))
-        seen.add(name)
+    summary = TilingSummary(out, csv_path=out / "tiling.csv", rank=ctx.rank, world_size=ctx.world_size)
+    parts = start_parts(out, "tiling", ctx)
+    done: list[tuple[int, TileResult]] = []
+    opts = dict(patch=patch, mag=mag, tissue_threshold=tissue_threshold, sat_threshold=sat_threshold, **kwargs)
+    for i in tqdm(rank_share(names, ctx.rank, ctx.world_size), desc="tile", unit="slide",
+                  disable=not progress or ctx.rank != 0, dynamic_ncols=True):
+        path, row_mpp = slides[i]
+        res = _tile_or_skip(path, names[i], out, i in duplicate, overwrite,
+                            dict(opts, mpp=row_mpp if row_mpp is not None else mpp))
         if res.status in ("error", "no tissue") and progress:
-            tqdm.write(f"panderm: {name}: {res.status}: {res.reason}", file=sys.stderr)
-        summary.results.append(res)
-        _write_tiling_csv(summary.csv_path, summary.results)  # after every slide: survives interruption
+            tqdm.write(f"panderm: {res.slide}: {res.status}: {res.reason}", file=sys.stderr)
+        done.append((i, res))
+        if parts is None:  # after every slide: survives interruption
+            _write_tiling_csv(summary.csv_path, [r for _, r in sorted(done, key=lambda t: t[0])])
+        else:
+            parts.write([(j, _result_json(r)) for j, r in done], done=False)
+    merged, _ = merge_table(parts, done, _result_json, _result_from_json, progress=progress)
+    summary.results = merged if merged is not None else [r for _, r in done]
+    if merged is not None:
+        _write_tiling_csv(summary.csv_path, summary.results)
     return summary
+
+
+def _tile_or_skip(path: Path, name: str, out: Path, duplicate: bool, overwrite: bool, opts: dict) -> TileResult:
+    """One slide of a batch: refused name, duplicate, already tiled, tiled, or failed (never raises)."""
+    from panderm.pathology.patches import read_coords
+
+    unsafe = _unsafe_name(name, path)
+    if unsafe:
+        return TileResult(name, "error", reason=unsafe, path=str(path))
+    if duplicate:
+        return TileResult(name, "error", reason=f"duplicate slide name '{name}' (another file has it)",
+                          path=str(path))
+    coords_path = inside_out(out, "coords", f"{name}.h5")
+    if not overwrite and coords_path.is_file():
+        try:
+            coords, a = read_coords(coords_path)
+        except InputError as exc:
+            return TileResult(name, "error", reason=exc.message, path=str(path))
+        return TileResult(name, "exists", len(coords), a.get("patch_level"), a.get("downsample"), a.get("mpp"),
+                          a.get("magnification"), "already tiled (pass --overwrite to redo)", str(path), coords_path)
+    try:
+        return tile_slide(path, out, name=name, **opts)
+    except InputError as exc:
+        return TileResult(name, "error", reason=str(exc).replace("\n", " "), path=str(path))
+    except Exception as exc:  # noqa: BLE001 - one odd slide must not stop a batch
+        return TileResult(name, "error", reason=f"{type(exc).__name__}: {str(exc)[:200]}", path=str(path))
+
+
+def _result_json(res: TileResult) -> dict:
+    d = asdict(res)
+    for k in ("coords_path", "thumbnail_path"):
+        d[k] = None if d[k] is None else str(d[k])
+    return d
+
+
+def _result_from_json(d: dict) -> TileResult:
+    d = dict(d)
+    for k in ("coords_path", "thumbnail_path"):
+        d[k] = None if d.get(k) is None else Path(d[k])
+    return TileResult(**d)
 
 
 def _unsafe_name(name: str, path: Path) -> str:

@@ -29,20 +29,35 @@ x, y; attrs patch_size, patch_level, patch_size_level0, magnification, mpp:
 CLAM/TRIDENT compatible), thumbnails/<slide>.png (tissue contour and kept
 patches), tiling.csv (slide, status ok|no tissue|exists|error, n_patches,
 level, downsample, mpp, magnification, reason). Unreadable slides are reported
-there and skipped; slides already tiled are skipped unless --overwrite."""
+there and skipped; slides already tiled are skipped unless --overwrite.
+Under torchrun the slides are shared out over the ranks (slide i of the
+sorted list to rank i % world size); rank 0 writes tiling.csv."""
 
 EXTRACT_EPILOG = """\b
 Examples:
   panderm slide extract tiles/ --model panderm_large_patch16_224 --weights W --out feats/
   panderm slide extract tiles/ --model panderm_tiny_patch16_224.demo --out feats/ --slides slides/
+  panderm slide extract tiles/ --weights W --out job/ --layout trident
+  torchrun --nproc_per_node 4 -m panderm_cli slide extract tiles/ --weights W --out feats/
 
 \b
 Reads the patches of every tiles/coords/<slide>.h5 from the slide (the path
-recorded at tiling, or --slides DIR), resizes each to 224 x 224 and normalises
-it (ImageNet mean/std), encodes it, and writes feats/<slide>.h5 with
-`features` (N, D) float32 and `coords` (N, 2) in the same order, plus
-features.csv (per-slide status). Finished slides are skipped unless
---overwrite; a missing slide file is reported and skipped."""
+recorded at tiling, or --slides DIR), resizes each whole patch to the encoder's
+input size and normalises it with the encoder's preprocessing preset (mean/std
+of its pretrained cfg; --preset overrides), encodes it, and writes per slide
+`features` (N, D) float32 and `coords` (N, 2) in the same order:
+
+\b
+  --layout panderm  FEATS/<slide>.h5, FEATS/features.csv
+  --layout trident  FEATS/features_<encoder>/<slide>.h5 (+ features.csv there)
+  --layout clam     FEATS/h5_files/<slide>.h5, FEATS/pt_files/<slide>.pt
+                    (torch tensor (N, D)), FEATS/features.csv
+
+The h5 attributes record the encoder, weights sha256, preset, mean and std.
+features.csv: per-slide status. Finished slides are skipped unless
+--overwrite; a missing slide file is reported and skipped. Under torchrun
+(any number of nodes; --out on a shared file system) slide i of the sorted
+list goes to rank i % world size and rank 0 writes features.csv."""
 
 
 @click.group("slide", context_settings=_CTX)
@@ -72,6 +87,8 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
 
     s = tile_slides(input, out, patch=patch, mag=mag, tissue_threshold=tissue_threshold, mpp=mpp,
                     sat_threshold=sat_threshold, overwrite=overwrite, progress=not quiet, root=root)
+    if s.rank != 0:
+        return
     click.echo(f"{len(s.results)} slide(s): {s.count('ok')} tiled, {s.count('exists')} already tiled, "
                f"{s.count('no tissue')} without tissue, {s.count('error')} failed; {s.n_patches} patches")
     click.echo(f"Wrote coords/, thumbnails/ and {s.csv_path}")
@@ -99,20 +116,28 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Level-0 mpp override for the slide reader.")
+@click.option("--layout", type=click.Choice(["panderm", "trident", "clam"]), default="panderm", show_default=True,
+              help="File layout: panderm (<slide>.h5), trident (features_<encoder>/), clam (h5_files/, pt_files/).")
+@click.option("--preset", default=None,
+              help="Preprocessing preset (mean/std, interpolation) [default: the encoder's own].")
 @click.option("--overwrite", is_flag=True, help="Recompute slides whose feature file exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract_cmd(tiles, out, model, weights, slides_dir, batch_size, workers, precision, device, mpp, overwrite,
-                quiet):
+def extract_cmd(tiles, out, model, weights, slides_dir, batch_size, workers, precision, device, mpp, layout, preset,
+                overwrite, quiet):
     """Encode the tissue patches of tiled slides: one features .h5 per slide."""
     from panderm.pathology.slide_features import extract_slide_features
 
     s = extract_slide_features(tiles, out, model=model, weights=weights, batch_size=batch_size, workers=workers,
                                precision=precision, device=device, slides_dir=slides_dir, overwrite=overwrite,
-                               progress=not quiet, mpp=mpp)
+                               progress=not quiet, mpp=mpp, layout=layout, preset=preset)
+    if s.rank != 0:
+        return
     click.echo(f"{len(s.rows)} slide(s): {s.count('ok')} extracted, {s.count('exists')} already done, "
                f"{s.count('no patches')} without patches, {s.count('error')} failed; "
                f"{s.patches_computed} patches encoded ({s.precision}, {s.device}, {s.seconds:.1f}s)")
-    click.echo(f"Wrote {out}/<slide>.h5 and {s.csv_path}")
+    where = {"panderm": "<slide>.h5", "trident": "<slide>.h5",
+             "clam": "<slide>.h5 and pt_files/<slide>.pt"}[s.layout]
+    click.echo(f"Wrote {s.folder}/{where} ({s.layout} layout, preset {s.preset}) and {s.csv_path}")
     if s.count("error") == len(s.rows):
         from panderm.errors import InputError
 

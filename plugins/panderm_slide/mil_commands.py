@@ -61,7 +61,8 @@ blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 
 @click.command("mil", epilog=MIL_EPILOG, context_settings=_CTX)
 @click.option("--features", required=True, type=click.Path(path_type=Path),
-              help="Folder of <slide>.h5 patch features (panderm slide features).")
+              help="Patch features: a folder of <slide>.h5 (slide extract, any --layout), a TRIDENT job folder "
+                   "(features_<encoder>/) or a CLAM folder (h5_files/, pt_files/).")
 @click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="Slides CSV.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds.")

@@ -5,7 +5,14 @@ lesions into pseudo-patients (HAM lesion ids never straddle patients) so that ev
 `screen-tbp` runs on real images. The bundle is trained by our own `tbp train` with the tiny
 demo encoder and `--measure-from-image`. Usage (from the repo root, ../shared beside it):
 
-    python scripts/make_tbp_demo.py [--shared ../shared/data] [--eval-out /tmp/tbp-demo-eval]
+    python scripts/make_tbp_demo.py [--shared ../shared/data] [--eval-out /tmp/tbp-demo-eval] [--patient-only]
+
+The demo patient is 16 HAM10000 lesions no pseudo-patient uses (so never seen in training), each with
+complete image measurements and a recorded body site, chosen so the first screening a user sees
+looks like a real one: one malignant lesion the risk head flags, one benign lesion it also flags,
+and 14 benign lesions below every threshold (the ugly-duckling test may add one more flag). The
+choice uses the demo bundle's own scores, so it says nothing about the bundle's accuracy.
+``--patient-only`` keeps the bundle and rebuilds only the patient.
 """
 
 from __future__ import annotations
@@ -44,6 +51,137 @@ def pseudo_patients(labels: pd.DataFrame, n_patients: int, per_patient: int, see
     return out[["patient_id", "lesion_id", "image", "label", "dx"]]
 
 
+MM_PER_PX = 0.06  # assumed scale of the 200x150 HAM10000 tiles (HAM10000 records none): illustrative sizes only
+DEMO_SIZE = 16
+
+
+def unused_lesions(labels: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
+    """One image per HAM lesion that no pseudo-patient uses and whose body site is recorded."""
+    pool = labels.drop_duplicates("lesion_id")
+    pool = pool[~pool["lesion_id"].isin(cohort["lesion_id"]) & (pool["localization"] != "unknown")]
+    return pool.sort_values("lesion_id").reset_index(drop=True)
+
+
+def complete_measurements(pool: pd.DataFrame, images: Path) -> pd.DataFrame:
+    """Rows of ``pool`` whose image measurements are all finite, with ``major_px`` (major axis, px)."""
+    from panderm.tbp.image_measures import IMAGE_MEASUREMENTS, measure_images
+
+    m = measure_images([str(images / i) for i in pool["image"]])
+    ok = (m["measure_status"] == "ok") & np.isfinite(m[list(IMAGE_MEASUREMENTS)].to_numpy(float)).all(axis=1)
+    return pool.assign(major_px=m["majorAxisMM"].to_numpy())[ok.to_numpy()].reset_index(drop=True)
+
+
+def score_pool(pool: pd.DataFrame, images: Path, work: Path) -> pd.DataFrame:
+    """Risk and measurement-model scores of every pool lesion with the demo bundle (one lesion per patient)."""
+    from panderm.tbp.bundle import load_bundle
+    from panderm.tbp.inputs import read_lesions_csv
+    from panderm.tbp.screen import score_lesions
+
+    csv = work / "pool.csv"
+    pool.assign(patient_id=pool["lesion_id"])[["patient_id", "lesion_id", "image"]].to_csv(csv, index=False)
+    table = read_lesions_csv(csv, root=images)
+    df, _, _ = score_lesions(table, load_bundle(None), work / "pool-work", progress=False)
+    return pool.merge(df[["lesion_id", "risk_score", "ml_score", "flag_risk", "flag_ml"]], on="lesion_id")
+
+
+def compose_patient(scored: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """1 malignant + 1 benign lesion the risk head flags, 14 benign lesions no threshold flags."""
+    rng = np.random.default_rng(seed)
+    quiet = ~scored["flag_risk"] & ~scored["flag_ml"]
+    mal = scored[(scored["binary_label"] == 1) & scored["flag_risk"] & scored["dx"].isin(["mel", "bcc"])]
+    ben_hit = scored[(scored["binary_label"] == 0) & scored["flag_risk"]]
+    ben = scored[(scored["binary_label"] == 0) & quiet & (scored["dx"] == "nv")]
+    pick = [mal.iloc[rng.integers(len(mal))], ben_hit.iloc[rng.integers(len(ben_hit))]]
+    rest = ben.iloc[rng.choice(len(ben), DEMO_SIZE - 2, replace=False)]
+    rows = pd.concat([pd.DataFrame(pick), rest])
+    return rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
+
+
+def illustrative_positions(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """tbp_lv_x/y/z (mm) near each lesion's recorded site; illustrative (HAM10000 records no positions)."""
+    from panderm.tbp.bodymap import site_anchor
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for site in rows["localization"]:
+        x, y, back = site_anchor(site)
+        side = 1.0 if rng.random() < 0.5 or x == 0 else -1.0
+        out.append((round(side * abs(x) + rng.uniform(-45, 45), 1), round(y + rng.uniform(-60, 60), 1),
+                    round((-110.0 if back else 110.0) + rng.uniform(-20, 20), 1)))
+    return pd.DataFrame(out, columns=["tbp_lv_x", "tbp_lv_y", "tbp_lv_z"], index=rows.index)
+
+
+def write_patient(rows: pd.DataFrame, src: Path, patient: Path, seed: int) -> None:
+    """Copy the tiles and write measurements.csv (site, illustrative size and position) into ``patient``."""
+    shutil.rmtree(patient, ignore_errors=True)
+    patient.mkdir(parents=True)
+    for img in rows["image"]:
+        shutil.copyfile(src / "images" / img, patient / img)
+    table = pd.DataFrame({"lesion_id": rows["lesion_id"], "image": rows["image"],
+                          "anatom_site_general": rows["localization"],
+                          "clin_size_long_diam_mm": (rows["major_px"] * MM_PER_PX).round(1)})
+    table = pd.concat([table, illustrative_positions(rows, seed)], axis=1)
+    table.to_csv(patient / "measurements.csv", index=False)
+
+
+def build_demo_patient(labels: pd.DataFrame, cohort: pd.DataFrame, src: Path, work: Path, seed: int,
+                       cache: Path | None = None) -> dict:
+    """Write ``panderm/tbp/demo/patient_demo`` (see the module docstring); returns what the demo screening flags.
+
+    ``cache``: a CSV keeping the scored pool between runs (delete it after changing the bundle).
+    """
+    from panderm.tbp.screen import screen_tbp
+
+    if cache is not None and cache.is_file():
+        scored = pd.read_csv(cache)
+    else:
+        scored = score_pool(complete_measurements(unused_lesions(labels, cohort), src / "images"), src / "images",
+                            work)
+        if cache is not None:
+            scored.to_csv(cache, index=False)
+    print(f"pool: {len(scored)} lesions, {int(scored['flag_risk'].sum())} flagged by the risk head, "
+          f"{int((~scored['flag_risk'] & ~scored['flag_ml']).sum())} by no threshold")
+    patient = DEMO / "patient_demo"
+    for attempt in range(50):  # deterministic: the first seed whose screening flags 2-4 lesions with no warning
+        rows = compose_patient(scored, seed + attempt)
+        write_patient(rows, src, patient, seed + attempt)
+        res = screen_tbp(None, work / f"check-{attempt}", demo=True, reports=False, progress=False)
+        if 2 <= res.n_flagged <= 4 and not res.warnings:
+            break
+    else:
+        raise SystemExit("no composition flags 2-4 lesions without warnings; widen the search")
+    flagged = res.lesions[res.lesions["flagged"]]
+    why = {r.lesion_id: "+".join(m for m, f in (("risk head", r.flag_risk), ("ugly duckling", r.flag_ud),
+                                                  ("measurement model", r.flag_ml)) if f)
+           for r in flagged.itertuples()}
+    (patient / "README.md").write_text(_patient_readme(rows, why, seed + attempt))
+    return why
+
+
+def _patient_readme(rows: pd.DataFrame, why: dict, seed: int) -> str:
+    dx = ", ".join(f"{r.lesion_id}={r.dx}" for r in rows.itertuples())
+    flags = "; ".join(f"{k} ({v})" for k, v in why.items())
+    return (
+        f"# Demo patient ({len(rows)} lesions, {int(rows['binary_label'].sum())} malignant)\n\n"
+        "Real HAM10000 dermoscopic images (200×150 JPEG, bytes unchanged) standing in for TBP tiles; "
+        "CC BY-NC 4.0, ViDIR Group, Medical University of Vienna, and Cliff Rosendahl, University of "
+        "Queensland. Non-commercial use only.\n\n"
+        "Built by `scripts/make_tbp_demo.py` (deterministic; composition seed "
+        f"{seed}):\n\n"
+        "- Lesions: HAM10000 lesions that no demo pseudo-patient uses (never seen in training), with "
+        "complete image measurements (no imputation) and a recorded body site; one malignant lesion and "
+        "one benign lesion that the demo bundle's risk head flags, and 14 nevi below every threshold. "
+        "The choice uses the demo bundle's scores, so this patient says nothing about its accuracy.\n"
+        "- `measurements.csv` columns: `lesion_id`, `image`, `anatom_site_general` (HAM10000's "
+        "`localization`, real), `clin_size_long_diam_mm` (**illustrative**: the image-measured major axis "
+        f"at an assumed {MM_PER_PX} mm per pixel; HAM10000 records no scale), `tbp_lv_x`, `tbp_lv_y`, "
+        "`tbp_lv_z` (**illustrative** 3D-TBP positions in mm near the recorded site; HAM10000 has no "
+        "positions). The bundle measures every tile itself (`--measure-from-image`).\n"
+        f"- `panderm screen-tbp --demo` flags {len(why)} of {len(rows)} lesions: {flags}.\n\n"
+        f"Labels (not used by screening): {dx}.\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
@@ -51,6 +189,8 @@ def main() -> None:
     ap.add_argument("--per-patient", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-out", default=None, help="also evaluate the bundle on held-out pseudo-patients here")
+    ap.add_argument("--patient-only", action="store_true", help="keep the bundle; rebuild only the demo patient")
+    ap.add_argument("--pool-cache", default=None, help="CSV caching the scored candidate lesions between runs")
     args = ap.parse_args()
     from panderm.tbp.train import train_tbp
 
@@ -68,34 +208,24 @@ def main() -> None:
     train_rows.to_csv(work / "train.csv", index=False)
 
     bundle = DEMO / "bundle"
-    shutil.rmtree(bundle, ignore_errors=True)
-    note = (f"{len(train_rows)} real labelled HAM10000 dermoscopic images (malignant = mel/bcc/akiec) grouped into "
-            f"{train_rows['patient_id'].nunique()} pseudo-patients of {args.per_patient} lesions (HAM10000 has no "
-            "patient ids or TBP tiles; CC BY-NC 4.0, ViDIR Group, Medical University of Vienna); measurements "
-            "computed from the images (--measure-from-image); built by scripts/make_tbp_demo.py.")
-    os.chdir(work)  # the card records the lesions CSV as given: "train.csv", not a temporary path
-    res = train_tbp("train.csv", bundle, root=src / "images", model="panderm_tiny_patch16_224.demo",
-                    head="probe", measure_from_image=True, demo=True, data_note=note, seed=args.seed,
-                    n_estimators=100, progress=False)
-    for junk in (".work", "validation_lesions.csv", "skipped.csv"):
-        p = bundle / junk
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    print(json.dumps(res.metrics["validation"]["summary"], indent=1))
-    print(res.metrics["validation"]["table_markdown"])
-
-    patient = DEMO / "patient_demo"
-    shutil.rmtree(patient, ignore_errors=True)
-    patient.mkdir(parents=True)
-    rows = cohort[cohort["patient_id"] == demo_id]
-    for img in rows["image"]:
-        shutil.copyfile(src / "images" / img, patient / img)
-    rows[["lesion_id", "image"]].to_csv(patient / "measurements.csv", index=False)
-    (patient / "README.md").write_text(
-        f"# Demo patient ({len(rows)} lesions, {int(rows['label'].sum())} malignant)\n\n"
-        "Real HAM10000 dermoscopic images (200×150 JPEG, bytes unchanged) standing in for TBP tiles; "
-        "CC BY-NC 4.0, ViDIR Group, Medical University of Vienna, and Cliff Rosendahl, University of "
-        "Queensland. Held out from the demo bundle's training data. Labels (not used by screening): "
-        + ", ".join(f"{r.lesion_id}={r.dx}" for r in rows.itertuples()) + ".\n")
+    if not args.patient_only:
+        shutil.rmtree(bundle, ignore_errors=True)
+        note = (f"{len(train_rows)} real labelled HAM10000 dermoscopic images (malignant = mel/bcc/akiec) grouped into "
+                f"{train_rows['patient_id'].nunique()} pseudo-patients of {args.per_patient} lesions (HAM10000 has no "
+                "patient ids or TBP tiles; CC BY-NC 4.0, ViDIR Group, Medical University of Vienna); measurements "
+                "computed from the images (--measure-from-image); built by scripts/make_tbp_demo.py.")
+        os.chdir(work)  # the card records the lesions CSV as given: "train.csv", not a temporary path
+        res = train_tbp("train.csv", bundle, root=src / "images", model="panderm_tiny_patch16_224.demo",
+                        head="probe", measure_from_image=True, demo=True, data_note=note, seed=args.seed,
+                        n_estimators=100, progress=False)
+        for junk in (".work", "validation_lesions.csv", "skipped.csv"):
+            p = bundle / junk
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        print(json.dumps(res.metrics["validation"]["summary"], indent=1))
+        print(res.metrics["validation"]["table_markdown"])
+    why = build_demo_patient(labels, cohort, src, work, args.seed,
+                             Path(args.pool_cache) if args.pool_cache else None)
+    print(f"demo patient: {len(why)} flagged: {why}")
     if args.eval_out:
         from panderm.tbp.evaluate import evaluate_tbp
 

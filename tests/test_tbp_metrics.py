@@ -240,3 +240,13 @@ def test_screening_summary_no_malignant_is_nan_and_jsonable():
     assert json.loads(json.dumps(j, allow_nan=False))["n_patients"] == 2
     with pytest.raises(ValueError):
         screening_summary(df.drop(columns="flagged"))
+
+
+def test_partial_auroc_random_scores_near_002_and_perfect_02():
+    """Known values of the ISIC 2024 metric: random ranking ≈ 0.2²/2 = 0.02, perfect = 0.2."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(20_000) < 0.2).astype(int)
+    assert partial_auroc(y, rng.random(y.size)) == pytest.approx(0.02, abs=0.002)
+    assert partial_auroc(y, y + 0.01 * rng.random(y.size)) == pytest.approx(0.2, abs=1e-12)
+    worst = partial_auroc(y, -y.astype(float))
+    assert worst == pytest.approx(0.0, abs=1e-12)

@@ -89,16 +89,18 @@ def test_full_report(tmp_path, tiles):
     assert by_doc == list(df.sort_values("rank")["lesion_id"])
     assert by_doc[:2] == ["LES-05", "LES-02"]
     assert text.count(JPEG_URI) == 8
-    assert text.count("data:image/png;base64,") == 2  # feature map + importance
-    assert "\u2014" in text  # NaN ml_score
-    card3 = text[pos["LES-03"]:text.index("</div></div>", pos["LES-03"])]
-    assert "ML score</th><td>\u2014" in card3
+    assert text.count("data:image/png;base64,") == 2  # feature map + importance (no site/position: no body map)
+    assert "Body map omitted" in text
+    card3 = text[text.index('id="lesion-%d"' % df.loc[3, "rank"]):]
+    card3 = card3[:card3.index("</table></div>") if "</table></div>" in card3 else len(card3)]
+    assert '<td>Measurement model</td><td class="na">n/a</td>' in card3  # NaN ml_score: n/a, not a number
     assert "Demo bundle" not in text
     assert "panderm_tiny" in text and "0.42" in text and "ud_min_lesions" in text
+    assert "\u2265 0.42" in text  # the risk threshold next to each risk score
     assert "not a diagnosis" in text
     assert "Recommended for dermoscopy" in text and "Feature-space map" in text
-    assert 'class="badge b-risk">Risk' in text and 'class="badge b-ud">UD' in text
-    assert text.count('class="badge b-out">outlier') == 2
+    assert 'class="badge b-risk">Risk head' in text and 'class="badge b-ud">Ugly duckling' in text
+    assert text.count("(outlier)") == 2
     # Thumbnails are real JPEGs no larger than 160 px.
     import base64
     import io
@@ -183,11 +185,81 @@ def test_cohort_index(tmp_path):
         {"patient_id": EVIL, "report": "evil.html", "lesions": 3, "flagged": 0, "malignant_detected": 0},
         {"patient_id": "P-high", "report": "P-high.html", "lesions": 25, "flagged": 4, "malignant_detected": 1},
     ]
-    out = write_cohort_index(tmp_path / "index.html", patients, bundle_info={"demo": True})
+    out = write_cohort_index(tmp_path / "index.html", patients, bundle_info={"demo": True},
+                             warnings=["3 tile(s) could not be measured <x>"])
     text = out.read_text(encoding="utf-8")
+    assert 'id="warnings"' in text and "3 tile(s) could not be measured &lt;x&gt;" in text
     for p in patients:
         assert f'href="{p["report"]}"' in text
     assert EVIL not in text and html.escape(EVIL) in text
     assert text.index("P-high") < text.index("P-low") < text.index(html.escape(EVIL))
     assert "malignant detected" in text and "Demo bundle" in text
     _assert_self_contained(text)
+
+
+# --------------------------------------------------------------------------- clinician-facing fields (issue 14)
+
+
+def _isic_like(n: int = 3) -> pd.DataFrame:
+    df = _lesions(n, flagged_rows=[1])
+    df["isic_id"] = [f"ISIC_{i:07d}" for i in range(n)]
+    df["anatom_site_general"] = ["posterior torso", "lower extremity", "head/neck"][:n]
+    df["tbp_lv_location"] = ["Torso Back Top Third", "Left Leg - Upper", "Head & Neck"][:n]
+    df["size_mm"] = [2.7, 2.52, np.nan][:n]
+    df["tbp_lv_x"], df["tbp_lv_y"], df["tbp_lv_z"] = [-155.07, -112.4, 3.0][:n], [1511.2, 629.5, 1650][:n], \
+        [113.98, -15.02, 40][:n]
+    df["ud_distance"], df["ud_fence"] = np.nan, np.nan
+    df["ud_outlier"], df["flag_ud"] = False, False
+    df["not_run_reason"] = "ugly duckling: needs >= 4 lesions per patient; this patient has 3"
+    return df
+
+
+def _card_of(text: str, rank) -> str:
+    start = text.index(f'id="lesion-{int(rank)}"')
+    return text[start:text.index('<div class="by">', start)]
+
+
+def test_lesion_card_shows_site_size_position_scores_thresholds_and_na(tmp_path, tiles):
+    df = _isic_like()
+    text = _write(tmp_path, df, None, [str(p) for p in tiles[:3]], thresholds={"risk": 0.42, "ml": 0.13})
+    card = _card_of(text, df.loc[0, "rank"])
+    assert "posterior torso \u2014 Torso Back Top Third" in card
+    assert "2.7 mm" in card and "x -155, y 1511, z 114 mm" in card
+    assert f"{df.loc[0, 'risk_score']:.3f}" in card and "\u2265 0.42" in card
+    assert f"{df.loc[0, 'ml_score']:.3f}" in card and "\u2265 0.13" in card
+    # UD did not run: "n/a" with the reason, never 0.000
+    assert '<td>Ugly duckling</td><td class="na">n/a</td>' in card
+    assert "needs \u2265 4 lesions per patient; this patient has 3" in card
+    assert "0.000" not in card
+    assert "ISIC_0000000" in card and f"#{df.loc[0, 'rank']}</span> of 3" in card
+    third = _card_of(text, df.loc[2, "rank"])
+    assert "head/neck \u2014 Head &amp; Neck" in third and "<td class=\"size\">not recorded</td>" in third
+    flagged = text[text.index(f'id="lesion-{int(df.loc[1, "rank"])}"'):]
+    assert 'Flagged by: <span class="badge b-risk">Risk head</span>' in flagged[:flagged.index("</div></div>") + 12]
+    # the body map uses the 3D positions
+    assert 'id="body-map"' in text and "tbp_lv_x" in text and text.count("data:image/png;base64,") == 1
+    from panderm.tbp.pipeline import RANKING_SENTENCE
+
+    assert RANKING_SENTENCE in html.unescape(text)
+
+
+def test_warnings_on_page_no_machine_paths_and_a4_print(tmp_path, tiles):
+    df = _isic_like()
+    work = tmp_path / "deep" / "folder"
+    work.mkdir(parents=True)
+    images = []
+    for i, t in enumerate(tiles[:3]):
+        images.append(str(work / f"tile{i}.jpg"))
+        Path(images[-1]).write_bytes(t.read_bytes())
+    df["image"] = images  # absolute paths, as an unpacked HDF5 gives them
+    warn = ["11 empty or non-numeric measurement cells imputed: Aext (1)", "risk head fell back to label <b>"]
+    text = _write(tmp_path, df, None, images, warnings=warn,
+                  bundle_info={"bundle": str(tmp_path / "bundles" / "my-bundle"), "encoder": "enc"})
+    block = text[text.index('id="warnings"'):text.index("</div>", text.index('id="warnings"'))]
+    assert "Warnings (2)" in block and "11 empty or non-numeric measurement cells imputed" in block
+    assert "risk head fell back to label &lt;b&gt;" in block
+    assert str(tmp_path) not in text and str(Path.home()) not in text
+    assert not re.search(r"(?<![\w.])/(?:tmp|home|work|root|Users|var|usr)/", text)
+    assert "my-bundle" in text and "tile0.jpg" in text
+    assert "@page{size:A4" in text and "@media print" in text
+    assert "break-inside:avoid" in text

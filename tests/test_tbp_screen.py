@@ -16,8 +16,9 @@ import pytest
 
 from panderm.errors import ConfigError, InputError
 
-LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_outlier", "ml_score",
-                  "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion"]
+LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_fence", "ud_outlier",
+                  "ml_score", "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion", "not_run_reason"]
+LOCATOR_COLUMNS = ["anatom_site_general", "size_mm", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,14 +67,14 @@ def vectra_bundle(dest: Path, columns=("A", "B", "areaMM2"), seed: int = 0) -> P
 
 
 def check_flags_and_ranks(df: pd.DataFrame) -> None:
-    """flagged = OR of the module flags; ranks 1..n per patient, every flagged lesion above every other."""
+    """flagged = OR of the module flags; ranks 1..n per patient in order of the risk head's probability."""
     for col in ("flag_risk", "flag_ud", "flag_ml", "flagged", "ud_outlier"):
         assert df[col].dtype == bool, col
     assert (df["flagged"] == (df["flag_risk"] | df["flag_ud"] | df["flag_ml"])).all()
     for pid, rows in df.groupby("patient_id"):
         assert sorted(rows["rank"]) == list(range(1, len(rows) + 1)), pid
-        if rows["flagged"].any() and (~rows["flagged"]).any():
-            assert rows.loc[rows["flagged"], "rank"].max() < rows.loc[~rows["flagged"], "rank"].min(), pid
+        by_rank = rows.sort_values("rank")["risk_score"].to_numpy()
+        assert (np.diff(by_rank) <= 0).all(), pid  # rank 1 = highest risk probability
 
 
 # --------------------------------------------------------------------------- 1. demo
@@ -84,10 +85,15 @@ def test_demo_screen_outputs(cli, tmp_path):
     res = cli(["screen-tbp", "--demo", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     df = read_lesions(out)
-    assert list(df.columns) == LESION_COLUMNS
+    assert list(df.columns) == LESION_COLUMNS + LOCATOR_COLUMNS
     assert len(df) == 16
     assert df["lesion_id"].is_unique
     check_flags_and_ranks(df)
+    # A complete demo patient: no warning (no imputation), a realistic handful flagged, all modules ran.
+    assert "Warning" not in res.output
+    assert 2 <= int(df["flagged"].sum()) <= 4
+    assert df["not_run_reason"].isna().all() and df["ud_distance"].notna().all()
+    assert df[LOCATOR_COLUMNS].notna().all().all()
     assert df["risk_score"].between(0, 1).all() and df["ml_score"].between(0, 1).all()
 
     info = json.loads((out / "patients.json").read_text())
@@ -139,6 +145,13 @@ def test_cohort_small_patients(shared_data, tmp_path):
     assert df.groupby("patient_id").size().to_dict() == {"P2_one": 1, "P3_two": 2, "P4_six": 6}
     small = df["patient_id"].isin(["P2_one", "P3_two"])
     assert not df.loc[small, "ud_outlier"].any() and not df.loc[small, "flag_ud"].any()
+    assert df.loc[small, "ud_distance"].isna().all() and df.loc[small, "ud_fence"].isna().all()
+    one = df.loc[df["patient_id"] == "P2_one", "not_run_reason"].iloc[0]
+    assert one == "ugly duckling: needs >= 4 lesions per patient; this patient has 1"
+    assert df.loc[~small, "not_run_reason"].isna().all()
+    two = (out / "reports" / "P3_two.html").read_text(encoding="utf-8")
+    assert two.count('<td>Ugly duckling</td><td class="na">n/a</td>') == 2
+    assert "needs \u2265 4 lesions per patient; this patient has 2" in two and "fewer than 4 lesions" in two
     check_flags_and_ranks(df)
     assert any("2 patient(s) have fewer than 4 lesions" in w and "ugly-duckling" in w for w in res.warnings)
     empty = [w for w in res.warnings if "without lesion tiles" in w]
@@ -289,6 +302,15 @@ def test_isic2024_folder_and_hdf5(shared_data, tmp_path):
     assert not any(c.startswith(("iddx", "mel_")) or c == "target" for c in df1.columns)
     # the demo bundle measures from the image: the ISIC tbp_lv_* values are ignored, scores still defined
     assert df1["ml_score"].notna().all()
+    # lesions.csv keeps isic_id (and where each lesion is: the clinical size, not the image-measured one)
+    cols = list(df1.columns)
+    assert cols[:4] == ["patient_id", "lesion_id", "isic_id", "image"]
+    assert set(LOCATOR_COLUMNS + ["tbp_lv_location"]) <= set(cols)
+    meta = pd.read_csv(data / "labels.csv").set_index("isic_id")
+    got = df1.set_index("isic_id").loc[meta.index]
+    np.testing.assert_allclose(got["size_mm"], meta["clin_size_long_diam_mm"])
+    np.testing.assert_allclose(got["tbp_lv_x"], meta["tbp_lv_x"])
+    assert (got["anatom_site_general"] == meta["anatom_site_general"]).all()
 
     h5 = tmp_path / "tiles.hdf5"
     with h5py.File(h5, "w") as f:
@@ -436,3 +458,52 @@ def test_lesion_filter_flag_removes_non_nevi(cli, shared_data, tmp_path):
     unfiltered = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "o2"),
                       "--quiet", "--no-reports"])
     assert unfiltered.exit_code == 0 and len(read_lesions(tmp_path / "o2")) == 5
+
+
+# --------------------------------------------------------------------------- ISIC 2024 submission
+
+
+def test_isic2024_submission_file(cli, shared_data, tmp_path):
+    data = _isic_copy(shared_data, tmp_path / "isic")
+    sub = tmp_path / "submission.csv"
+    res = cli(["screen-tbp", str(data), "--format", "isic2024", "--out", str(tmp_path / "out"), "--quiet",
+               "--submission", str(sub)])
+    assert res.exit_code == 0, res.output
+    text = sub.read_text()
+    assert text.splitlines()[0] == "isic_id,target"
+    got = pd.read_csv(sub, dtype={"isic_id": str})
+    meta = pd.read_csv(data / "labels.csv", dtype=str)
+    assert got["isic_id"].tolist() == meta["isic_id"].tolist()  # one row per lesion, input order
+    assert got["target"].between(0, 1).all()
+    lesions = read_lesions(tmp_path / "out").set_index("isic_id")
+    np.testing.assert_allclose(got["target"], lesions.loc[got["isic_id"], "risk_score"], rtol=0, atol=1e-12)
+    # rank 1 in lesions.csv = highest target within the patient (each ISIC tile here is its own patient)
+    assert (lesions["rank"] == 1).all()
+    report = next((tmp_path / "out" / "reports").glob("*.html")).read_text(encoding="utf-8")
+    assert 'id="body-map"' in report and "tbp_lv_x" in report
+
+
+def test_submission_needs_isic_id(cli, shared_data, tmp_path):
+    patient = make_patient(tmp_path / "pt", ham_images(shared_data, 2))
+    res = cli(["screen-tbp", str(patient), "--out", str(tmp_path / "out"), "--quiet",
+               "--submission", str(tmp_path / "s.csv")])
+    assert res.exit_code != 0
+    assert "isic_id" in res.output and "--format isic2024" in res.output
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "out" / ".work").exists()
+
+
+def test_rank_follows_risk_probability_not_suspicion():
+    """The user's case: the highest-risk lesion (0.929) must be #1 even when others pass more thresholds."""
+    from panderm.tbp.pipeline import flag_and_rank, module_notes
+
+    df = pd.DataFrame({"patient_id": "P", "lesion_id": list("abcd"),
+                       "risk_score": [0.929, 0.5, 0.3, 0.929],
+                       "ud_distance": [1.0, 9.0, 2.0, 3.0], "ud_fence": 5.0,
+                       "ud_outlier": [False, True, False, False],
+                       "ml_score": [0.1, 0.99, 0.98, 0.2]})
+    out = flag_and_rank(df, {"risk": 0.9, "ml": 0.5})
+    assert out.set_index("lesion_id")["rank"].to_dict() == {"d": 1, "a": 2, "b": 3, "c": 4}  # tie: ML score
+    assert out.loc[1, "suspicion"] > out.loc[0, "suspicion"]  # the old key would have put b first
+    notes = module_notes(df.assign(ud_distance=np.nan, ml_score=np.nan), {"risk": 0.9, "ml": None}, 5)
+    assert notes[0] == ("ugly duckling: needs >= 5 lesions per patient; this patient has 4 | "
+                        "measurement model: no measurement model")

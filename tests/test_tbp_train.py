@@ -196,6 +196,13 @@ def test_eval_outputs(cli, trained, tmp_path):
     assert t10["module"].tolist() == ["UD", "CLS", "ML", "CMB", "CMB_ML"]
     for k, v in m["partial_auroc_tpr80"].items():
         assert v is not None and 0.0 <= v <= 0.2 + 1e-12, (k, v)
+    # the ISIC 2024 challenge metric of the risk score, computed as the official scoring does
+    from sklearn.metrics import roc_auc_score
+
+    lesions = pd.read_csv(out / "lesions.csv")
+    scaled = roc_auc_score(1 - lesions["label"], -lesions["risk_score"], max_fpr=0.2)
+    assert m["isic2024_pauc"] == pytest.approx(0.5 * 0.2**2 + (0.2 - 0.5 * 0.2**2) / 0.5 * (scaled - 0.5), abs=1e-12)
+    assert "ISIC 2024 pAUC above 80% TPR (risk score, max 0.2)" in res.output
     pp = pd.read_csv(out / "per_patient.csv")
     assert len(pp) == N_PATIENTS and pp["n_lesions"].sum() == N_PATIENTS * PER_PATIENT
     assert pp["n_malignant"].sum() == 9

@@ -566,8 +566,10 @@ def test_ud_distance_is_empty_and_na_when_the_test_did_not_run(shared_data, tmp_
     assert len(small) == 2 and all(r["ud_distance"] == "" for r in small)
     assert all(float(r["ud_distance"]) > 0 for r in big)
     html = (out / "reports" / "small.html").read_text()
-    assert html.count("<th>UD distance</th><td>n/a") == 2
-    assert "<th>UD distance</th><td>n/a" not in (out / "reports" / "big.html").read_text()
+    na = '<td>Ugly duckling</td><td class="na">n/a</td>'
+    assert html.count(na) == 2 and html.count("this patient has 2") == 2
+    assert na not in (out / "reports" / "big.html").read_text()
+    assert all(r["not_run_reason"].startswith("ugly duckling: needs >= 4") for r in small)
 
 
 # --------------------------------------------------------------------------- 8. fine-tuning resume

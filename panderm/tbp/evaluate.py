@@ -48,6 +48,7 @@ def validation_metrics(df: pd.DataFrame) -> dict:
            "modules": table.to_dict(orient="records"), "table_markdown": table_markdown(table),
            "auroc": {k: auroc_or_none(y, v) for k, v in scores.items()},
            "partial_auroc_tpr80": {k: partial_auroc(y, np.nan_to_num(v, nan=-1.0)) for k, v in scores.items()}}
+    out["isic2024_pauc"] = out["partial_auroc_tpr80"]["risk_score"]  # the challenge metric of the submitted target
     return jsonable(out)
 
 
@@ -78,7 +79,7 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
     from panderm.tbp.bundle import load_bundle
     from panderm.tbp.inputs import read_input
     from panderm.tbp.metrics import per_patient_table
-    from panderm.tbp.screen import LESION_COLUMNS, _write_skipped, score_lesions
+    from panderm.tbp.screen import _write_skipped, lesion_columns, score_lesions
 
     b = load_bundle(bundle)
     out = Path(out)
@@ -106,7 +107,7 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
     with atomic_path(out / "per_patient.csv") as tmp:
         per_patient_table(df[["patient_id", "label", "flagged"]]).to_csv(tmp, index=False)
     with atomic_path(out / "lesions.csv") as tmp:
-        df.sort_values(["patient_id", "rank"])[LESION_COLUMNS + ["label"]].to_csv(tmp, index=False)
+        df.sort_values(["patient_id", "rank"])[lesion_columns(df)].to_csv(tmp, index=False)
     _write_skipped(out, table.skipped)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -165,6 +165,15 @@ def _warn_shared_tiles(table: LesionTable) -> None:
                               "encoded once: " + ", ".join(names[:5]) + (" …" if len(names) > 5 else ""))
 
 
+def lesion_size_mm(df: pd.DataFrame) -> pd.Series:
+    """The lesion's longest diameter in mm as the input gives it, for reports: ISIC 2024's
+    ``clin_size_long_diam_mm``, else Vectra's ``majorAxisMM``, else NaN (never an image-derived value)."""
+    for col in ("clin_size_long_diam_mm", "majorAxisMM"):
+        if col in df.columns:
+            return pd.to_numeric(df[col], errors="coerce").where(lambda v: v > 0)
+    return pd.Series(np.nan, index=df.index)
+
+
 def _finish(table: LesionTable, source: str, *, root: Path | None = None, base: Path | None = None,
             strict_labels: bool = True) -> LesionTable:
     """Common clean-up: ids as strings, paths made absolute, labels parsed, duplicates and missing files skipped.
@@ -179,6 +188,7 @@ def _finish(table: LesionTable, source: str, *, root: Path | None = None, base: 
     risk = _risk_labels(table, source, strict_labels)
     df = table.df
     df, table.leaky_dropped = drop_leaky(df, "isic2024" if table.fmt == "isic2024" else "vectra")
+    df = df.assign(size_mm=lesion_size_mm(df))  # before image measurements can replace majorAxisMM
     df, _ = normalize_columns(df)
     if table.fmt == "isic2024":  # its own lesion_id (biopsied lesions only) leaked the label and is gone
         df["lesion_id"] = df["isic_id"]

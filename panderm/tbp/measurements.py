@@ -49,7 +49,7 @@ KNOWN_NON_MEASUREMENT_COLUMNS: frozenset[str] = frozenset({
     "patient_id", "lesion_id", "image", "isic_id", "label", "target", "split", "mask",
     "age_approx", "sex", "anatom_site_general", "image_type", "tbp_tile_type", "attribution",
     "copyright_license", "tbp_lv_location", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z",
-    "out_of_bounds_fraction", "binary_label", "path", "measure_status",
+    "out_of_bounds_fraction", "binary_label", "path", "measure_status", "size_mm",
     "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5", "mel_mitotic_index", "mel_thick_mm",
 })
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support, roc_curve
+from sklearn.metrics import precision_recall_fscore_support
 
 MODULES = ("UD", "CLS", "ML", "CMB", "CMB_ML")
 TABLE_COLUMNS = (
@@ -40,26 +40,30 @@ def _pair(y, score) -> tuple[np.ndarray, np.ndarray]:
 
 
 def partial_auroc(y, score, min_tpr: float = 0.80) -> float:
-    """ISIC 2024 partial AUROC: area under the ROC curve above ``TPR = min_tpr``.
+    """ISIC 2024 partial AUROC: area under the ROC curve above ``TPR = min_tpr``, in ``[0, 1 − min_tpr]``.
 
-    Equals ∫ max(TPR(FPR) − min_tpr, 0) dFPR over the (linearly interpolated) ROC curve,
-    so it lies in ``[0, 1 − min_tpr]``. ``nan`` when only one class is present.
+    Computed as the challenge's official scoring does: labels and scores are flipped (so the
+    high-TPR region becomes a low-FPR one), ``roc_auc_score(..., max_fpr=1 − min_tpr)`` gives the
+    McClish-standardised partial AUC, and that is mapped back to the raw area::
+
+        v_gt, v_pred = 1 − y, −score;  max_fpr = 1 − min_tpr
+        scaled = roc_auc_score(v_gt, v_pred, max_fpr=max_fpr)
+        pauc = 0.5·max_fpr² + (max_fpr − 0.5·max_fpr²) / (1 − 0.5) · (scaled − 0.5)
+
+    Perfect ranking gives ``1 − min_tpr`` (0.2), a random one about ``(1 − min_tpr)² / 2`` (0.02).
+    It equals ∫ max(TPR(FPR) − min_tpr, 0) dFPR over the linearly interpolated ROC curve.
+    ``nan`` when only one class is present.
     """
+    from sklearn.metrics import roc_auc_score
+
     y, s = _pair(y, score)
     if not 0.0 <= min_tpr < 1.0:
         raise ValueError("min_tpr must be in [0, 1)")
     if y.size == 0 or y.min() == y.max():
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
-    fx, hy = [], []
-    for i in range(len(fpr)):
-        if i > 0 and tpr[i - 1] < min_tpr < tpr[i]:  # segment crosses the TPR floor
-            frac = (min_tpr - tpr[i - 1]) / (tpr[i] - tpr[i - 1])
-            fx.append(fpr[i - 1] + frac * (fpr[i] - fpr[i - 1]))
-            hy.append(0.0)
-        fx.append(fpr[i])
-        hy.append(max(tpr[i] - min_tpr, 0.0))
-    return float(np.trapezoid(hy, fx))
+    max_fpr = 1.0 - min_tpr
+    scaled = roc_auc_score(np.abs(y - 1), -s, max_fpr=max_fpr)
+    return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5))
 
 
 def sensitivity_at(y, score, t: float) -> float:

@@ -121,12 +121,47 @@ def ugly_duckling_columns(patient_ids: pd.Series, X: np.ndarray, *, k: float = 1
     return d, o, f
 
 
-def flag_and_rank(df: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
-    """Add ``flag_*``, ``flagged``, ``suspicion`` and ``rank`` (1 = most suspicious within the patient).
+#: How ``rank`` orders a patient's lesions (shown on every report, documented in docs/tbp.md).
+RANKING_SENTENCE = (
+    "Lesions are ranked by the risk head's probability, highest first (rank 1 = highest risk); ties are "
+    "broken by the measurement model's score, then by the ugly-duckling distance relative to the patient's fence.")
 
-    ``suspicion`` is the largest ratio of a module's score to its threshold (UD: distance over the
-    patient's fence), so a lesion is flagged exactly when some module's ratio passes 1; lesions are
-    ranked by (flagged, number of modules flagging, suspicion).
+
+NOTE_SEPARATOR = " | "  # between modules in ``not_run_reason``
+
+
+def module_notes(df: pd.DataFrame, thresholds: dict, min_lesions: int, ml_reason: str | None = None) -> pd.Series:
+    """Why a module did not run for each lesion ("" when every module ran), e.g. the UD lesion count.
+
+    One ``"<module>: <reason>"`` per module that did not run, joined by :data:`NOTE_SEPARATOR`.
+
+    Args:
+        df: Scored lesions (``patient_id``, ``ud_distance``, ``ml_score``).
+        thresholds: The bundle's thresholds (``ml`` None: no measurement model).
+        min_lesions: The ugly-duckling test's minimum lesion count per patient.
+        ml_reason: Why the measurement model is off for this run, when it is.
+    """
+    counts = df.groupby("patient_id")["patient_id"].transform("size")
+    notes = []
+    for n, d, m in zip(counts, df["ud_distance"], df["ml_score"]):
+        parts = []
+        if pd.isna(d):
+            parts.append(f"ugly duckling: needs >= {min_lesions} lesions per patient; this patient has {int(n)}")
+        if pd.isna(m):
+            parts.append("measurement model: " + (ml_reason or ("no measurement model" if thresholds.get("ml") is None
+                                                                else "no measurements for this lesion")))
+        notes.append(NOTE_SEPARATOR.join(parts))
+    return pd.Series(notes, index=df.index, dtype=object)
+
+
+def flag_and_rank(df: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
+    """Add ``flag_*``, ``flagged``, ``suspicion`` and ``rank`` (see :data:`RANKING_SENTENCE`).
+
+    A lesion is flagged when any module passes its threshold (UD: distance above the patient's
+    fence). ``rank`` (1 = highest risk within the patient) orders by the risk head's probability,
+    then the measurement model's score, then ``ud_distance / ud_fence``; a module that did not
+    run sorts last on its key. ``suspicion`` (the largest score-to-threshold ratio) is kept for the
+    metrics only; it does not order anything.
     """
     df = df.copy()
     df["flag_risk"] = df["risk_score"] >= thresholds["risk"]
@@ -135,13 +170,14 @@ def flag_and_rank(df: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
     df["flag_ml"] = (df["ml_score"] >= ml_thr) if ml_thr is not None else False
     df["flag_ml"] = df["flag_ml"].fillna(False).astype(bool)
     df["flagged"] = df["flag_risk"] | df["flag_ud"] | df["flag_ml"]
-    ratios = [df["risk_score"] / max(thresholds["risk"], 1e-12), df["ud_distance"] / df["ud_fence"]]
+    ud_ratio = (df["ud_distance"] / df["ud_fence"]).replace([np.inf, -np.inf], np.nan)
+    ratios = [df["risk_score"] / max(thresholds["risk"], 1e-12), ud_ratio]
     if ml_thr is not None:
         ratios.append(df["ml_score"] / max(ml_thr, 1e-12))
     df["suspicion"] = pd.concat(ratios, axis=1).replace([np.inf, -np.inf], np.nan).max(axis=1, skipna=True)
-    n_flags = df[["flag_risk", "flag_ud", "flag_ml"]].sum(axis=1)
-    key = pd.DataFrame({"p": df["patient_id"], "f": ~df["flagged"], "n": -n_flags, "s": -df["suspicion"].fillna(0)})
-    order = key.sort_values(["p", "f", "n", "s"], kind="stable").index
+    key = pd.DataFrame({"p": df["patient_id"], "r": -df["risk_score"].fillna(-np.inf),
+                        "m": -df["ml_score"].fillna(-np.inf), "u": -ud_ratio.fillna(-np.inf)})
+    order = key.sort_values(["p", "r", "m", "u"], kind="stable").index
     df.loc[order, "rank"] = df.loc[order].groupby("patient_id").cumcount().to_numpy() + 1
     df["rank"] = df["rank"].astype(int)
     return df

@@ -17,8 +17,39 @@ from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json
 from panderm.paths import inside_out, safe_stem
 
-LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_outlier", "ml_score",
-                  "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion"]
+LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_fence", "ud_outlier",
+                  "ml_score", "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion", "not_run_reason"]
+#: Columns ``lesions.csv`` adds when the input has them: the ISIC id and where the lesion is (for the clinician).
+OPTIONAL_COLUMNS = ["isic_id", "anatom_site_general", "tbp_lv_location", "size_mm", "tbp_lv_x", "tbp_lv_y",
+                    "tbp_lv_z", "label"]
+SUBMISSION_COLUMNS = ["isic_id", "target"]
+
+
+def lesion_columns(df: pd.DataFrame) -> list[str]:
+    """``lesions.csv`` columns for ``df``: :data:`LESION_COLUMNS`, ``isic_id`` after ``lesion_id`` when present,
+    then the optional locator columns the input has (``size_mm`` only when some lesion has a size)."""
+    cols = list(LESION_COLUMNS)
+    if "isic_id" in df.columns:
+        cols.insert(cols.index("lesion_id") + 1, "isic_id")
+    extra = [c for c in OPTIONAL_COLUMNS[1:] if c in df.columns and not (c == "size_mm" and df[c].isna().all())]
+    return cols + extra
+
+
+def write_submission(path: str | Path, df: pd.DataFrame) -> Path:
+    """ISIC 2024 submission: exactly ``isic_id,target`` (target = the risk head's probability), rows in ``df`` order.
+
+    Raises:
+        InputError: ``df`` has no ``isic_id`` column.
+    """
+    if "isic_id" not in df.columns:
+        raise InputError("--submission needs an isic_id per lesion; this input has none",
+                         hint="screen ISIC 2024 metadata (--format isic2024), or add an isic_id column")
+    out = Path(path)
+    target = df["risk_score"].astype(float).clip(0.0, 1.0)
+    with atomic_path(out) as tmp:
+        pd.DataFrame({"isic_id": df["isic_id"].astype(str), "target": target}).to_csv(
+            tmp, index=False, columns=SUBMISSION_COLUMNS, float_format="%.17g")
+    return out
 
 
 @dataclass
@@ -98,7 +129,12 @@ def score_lesions(table, bundle, work: Path, *, model=None, weights=None, measur
         n = df.loc[small, "patient_id"].nunique()
         warnings.append(f"{n} patient(s) have fewer than {ud['min_lesions']} lesions: the ugly-duckling test "
                         "does not apply to them")
-    return pipeline.flag_and_rank(df, thresholds), X, warnings
+    df = pipeline.flag_and_rank(df, thresholds)
+    ml_reason = ("the bundle has no measurement model" if bundle.ml is None else
+                 "off for this run: the input has none of the measurement columns the model needs"
+                 if np.isnan(ml).all() else None)
+    df["not_run_reason"] = pipeline.module_notes(df, thresholds, ud["min_lesions"], ml_reason)
+    return df, X, warnings
 
 
 def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path | None = None, demo: bool = False,
@@ -106,7 +142,8 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
                weights: str | Path | None = None, measure_from_image: bool | None = None,
                lesion_filter: bool = False, on_missing: str = "impute", reports: bool = True,
                map_method: str = "pca", batch_size: int = 32, precision: str = "auto",
-               device: str | None = None, progress: bool = True) -> ScreenResult:
+               device: str | None = None, progress: bool = True,
+               submission: str | Path | None = None) -> ScreenResult:
     """Screen a patient folder, a cohort folder or ISIC 2024 input with a bundle.
 
     Args:
@@ -119,6 +156,8 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
         lesion_filter: Apply the paper's Vectra lesion filter first.
         on_missing: ``impute`` (warn) or ``error`` for missing measurement columns.
         reports: Write the HTML reports.
+        submission: Also write an ISIC 2024 submission CSV here (``isic_id,target``, input order;
+            the input must have ``isic_id``; skipped lesions are absent and a warning counts them).
     """
     from panderm.tbp.bundle import demo_patient_path, load_bundle
     from panderm.tbp.inputs import read_input
@@ -135,6 +174,8 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     if lesion_filter:
         keep, _ = filt(table.df)
         table.skip(table.df[~keep], "removed by the lesion filter")
+    if submission is not None and "isic_id" not in table.df.columns:
+        write_submission(submission, table.df)  # raises the InputError before any encoding
     if table.df.empty:
         _write_skipped(out, table.skipped)
         raise InputError(f"no lesion tiles to screen in {input}",
@@ -143,14 +184,18 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
                                     measure_from_image=measure_from_image, on_missing=on_missing,
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
     warnings = table.warnings + warnings
+    if submission is not None:
+        write_submission(submission, df)
+        if table.skipped:
+            warnings.append(f"{len(table.skipped)} lesion(s) were skipped (see skipped.csv) and have no row in "
+                            f"the submission file {Path(submission).name}")
     order = df.sort_values(["patient_id", "rank"], kind="stable").index
     df, X = df.loc[order].reset_index(drop=True), X[order]
     out.mkdir(parents=True, exist_ok=True)
-    extra = [c for c in ("label",) if c in df.columns]
     with atomic_path(out / "lesions.csv") as tmp:
-        df[LESION_COLUMNS + extra].to_csv(tmp, index=False)
+        df[lesion_columns(df)].to_csv(tmp, index=False)
     _write_skipped(out, table.skipped)
-    patients, paths = _patients(df, b, X, out, reports, map_method)
+    patients, paths = _patients(df, b, X, out, reports, map_method, warnings)
     atomic_write_json(out / "patients.json", {
         "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
         "ml_used": bool(df["ml_score"].notna().any()), "n_skipped": len(table.skipped), "warnings": warnings,
@@ -165,10 +210,13 @@ def _write_skipped(out: Path, skipped: list[dict]) -> None:
         pd.DataFrame(skipped, columns=["patient_id", "lesion_id", "image", "reason"]).to_csv(tmp, index=False)
 
 
-def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str):
+def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str,
+              warnings: list[str] | None = None):
+    from panderm.tbp.bundle import demo_bundle_path
     from panderm.tbp.report import write_cohort_index, write_patient_report
 
-    info = {"encoder": b.meta["encoder"]["name"], "bundle": str(b.path), "created": b.meta.get("created"),
+    name = "demo bundle" if b.path.resolve() == demo_bundle_path().resolve() else b.path.resolve().name
+    info = {"encoder": b.meta["encoder"]["name"], "bundle": name, "created": b.meta.get("created"),
             "demo": bool(b.meta.get("demo"))}
     thresholds = {"risk": b.thresholds["risk"], "ml": b.thresholds.get("ml"), "ud_k": b.ud["k"],
                   "ud_min_lesions": b.ud["min_lesions"]}
@@ -183,11 +231,12 @@ def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_
             name = _report_name(str(pid), used)
             paths.append(write_patient_report(inside_out(out, "reports", name), str(pid), rows.reset_index(drop=True),
                                               X[rows.index.to_numpy()], rows["path"].tolist(), importance=imp,
-                                              thresholds=thresholds, bundle_info=info, map_method=map_method))
+                                              thresholds=thresholds, bundle_info=info, map_method=map_method,
+                                              warnings=warnings or ()))
             entry["report"] = f"reports/{name}"
         patients.append(entry)
     if reports:
         write_cohort_index(out / "index.html", [{"patient_id": p["patient_id"], "lesions": p["n_lesions"],
                                                  "flagged": p["n_flagged"], "report": p["report"]}
-                                                for p in patients], bundle_info=info)
+                                                for p in patients], bundle_info=info, warnings=warnings or ())
     return patients, paths

@@ -46,6 +46,7 @@ Examples:
   panderm screen-tbp patient_dir/ --bundle bundle/ --out report/
   panderm screen-tbp cohort_dir/ --bundle bundle/ --out report/
   panderm screen-tbp isic2024/ --format isic2024 --bundle bundle/ --out report/
+  panderm screen-tbp isic2024/ --format isic2024 --bundle b/ --out r/ --submission submission.csv
 
 \b
 A patient folder holds lesion tiles (jpg/png) and measurements.csv
@@ -56,10 +57,17 @@ when the risk head, the ugly-duckling outlier test or the measurement model
 says so (see docs/tbp.md). Patients whose id cannot be a file name are skipped.
 
 \b
-Outputs in --out: lesions.csv (scores, flags, rank 1 = most suspicious in
-the patient), patients.json (lesions recommended for dermoscopy), skipped.csv,
-reports/<patient>.html (self-contained) and index.html. Rerunning reuses the
-features in --out/.work."""
+Lesions are ranked by the risk head's probability (rank 1 = highest risk in
+the patient; ties: measurement model score, then ugly-duckling distance).
+
+\b
+Outputs in --out: lesions.csv (scores, thresholds, flags, rank, isic_id and
+site/size/position when the input has them; empty score + not_run_reason when
+a module did not run), patients.json (lesions recommended for dermoscopy),
+skipped.csv, reports/<patient>.html (self-contained: body map, per-lesion
+scores next to thresholds, warnings) and index.html. --submission FILE also
+writes an ISIC 2024 submission (isic_id,target = risk probability, input
+order). Rerunning reuses the features in --out/.work."""
 
 
 @click.command("screen-tbp", context_settings=_CTX, epilog=SCREEN_EPILOG)
@@ -76,9 +84,12 @@ features in --out/.work."""
 @click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), default="pca", show_default=True,
               help="Feature-space map in the reports (umap needs umap-learn).")
 @click.option("--json", "as_json", is_flag=True, help="Print patients.json to stdout.")
+@click.option("--submission", type=_PATH, default=None, metavar="FILE",
+              help="Also write an ISIC 2024 submission CSV: isic_id,target (the risk head's probability), one row "
+                   "per screened lesion in input order; the input needs isic_id.")
 @_common
 def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, no_reports, map_method, as_json,
-                   fmt, images, weights, strict_measurements, batch_size, precision, device, quiet):
+                   submission, fmt, images, weights, strict_measurements, batch_size, precision, device, quiet):
     """Screen the lesions of a patient (or a cohort) and rank them for dermoscopy."""
     from panderm.tbp.screen import screen_tbp
 
@@ -88,7 +99,7 @@ def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, 
                      measure_from_image=measure_from_image, lesion_filter=lesion_filter,
                      on_missing="error" if strict_measurements else "impute", reports=not no_reports,
                      map_method=map_method, batch_size=batch_size, precision=precision, device=device,
-                     progress=not quiet)
+                     progress=not quiet, submission=submission)
     _warn(res.warnings)
     if as_json:
         click.echo((res.out / "patients.json").read_text())
@@ -103,6 +114,8 @@ def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, 
         click.echo(printable(f"  {pid}: {len(top)}/{len(rows)} flagged  {', '.join(map(str, top[:5]))}{more}", one_line=True))
     click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
                f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
+    if submission is not None:
+        click.echo(f"wrote the ISIC 2024 submission (isic_id,target) to {submission}")
 
 
 @click.group("tbp", context_settings=_CTX)
@@ -201,7 +214,8 @@ risk head was trained on (risk_label or label; metrics.json: risk_target).
 
 \b
 Outputs in --out: metrics.json (lesion/patient sensitivity, benign flagged,
-per-module precision/recall/F1, AUROC, partial AUROC above 80% TPR),
+per-module precision/recall/F1, AUROC, partial AUROC above 80% TPR: the
+ISIC 2024 metric, range 0-0.2, isic2024_pauc for the risk score),
 table10.csv and table10.md (the paper's Extended Data Table 10 layout),
 per_patient.csv, lesions.csv, skipped.csv. With a split column the test rows
 are evaluated (--split to choose)."""
@@ -232,6 +246,7 @@ def tbp_eval_cmd(bundle, lesions, root, split, out, as_json, fmt, images, weight
     click.echo(f"lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity {_f(s['patient_sensitivity'])} "
                f"({s['patients_detected']}/{s['n_patients_with_malignant']}), benign flagged "
                f"{s['benign_flagged_total']} ({_f(s['benign_flagged_per_patient_mean'])} per patient)")
+    click.echo(f"ISIC 2024 pAUC above 80% TPR (risk score, max 0.2): {_f(m['isic2024_pauc'])}")
     click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {_f(v)}" for k, v in m["partial_auroc_tpr80"].items()))
     rt = m["risk_target"]
     own = f" (risk score AUROC against {rt['column']}: {_f(rt['auroc'])})" if rt["column"] != "label" else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -97,3 +99,12 @@ def skops_runstring_payload(marker: Path) -> bytes:
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("schema.json", json.dumps(schema))
     return buf.getvalue()
+
+
+def find_chromium() -> str | None:
+    """A Chromium binary for the browser tests: ``$PANDERM_CHROMIUM``, Debian's, or one on PATH."""
+    for cand in (os.environ.get("PANDERM_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser")):
+        if cand and Path(cand).exists():
+            return cand
+    return None

@@ -7,23 +7,15 @@ skipped with the reason otherwise. ``PANDERM_SCREENSHOT=1`` writes docs/img/serv
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from tests.helpers import find_chromium
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _chromium() -> str | None:
-    for cand in (os.environ.get("PANDERM_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                 shutil.which("chromium-browser")):
-        if cand and Path(cand).exists():
-            return cand
-    return None
 
 
 def _classifier():
@@ -40,7 +32,7 @@ def _classifier():
 
 def test_page_upload_shows_bars(shared_data, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    exe = _chromium()
+    exe = find_chromium()
     if exe is None:
         pytest.skip("no Chromium binary: apt-get install -y chromium (or set PANDERM_CHROMIUM)")
 
@@ -91,7 +83,7 @@ def test_page_upload_shows_bars(shared_data, tmp_path):
 @pytest.mark.parametrize("reference_images", [True, False], ids=["pictures", "no-reference-images"])
 def test_page_similar_cases_respect_no_reference_images(shared_data, reference_images):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    exe = _chromium()
+    exe = find_chromium()
     if exe is None:
         pytest.skip("no Chromium binary: apt-get install -y chromium (or set PANDERM_CHROMIUM)")
 

@@ -14,23 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.helpers import find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 IMG = REPO / "docs" / "img"
 
 
-def _chromium() -> str | None:
-    for cand in (os.environ.get("PANDERM_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                 shutil.which("chromium-browser")):
-        if cand and Path(cand).exists():
-            return cand
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-    exe = _chromium()
+    exe = find_chromium()
     if exe is None:
         pytest.skip("no Chromium binary: apt-get install -y chromium (or set PANDERM_CHROMIUM)")
     with sync_api.sync_playwright() as p:

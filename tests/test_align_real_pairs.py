@@ -155,3 +155,51 @@ def test_batch_summary_has_scale_and_quality(shared_data, tmp_path):
         assert {"transform", "scale", "zoom", "quality", "quality_gain"} <= set(w)
         if rec["success"]:
             assert float(w["quality"]) >= 0.2 and w["transform"] == "similarity"
+
+
+def test_affine_never_accepts_a_mirror_image(shared_data):
+    """An affine fit can reflect; two photographs of the same skin are never mirror images."""
+    refused = 0
+    for r in _rows(shared_data, "train")[:12]:
+        a = _rgb(shared_data, r["image"])
+        res = register(a, a[:, ::-1].copy(), transform="affine")
+        assert not res.success or np.linalg.det(np.asarray(res.matrix)[:, :2]) > 0
+        refused += "mirrors b" in res.reason
+    assert refused >= 1  # the reflection is found, and refused with its reason
+
+
+def test_out_that_is_a_file_and_a_header_only_csv_are_clean_errors(shared_data, tmp_path, cli):
+    img = str(shared_data / PAIRS / "images" / "ISIC_0033165.jpg")
+    (tmp_path / "afile").write_text("x")
+    r = cli(["align-pair", img, img, "--out", str(tmp_path / "afile")])
+    assert r.exit_code == 2 and "is a file, not a folder" in r.output and "Internal error" not in r.output
+    (tmp_path / "hdr.csv").write_text("pair_id,image_a,image_b\n")
+    r = cli(["align-pair", "--pairs", str(tmp_path / "hdr.csv"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "has no pairs" in r.output
+
+
+def test_rerun_into_the_same_folder_leaves_no_masks_of_the_earlier_run(shared_data, tmp_path):
+    from panderm.longitudinal.align import align_pair
+
+    a = shared_data / PAIRS / "images" / "ISIC_0033165.jpg"
+    b = shared_data / PAIRS / "images" / "ISIC_0033430.jpg"
+    align_pair(a, b, tmp_path / "o")
+    assert (tmp_path / "o" / "mask_a.png").is_file()
+    align_pair(a, b, tmp_path / "o", steps="register")
+    assert not (tmp_path / "o" / "mask_a.png").exists() and not (tmp_path / "o" / "mask_b.png").exists()
+
+
+def test_large_photographs_register_with_small_pictures(shared_data, tmp_path):
+    """A 4000 x 3000 photograph: registered like its 200 x 150 original, pictures capped for viewing,
+    aligned.png at full resolution."""
+    from panderm.longitudinal.align import PICTURE_SIDE, align_pair
+
+    big = cv2.resize(cv2.imread(str(shared_data / PAIRS / "images" / "ISIC_0033165.jpg")), (4000, 3000),
+                     interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "big.jpg"), big)
+    res = align_pair(tmp_path / "big.jpg", shared_data / PAIRS / "images" / "ISIC_0033430.jpg", tmp_path / "o",
+                     steps="register")
+    assert res.success and res.registration.zoom == pytest.approx(2.26, abs=0.1)
+    assert cv2.imread(str(tmp_path / "o" / "aligned.png")).shape[:2] == (3000, 4000)
+    overlay = cv2.imread(str(tmp_path / "o" / "overlay.png"))
+    assert overlay.shape[1] < 3 * PICTURE_SIDE + 20

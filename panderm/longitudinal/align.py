@@ -68,7 +68,9 @@ class AlignResult:
     def to_dict(self) -> dict:
         """JSON-ready dict: registration fields, the steps and the inputs."""
         return {**self.registration.to_dict(), "steps": list(self.steps), **self.settings, "image_a": self.a_path,
-                "image_b": self.b_path, "matrix_direction": "maps pixel (x=col, y=row) of image_b to image_a"}
+                "image_b": self.b_path, "image_a_resolved": str(Path(self.a_path).resolve()),
+                "image_b_resolved": str(Path(self.b_path).resolve()),
+                "matrix_direction": "maps pixel (x=col, y=row) of image_b to image_a"}
 
 
 def parse_steps(steps) -> tuple:
@@ -165,6 +167,8 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
     """
     steps = parse_steps(steps)
     settings = resolve_preset(preset, transform=transform, detect_side=detect_side, border=border)
+    if out is not None:  # a file in the way fails before any work
+        prepare_out(out)
     a, b = _load(a_path), _load(b_path)
     a_pre, b_pre = preprocess(a, steps), preprocess(b, steps)
     if "register" in steps:
@@ -191,7 +195,7 @@ def align_pair(a_path, b_path, out=None, *, steps=STEPS, fallback_identity: bool
 def _save_png(path: Path, rgb: np.ndarray) -> None:
     img = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     with atomic_path(path) as tmp:
-        ok, buf = cv2.imencode(".png", img)
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast: 12-MP images take seconds
         if not ok:  # pragma: no cover
             raise OSError(f"cannot encode {path}")
         tmp.write_bytes(buf.tobytes())
@@ -212,8 +216,9 @@ def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
     """Alternate square tiles of a and b (same shape): misalignment shows as broken edges."""
     h, w = a.shape[:2]
     side = max(8, min(h, w) // tiles)
-    yy, xx = np.mgrid[0:h, 0:w]
-    pick = ((yy // side + xx // side) % 2).astype(bool)
+    rows = (np.arange(h) // side % 2).astype(bool)
+    cols = (np.arange(w) // side % 2).astype(bool)
+    pick = rows[:, None] ^ cols[None, :]  # broadcast: no (h, w) index grids for 30-MP photographs
     return np.where(pick[..., None], b, a)
 
 
@@ -224,9 +229,25 @@ def _contours(img: np.ndarray, mask, colour) -> None:
     cv2.drawContours(img, cs, -1, colour, max(1, img.shape[1] // 300), cv2.LINE_AA)
 
 
+#: The overlay and difference pictures are drawn at most this long (they are for looking at; aligned.png
+#: keeps full resolution).
+PICTURE_SIDE = 1200
+
+
+def _for_picture(img):
+    """``img`` shrunk to :data:`PICTURE_SIDE` (masks stay binary: nearest neighbour)."""
+    if img is None or max(img.shape[:2]) <= PICTURE_SIDE:
+        return img
+    f = PICTURE_SIDE / max(img.shape[:2])
+    if img.dtype == bool:
+        return cv2.resize(img.astype(np.uint8), None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+
+
 def pictures(result: AlignResult) -> dict:
-    """Build the overlay and difference pictures (RGB uint8) from ``result.images``."""
-    im = result.images
+    """Build the overlay and difference pictures (RGB uint8, at most :data:`PICTURE_SIDE` long) from
+    ``result.images``."""
+    im = {k: _for_picture(v) for k, v in result.images.items()}
     a, al = im["a_pre"], im["aligned"]
     gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
     reg = result.registration
@@ -254,16 +275,27 @@ def pictures(result: AlignResult) -> dict:
     return {"overlay": overlay, "difference": difference}
 
 
-def write_outputs(result: AlignResult, out) -> None:
-    """Write transform.json and the pictures of ``result`` into ``out``."""
+def prepare_out(out) -> Path:
+    """``out`` as a folder (created), or an InputError when a file is in the way."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder", hint="give a folder for the outputs")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_outputs(result: AlignResult, out) -> None:
+    """Write transform.json and the pictures of ``result`` into ``out``; masks of an earlier run that this
+    one did not make are removed, so the folder never mixes two runs."""
+    out = prepare_out(out)
     im = result.images
     for name in ("a_pre", "b_pre", "aligned"):
         _save_png(out / f"{name}.png", im[name])
     for name in ("mask_a", "mask_b"):
         if name in im:
             _save_png(out / f"{name}.png", im[name].astype(np.uint8) * 255)
+        else:
+            (out / f"{name}.png").unlink(missing_ok=True)
     for name, pic in pictures(result).items():
         _save_png(out / f"{name}.png", pic)
     atomic_write_json(out / "transform.json", result.to_dict())
@@ -285,7 +317,10 @@ def read_pairs(pairs_csv, root=None) -> list[dict]:
         raise InputError(f"pairs CSV not found: {pairs_csv}",
                          hint="give a CSV with image_a, image_b (and optionally pair_id) columns")
     rows = read_csv_rows(pairs_csv, "pairs CSV")
-    if not rows or not {"image_a", "image_b"} <= set(rows[0][1]):
+    if not rows:
+        raise InputError(f"{pairs_csv} has no pairs (it is empty or has only a header)",
+                         hint="one row per pair: image_a, image_b (and optionally pair_id)")
+    if not {"image_a", "image_b"} <= set(rows[0][1]):
         raise InputError(f"{pairs_csv} needs the columns image_a and image_b (and optionally pair_id)")
     seen: set[str] = set()
     for i, (line, row) in enumerate(rows):
@@ -355,8 +390,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     from tqdm import tqdm
 
     rows = read_pairs(pairs_csv, root)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(out)
     if "steps" in kwargs:
         kwargs["steps"] = parse_steps(kwargs["steps"])
     resolve_preset(kwargs.get("preset", "default"), transform=kwargs.get("transform"), border=kwargs.get("border"))  # a bad preset fails once, up front

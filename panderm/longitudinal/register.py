@@ -265,6 +265,9 @@ def _degenerate(matrix, shape_a, shape_b, s: RegistrationSettings, scale: float,
     """Why the transform is implausible (``""`` when it is not)."""
     if not np.isfinite(matrix).all():
         return "degenerate transform (non-finite)"
+    if np.linalg.det(matrix[:, :2]) <= 0:  # only the affine model can reflect
+        return ("the transform mirrors b: two photographs of the same skin are never mirror images "
+                "(was one image flipped?)")
     lo, hi = pixel_range
     if not lo <= scale <= hi:
         return (f"implausible zoom between the photographs (pixel scale {scale:.2f}; accepted {lo:.3g} to {hi:.3g}, "

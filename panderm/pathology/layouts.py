@@ -191,12 +191,12 @@ def resolve_features_dir(folder: str | Path) -> Path:
     error naming them). Otherwise ``folder`` unchanged.
     """
     folder = Path(folder)
-    if not folder.is_dir() or _has_features(folder):
+    if not folder.is_dir() or has_features(folder):
         return folder
     for sub in ("h5_files", "pt_files"):
-        if _has_features(folder / sub):
+        if has_features(folder / sub):
             return folder / sub
-    encoders = sorted(p for p in folder.glob("features_*") if p.is_dir() and _has_features(p))
+    encoders = sorted(p for p in folder.glob("features_*") if p.is_dir() and has_features(p))
     if len(encoders) > 1:
         raise InputError(f"{folder} holds features of {len(encoders)} encoders: "
                          f"{', '.join(p.name for p in encoders)}",
@@ -204,7 +204,7 @@ def resolve_features_dir(folder: str | Path) -> Path:
     return encoders[0] if encoders else folder
 
 
-def _has_features(folder: Path) -> bool:
+def has_features(folder: Path) -> bool:
     return folder.is_dir() and any(p.suffix in (".h5", ".pt") and p.is_file() for p in folder.iterdir())
 
 
@@ -215,5 +215,5 @@ def feature_file(folder: Path, slide: str) -> Path:
     return pt if not h5.is_file() and pt.is_file() else h5
 
 
-__all__ = ["LAYOUTS", "FeatureLayout", "check_layout", "feature_file", "load_pt", "resolve_features_dir",
-           "write_h5", "write_pt"]
+__all__ = ["LAYOUTS", "FeatureLayout", "check_layout", "feature_file", "has_features", "load_pt",
+           "resolve_features_dir", "write_h5", "write_pt"]

@@ -106,13 +106,25 @@ class _Bag:
     attrs: dict
 
 
+_NAME_COLUMNS = ("slide", "slide_id", "case_id")
+#: pandas' default missing-value strings, still applied to the label/fold columns.
+_NA_STRINGS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+               "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+
+
 def _read_csv(csv: Path) -> pd.DataFrame:
     if not csv.is_file():
         raise InputError(f"slides CSV {csv} does not exist")
     try:
-        return pd.read_csv(csv, dtype={"slide": str, "slide_id": str, "case_id": str})
+        cols = pd.read_csv(csv, nrows=0).columns
+        df = pd.read_csv(csv, dtype={c: str for c in _NAME_COLUMNS}, keep_default_na=False,
+                         na_values={c: list(_NA_STRINGS) for c in cols if c not in _NAME_COLUMNS})
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's CSV
         raise InputError(f"cannot read {csv} as CSV: {exc}") from None
+    for c in _NAME_COLUMNS:  # names are strings ("nan", "NA", "None" are slide names); only blanks are missing
+        if c in df.columns:
+            df[c] = df[c].where(df[c].str.strip() != "")
+    return df
 
 
 def _slide_stem(name: str, folder: Path) -> str:
@@ -212,28 +224,41 @@ def _read_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
         X, coords, attrs = _read_h5_bag(Path(path))
     if X.ndim != 2 or len(X) == 0 or not np.isfinite(X).all():
         raise InputError(f"{path}: 'features' must be a finite, non-empty N×D matrix, got shape {X.shape}")
+    if coords.shape != (len(X), 2):
+        raise InputError(f"{path}: 'coords' has shape {coords.shape} but 'features' has {len(X)} rows: "
+                         f"row i of both must be patch i")
     return X, coords, attrs
 
 
 def _read_h5_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from panderm.hdf5 import MAX_ARRAY_BYTES, has_key, open_dataset, open_file, read_dataset
+    from panderm.pathology.patches import as_coords
 
     try:
         with open_file(path, "features file") as f:
-            X = np.asarray(read_dataset(f, "features", max_bytes=MAX_ARRAY_BYTES), dtype=np.float32)
+            X = _real(read_dataset(f, "features", max_bytes=MAX_ARRAY_BYTES), path)
             attrs: dict = {}
             coords = np.zeros((len(X), 2), np.int64)
             if has_key(f, "coords"):
                 ds = open_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES)
-                coords = np.asarray(ds[()], dtype=np.int64)
+                coords = as_coords(np.asarray(ds[()]))
                 attrs.update({k: _attr(v) for k, v in ds.attrs.items()})
             attrs.update({k: _attr(v) for k, v in f.attrs.items()})
     except InputError as exc:
-        raise InputError(exc.message, hint=exc.hint or "the file needs a 'features' (N, D) dataset") from None
+        msg = exc.message if str(path) in exc.message else f"{path}: {exc.message}"
+        raise InputError(msg, hint=exc.hint or "the file needs a 'features' (N, D) dataset") from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # e.g. strings
         raise InputError(f"cannot read features from {path}: {type(exc).__name__}: {exc}",
                          hint="the file needs a 'features' (N, D) dataset") from None
     return X, coords, attrs
+
+
+def _real(a, path: Path) -> np.ndarray:
+    """``a`` as float32; InputError for non-real dtypes (complex, strings, objects) instead of a silent cast."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{path}: 'features' has dtype {a.dtype}, not real numbers")
+    return a.astype(np.float32)
 
 
 def _attr(v):
@@ -243,7 +268,10 @@ def _attr(v):
 def _read_pt_bag(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from panderm.pathology.layouts import load_pt
 
-    X = load_pt(path).detach().float().numpy()
+    t = load_pt(path).detach()
+    if t.is_complex():
+        raise InputError(f"{path}: the tensor has dtype {t.dtype}, not real numbers")
+    X = t.float().numpy()
     return X, np.zeros((len(X), 2), np.int64), {}
 
 

@@ -30,7 +30,7 @@ def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     try:
         with open_file(path, "coordinates file") as f:
             ds = open_dataset(f, "coords", max_bytes=MAX_ARRAY_BYTES)
-            coords = np.asarray(ds[()], dtype=np.int64).reshape(-1, 2)
+            coords = as_coords(np.asarray(ds[()]))
             attrs = {k: _py(v) for k, v in ds.attrs.items()}
             attrs.update({k: _py(v) for k, v in f.attrs.items()})
     except InputError as exc:
@@ -40,6 +40,41 @@ def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         raise InputError(f"cannot read coordinates file {path} ({type(exc).__name__}: {exc})",
                          hint="re-create it with `panderm slide tile`") from None
     return coords, attrs
+
+
+def as_coords(raw: np.ndarray) -> np.ndarray:
+    """``raw`` as (N, 2) int64; InputError unless it is (N, 2) of finite whole numbers."""
+    if raw.size == 0:
+        return np.zeros((0, 2), np.int64)
+    if raw.ndim != 2 or raw.shape[1] != 2:
+        raise InputError(f"'coords' has shape {raw.shape}, not (N, 2)")
+    if raw.dtype.kind in "iu":
+        return raw.astype(np.int64)
+    if raw.dtype.kind != "f":
+        raise InputError(f"'coords' has dtype {raw.dtype}, not integers")
+    if not np.isfinite(raw).all():
+        raise InputError(f"'coords' holds {int((~np.isfinite(raw)).sum())} non-finite value(s) (NaN/inf)")
+    if (raw != np.round(raw)).any() or np.abs(raw).max() >= 2.0**62:
+        raise InputError("'coords' holds non-integer or out-of-range values; level-0 pixels are whole numbers")
+    return raw.astype(np.int64)
+
+
+#: Tiling attributes ``slide extract`` needs (panderm and TRIDENT coords files carry them).
+REQUIRED_ATTRS = ("patch_size", "patch_level", "patch_size_level", "patch_size_level0")
+
+
+def check_tiling_attrs(attrs: dict) -> None:
+    """InputError unless ``attrs`` has every :data:`REQUIRED_ATTRS` as a whole number (level ≥ 0, sizes ≥ 1)."""
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise InputError(f"not a panderm/TRIDENT coords file: missing attribute(s) {', '.join(missing)}",
+                         hint="tile the slide with `panderm slide tile` (CLAM patch files lack patch_size_level0)")
+    for k in REQUIRED_ATTRS:
+        v = attrs[k]
+        ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and float(v).is_integer()
+        if not ok or v < (0 if k == "patch_level" else 1):
+            raise InputError(f"coords attribute {k}={v!r} is not a valid {'level' if k == 'patch_level' else 'size'}",
+                             hint="re-create the file with `panderm slide tile`")
 
 
 def _py(v):
@@ -137,18 +172,36 @@ def iter_patches(slide_path: str | os.PathLike, coords: np.ndarray, *, level: in
             r.close()
 
 
-def find_slide(name: str, attrs: dict, slides_dir: str | os.PathLike | None) -> Path | None:
-    """The slide of a coords file: ``slides_dir/<file name>`` or ``slides_dir/<name>.*``, else ``slide_path``."""
+def find_slide(name: str, attrs: dict, slides_dir: str | os.PathLike | None) -> Path:
+    """The slide of a coords file: in ``slides_dir`` when given, else the ``slide_path`` recorded at tiling.
+
+    In ``slides_dir``: the recorded file name, else the one slide file whose name without extension
+    is exactly ``name`` (``slide.old.svs`` is not slide ``slide``). No fallback to the recorded path
+    when ``slides_dir`` is given.
+
+    Raises:
+        InputError: not found, or several candidate files.
+    """
+    import glob
+
     from panderm.pathology.slides import SLIDE_EXTENSIONS
+    from panderm.pathology.tiling import slide_name
 
     recorded = attrs.get("slide_path")
-    if slides_dir is not None:
-        d = Path(slides_dir).expanduser()
-        if recorded and (d / Path(recorded).name).is_file():
-            return d / Path(recorded).name
-        for p in sorted(d.glob(f"{name}.*")):
-            if p.name.lower().endswith(SLIDE_EXTENSIONS) and p.is_file():
-                return p
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    return None
+    if slides_dir is None:
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        raise InputError(f"slide file not found (recorded at tiling: {recorded})",
+                         hint="pass --slides DIR if the slides have moved")
+    d = Path(slides_dir).expanduser()
+    if recorded and (d / Path(recorded).name).is_file():
+        return d / Path(recorded).name
+    found = [p for p in sorted(d.glob(f"{glob.escape(name)}.*"))
+             if slide_name(p) == name and p.name.lower().endswith(SLIDE_EXTENSIONS) and p.is_file()]
+    if len(found) > 1:
+        raise InputError(f"several slide files named {name} in {d}: {', '.join(p.name for p in found)}",
+                         hint="keep one of them there")
+    if not found:
+        raise InputError(f"slide file not found in --slides {d} (no {name}.<slide extension>; "
+                         f"recorded at tiling: {recorded})")
+    return found[0]

@@ -8,7 +8,8 @@ that preset's mean/std, then encoded with the same encoder stack as
 ``panderm extract`` (``create_encoder``, bf16/fp32 ``precision``, device choice).
 Files are laid out as panderm, TRIDENT or CLAM write them
 (:mod:`panderm.pathology.layouts`). Each slide's files are written atomically, so a
-rerun skips finished slides (resumable); under ``torchrun`` the slides are shared
+rerun skips finished slides (resumable; a rerun with another encoder, weights, preset,
+precision or layout is refused, :func:`check_resume`); under ``torchrun`` the slides are shared
 out over the ranks (:mod:`panderm.pathology.sharding`).
 """
 
@@ -147,6 +148,10 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
     summary = SlideFeaturesSummary(lay.out, precision=prec, device=ctx.device, csv_path=lay.csv_path,
                                    layout=layout, folder=lay.folder, encoder=enc_name, preset=preset_name,
                                    rank=ctx.rank, world_size=ctx.world_size)
+    wanted = dict(model=enc_name, weights_sha256=weights_identity(model, weights), preset=preset_name,
+                  precision=prec, layout=layout)
+    if not overwrite:
+        check_resume(lay, wanted)
     lay.folder.mkdir(parents=True, exist_ok=True)
     parts = start_parts(lay.out, lay.table, ctx)
     job = _Job(model, weights, lay, get_preset(preset_name), prec, ctx.device, batch_size, workers, block, mpp,
@@ -164,6 +169,77 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
         _write_csv(summary.csv_path, summary.rows)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+RESUME_KEYS = ("model", "weights_sha256", "preset", "precision", "layout")
+
+
+def weights_identity(model: Any, weights: str | os.PathLike | None) -> str | None:
+    """The ``weights_sha256`` this run's files will record, without building the encoder.
+
+    Resolves (and so validates) ``weights``. ``None`` for a fresh random initialisation
+    (a registered name without weights: every build differs).
+    """
+    from panderm.extract import _params_sha256
+    from panderm.weights import resolve_weights_path, weights_sha256
+
+    if not isinstance(model, str):
+        if weights is not None:
+            raise ConfigError("pass weights either inside the model object or via weights=, not both")
+        return getattr(getattr(model, "weights_info", None), "sha256", None) or f"params:{_params_sha256(model)}"
+    if weights is not None:
+        return weights_sha256(resolve_weights_path(weights))
+    from panderm.models.factory import bundled_weights_path, get_encoder_entry
+
+    cfg = get_encoder_entry(model)[1]
+    return weights_sha256(bundled_weights_path(cfg)) if cfg.bundled else None
+
+
+def check_resume(lay, wanted: dict) -> None:
+    """Refuse to add to ``lay.out`` files made with other settings or another layout (ConfigError).
+
+    Compares ``wanted`` (:data:`RESUME_KEYS`) with the attributes of every feature file already
+    in the layout's folder, and looks for the files of the other layouts in ``lay.out``.
+    """
+    diffs = _other_layouts(lay)
+    for key, found in _recorded(lay.folder).items():
+        want = wanted[key]
+        for value, n in found.items():
+            if value != (want if want is not None else "(a new random initialisation)"):
+                diffs.append(f"{key}: {value} in {n} file(s), requested {want or 'a new random initialisation'}")
+    if diffs:
+        raise ConfigError(f"{lay.out} already holds features made with other settings: " + "; ".join(diffs),
+                          hint="pass --overwrite to recompute every slide with these settings, "
+                               "or write to another --out")
+
+
+def _recorded(folder: Path) -> dict[str, dict[str, int]]:
+    """{setting: {value: number of files}} over the ``*.h5`` feature files of ``folder``."""
+    from panderm.hdf5 import open_file
+
+    found: dict[str, dict[str, int]] = {k: {} for k in RESUME_KEYS}
+    for h5 in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
+        try:
+            with open_file(h5, "features file") as f:
+                attrs = {k: f.attrs.get(k) for k in RESUME_KEYS}
+        except Exception:  # noqa: BLE001 - an unreadable file is recomputed, not compared
+            continue
+        for k, v in attrs.items():
+            v = "(not recorded)" if v is None else v.decode() if isinstance(v, bytes) else str(v)
+            found[k][v] = found[k].get(v, 0) + 1
+    return {k: v for k, v in found.items() if v}
+
+
+def _other_layouts(lay) -> list[str]:
+    """Differences naming the other layouts whose files are in ``lay.out`` (one --out, one layout)."""
+    from panderm.pathology.layouts import has_features
+
+    out = lay.out
+    present = {"panderm": lay.name != "panderm" and has_features(out),
+               "clam": any(has_features(out / d) for d in ("h5_files", "pt_files")) and lay.name != "clam",
+               "trident": lay.name != "trident" and out.is_dir()
+               and any(has_features(p) for p in out.glob("features_*"))}
+    return [f"layout: {k} files in {out}, requested {lay.name}" for k, v in present.items() if v]
 
 
 def _coord_files(tiles_dir: Path) -> list[Path]:
@@ -215,47 +291,89 @@ class _Job:
 
     def slide(self, cf: Path) -> dict:
         """Encode one coords file's slide; its ``features.csv`` row (never raises for a bad slide)."""
-        from panderm.pathology.patches import find_slide, read_coords
+        from panderm.pathology.patches import check_tiling_attrs, find_slide, read_coords
 
         name = cf.stem
         row = {"slide": name, "status": "ok", "n_patches": 0, "dim": "", "reason": ""}
         try:
             check_safe_name(name, what="slide name", source=str(cf))
             coords, attrs = read_coords(cf)
+            check_tiling_attrs(attrs)
         except InputError as exc:
-            row.update(status="error", reason=f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
-            self.say(f"{name}: {row['reason']}; skipped")
-            return row
+            return self.skip(row, exc)
         row["n_patches"] = len(coords)
         if not self.overwrite and self.lay.complete(name, len(coords)):
             return dict(row, status="exists", reason="already extracted (pass --overwrite to redo)")
         if len(coords) == 0:
             return dict(row, status="no patches", reason="the tiling kept no patch (no tissue)")
-        slide = find_slide(name, attrs, self.slides_dir)
-        if slide is None:
-            row.update(status="error", reason=f"slide file not found (recorded: {attrs.get('slide_path')}; "
-                                              f"slides dir: {self.slides_dir})")
-            self.say(f"{name}: {row['reason']}; skipped")
-            return row
+        try:
+            slide = find_slide(name, attrs, self.slides_dir)
+            check_slide_matches(slide, coords, attrs, self.mpp)
+        except InputError as exc:
+            return self.skip(row, exc)
         if self.enc is None:
             self.load()
         try:
             feats = self.encode(slide, coords, attrs, name)
         except InputError as exc:
-            row.update(status="error", reason=str(exc).replace("\n", " "))
-            self.say(f"{name}: {row['reason']}; skipped")
-            return row
+            return self.skip(row, exc)
         meta = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, np.number))}
         meta.update(self.meta, slide_path=str(slide), coords_dir=str(cf.parent))
         self.lay.write(name, feats, coords, meta)
         self.patches += len(coords)
         return dict(row, dim=int(feats.shape[1]))
 
+    def skip(self, row: dict, exc: InputError) -> dict:
+        reason = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        row.update(status="error", reason=reason.replace("\n", " "))
+        self.say(f"{row['slide']}: {row['reason']}; skipped")
+        return row
+
     def encode(self, slide, coords, attrs, name) -> np.ndarray:
         from tqdm import tqdm
 
         return _encode_slide(self.enc, slide, coords, attrs, self.batch_size, self.workers, self.block, self.mpp,
                              self.device, self.prec, self.preset, self.progress, name, tqdm)
+
+
+def check_slide_matches(slide: Path, coords: np.ndarray, attrs: dict, mpp: float | None = None) -> None:
+    """InputError unless ``slide`` is the slide that was tiled and every patch starts inside it.
+
+    Compares the level-0 size (``width``/``height``, TRIDENT's ``level0_width``/``level0_height``)
+    and, when both are known, the level-0 mpp (``level0_mpp``, 2 % tolerance) with the file;
+    checks the patch level exists and every top-left corner lies in [0, width) × [0, height).
+    """
+    from panderm.pathology.slides import open_slide
+
+    with open_slide(slide, mpp=mpp) as r:
+        (w, h), level_count, got_mpp = r.dimensions, r.level_count, r.mpp
+    rec = _recorded_size(attrs)
+    if rec is not None and rec != (w, h):
+        raise InputError(f"{slide} is {w}x{h} px but was tiled as {rec[0]}x{rec[1]}: not the tiled slide",
+                         hint="pass --slides DIR holding the slides that were tiled")
+    rec_mpp = attrs.get("level0_mpp")
+    if isinstance(rec_mpp, (int, float)) and np.isfinite(rec_mpp) and got_mpp and abs(got_mpp / rec_mpp - 1) > 0.02:
+        raise InputError(f"{slide} has {got_mpp:g} um/px at level 0 but was tiled at {rec_mpp:g}",
+                         hint="pass the slide that was tiled, or the --mpp used at tiling")
+    if int(attrs["patch_level"]) >= level_count:
+        raise InputError(f"patch level {attrs['patch_level']} but {slide} has {level_count} level(s)")
+    bad = (coords < 0).any(axis=1) | (coords[:, 0] >= w) | (coords[:, 1] >= h)
+    if bad.any():
+        x, y = coords[np.argmax(bad)]
+        raise InputError(f"{int(bad.sum())} patch(es) start outside the {w}x{h} slide, e.g. ({x}, {y})",
+                         hint="re-create the coords file with `panderm slide tile`")
+
+
+def _recorded_size(attrs: dict) -> tuple[int, int] | None:
+    """Level-0 (width, height) recorded at tiling (panderm or TRIDENT names), or None."""
+    rec = (attrs.get("width", attrs.get("level0_width")), attrs.get("height", attrs.get("level0_height")))
+    if None in rec:
+        return None
+    try:
+        return int(rec[0]), int(rec[1])
+    except (TypeError, ValueError):
+        raise InputError(f"coords attributes width/height {rec} are not numbers",
+                         hint="re-create the file with `panderm slide tile`") from None
 
 
 def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, device, prec, preset, progress,
@@ -313,4 +431,5 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-__all__ = ["SlideFeaturesSummary", "encoder_identity", "extract_slide_features", "to_input"]
+__all__ = ["RESUME_KEYS", "SlideFeaturesSummary", "check_resume", "check_slide_matches", "encoder_identity",
+           "extract_slide_features", "to_input", "weights_identity"]

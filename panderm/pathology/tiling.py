@@ -199,8 +199,9 @@ def collect_slides(input: str | os.PathLike, root: str | os.PathLike | None = No
 
     src = Path(input).expanduser()
     if src.is_dir():
+        # hidden names ('..svs', '._x.svs') are kept: tile_slides lists them with the reason (unsafe name)
         return [(p, None) for p in sorted(src.rglob("*"))
-                if p.is_file() and p.name.lower().endswith(SLIDE_EXTENSIONS) and not p.name.startswith(".")]
+                if p.is_file() and p.name.lower().endswith(SLIDE_EXTENSIONS)]
     if src.is_file() and src.suffix.lower() == ".csv":
         return _slides_from_csv(src, root)
     if src.is_file():

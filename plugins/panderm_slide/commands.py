@@ -55,7 +55,10 @@ of its pretrained cfg; --preset overrides), encodes it, and writes per slide
 
 The h5 attributes record the encoder, weights sha256, preset, mean and std.
 features.csv: per-slide status. Finished slides are skipped unless
---overwrite; a missing slide file is reported and skipped. Under torchrun
+--overwrite; resuming into an --out made with another model, weights,
+preset, precision or layout is refused (exit 2) unless --overwrite. A slide
+that is missing, not the tiled one (level-0 size, mpp) or has bad coords is
+reported and skipped. Under torchrun
 (any number of nodes; --out on a shared file system) slide i of the sorted
 list goes to rank i % world size and rank 0 writes features.csv."""
 

@@ -108,3 +108,16 @@ def find_chromium() -> str | None:
         if cand and Path(cand).exists():
             return cand
     return None
+
+
+def tiled_synthetic_slide(folder: Path, patch: int = 224):
+    """A 20x synthetic slide (896 x 896, 0.5 um/px, tissue in the top-left 672 x 448) tiled into six
+    ``patch``-px patches: ``(level-0 image, slide path, tiles folder)``."""
+    from panderm.pathology.synthetic import synthetic_image, write_pyramid_tiff
+    from panderm.pathology.tiling import tile_slides
+
+    img = synthetic_image(896, 896, [(0, 0, 672, 448)], seed=3)
+    write_pyramid_tiff(folder / "syn.tif", img, levels=1, mpp=0.5)
+    s = tile_slides(folder / "syn.tif", folder / "tiles", patch=patch, mag=20, progress=False)
+    assert s.results[0].status == "ok" and s.results[0].n_patches == 6
+    return img, folder / "syn.tif", folder / "tiles"

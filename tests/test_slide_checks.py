@@ -18,6 +18,7 @@ from panderm.pathology.patches import read_coords
 from panderm.pathology.slide_features import extract_slide_features
 from panderm.pathology.synthetic import synthetic_image, write_pyramid_tiff
 from panderm.pathology.tiling import tile_slides
+from tests.helpers import tiled_synthetic_slide
 
 DEMO = "panderm_tiny_patch16_224.demo"
 P = 224
@@ -26,13 +27,9 @@ KW = dict(model=DEMO, device="cpu", precision="fp32", workers=0, progress=False)
 
 @pytest.fixture(scope="module")
 def tiled(tmp_path_factory):
-    """A 20x synthetic slide (896 x 896, 0.5 um/px) tiled into six 224-px patches: (slide, tiles folder)."""
-    d = tmp_path_factory.mktemp("checks")
-    img = synthetic_image(896, 896, [(0, 0, 672, 448)], seed=3)
-    write_pyramid_tiff(d / "syn.tif", img, levels=1, mpp=0.5)
-    s = tile_slides(d / "syn.tif", d / "tiles", patch=P, mag=20, progress=False)
-    assert s.results[0].n_patches == 6
-    return d / "syn.tif", d / "tiles"
+    """A 20x synthetic slide tiled into six 224-px patches: (slide, tiles folder)."""
+    _, slide, tiles = tiled_synthetic_slide(tmp_path_factory.mktemp("checks"), P)
+    return slide, tiles
 
 
 def _rows(path: Path) -> dict[str, dict]:

@@ -16,8 +16,7 @@ from panderm.pathology.layouts import FeatureLayout, resolve_features_dir
 from panderm.pathology.mil import _read_bag, _read_bags, load_slides, train_mil
 from panderm.pathology.patches import read_coords
 from panderm.pathology.slide_features import extract_slide_features
-from panderm.pathology.synthetic import synthetic_image, write_pyramid_tiff
-from panderm.pathology.tiling import tile_slides
+from tests.helpers import tiled_synthetic_slide
 
 DEMO = "panderm_tiny_patch16_224.demo"
 P = 224  # patch = encoder input: 20x patches of a 20x slide are read as they are, no resize
@@ -26,12 +25,8 @@ P = 224  # patch = encoder input: 20x patches of a 20x slide are read as they ar
 @pytest.fixture(scope="module")
 def tiled(tmp_path_factory):
     """One 20x (0.5 um/px) synthetic slide tiled into 224-px patches: (level-0 image, tiles folder)."""
-    d = tmp_path_factory.mktemp("layouts")
-    img = synthetic_image(896, 896, [(0, 0, 672, 448)], seed=3)
-    write_pyramid_tiff(d / "syn.tif", img, levels=1, mpp=0.5)
-    s = tile_slides(d / "syn.tif", d / "tiles", patch=P, mag=20, progress=False)
-    assert s.results[0].status == "ok" and s.results[0].n_patches == 6
-    return img, d / "tiles"
+    img, _, tiles = tiled_synthetic_slide(tmp_path_factory.mktemp("layouts"), P)
+    return img, tiles
 
 
 def _tiles(img, coords):

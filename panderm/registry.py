@@ -6,17 +6,46 @@ Encoder names follow timm: ``arch`` or ``arch.tag``, where the tag picks one
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from panderm.errors import ConfigError, PluginError
 
 T = TypeVar("T")
 
+#: Architectures for unit tests only: a ``test`` word in the name (``panderm_test_patch16_224``).
+_TEST_ARCH = re.compile(r"(^|_)test(_|$)")
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The names in ``choices`` closest to ``name`` (difflib), best first; ``[]`` when none is close."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=n, cutoff=0.6)
+    if not close:  # ``panderm_large`` → ``panderm_large_patch16_224``: a prefix is a match too
+        close = [c for c in choices if c.startswith(str(name))][:n] if name else []
+    return close
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'x' or 'y'? "`` for a hint, or ``""`` when nothing is close."""
+    close = suggest(name, choices)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def is_test_arch(name: str) -> bool:
+    """True for architectures meant for unit tests only (hidden by ``panderm models`` without ``--all``)."""
+    return bool(_TEST_ARCH.search(split_model_name(name)[0]))
+
 
 @dataclass(frozen=True)
 class PretrainedCfg:
     """What a user needs to feed an encoder correctly, like timm's pretrained cfg.
+
+    Also a read-only mapping in timm's pretrained-cfg vocabulary (``cfg["crop_pct"]``,
+    ``cfg.get("interpolation")``), derived from the preprocessing preset, so that
+    ``timm.data.resolve_data_config(model=model)`` gives PanDerm's preprocessing.
 
     Attributes:
         tag: Name of this weight set (``arch.tag``).
@@ -45,6 +74,46 @@ class PretrainedCfg:
     bundled: str | None = None
     notes: str = ""
 
+    def timm_dict(self) -> dict[str, Any]:
+        """This cfg as timm's pretrained-cfg dict: the preset's geometry and normalisation, no classes."""
+        from dataclasses import fields
+
+        from panderm.data.transforms import get_preset
+
+        p = get_preset(self.preset)
+        ours = {f.name: getattr(self, f.name) for f in fields(self)}
+        # the preset decides, except where this cfg was given its own values (a pretrained_cfg_overlay)
+        own = {f.name for f in fields(self) if getattr(self, f.name) != f.default}
+        return {**ours, "input_size": tuple(self.input_size) if "input_size" in own else (3, p.crop, p.crop),
+                "mean": tuple(self.mean if "mean" in own else p.mean),
+                "std": tuple(self.std if "std" in own else p.std), "interpolation": p.interpolation,
+                "crop_pct": p.crop / p.resize, "crop_mode": "center", "num_classes": 0,
+                "fixed_input_size": True, "first_conv": "patch_embed.proj", "classifier": "head"}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.timm_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.timm_dict())
+
+    def __len__(self) -> int:
+        return len(self.timm_dict())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.timm_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.timm_dict().get(key, default)
+
+    def keys(self):
+        return self.timm_dict().keys()
+
+    def values(self):
+        return self.timm_dict().values()
+
+    def items(self):
+        return self.timm_dict().items()
+
 
 @dataclass(frozen=True)
 class EncoderEntry:
@@ -63,8 +132,9 @@ class EncoderEntry:
         for cfg in self.pretrained_cfgs:
             if cfg.tag == tag:
                 return cfg
-        tags = ", ".join(c.tag for c in self.pretrained_cfgs)
-        raise ConfigError(f"encoder '{self.name}' has no tag '{tag}'", hint=f"known tags: {tags}")
+        tags = [c.tag for c in self.pretrained_cfgs]
+        raise ConfigError(f"encoder '{self.name}' has no tag '{tag}'",
+                          hint=f"{did_you_mean(tag, tags)}known tags: {', '.join(tags)}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +203,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise ConfigError(f"unknown {self.kind} '{name}'", hint=f"known {self.kind}s: {known}") from None
+            raise ConfigError(f"unknown {self.kind} '{name}'",
+                              hint=f"{did_you_mean(name, self._items)}known {self.kind}s: {known}") from None
 
     def owner(self, name: str) -> str:
         return self._owners[name]

@@ -832,7 +832,7 @@ def _(t, a):
     marker = t / "PWNED_export"
     w = torch_payload(t / "evil_export.pth", marker)
     return Case(["export", "--model", TINY_ARCH, "--weights", str(w), "--to", "timm",
-                 "--out", str(t / "out" / "e.safetensors")], names="evil_export.pth", out=t / "out", marker=marker)
+                 "--out", str(t / "out" / "e")], names="evil_export.pth", out=t / "out", marker=marker)
 
 
 @case("export-other-architecture")

@@ -26,16 +26,19 @@ def released(tmp_path):
 @pytest.mark.parametrize("pool", ["token", "avg"])
 def test_timm_export_computes_same_features(tmp_path, released, pool):
     source, path = released
-    out = tmp_path / "vit.safetensors"
+    out = tmp_path / "vit"
     result = export_encoder(TEST_ARCH, str(path), "timm", out, global_pool=pool)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     kwargs = dict(result.timm_create_kwargs)
     vit = timm.create_model(kwargs.pop("model_name"), **kwargs).eval()
-    vit.load_state_dict(load_file(str(out)), strict=True)
+    vit.load_state_dict(load_file(str(out / "model.safetensors")), strict=True)
+    from_dir = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     ours = create_encoder(TEST_ARCH, weights=str(path), global_pool=pool)
     x = torch.randn(3, 3, 224, 224)
     with torch.no_grad():
-        diff = (vit(x) - ours.forward_features(x)).abs().max().item()
-    assert diff < 1e-4
+        want = ours.forward_features(x)
+        assert (vit(x) - want).abs().max().item() < 1e-4
+        assert (from_dir(x) - want).abs().max().item() < 1e-4
 
 
 def test_timm_export_of_large_uses_stock_architecture():
@@ -43,8 +46,10 @@ def test_timm_export_of_large_uses_stock_architecture():
         large = create_encoder("panderm_large_patch16_224")
     from panderm.export import timm_create_kwargs
 
-    assert timm_create_kwargs(large) == dict(model_name="vit_large_patch16_224", pretrained=False, num_classes=0,
-                                             init_values=1e-5, global_pool="token")
+    assert timm_create_kwargs(large) == dict(
+        model_name="vit_large_patch16_224", pretrained=False, img_size=224, patch_size=16, embed_dim=1024,
+        depth=24, num_heads=16, mlp_ratio=4.0, qkv_bias=True, init_values=1e-5, class_token=True,
+        global_pool="token", fc_norm=False, num_classes=0)
 
 
 def test_safetensors_export_roundtrips_through_weights(tmp_path, released, cli):
@@ -57,7 +62,7 @@ def test_safetensors_export_roundtrips_through_weights(tmp_path, released, cli):
     with torch.no_grad():
         torch.testing.assert_close(again.forward_features(x), source.forward_features(x))
     # and a timm-layout export loads back into the PanDerm encoder too
-    timm_out = tmp_path / "timm.pth"
+    timm_out = tmp_path / "timm_export"
     assert cli(["export", "--model", TEST_ARCH, "--weights", str(path), "--to", "timm",
                 "--out", str(timm_out)]).exit_code == 0
     back = create_encoder(TEST_ARCH, weights=str(timm_out))

@@ -53,10 +53,14 @@ class LoadReport:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from ``path`` without executing any pickled code.
 
+    ``path`` may also be a timm export folder holding ``model.safetensors``.
+
     Raises:
         CheckpointError: missing/corrupt file, or a pickle that needs arbitrary code.
     """
     path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():  # a timm export folder
+        path = path / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":

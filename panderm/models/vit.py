@@ -249,17 +249,88 @@ class PanDermViT(nn.Module):
         return self.norm(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Reduce tokens to one feature vector per image according to ``global_pool``."""
-        if self.global_pool == "avg":
-            return self.fc_norm(tokens[:, 1:].mean(dim=1))
-        return self.norm(tokens)[:, 0]
+        """Reduce tokens (before the final norm) to one feature vector per image according to ``global_pool``."""
+        return self.forward_head(self.norm(tokens), pre_logits=True)
+
+    def forward_norm_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens ``[B, 1+G², D]`` after the final norm (timm's ``forward_features``)."""
+        return self.norm(self.forward_tokens(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's head contract: pool normed tokens ``[B, N, D]``; ``pre_logits`` stops before ``head``.
+
+        With ``pre_logits=True`` this is the PanDerm feature ``panderm extract`` saves
+        (CLS after the final norm, or ``fc_norm`` of the mean patch token). An already
+        pooled ``[B, D]`` input (what :meth:`forward_features` returns) passes through.
+        """
+        if x.ndim == 3:
+            x = self.fc_norm(x[:, 1:].mean(dim=1)) if self.global_pool == "avg" else x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Outputs of chosen blocks, like timm's ``VisionTransformer.forward_intermediates``.
+
+        Args:
+            indices: Last ``n`` blocks if an int, all if ``None``, else these block indices.
+            return_prefix_tokens: Also return each intermediate's CLS token (as ``(patches, cls)`` pairs).
+            norm: Apply the final norm to every intermediate.
+            stop_early: Skip the blocks after the last one asked for (not with ``intermediates_only=False``).
+            output_fmt: ``NCHW`` (``[B, D, G, G]``) or ``NLC`` (``[B, G², D]``) patch tokens.
+            intermediates_only: Return only the list of intermediates.
+
+        Returns:
+            ``intermediates`` or ``(final normed tokens [B, 1+G², D], intermediates)``.
+        """
+        from timm.models._features import feature_take_indices
+
+        if output_fmt not in ("NCHW", "NLC"):
+            raise InputError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self._check_input(x)
+        B = x.shape[0]
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.pos_embed.detach().to(x.dtype))
+        blocks = self.blocks[: last + 1] if stop_early and intermediates_only else self.blocks
+        outs = []
+        for i, blk in enumerate(blocks):
+            x = blk(x)
+            if i in take:
+                outs.append(self.norm(x) if norm else x)
+        prefix = [y[:, :1] for y in outs]
+        outs = [y[:, 1:] for y in outs]
+        if output_fmt == "NCHW":
+            outs = [y.reshape(B, self.grid_size, self.grid_size, -1).permute(0, 3, 1, 2).contiguous() for y in outs]
+        if return_prefix_tokens:
+            outs = list(zip(outs, prefix))
+        return outs if intermediates_only else (self.norm(x), outs)
 
     def forward_features(self, x: torch.Tensor, is_train: bool = False) -> torch.Tensor:
-        """Image features ``[B, D]`` (``is_train`` kept for API parity with the official code)."""
-        return self.pool(self.forward_tokens(x))
+        """Image features ``[B, D]`` (``is_train`` kept for API parity with the official code).
+
+        This is panderm's encoder contract (every plugin encoder returns ``[B, D]``);
+        the timm-registered model (:class:`TimmPanDermViT`) returns normed tokens instead.
+        """
+        return self.forward_head(self.forward_norm_tokens(x), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
+
+
+class TimmPanDermViT(PanDermViT):
+    """The PanDerm ViT with timm's method contract, as ``timm.create_model('panderm_*')`` builds it.
+
+    ``forward_features`` returns all tokens after the final norm ``[B, 1+G², D]`` and
+    ``forward_head(tokens, pre_logits=True)`` the PanDerm feature; ``forward`` is unchanged.
+    """
+
+    def forward_features(self, x: torch.Tensor, is_train: bool = False) -> torch.Tensor:
+        return self.forward_norm_tokens(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

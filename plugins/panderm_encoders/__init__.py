@@ -67,6 +67,8 @@ def resolve_weights(spec):
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    if (path / "model.safetensors").is_file():  # a `panderm export --to timm` folder
+        return path / "model.safetensors"
     return None
 
 
@@ -77,4 +79,4 @@ def register_commands(cli):
     cli.add_lazy_command("weights", "panderm_encoders.commands:weights_group",
                          "Register local weight files by name (add, list, remove).")
     cli.add_lazy_command("export", "panderm_encoders.commands:export_cmd",
-                         "Write encoder weights as safetensors or a timm ViT state dict.")
+                         "Write encoder weights as safetensors, or a timm folder (weights + config.json).")

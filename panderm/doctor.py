@@ -23,6 +23,35 @@ def _importable(module: str) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
+#: Optional modules that ``panderm doctor`` reports, in this order (see :mod:`panderm.extras`).
+DOCTOR_MODULES = ("open_clip", "openslide", "tifffile", "lifelines", "sksurv", "fastapi", "uvicorn", "playwright",
+                  "triton", "xformers", "huggingface_hub")
+
+
+def optional_dependencies() -> dict[str, dict]:
+    """Each optional module: installed version (``None``: not installed), the extra providing it, import errors."""
+    from panderm.extras import OPTIONAL_MODULES
+
+    report = {}
+    for module in DOCTOR_MODULES:
+        dist, extra = OPTIONAL_MODULES[module]
+        version = _version(dist)
+        ok, why = _importable(module) if version else (False, "")
+        report[module] = {"available": ok, "version": version, "distribution": dist, "extra": extra,
+                          "error": why or None}
+    return report
+
+
+def describe_extra(info: dict) -> str:
+    """One line for the human report: the version, or "not installed (pip install ...)"."""
+    from panderm.extras import install_hint
+
+    if info["version"] is None:
+        return f"not installed ({install_hint(info['extra'])})"
+    broken = "" if info["available"] else f"  but import fails: {info['error']}"
+    return f"{info['version']}{broken}"
+
+
 def collect() -> dict:
     """Gather the report as a JSON-serialisable dict."""
     import torch
@@ -35,18 +64,13 @@ def collect() -> dict:
 
     flags = cpu_flags()
     cuda = torch.cuda.is_available()
-    extras = {}
-    for name, module in [("triton", "triton"), ("xformers", "xformers"), ("open_clip", "open_clip"),
-                         ("openslide", "openslide"), ("huggingface_hub", "huggingface_hub"), ("numba", "numba")]:
-        ok, why = _importable(module)
-        extras[name] = {"available": ok, "version": _version(module.replace("_", "-")) if ok else None,
-                        "error": why or None}
+    extras = optional_dependencies()
     return {
         "panderm": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": {d: _version(d) for d in ("torch", "torchvision", "timm", "numpy", "scikit-learn",
-                                               "safetensors", "pillow", "click", "pluggy")},
+                                               "safetensors", "pillow", "click", "pluggy", "numba")},
         "cpu": {"machine": platform.machine(), "threads": torch.get_num_threads(),
                 "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
                 "fast_bf16": cpu_has_fast_bf16(), "auto_precision": resolve_precision("auto", "cpu")},

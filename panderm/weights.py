@@ -15,6 +15,7 @@ from pathlib import Path
 from panderm.config import panderm_home
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_write_json, sha256_file
+from panderm.registry import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -102,7 +103,8 @@ def remove_weights(name: str) -> WeightsRecord:
     """Forget ``name`` (the file itself is left alone)."""
     entries = _read()
     if name not in entries:
-        raise ConfigError(f"no weights registered as '{name}'", hint="see `panderm weights list`")
+        raise ConfigError(f"no weights registered as '{name}'",
+                          hint=f"{did_you_mean(name, entries)}see `panderm weights list`")
     record = _record(entries.pop(name))
     _write(entries)
     return record
@@ -119,9 +121,10 @@ def resolve_weights_path(spec: str | Path) -> Path:
     spec = str(spec)
     path = resolve_weights(spec)
     if path is None:
-        known = ", ".join(r.name for r in list_weights()) or "none registered"
+        names = [r.name for r in list_weights()]
         raise InputError(f"weights '{spec}' is neither a registered name nor an existing file",
-                         hint=f"registered names: {known}; add one with `panderm weights add NAME PATH`")
+                         hint=f"{did_you_mean(spec, names)}registered names: {', '.join(names) or 'none registered'}; "
+                              "add one with `panderm weights add NAME PATH`")
     if not path.is_file():
         raise InputError(f"weights file for '{spec}' does not exist: {path}",
                          hint="the registry entry points at a moved or deleted file; re-add it")

@@ -28,6 +28,33 @@ def echo_error(exc) -> None:
         click.echo(f"Hint: {printable(exc.hint)}", err=True)
 
 
+def command_path(exc: BaseException) -> str | None:
+    """The subcommand that raised ``exc`` (``"slide tile"``), from the deepest Click context in its traceback."""
+    path, tb = None, exc.__traceback__
+    while tb is not None:
+        ctx = tb.tb_frame.f_locals.get("ctx")
+        if isinstance(ctx, click.Context):
+            path = ctx.command_path
+        tb = tb.tb_next
+    words = (path or "").split()[1:]
+    return " ".join(words) or None
+
+
+def missing_extra(exc: BaseException):
+    """A clean PandermError naming the pip extra when ``exc`` (or its cause) is a missing optional module."""
+    from panderm.extras import missing_extra_error
+
+    seen = exc
+    for _ in range(5):  # also a ModuleNotFoundError re-raised as the cause of another error
+        if seen is None:
+            return None
+        err = missing_extra_error(seen, command_path(exc))
+        if err is not None:
+            return err
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class PandermGroup(LazyGroup):
     """Root group: turns expected errors into one clean message."""
 
@@ -52,6 +79,10 @@ class PandermGroup(LazyGroup):
         except Exception as exc:  # a bug: keep the message short unless debugging
             if debug_enabled():
                 raise
+            missing = missing_extra(exc)
+            if missing is not None:  # an optional extra is not installed: say which one
+                echo_error(missing)
+                ctx.exit(2)
             first = str(exc).splitlines()[0] if str(exc) else ""
             click.secho(f"Internal error: {type(exc).__name__}: {first}", fg="red", err=True)
             click.echo("This is a bug in panderm or a plugin. Re-run with PANDERM_DEBUG=1 for the traceback.",

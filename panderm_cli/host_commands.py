@@ -24,7 +24,7 @@ def plugins_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def doctor_cmd(as_json: bool) -> None:
     """Show versions, CPU bf16/AMX support, CUDA, optional extras and registered weights."""
-    from panderm.doctor import collect
+    from panderm.doctor import collect, describe_extra
 
     report = collect()
     if as_json:
@@ -37,9 +37,9 @@ def doctor_cmd(as_json: bool) -> None:
                f"avx512_bf16={cpu['avx512_bf16']} → --precision auto = {cpu['auto_precision']}")
     cuda = report["cuda"]
     click.echo(f"cuda: {'available ' + ', '.join(cuda['devices']) if cuda['available'] else 'not available'}")
+    click.echo("optional dependencies:")
     for name, info in report["extras"].items():
-        state = f"yes ({info['version']})" if info["available"] else "no"
-        click.echo(f"  {name:16s} {state}")
+        click.echo(f"  {name:16s} {describe_extra(info)}")
     click.echo(f"home: {report['home']}")
     if report["weights"]:
         for w in report["weights"]:

@@ -155,3 +155,10 @@ def test_debug_env_shows_traceback(tmp_path):
     assert clean.returncode == 2 and "Traceback" not in clean.stderr
     debug = _run_panderm(args, {"PANDERM_DEBUG": "1"})
     assert "Traceback" in debug.stderr
+
+
+def test_models_hides_test_architectures_unless_all(cli):
+    names = {r["name"] for r in json.loads(cli(["models", "--json"]).output)}
+    assert "panderm_tiny_patch16_224.demo" in names and not any("_test_" in n for n in names)
+    names = {r["name"] for r in json.loads(cli(["models", "--json", "--all"]).output)}
+    assert "panderm_test_patch16_224.untrained" in names

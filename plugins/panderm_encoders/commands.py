@@ -7,13 +7,15 @@ import json
 import click
 
 
-@click.command("models", epilog="\b\nExamples:\n  panderm models\n  panderm models --json")
+@click.command("models", epilog="\b\nExamples:\n  panderm models\n  panderm models --all\n  panderm models --json")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def models_cmd(as_json: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help="Also list test-only architectures.")
+def models_cmd(as_json: bool, show_all: bool) -> None:
     """List registered encoders with input size, feature dim, normalisation and licence."""
     from panderm.models.listing import list_models
+    from panderm.registry import is_test_arch
 
-    rows = list_models()
+    rows = [r for r in list_models() if show_all or not is_test_arch(r["arch"])]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -76,19 +78,22 @@ def weights_remove(name: str) -> None:
                "  panderm export --model panderm_large_patch16_224 --weights panderm-large "
                "--to safetensors --out panderm_large.safetensors\n"
                "  panderm export --model panderm_large_patch16_224 --weights panderm-large "
-               "--to timm --out vit_large_panderm.safetensors\n\b\n"
-               "Load the timm export with:\n"
-               "  m = timm.create_model('vit_large_patch16_224', pretrained=False, num_classes=0, init_values=1e-5)\n"
-               "  m.load_state_dict(safetensors.torch.load_file('vit_large_panderm.safetensors'))")
+               "--to timm --out panderm_large_timm\n\b\n"
+               "Load the timm folder (model.safetensors + config.json) with timm alone:\n"
+               "  m = timm.create_model('local-dir:panderm_large_timm', pretrained=True)\n"
+               "  tf = timm.data.create_transform(**timm.data.resolve_data_config(model=m))\n"
+               "  feats = m.forward_head(m.forward_features(tf(img)[None]), pre_logits=True)")
 @click.option("--model", "model_name", required=True, help="Registered encoder name.")
 @click.option("--weights", help="Registered weights name or path.")
 @click.option("--to", "fmt", type=click.Choice(["safetensors", "timm"]), default="safetensors", show_default=True,
-              help="safetensors = PanDerm layout; timm = timm VisionTransformer keys.")
+              help="safetensors = PanDerm layout (one file); "
+                   "timm = a folder loadable by timm.create_model('local-dir:OUT').")
 @click.option("--pool", type=click.Choice(["token", "avg"]), default="token", show_default=True,
               help="timm only: token = CLS features (probe); avg = mean-pool + fc_norm (fine-tune).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .safetensors or .pth file.")
+@click.option("--out", required=True, type=click.Path(),
+              help="safetensors: output .safetensors or .pth file; timm: output folder.")
 def export_cmd(model_name: str, weights: str | None, fmt: str, pool: str, out: str) -> None:
-    """Export encoder weights as safetensors or a timm ViT state dict."""
+    """Export encoder weights as safetensors, or as a timm folder (weights + preprocessing config)."""
     from panderm.export import export_encoder
 
     from panderm.models.factory import has_weights
@@ -96,6 +101,8 @@ def export_cmd(model_name: str, weights: str | None, fmt: str, pool: str, out: s
     if not has_weights(model_name, weights):
         click.secho("warning: no --weights given; exporting a randomly initialised encoder", fg="yellow", err=True)
     result = export_encoder(model_name, weights, fmt, out, global_pool=pool)
-    click.echo(f"wrote {result.tensors} tensors ({result.format}) to {result.path}")
-    if result.timm_create_kwargs:
-        click.echo(f"timm.create_model(**{result.timm_create_kwargs})")
+    if fmt == "timm":
+        click.echo(f"wrote {result.tensors} tensors + config.json to {result.path}/")
+        click.echo(f"timm.create_model('local-dir:{result.path}', pretrained=True)")
+    else:
+        click.echo(f"wrote {result.tensors} tensors ({result.format}) to {result.path}")

@@ -34,7 +34,7 @@ def time_steps(model_name: str, precision: str, batch: int, steps: int, warmup: 
     torch.manual_seed(0)
     teacher = HOGTeacher()
     teacher.precision = "fp32" if precision == "fp32" else "auto"
-    model = CAEv2Pretrainer(create_encoder(model_name, init_values=0.1), teacher, num_masked=98).to(device).train()
+    model = CAEv2Pretrainer(create_encoder(model_name, random_init=True, init_values=0.1), teacher, num_masked=98).to(device).train()
     opt = torch.optim.AdamW(model.param_groups(0.05), lr=1e-4)
     data = {k: v.to(device) for k, v in make_batch(batch).items()}
     amp = autocast_for(precision, device)

@@ -70,7 +70,7 @@ def run_one(config: str, args) -> dict:
         row = bench(lambda ims: [segment_lesion(i) for i in ims], images, args.batch, device)
     else:
         name, prec = config.split(":")
-        net = SegmentationModel(create_encoder(name), channels=args.channels).eval().to(device)
+        net = SegmentationModel(create_encoder(name, random_init=True), channels=args.channels).eval().to(device)
         dtype = torch.bfloat16 if prec == "bf16" else None
         row = bench(lambda ims: predict_probability(net, ims, device, dtype), images, args.batch, device)
     row.update(peak_rss_mb=rss_mb(), above_base_mb=rss_mb() - base)

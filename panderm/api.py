@@ -74,18 +74,21 @@ def _overlay_cfg(cfg, overlay: dict):
 
 
 def create_model(name: str, weights: str | os.PathLike | None = None,
-                 pretrained_cfg_overlay: dict | None = None):
+                 pretrained_cfg_overlay: dict | None = None, random_init: bool = False):
     """Build a registered encoder (``arch`` or ``arch.tag``) in eval mode.
 
     Args:
         name: Encoder name (see :func:`list_models`).
         weights: Registered weights name, file path or hub spec; ``None`` loads the
-            tag's bundled weights when it has any, else a random initialisation.
+            tag's bundled weights when it has any.
         pretrained_cfg_overlay: Fields of the tag's pretrained cfg to replace
             (``mean``, ``std``, ``input_size``, ``interpolation``, ``crop``, ``preset``...).
+        random_init: Build a model that ships no weights with its random initialisation
+            (tests and ablations; ``.untrained`` tags need no flag).
 
     Raises:
-        ConfigError: unknown name, tag or overlay field. InputError/CheckpointError: weights problems.
+        ConfigError: unknown name, tag or overlay field; a model that ships no weights without
+            ``weights`` or ``random_init``. InputError/CheckpointError: weights problems.
     """
     import inspect
 
@@ -96,8 +99,8 @@ def create_model(name: str, weights: str | os.PathLike | None = None,
 
         _overlay_cfg(get_encoder_entry(name)[1], pretrained_cfg_overlay)  # unknown fields fail before building
     if pretrained_cfg_overlay and "pretrained_cfg_overlay" in inspect.signature(create_encoder).parameters:
-        return create_encoder(name, weights, pretrained_cfg_overlay=pretrained_cfg_overlay)
-    model = create_encoder(name, weights)
+        return create_encoder(name, weights, random_init=random_init, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    model = create_encoder(name, weights, random_init=random_init)
     if pretrained_cfg_overlay:
         model.pretrained_cfg = _overlay_cfg(model.pretrained_cfg, pretrained_cfg_overlay)
     return model
@@ -130,11 +133,11 @@ def get_preprocess(name: str, pretrained_cfg_overlay: dict | None = None):
 
 
 def create_model_and_transforms(name: str, weights: str | os.PathLike | None = None,
-                                pretrained_cfg_overlay: dict | None = None):
+                                pretrained_cfg_overlay: dict | None = None, random_init: bool = False):
     """``(model, eval_transform)`` like open_clip: the encoder and its preprocessing transform."""
     from panderm.data.transforms import build_transform
 
-    model = create_model(name, weights, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    model = create_model(name, weights, pretrained_cfg_overlay=pretrained_cfg_overlay, random_init=random_init)
     return model, build_transform(preset_for(model.pretrained_cfg, pretrained_cfg_overlay))
 
 
@@ -170,7 +173,8 @@ def extract_features(input: str | os.PathLike, out: str | os.PathLike | None = N
                      modality: str | None = None, precision: str = "auto", batch_size: int = 64,
                      workers: int | None = None, shard_size: int = 1024, device: str | None = None,
                      no_resume: bool = False, keep_shards: bool = False, overwrite: bool = False,
-                     compile: bool = False, max_pixels: int | None = None, quiet: bool = False) -> Features:
+                     compile: bool = False, max_pixels: int | None = None, quiet: bool = False,
+                     random_init: bool = False) -> Features:
     """``panderm extract`` from Python: encode a folder or CSV of images.
 
     Keywords are the CLI's options. ``model`` may also be a module from
@@ -190,7 +194,7 @@ def extract_features(input: str | os.PathLike, out: str | os.PathLike | None = N
     result = run(input, out, model=model, weights=weights, root=root, preset=preset, precision=precision,
                  batch_size=batch_size, workers=workers, shard_size=shard_size, device=device,
                  resume=not no_resume, keep_shards=keep_shards, overwrite=overwrite, progress=not quiet,
-                 compile=compile, **kwargs)
+                 compile=compile, random_init=random_init, **kwargs)
     feats = read_features(result.out)
     feats.result, feats._tmp = result, tmp
     return feats

@@ -58,17 +58,18 @@ def timm_config(model, global_pool: str = "token") -> dict:
 
 
 def export_encoder(model_name: str, weights: str | None, to: str, out: str | Path,
-                   global_pool: str = "token") -> ExportResult:
+                   global_pool: str = "token", *, random_init: bool = False) -> ExportResult:
     """Load an encoder strictly and write its weights to ``out``.
 
     Args:
         model_name: Registered encoder name.
-        weights: Registered weights name or path (``None`` exports the tag's bundled weights or the random init).
+        weights: Registered weights name or path (``None`` exports the tag's bundled weights).
         to: ``safetensors`` (PanDerm layout, loadable by ``--weights``) or ``timm``.
         out: ``safetensors``: a ``.safetensors`` file (``.pth``/``.pt``/``.bin`` are written with torch.save).
             ``timm``: a folder that receives ``model.safetensors`` and ``config.json``
             (``timm.create_model("local-dir:OUT", pretrained=True)``).
         global_pool: timm only: ``token`` (CLS + norm, the PanDerm feature) or ``avg`` (``norm`` becomes ``fc_norm``).
+        random_init: Export a random initialisation of a model that ships no weights (tests and ablations).
 
     Raises:
         ConfigError: unknown format, or an output path of the wrong kind.
@@ -82,7 +83,7 @@ def export_encoder(model_name: str, weights: str | None, to: str, out: str | Pat
     if to == "timm" and (out.suffix in (".safetensors", ".pth", ".pt", ".bin") or out.is_file()):
         raise ConfigError(f"--to timm writes a folder (model.safetensors + config.json), not the file '{out}'",
                           hint=f"pass a folder, e.g. --out {out.with_suffix('')}")
-    model = create_encoder(model_name, weights=weights)
+    model = create_encoder(model_name, weights=weights, random_init=random_init)
     sd = {k: v for k, v in encoder_state_dict(model).items() if not k.startswith("head.")}
     meta = {"panderm_model": model.model_name, "format": to,
             "weights_sha256": model.weights_info.sha256 or "", "global_pool": global_pool}

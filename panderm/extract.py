@@ -122,11 +122,11 @@ def _params_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _load_model(model: Any, weights: str | None):
+def _load_model(model: Any, weights: str | None, random_init: bool = False):
     from panderm.models.factory import create_encoder
 
     if isinstance(model, str):
-        return create_encoder(model, weights), False
+        return create_encoder(model, weights, random_init=random_init), False
     if weights is not None:
         raise ConfigError("pass weights either inside the model object or via weights=, not both")
     return model, True
@@ -156,6 +156,7 @@ def extract_features(
     compile: bool = False,
     extensions=IMAGE_EXTENSIONS,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    random_init: bool = False,
 ) -> ExtractResult:
     """Encode every image under ``input`` and write the feature matrix to ``out``.
 
@@ -163,7 +164,7 @@ def extract_features(
         input: Image folder (recursive) or CSV with an ``image`` column.
         out: Output folder (created).
         model: Registered encoder name, or an encoder module with ``forward_features``.
-        weights: Weights name/path/spec for a named model (``None``: random init).
+        weights: Weights name/path/spec for a named model (``None``: the tag's bundled weights).
         root: Folder CSV paths are relative to (default: the CSV's folder).
         preset: Preprocessing preset (default: the model's ``pretrained_cfg.preset``).
         precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware is fast at it).
@@ -179,6 +180,8 @@ def extract_features(
         compile: Wrap the model in ``torch.compile`` (falls back to eager on failure).
         extensions: Image extensions for folder input.
         max_pixels: Decompression-bomb guard per image.
+        random_init: Allow a randomly initialised named model that ships no weights
+            (tests and ablations; the features are meaningless).
 
     Returns:
         An :class:`ExtractResult`.
@@ -206,7 +209,7 @@ def extract_features(
     try:
         for note in items.notes:
             say(note)
-        enc, user_module = _load_model(model, None if weights is None else str(weights))
+        enc, user_module = _load_model(model, None if weights is None else str(weights), random_init)
         cfg = getattr(enc, "pretrained_cfg", None)
         preset_name = preset or (cfg.preset if cfg is not None else None)
         if preset_name is None:

@@ -154,7 +154,8 @@ def build_pretrainer(config: dict[str, Any]):
     from panderm.train.cae2 import CAEv2Pretrainer
     from panderm.train.teachers import build_teacher
 
-    encoder = create_encoder(config["model"], init_values=config["init_values"], drop_path_rate=config["drop_path"])
+    encoder = create_encoder(config["model"], random_init=True,  # the student starts random (or from init_weights)
+                             init_values=config["init_values"], drop_path_rate=config["drop_path"])
     if config.get("init_weights"):
         load_init_weights(encoder, config["init_weights"])
     teacher = build_teacher(config["teacher"], trust_torchscript=bool(config.get("trust_torchscript_teacher")))

@@ -73,8 +73,8 @@ def test_unknown_top_level_key_is_unexpected(tmp_path, source):
 
 def test_base_checkpoint_for_large_model_is_refused(tmp_path):
     with torch.device("meta"):
-        base = create_encoder("panderm_base_patch16_224")
-        large = create_encoder("panderm_large_patch16_224")
+        base = create_encoder("panderm_base_patch16_224", random_init=True)
+        large = create_encoder("panderm_large_patch16_224", random_init=True)
     # Zero-stride tensors keep the file tiny while keeping the released shapes.
     sd = {f"encoder.{k}": torch.zeros(1).expand(v.shape) for k, v in base.state_dict().items()}
     path = tmp_path / "panderm_bb_data6_checkpoint-499.pth"
@@ -154,7 +154,7 @@ def test_checkpoint_without_pos_embed_uses_fixed_sincos(tmp_path, source):
 
 def test_large_released_checkpoint_has_366_encoder_tensors(tmp_path):
     with torch.device("meta"):
-        large = create_encoder("panderm_large_patch16_224")
+        large = create_encoder("panderm_large_patch16_224", random_init=True)
     sd = released_state_dict(large)
     encoder_keys = [k for k in sd if k.startswith("encoder.")]
     assert len(encoder_keys) == 366

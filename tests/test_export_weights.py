@@ -43,7 +43,7 @@ def test_timm_export_computes_same_features(tmp_path, released, pool):
 
 def test_timm_export_of_large_uses_stock_architecture():
     with torch.device("meta"):
-        large = create_encoder("panderm_large_patch16_224")
+        large = create_encoder("panderm_large_patch16_224", random_init=True)
     from panderm.export import timm_create_kwargs
 
     assert timm_create_kwargs(large) == dict(

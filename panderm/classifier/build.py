@@ -201,7 +201,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
                                             "weights_spec": fw.get("spec"), "weights_sha256": fw["sha256"]},
                                             model, weights)
     else:
-        enc_model = create_encoder(name, weights)
+        enc_model = create_encoder(name, weights, random_init=weights is None)  # refused below with its own hint
     weights_hash = fresh_weights_sha256(enc_model)
     if weights_hash is None:
         raise ConfigError(f"encoder {name} has no trained weights (random initialisation)",

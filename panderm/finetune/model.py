@@ -35,7 +35,7 @@ def init_head(head: nn.Linear, init_scale: float = 0.001) -> None:
 
 
 def build_classifier(model: str, weights, num_classes: int, *, drop_path: float = 0.2,
-                     rel_pos_bias: bool = False, load: bool = True) -> nn.Module:
+                     rel_pos_bias: bool = False, load: bool = True, random_init: bool = False) -> nn.Module:
     """PanDermViT with mean pooling + ``fc_norm`` (from the pretrained ``norm``) and a scaled-init head.
 
     ``load=False`` builds the architecture only (to load a fine-tuned checkpoint into).
@@ -45,7 +45,7 @@ def build_classifier(model: str, weights, num_classes: int, *, drop_path: float 
     kwargs = {"global_pool": "avg", "drop_path_rate": drop_path, "use_rel_pos_bias": rel_pos_bias,
                   "num_classes": num_classes}
     if load:
-        net = create_encoder(model, weights, **kwargs)
+        net = create_encoder(model, weights, random_init=random_init, **kwargs)
     else:
         entry, cfg = get_encoder_entry(model)
         net = entry.factory(**kwargs)

@@ -170,7 +170,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
              batch_size=128, lr=5e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.2, warmup_epochs=10,
              min_lr=1e-6, mixup=0.8, cutmix=1.0, smoothing=0.1, rel_pos_bias=False, weighted_sampler=True,
              monitor="auto", percent_data=1.0, binary=False, tta=False, seed=0, precision="auto", device=None,
-             num_workers=2, resume=False, progress=True, n_bootstrap=1000) -> FinetuneResult:
+             num_workers=2, resume=False, progress=True, n_bootstrap=1000, random_init=False) -> FinetuneResult:
     """Fine-tune ``model`` end to end on the CSV's train rows, select on val, test on test.
 
     Args:
@@ -249,7 +249,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
                           hint="use --monitor acc or --monitor recall, or add val rows of every class")
     dev = D.resolve_device(device)
     precision = resolve_precision(precision, dev)
-    net = build_classifier(model, weights, k, drop_path=drop_path, rel_pos_bias=rel_pos_bias)
+    net = build_classifier(model, weights, k, drop_path=drop_path, rel_pos_bias=rel_pos_bias, random_init=random_init)
     preset = net.pretrained_cfg.preset
     wrapper = FinetuneModel(net, k, mixup=mixup, cutmix=cutmix, smoothing=smoothing)
     y_train = train["_y"].to_numpy()

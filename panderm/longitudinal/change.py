@@ -328,7 +328,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
                  contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
                  precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
                  warmup_epochs: float | None = None, progress: bool = True, resume: bool = False,
-                 align_preset: str = "default", **train_kwargs):
+                 align_preset: str = "default", random_init: bool = False, **train_kwargs):
     """Train a :class:`SiameseChangeModel` with the shared Trainer; keep the checkpoint of the best val AUROC.
 
     Defaults follow the paper (:data:`PAPER_RECIPE`): the whole preprocessing pipeline, lr 5e-4
@@ -343,6 +343,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
             rows may not leave it; None: the CSV's folder, absolute paths allowed).
         out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
         model, weights: Encoder name and weights for :func:`create_encoder`.
+        random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
         steps: Preprocessing ablation: a preset (``default`` = raw images, ``warp``,
             ``mask``, ``whole``) or a comma list of align steps; see
             :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
@@ -379,7 +380,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     out = Path(out)
     resolve_preset(align_preset)  # an unknown preset fails before any work
     ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split, align_preset)
-    encoder = create_encoder(model, weights)
+    encoder = create_encoder(model, weights, random_init=random_init)
     preset = preset or encoder.pretrained_cfg.preset
     net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
     transform = build_transform(preset)
@@ -432,7 +433,7 @@ def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
     if not weights.is_file():
         raise InputError(f"{run_dir} is not a finished change-detection run: {weights.name} is missing",
                          hint="train one with `panderm change train`")
-    net = SiameseChangeModel(create_encoder(cfg["model"]), hidden=cfg["hidden"], margin=cfg["margin"],
+    net = SiameseChangeModel(create_encoder(cfg["model"], random_init=True), hidden=cfg["hidden"], margin=cfg["margin"],
                              contrastive_weight=cfg["contrastive_weight"])
     load_module_weights(net, weights, "change-detection model")
     return net.eval(), cfg

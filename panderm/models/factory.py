@@ -43,28 +43,79 @@ def has_weights(name: str, weights: str | Path | None) -> bool:
     return weights is not None or bool(get_encoder_entry(name)[1].bundled)
 
 
-def create_encoder(name: str, weights: str | Path | None = None, **kwargs: Any):
+#: The tag of encoders whose random initialisation is what the name asks for (``arch.untrained``).
+UNTRAINED_TAG = "untrained"
+
+
+def registered_weights_names() -> list[str]:
+    """Weights usable without a path: ``panderm weights list`` names, then bundled ``arch.tag`` names."""
+    from panderm.errors import PandermError
+    from panderm.weights import list_weights
+
+    try:
+        names = [r.name for r in list_weights()]
+    except PandermError:  # an unreadable weights.json must not hide the error being reported
+        names = []
+    for entry in registries().encoders.entries():
+        names += [f"{entry.name}.{c.tag}" for c in entry.pretrained_cfgs if c.bundled]
+    return names
+
+
+def _no_weights_error(entry: EncoderEntry, cfg: PretrainedCfg):
+    from panderm.errors import ConfigError, examples
+
+    names = registered_weights_names()
+    have = f"registered weights: {examples(names, 8)}" if names else "no weights are registered"
+    release = f"the released file {cfg.file_name}" if cfg.file_name else "a weights file"
+    return ConfigError(
+        f"encoder {entry.name}.{cfg.tag} ships no weights: pass --weights, or --random-init for a randomly "
+        f"initialised encoder (tests and ablations only; its features are meaningless); {have}",
+        hint=f"add {release} with `panderm weights add NAME PATH`, then pass --weights NAME")
+
+
+def require_weights(name: str, weights: str | Path | None, random_init: bool = False):
+    """``(entry, cfg)`` of ``name``, or the ConfigError ``create_encoder`` would raise for these weights.
+
+    Lets commands that build the encoder late (per slide, after preprocessing) fail before any work.
+    """
+    entry, cfg = get_encoder_entry(name)
+    if random_init and weights is not None:
+        from panderm.errors import ConfigError
+
+        raise ConfigError("--weights and --random-init exclude each other", hint="drop one of them")
+    if weights is None and not cfg.bundled and not random_init and cfg.tag != UNTRAINED_TAG:
+        raise _no_weights_error(entry, cfg)
+    return entry, cfg
+
+
+def create_encoder(name: str, weights: str | Path | None = None, *, random_init: bool = False, **kwargs: Any):
     """Build a registered encoder, optionally loading weights strictly.
 
     Args:
         name: Registered ``arch`` or ``arch.tag``.
         weights: A registered weights name, a file path, or a plugin-resolved
             spec (``hf-hub:...``). ``None`` loads the tag's bundled weights if it
-            has any, else leaves the random initialisation.
+            has any; a tag without any needs ``random_init``.
+        random_init: Allow the random initialisation when there are no weights to
+            load (tests, ablations, pretraining, or weights loaded right after);
+            not needed for ``.untrained`` tags, whose meaning it is. A tag's
+            bundled weights are still loaded; with ``weights`` it is an error.
         **kwargs: Passed to the architecture factory (``global_pool``, ...).
 
     Returns:
         The model in eval mode, with ``pretrained_cfg`` and ``weights_info`` set.
 
     Raises:
-        ConfigError: unknown name or tag. InputError/CheckpointError: weights problems.
+        ConfigError: unknown name or tag; no weights for a tag that ships none and
+            no ``random_init``; both ``weights`` and ``random_init``. InputError/CheckpointError: weights problems.
     """
     from panderm.models.checkpoint import load_encoder_state
     from panderm.weights import resolve_weights_path, weights_sha256
 
-    entry, cfg = get_encoder_entry(name)
+    entry, cfg = require_weights(name, weights, random_init)
     model = entry.factory(**kwargs)
-    info = WeightsInfo(None, None, None, "random initialisation (no --weights given)")
+    info = WeightsInfo(None, None, None, "random initialisation (--random-init)" if random_init
+                       else f"random initialisation (.{cfg.tag} tag)")
     if weights is None and cfg.bundled:
         weights = bundled_weights_path(cfg)
     if weights is not None:

@@ -100,7 +100,8 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
                            precision: str = "auto", device: str | None = None,
                            slides_dir: str | os.PathLike | None = None, overwrite: bool = False,
                            progress: bool = True, block: int = 2, mpp: float | None = None,
-                           layout: str = "panderm", preset: str | None = None) -> SlideFeaturesSummary:
+                           layout: str = "panderm", preset: str | None = None,
+                           random_init: bool = False) -> SlideFeaturesSummary:
     """Encode the patches of every ``tiles_dir/coords/<slide>.h5`` into one feature file per slide.
 
     Args:
@@ -120,6 +121,7 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
         layout: ``panderm`` (``out/<slide>.h5``), ``trident`` (``out/features_<encoder>/<slide>.h5``)
             or ``clam`` (``out/h5_files/<slide>.h5`` and ``out/pt_files/<slide>.pt``).
         preset: Preprocessing preset (default: the encoder's ``pretrained_cfg.preset``).
+        random_init: Allow a randomly initialised named model that ships no weights (tests and ablations).
 
     Returns:
         A :class:`SlideFeaturesSummary`; ``features.csv`` lists every slide with its status
@@ -137,6 +139,10 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
     if batch_size < 1:
         raise ConfigError("batch_size must be a positive integer")
     check_layout(layout)
+    if isinstance(model, str):
+        from panderm.models.factory import require_weights
+
+        require_weights(model, weights, random_init)  # before any slide is read
     files = _coord_files(Path(tiles_dir).expanduser())
     enc_name, preset_name = encoder_identity(model, preset)
     device = device or default_device()
@@ -154,8 +160,8 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
         check_resume(lay, wanted)
     lay.folder.mkdir(parents=True, exist_ok=True)
     parts = start_parts(lay.out, lay.table, ctx)
-    job = _Job(model, weights, lay, get_preset(preset_name), prec, ctx.device, batch_size, workers, block, mpp,
-               slides_dir, overwrite, progress and ctx.rank == 0)
+    job = _Job(model, weights, random_init, lay, get_preset(preset_name), prec, ctx.device, batch_size, workers,
+               block, mpp, slides_dir, overwrite, progress and ctx.rank == 0)
     done = []
     for i in rank_share([f.stem for f in files], ctx.rank, ctx.world_size):
         done.append((i, job.slide(files[i])))
@@ -261,9 +267,10 @@ def _record(summary: SlideFeaturesSummary, parts, done: list[tuple[int, dict]]) 
 class _Job:
     """One rank's extraction settings and its lazily loaded encoder."""
 
-    def __init__(self, model, weights, lay, preset, prec, device, batch_size, workers, block, mpp, slides_dir,
-                 overwrite, progress):
+    def __init__(self, model, weights, random_init, lay, preset, prec, device, batch_size, workers, block, mpp,
+                 slides_dir, overwrite, progress):
         self.model, self.weights, self.lay, self.preset = model, weights, lay, preset
+        self.random_init = random_init
         self.prec, self.device = prec, device
         self.batch_size, self.workers, self.block, self.mpp = batch_size, workers, block, mpp
         self.slides_dir, self.overwrite, self.progress = slides_dir, overwrite, progress
@@ -280,7 +287,8 @@ class _Job:
         """Load the encoder (only when a slide needs it) and its provenance attributes."""
         from panderm.extract import _load_model, _params_sha256, _prepare_model
 
-        enc, user_module = _load_model(self.model, None if self.weights is None else str(self.weights))
+        enc, user_module = _load_model(self.model, None if self.weights is None else str(self.weights),
+                                       self.random_init)
         info = getattr(enc, "weights_info", None)
         p = self.preset
         self.meta = dict(model=self.lay.encoder, weights=str(getattr(info, "spec", None) or ""),

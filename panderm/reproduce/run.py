@@ -79,7 +79,7 @@ def reproduce(name: str, data: str | Path, out: str | Path, *, csv: str | Path |
               root: str | Path | None = None, model: str = "panderm_large_patch16_224",
               weights: str | None = None, batch_size: int = 64, workers: int | None = None,
               device: str | None = None, n_bootstrap: int = 1000, overwrite: bool = False,
-              progress: bool = True) -> ReproduceResult:
+              progress: bool = True, random_init: bool = False) -> ReproduceResult:
     """Run benchmark ``name`` on the data in ``data`` and write the comparison report to ``out``.
 
     Args:
@@ -88,6 +88,7 @@ def reproduce(name: str, data: str | Path, out: str | Path, *, csv: str | Path |
         out: Output folder: ``features/``, ``probe*/``, ``report.md``, ``report.json``, ``report.png``.
         csv, root: Override the CSV and the images' folder (see :func:`find_csv`, :func:`find_root`).
         model, weights: The encoder, as for ``panderm extract``.
+        random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
         n_bootstrap: Bootstrap replicates of our 95% CIs (the paper: 1,000).
         overwrite: Replace features of an earlier run with other weights or settings.
 
@@ -106,10 +107,13 @@ def reproduce(name: str, data: str | Path, out: str | Path, *, csv: str | Path |
         raise InputError(f"data folder {data} does not exist", hint="see docs/reproduce.md for each dataset")
     csv_path, image_root = find_csv(data, csv), find_root(data, root)
     check_columns(bench, csv_path)
+    from panderm.models.factory import require_weights
+
+    require_weights(model, weights, random_init)  # before any image is read
     warnings = _weights_warning(model, weights)
     features = out / "features"
     extracted = _extract(csv_path, image_root, features, model, weights, batch_size, workers, device,
-                         overwrite, progress)
+                         overwrite, progress, random_init)
     warnings += extracted
     commands = [_extract_command(csv_path, image_root, features, model, weights)]
     ours, more = _evaluate(bench, features, csv_path, out, n_bootstrap, commands)
@@ -130,12 +134,13 @@ def _weights_warning(model: str, weights: str | None) -> list[str]:
 
 
 def _extract(csv: Path, root: Path, features: Path, model, weights, batch_size, workers, device,
-             overwrite: bool, progress: bool) -> list[str]:
+             overwrite: bool, progress: bool, random_init: bool = False) -> list[str]:
     from panderm.extract import extract_features
 
     result = extract_features(csv, features, model=model, weights=weights, root=root,
                               precision=FEATURE_PRECISION, batch_size=batch_size, workers=workers,
-                              device=device, resume=True, overwrite=overwrite, progress=progress)
+                              device=device, resume=True, overwrite=overwrite, progress=progress,
+                              random_init=random_init)
     if not result.n_skipped:
         return []
     return [f"{result.n_skipped} image(s) could not be read and are left out (features/skipped.csv)"]
@@ -219,6 +224,10 @@ def reproduce_all(data_root: str | Path, out: str | Path, **options: Any) -> dic
     """
     from panderm.reproduce.report import write_summary
 
+    from panderm.models.factory import require_weights
+
+    require_weights(options.get("model", "panderm_large_patch16_224"), options.get("weights"),
+                    bool(options.get("random_init")))  # once, not once per benchmark
     data_root, out = Path(data_root), Path(out)
     done, absent, failed = [], [], {}
     for bench in runnable_benchmarks():

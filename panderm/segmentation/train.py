@@ -38,11 +38,12 @@ from panderm.segmentation.model import (
 CONFIG_FILE = "segment_config.json"
 
 
-def build_model(model: str, weights=None, channels: int = 256, drop_path: float = 0.0, taps=None) -> SegmentationModel:
-    """Encoder ``model`` (with ``weights``) + neck + UPerHead."""
+def build_model(model: str, weights=None, channels: int = 256, drop_path: float = 0.0, taps=None, *,
+                random_init: bool = False) -> SegmentationModel:
+    """Encoder ``model`` (with ``weights``, or ``random_init``) + neck + UPerHead."""
     from panderm.models.factory import create_encoder
 
-    encoder = create_encoder(model, weights, drop_path_rate=drop_path)
+    encoder = create_encoder(model, weights, random_init=random_init, drop_path_rate=drop_path)
     net = SegmentationModel(encoder, channels=channels, taps=taps)
     net.model_name = encoder.model_name
     return net
@@ -105,7 +106,7 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
                        lr: float = 5e-4, weight_decay: float = 0.01, channels: int = 256, drop_path: float = 0.0,
                        precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
                        resume: bool = False, progress: bool = True, split: str = "train", val_split: str = "val",
-                       rotation: float = 30.0, **train_kwargs):
+                       rotation: float = 30.0, random_init: bool = False, **train_kwargs):
     """Train a UPerNet lesion segmenter on a PanDerm encoder.
 
     Args:
@@ -116,6 +117,7 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
             (best val Jaccard), ``log.jsonl``, ``config.json``, ``segment_config.json``,
             ``train-state.pt`` (for ``resume``), ``skipped.csv``.
         model, weights: Encoder name and weights (:func:`panderm.models.factory.create_encoder`).
+        random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
         epochs, max_steps: Training length (one of them; default 100 epochs as §7).
         batch_size, lr, weight_decay: AdamW settings (lr is not batch-scaled).
         channels: UPerHead width (official ViT-L: 1024).
@@ -154,7 +156,7 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
     if eval_fn is None:
         print(f"panderm: warning: no '{val_split}' rows in {csv}: the best checkpoint is not tracked",
               flush=True, file=__import__("sys").stderr)
-    net = build_model(model, weights, channels, drop_path)
+    net = build_model(model, weights, channels, drop_path, random_init=random_init)
     if max_steps is None and epochs is None:
         epochs = 100
     train_kwargs.setdefault("warmup_epochs", 0)
@@ -204,7 +206,7 @@ def load_segmentation_model(run_dir, which: str = "best") -> tuple[SegmentationM
     cfg = json.loads(cfg_path.read_text())
     from panderm.models.factory import create_encoder
 
-    encoder = create_encoder(cfg["model"])  # weights come from the run checkpoint below
+    encoder = create_encoder(cfg["model"], random_init=True)  # weights come from the run checkpoint below
     net = SegmentationModel(encoder, channels=cfg["channels"], taps=cfg["taps"])
     load_module_weights(net, weights, "segmentation model")
     cfg["checkpoint"] = str(weights)

@@ -129,7 +129,7 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
               seed: int = 0, n_estimators: int = 300, epochs: float = 10, max_steps: int | None = None,
               batch_size: int = 32, lr: float = 5e-4, precision: str = "auto", device: str | None = None,
               on_missing: str = "impute", demo: bool = False, data_note: str = "", progress: bool = True,
-              resume: bool = False, keep_work: bool = False) -> TBPTrainResult:
+              resume: bool = False, keep_work: bool = False, random_init: bool = False) -> TBPTrainResult:
     """Train a TBP screening bundle (see the module docstring for the protocol).
 
     Args:
@@ -181,7 +181,7 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     table.df = table.df[in_use.to_numpy()].reset_index(drop=True)
     table.df["_val"] = val_mask[in_use.to_numpy()]
 
-    encoder = create_encoder(model, weights)
+    encoder = create_encoder(model, weights, random_init=random_init)
     base_sha, base_spec = encoder.weights_info.sha256, encoder.weights_info.spec
     if head == "finetune":
         tr = table.df[~table.df["_val"]]

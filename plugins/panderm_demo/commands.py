@@ -12,9 +12,11 @@ import click
 @click.option("--model", "model_name", default="panderm_tiny_patch16_224.demo", show_default=True,
               help="Encoder name (see `panderm models`).")
 @click.option("--weights", help="Registered weights name or path (default: the model's bundled weights).")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out: str, model_name: str, weights: str | None, precision: str, quiet: bool) -> None:
+def demo_cmd(out: str, model_name: str, weights: str | None, random_init: bool, precision: str, quiet: bool) -> None:
     """Extract features from 84 bundled HAM10000 images (7 classes) and linear-probe them.
 
     Everything is local: the images and the default encoder (a tiny ViT pretrained
@@ -24,12 +26,14 @@ def demo_cmd(out: str, model_name: str, weights: str | None, precision: str, qui
     """
     from panderm.demo import run_demo
 
-    from panderm.models.factory import has_weights
+    from panderm.models.factory import has_weights, require_weights
 
     if not has_weights(model_name, weights):
+        require_weights(model_name, weights, random_init)  # refuses before the note: it needs --random-init
         click.secho("note: this encoder has no weights; it is randomly initialised (pipeline check only)",
                     fg="yellow", err=True)
-    result = run_demo(out, model=model_name, weights=weights, precision=precision, progress=not quiet)
+    result = run_demo(out, model=model_name, weights=weights, precision=precision, progress=not quiet,
+                      random_init=random_init)
     click.echo(f"\nfeatures: {result.features_dir}  ({result.n_images} images)")
     click.echo(f"probe:    {result.probe_dir}  (metrics.json, predictions.csv, confusion_matrix.png, roc.png)")
     for name, m in result.metrics.items():

@@ -85,6 +85,8 @@ def weights_remove(name: str) -> None:
                "  feats = m.forward_head(m.forward_features(tf(img)[None]), pre_logits=True)")
 @click.option("--model", "model_name", required=True, help="Registered encoder name.")
 @click.option("--weights", help="Registered weights name or path.")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--to", "fmt", type=click.Choice(["safetensors", "timm"]), default="safetensors", show_default=True,
               help="safetensors = PanDerm layout (one file); "
                    "timm = a folder loadable by timm.create_model('local-dir:OUT').")
@@ -92,15 +94,16 @@ def weights_remove(name: str) -> None:
               help="timm only: token = CLS features (probe); avg = mean-pool + fc_norm (fine-tune).")
 @click.option("--out", required=True, type=click.Path(),
               help="safetensors: output .safetensors or .pth file; timm: output folder.")
-def export_cmd(model_name: str, weights: str | None, fmt: str, pool: str, out: str) -> None:
+def export_cmd(model_name: str, weights: str | None, random_init: bool, fmt: str, pool: str, out: str) -> None:
     """Export encoder weights as safetensors, or as a timm folder (weights + preprocessing config)."""
     from panderm.export import export_encoder
 
-    from panderm.models.factory import has_weights
+    from panderm.models.factory import has_weights, require_weights
 
     if not has_weights(model_name, weights):
+        require_weights(model_name, weights, random_init)  # refuses before the warning: it needs --random-init
         click.secho("warning: no --weights given; exporting a randomly initialised encoder", fg="yellow", err=True)
-    result = export_encoder(model_name, weights, fmt, out, global_pool=pool)
+    result = export_encoder(model_name, weights, fmt, out, global_pool=pool, random_init=random_init)
     if fmt == "timm":
         click.echo(f"wrote {result.tensors} tensors + config.json to {result.path}/")
         click.echo(f"timm.create_model('local-dir:{result.path}', pretrained=True)")

@@ -38,7 +38,9 @@ naming the same file are extracted once, with a warning."""
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Folder the CSV 'image' paths are relative to and must stay in (default: the CSV's folder).")
 @click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name (see `panderm models`).")
-@click.option("--weights", default=None, help="Registered weights name, file path or hub spec. Omit only for a pipeline check.")
+@click.option("--weights", default=None, help="Registered weights name, file path or hub spec.")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--preset", default=None, help="Preprocessing preset: panderm, imagenet, clip (default: from --modality or the model).")
 @click.option("--modality", default=None, help="Image modality choosing the default preset (dermoscopy, clinical, tbp, pathology).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="auto", show_default=True,
@@ -58,7 +60,7 @@ naming the same file are extracted once, with a warning."""
                    "[default: 100000000].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; only the summary.")
 def extract_cmd(input, out, root, model, weights, preset, modality, precision, batch_size, workers, shard_size,
-                device, no_resume, keep_shards, overwrite, use_compile, max_pixels, quiet):
+                device, no_resume, keep_shards, overwrite, use_compile, max_pixels, quiet, random_init):
     """Extract encoder features from a folder or CSV of images.
 
     INPUT is an image folder (searched recursively) or a CSV with an `image`
@@ -66,7 +68,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
     row i of features.npy.
     """
     from panderm.extract import extract_features
-    from panderm.models.factory import has_weights
+    from panderm.models.factory import has_weights, require_weights
     from panderm.plugins import registries
 
     extensions = None
@@ -76,6 +78,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
         extensions = spec.extensions
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0 and not has_weights(model, weights):
+        require_weights(model, weights, random_init)  # refuses before the warning: it needs --random-init
         click.secho("Warning: no --weights given: the encoder is randomly initialised; the features are only "
                     "good for checking the pipeline.", fg="yellow", err=True)
     kwargs = {"extensions": extensions} if extensions else {}
@@ -84,7 +87,7 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
     result = extract_features(input, out, model=model, weights=weights, root=root, preset=preset,
                               precision=precision, batch_size=batch_size, workers=workers, shard_size=shard_size,
                               device=device, resume=not no_resume, keep_shards=keep_shards, overwrite=overwrite,
-                              progress=not quiet, compile=use_compile, **kwargs)
+                              progress=not quiet, compile=use_compile, random_init=random_init, **kwargs)
     if result.rank != 0:
         return
     if result.weights_summary:

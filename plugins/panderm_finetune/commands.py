@@ -54,6 +54,8 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
               "leave it (default: the CSV's folder, absolute paths allowed).")
 @click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--out", type=_PATH, metavar="DIR", help="Run folder.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")

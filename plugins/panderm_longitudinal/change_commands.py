@@ -93,6 +93,8 @@ def change_group():
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--quick", is_flag=True,
               help="Short CPU demo: raw images (--steps default), 3 epochs, 1 warm-up epoch.")
 @click.option("--steps", "ablation", default=None, callback=_ablation,
@@ -121,12 +123,13 @@ def change_group():
 @click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the pairs, image files "
               "or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_cmd(pairs_csv, root, out, model, weights, quick, ablation, align_preset, max_steps, epochs, warmup_epochs, batch_size, lr,
-              hidden, margin, contrastive_weight, split, precision, device, workers, seed, resume, quiet):
+def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation, align_preset, max_steps, epochs,
+              warmup_epochs, batch_size, lr, hidden, margin, contrastive_weight, split, precision, device, workers, seed, resume, quiet):
     """Train a Siamese change detector (shared-weight encoder + 2-layer head); keep the best val AUROC epoch."""
     from panderm.longitudinal.change import train_change
 
-    result = train_change(pairs_csv, root, out, model=model, weights=weights, steps=ablation, quick=quick,
+    result = train_change(pairs_csv, root, out, model=model, weights=weights, random_init=random_init,
+                          steps=ablation, quick=quick,
                           max_steps=max_steps, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
                           lr=lr, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight, split=split,
                           precision=precision, device=device, num_workers=workers, seed=seed, resume=resume,

@@ -37,6 +37,8 @@ def _run_options(func, out_required: bool = True):
         click.option("--model", default="panderm_large_patch16_224", show_default=True,
                      help="Encoder name (see `panderm models`)."),
         click.option("--weights", default=None, help="Registered weights name, file path or hub spec."),
+        click.option("--random-init", is_flag=True,
+                     help="Use a randomly initialised encoder (for tests and ablations; features are meaningless)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Images per extraction batch."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -163,11 +165,12 @@ def _benchmark_command(bench) -> click.Command:
     @click.option("--root", type=_PATH, default=None,
                   help="Folder the CSV's image paths are relative to [default: DATA/images if present, else DATA].")
     @_run_options
-    def command(data, csv_path, root, out, model, weights, batch_size, workers, device, n_bootstrap, overwrite,
-                quiet, as_json):
+    def command(data, csv_path, root, out, model, weights, random_init, batch_size, workers, device, n_bootstrap,
+                overwrite, quiet, as_json):
         from panderm.reproduce.run import reproduce
 
         result = reproduce(bench.name, data, out, csv=csv_path, root=root, model=model, weights=weights,
+                           random_init=random_init,
                            batch_size=batch_size, workers=workers, device=device, n_bootstrap=n_bootstrap,
                            overwrite=overwrite, progress=not quiet)
         if as_json:
@@ -199,10 +202,12 @@ def _print_rows(rows, baseline: str) -> None:
                              f"{inside}", one_line=True))
 
 
-def _run_all(data_root, out, model, weights, batch_size, workers, device, n_bootstrap, overwrite, quiet, as_json):
+def _run_all(data_root, out, model, weights, random_init, batch_size, workers, device, n_bootstrap, overwrite, quiet,
+             as_json):
     from panderm.reproduce.run import reproduce_all
 
-    summary = reproduce_all(data_root, out, model=model, weights=weights, batch_size=batch_size, workers=workers,
+    summary = reproduce_all(data_root, out, model=model, weights=weights, random_init=random_init,
+                            batch_size=batch_size, workers=workers,
                             device=device, n_bootstrap=n_bootstrap, overwrite=overwrite, progress=not quiet)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -62,6 +62,8 @@ def segment_group():
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Epochs [default: 100].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -79,15 +81,16 @@ def segment_group():
 @click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the CSV rows, image/mask "
               "files or weights changed since it started).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_cmd(csv_path, root, out, model, weights, epochs, max_steps, batch_size, lr, weight_decay, channels,
-              drop_path, split, precision, device, workers, seed, resume, quiet):
+def train_cmd(csv_path, root, out, model, weights, random_init, epochs, max_steps, batch_size, lr, weight_decay,
+              channels, drop_path, split, precision, device, workers, seed, resume, quiet):
     """Train a UPerNet lesion segmenter on a PanDerm encoder."""
     from panderm.segmentation.train import train_segmentation
 
     res = train_segmentation(csv_path, root, out, model=model, weights=weights, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              channels=channels, drop_path=drop_path, precision=precision, device=device,
-                             num_workers=workers, seed=seed, resume=resume, progress=not quiet, split=split)
+                             num_workers=workers, seed=seed, resume=resume, progress=not quiet, split=split,
+                             random_init=random_init)
     best = f"; best val Jaccard {res.best['value']:.3f} at step {res.best['step']}" if res.best else ""
     click.echo(f"Trained {res.steps} steps on {res.n_train} images, final loss {res.final_loss:.4f}{best}; "
                f"model in {res.out}")

@@ -110,6 +110,8 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature folder.")
 @click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
 @click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @click.option("--slides", "slides_dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding the slides (default: the paths recorded at tiling).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -125,14 +127,14 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
               help="Preprocessing preset (mean/std, interpolation) [default: the encoder's own].")
 @click.option("--overwrite", is_flag=True, help="Recompute slides whose feature file exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def extract_cmd(tiles, out, model, weights, slides_dir, batch_size, workers, precision, device, mpp, layout, preset,
-                overwrite, quiet):
+def extract_cmd(tiles, out, model, weights, random_init, slides_dir, batch_size, workers, precision, device, mpp,
+                layout, preset, overwrite, quiet):
     """Encode the tissue patches of tiled slides: one features .h5 per slide."""
     from panderm.pathology.slide_features import extract_slide_features
 
     s = extract_slide_features(tiles, out, model=model, weights=weights, batch_size=batch_size, workers=workers,
                                precision=precision, device=device, slides_dir=slides_dir, overwrite=overwrite,
-                               progress=not quiet, mpp=mpp, layout=layout, preset=preset)
+                               progress=not quiet, mpp=mpp, layout=layout, preset=preset, random_init=random_init)
     if s.rank != 0:
         return
     click.echo(f"{len(s.rows)} slide(s): {s.count('ok')} extracted, {s.count('exists')} already done, "

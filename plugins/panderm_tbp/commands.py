@@ -178,14 +178,18 @@ validation_lesions.csv. --resume refuses a changed table or other weights."""
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Resume an interrupted fine-tuning run in --out/.work.")
 @click.option("--keep-work", is_flag=True, help="Keep --out/.work (features, fine-tuning checkpoints) after success.")
+@click.option("--random-init", is_flag=True,
+              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
 @_common
 def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, lesion_filter, target_sensitivity,
-                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, keep_work, fmt,
+                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, keep_work,
+                  random_init, fmt,
                   images, weights, strict_measurements, batch_size, precision, device, quiet):
     """Train a screening bundle: risk head (on risk_label), ExtraTrees (on label), thresholds."""
     from panderm.tbp.train import train_tbp
 
-    res = train_tbp(lesions, out, root=root, fmt=fmt, images=images, model=model, weights=weights, head=head,
+    res = train_tbp(lesions, out, root=root, fmt=fmt, images=images, model=model, weights=weights,
+                    random_init=random_init, head=head,
                     measure_from_image=measure_from_image, no_ml=no_ml, lesion_filter=lesion_filter,
                     target_sensitivity=target_sensitivity, ud_k=ud_k, ud_min_lesions=ud_min_lesions,
                     ud_metric=ud_metric, folds=folds, seed=seed, n_estimators=n_estimators, epochs=epochs,

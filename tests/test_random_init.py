@@ -104,3 +104,24 @@ def test_bundled_and_untrained_tags_need_no_flag(name):
         assert model.weights_info.sha256  # the bundled file, not a random init
     else:
         assert model.weights_info.sha256 is None and "untrained" in model.weights_info.summary
+
+
+def test_curve_finetune_takes_random_init_and_refuses_without_it(shared_data, tmp_path, cli, monkeypatch):
+    """A weight-less --model in a fine-tuning curve: refused, naming --random-init, which the command has."""
+    from panderm.eval import curve
+
+    data = shared_data / "ham10000_dermoscopy_cls"
+    base = ["curve", "--csv", str(data / "labels.csv"), "--method", "finetune", "--root", str(data / "images"),
+            "--model", "panderm_base_patch16_224", "--max-steps", "1", "--percents", "0.05", "--seeds", "1",
+            "--out", str(tmp_path / "c")]
+    r = cli(base)
+    assert r.exit_code == 2 and "--random-init" in r.output and "Traceback" not in r.output
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs["finetune_kwargs"])
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(curve, "label_efficiency", capture)
+    r = cli([*base, "--random-init"])
+    assert r.exit_code == 2 and seen.get("random_init") is True

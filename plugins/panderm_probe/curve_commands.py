@@ -77,13 +77,16 @@ scores are comparable with the paper's; sklearn is scikit-learn's objective.""")
               help="Fine-tuning epochs (--method finetune; default: the fine-tuner's).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Fine-tuning optimizer steps instead of epochs (--method finetune).")
+@click.option("--random-init", is_flag=True,
+              help="Fine-tune randomly initialised encoders where a --model has no weights (--method finetune; "
+                   "for ablations: the paper's curves start from pretrained weights).")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               metavar="N", help="Bootstrap replicates of each run's CI.")
 @click.option("--out", type=_PATH, default=Path("curve"), show_default=True, metavar="DIR", help="Output folder.")
 @click.option("--no-resume", is_flag=True, help="Recompute runs already in --out/runs.csv.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-run progress lines.")
 def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, protocol, reference, root, models,
-              epochs, max_steps, n_bootstrap, out, no_resume, quiet):
+              epochs, max_steps, random_init, n_bootstrap, out, no_resume, quiet):
     """Label-efficiency curve: test metric vs fraction of training labels, per encoder.
 
     Each encoder is trained on stratified, seeded subsamples of the train split
@@ -112,6 +115,10 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, proto
     kwargs = {"epochs": epochs} if epochs is not None else {}
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
+    if random_init:
+        if method != "finetune":
+            raise ConfigError("--random-init is for --method finetune", hint="the probe reads features, not encoders")
+        kwargs["random_init"] = True
     res = label_efficiency(csv_path, out, features=feats, percents=percents, seeds=seeds, metric=metric,
                            binary=binary, method=method, finetune_kwargs=kwargs, root=root, models=parsed_models,
                            n_bootstrap=n_bootstrap, progress=not quiet, resume=not no_resume, protocol=protocol,

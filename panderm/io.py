@@ -128,3 +128,17 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (float, np.floating)):
         return None if not np.isfinite(obj) else float(obj)
     return obj
+
+
+def read_csv_frame(path: str | os.PathLike):
+    """A CSV as a pandas DataFrame (empty when the file is empty), or an InputError naming the file."""
+    import pandas as pd
+
+    from panderm.errors import InputError
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as CSV: {exc}") from None

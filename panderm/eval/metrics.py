@@ -120,7 +120,7 @@ def _sorted(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray, descending: bo
     return take(pos), take(neg), np.broadcast_to(start, shape), np.broadcast_to(stop, shape)
 
 
-def _auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+def weighted_auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Weighted Mann-Whitney AUC (ties count ½), exactly sklearn's trapezoidal ROC AUC. Shape (B,)."""
     p, q, start, stop = _sorted(scores, pos, neg, descending=False)
     cum = np.cumsum(q, axis=1)
@@ -198,7 +198,7 @@ def _batch_chunk(y, P, W, names) -> dict[str, np.ndarray]:
     if k == 2:
         pos, neg = W * onehot[:, 1], W * onehot[:, 0]
         if "auroc" in names or "auroc_ovr" in names:
-            out["auroc"] = out["auroc_ovr"] = _auc(P[..., 1], pos, neg)
+            out["auroc"] = out["auroc_ovr"] = weighted_auc(P[..., 1], pos, neg)
         if "aupr" in names:
             out["aupr"] = _ap(P[..., 1], pos, neg)
         return out
@@ -208,10 +208,10 @@ def _batch_chunk(y, P, W, names) -> dict[str, np.ndarray]:
             for b in range(a + 1, k):
                 m = onehot[:, a] | onehot[:, b]
                 Wa, Wb = W[:, m] * onehot[m, a], W[:, m] * onehot[m, b]
-                pairs.append((_auc(P[..., m, a], Wa, Wb) + _auc(P[..., m, b], Wb, Wa)) / 2)
+                pairs.append((weighted_auc(P[..., m, a], Wa, Wb) + weighted_auc(P[..., m, b], Wb, Wa)) / 2)
         out["auroc"] = np.mean(pairs, axis=0)
     if "auroc_ovr" in names:
-        out["auroc_ovr"] = np.mean([_auc(P[..., c], W * onehot[:, c], W * ~onehot[:, c]) for c in range(k)], axis=0)
+        out["auroc_ovr"] = np.mean([weighted_auc(P[..., c], W * onehot[:, c], W * ~onehot[:, c]) for c in range(k)], axis=0)
     if "aupr" in names:
         out["aupr"] = np.mean([_ap(P[..., c], W * onehot[:, c], W * ~onehot[:, c]) for c in range(k)], axis=0)
     return out
@@ -229,7 +229,8 @@ def bootstrap_counts(y: np.ndarray, n: int, rng: np.random.Generator, stratified
     return np.bincount(flat, minlength=n * N).reshape(n, N).astype(np.float64)
 
 
-def _interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``(alpha/2, 1 - alpha/2)`` percentile interval of the finite ``values`` (NaNs when none)."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -263,7 +264,7 @@ def bootstrap_ci(y_true, proba, classes, n: int = 1000, seed: int = 0, alpha: fl
         counts = bootstrap_counts(y, n, np.random.default_rng(seed), stratified)
         reps = batch_metrics(y, np.asarray(proba, dtype=np.float64), counts, metrics)
         for m in metrics:
-            result[m]["ci_low"], result[m]["ci_high"] = _interval(reps[m], alpha)
+            result[m]["ci_low"], result[m]["ci_high"] = percentile_interval(reps[m], alpha)
     return result
 
 
@@ -316,7 +317,7 @@ def paired_test(y_true, proba_a, proba_b, metric: str | Sequence[str] = "auroc",
     for m in names:
         diff = va[m] - vb[m]
         d_boot = boot_a[m] - boot_b[m]
-        lo, hi = _interval(d_boot, alpha)
+        lo, hi = percentile_interval(d_boot, alpha)
         if not np.isfinite(diff):
             p = float("nan")
         elif method == "permutation":
@@ -451,5 +452,5 @@ def threshold_metrics_ci(y_true, score, threshold: float = 0.5, n: int = 1000, s
     if n > 0 and len(y):
         reps = rates(bootstrap_counts(y, n, np.random.default_rng(seed)))
         for m in result:
-            result[m]["ci_low"], result[m]["ci_high"] = _interval(reps[m], alpha)
+            result[m]["ci_low"], result[m]["ci_high"] = percentile_interval(reps[m], alpha)
     return result

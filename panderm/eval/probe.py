@@ -42,7 +42,7 @@ import pandas as pd
 from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.linear import PROTOCOL_PENALTY, penalty_for
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
-from panderm.io import atomic_path, atomic_write_json, jsonable
+from panderm.io import atomic_path, atomic_write_json, jsonable, read_csv_frame
 from panderm.paths import normalise_path  # still importable from here (older plugins)
 
 SPLITS = ("train", "val", "test")
@@ -116,7 +116,7 @@ def load_features(folder: str | Path, role: str = "features") -> _Features:
         raise InputError(f"cannot read {npy}: {exc}") from None
     if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
         raise InputError(f"{npy} must be a numeric N×D matrix, got shape {X.shape} ({X.dtype})")
-    idx = _read_csv(index)
+    idx = read_csv_frame(index)
     if "image" not in idx.columns:
         raise InputError(f"{index} has no 'image' column (columns: {', '.join(map(str, idx.columns))})")
     if len(idx) != len(X):
@@ -137,20 +137,11 @@ def load_features(folder: str | Path, role: str = "features") -> _Features:
             raise InputError(f"cannot read {folder / 'meta.json'}: {exc}") from None
     skipped: set[str] = set()
     if (folder / "skipped.csv").is_file():
-        sk = _read_csv(folder / "skipped.csv")
+        sk = read_csv_frame(folder / "skipped.csv")
         if len(sk.columns):
             col = "image" if "image" in sk.columns else sk.columns[0]
             skipped = {normalise_path(p) for p in sk[col].dropna().astype(str)}
     return _Features(folder, X, keys, meta, skipped)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as CSV: {exc}") from None
 
 
 def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple[pd.DataFrame, str]:
@@ -165,7 +156,7 @@ def load_dataset(csv: str | Path, binary: bool, use_split: bool = True) -> tuple
     csv = Path(csv)
     if not csv.is_file():
         raise InputError(f"dataset CSV {csv} does not exist")
-    df = _read_csv(csv)
+    df = read_csv_frame(csv)
     label_col = "binary_label" if binary else "label"
     if not use_split:
         df = df.assign(split="train")

@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
-from panderm.eval.probe import _read_csv, drop_repeated_keys
+from panderm.eval.probe import drop_repeated_keys
+from panderm.io import read_csv_frame
 from panderm.io import jsonable
 from panderm.paths import normalise_path
 from panderm.io import atomic_path, atomic_write_json
@@ -91,7 +92,7 @@ def _load_predictions(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if not path.is_file():
         raise InputError(f"predictions file {path} does not exist",
                          hint="write one with: panderm probe --features DIR --csv CSV --out DIR")
-    pred = _read_csv(path)
+    pred = read_csv_frame(path)
     prob_cols = [c for c in pred.columns if str(c).startswith("prob_")]
     missing = [c for c in ("image", "true_label") if c not in pred.columns]
     if missing or len(prob_cols) < 2:
@@ -249,7 +250,7 @@ def _replicate_metrics(y: np.ndarray, P: np.ndarray, W: np.ndarray, binary: bool
 
 def _binary_rates(y, P, W, positive: int) -> dict[str, np.ndarray]:
     """Sensitivity (TPR of ``positive``), specificity (TNR) and AUROC of P(positive)."""
-    from panderm.eval.metrics import _auc
+    from panderm.eval.metrics import weighted_auc
 
     neg = 1 - positive
     pred = P.argmax(axis=1)
@@ -257,27 +258,27 @@ def _binary_rates(y, P, W, positive: int) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = (pos_w * (pred == positive)).sum(axis=1) / pos_w.sum(axis=1)
         spec = (neg_w * (pred == neg)).sum(axis=1) / neg_w.sum(axis=1)
-    return {"sensitivity": sens, "specificity": spec, "auroc": _auc(P[:, positive], pos_w, neg_w)}
+    return {"sensitivity": sens, "specificity": spec, "auroc": weighted_auc(P[:, positive], pos_w, neg_w)}
 
 
 def _ovr_auroc_present(y, P, W) -> np.ndarray:
     """One-vs-rest macro AUROC over the classes present in ``y``; NaN with fewer than 2."""
-    from panderm.eval.metrics import _auc
+    from panderm.eval.metrics import weighted_auc
 
     onehot = y[:, None] == np.arange(P.shape[1])
     present = [c for c in range(P.shape[1]) if onehot[:, c].any()]
     if len(present) < 2:
         return np.full(len(W), np.nan)
-    per = np.array([_auc(P[:, c], W * onehot[:, c], W * ~onehot[:, c]) for c in present])
+    per = np.array([weighted_auc(P[:, c], W * onehot[:, c], W * ~onehot[:, c]) for c in present])
     with warnings.catch_warnings():  # replicates where no class is scorable: NaN, quietly
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(per, axis=0)
 
 
 def _point_and_ci(v: np.ndarray) -> dict[str, float]:
-    from panderm.eval.metrics import _interval
+    from panderm.eval.metrics import percentile_interval
 
-    lo, hi = _interval(v[1:], 0.05) if len(v) > 1 else (float("nan"), float("nan"))
+    lo, hi = percentile_interval(v[1:], 0.05) if len(v) > 1 else (float("nan"), float("nan"))
     point = float(v[0])
     if not np.isfinite(point):
         lo = hi = float("nan")
@@ -415,7 +416,7 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
     pred, classes = _load_predictions(predictions)
     if not csv.is_file():
         raise InputError(f"dataset CSV {csv} does not exist")
-    df = _read_csv(csv)
+    df = read_csv_frame(csv)
     if "image" not in df.columns:
         raise InputError(f"{csv} has no 'image' column (columns: {', '.join(map(str, df.columns))})")
     unknown = [c for c in by if c not in df.columns]

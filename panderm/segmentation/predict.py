@@ -163,7 +163,7 @@ def summarize_counts(counts: np.ndarray, n_bootstrap: int = 1000, seed: int = 0,
     pooled pixels over all images. Each is ``{"value", "ci_low", "ci_high"}``; the CIs
     resample images.
     """
-    from panderm.eval.metrics import _interval, bootstrap_counts
+    from panderm.eval.metrics import percentile_interval, bootstrap_counts
 
     c = np.asarray(counts, np.float64)
     d, j = dice_from_counts(*c.T), jaccard_from_counts(*c.T)
@@ -178,7 +178,7 @@ def summarize_counts(counts: np.ndarray, n_bootstrap: int = 1000, seed: int = 0,
         reps["dice_global"] = dice_from_counts(inter, npred, ntrue)
         reps["jaccard_global"] = jaccard_from_counts(inter, npred, ntrue)
         for k, v in reps.items():
-            res[k]["ci_low"], res[k]["ci_high"] = _interval(np.asarray(v), alpha)
+            res[k]["ci_low"], res[k]["ci_high"] = percentile_interval(np.asarray(v), alpha)
     return res
 
 

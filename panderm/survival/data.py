@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
-from panderm.eval.probe import _read_csv
+from panderm.io import read_csv_frame
 from panderm.paths import normalise_path
 
 ID_COLUMNS = ("image", "case_id", "patient_id", "lesion_id", "id")
@@ -55,7 +55,7 @@ def _table(path, role: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{role} file {path} does not exist")
-    return _read_csv(path)
+    return read_csv_frame(path)
 
 
 def _need(df: pd.DataFrame, cols, role: str, src) -> None:

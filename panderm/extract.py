@@ -42,6 +42,7 @@ from panderm.extract_folder import (
     save_shard,
     shard_done,
 )
+from panderm.hardware import torch_dtype
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text, file_stamp
 from panderm.train.distributed import barrier, init_distributed
 
@@ -295,8 +296,8 @@ def _prepare_model(enc, device: str, prec: str, use_compile: bool, user_module: 
     if user_module:
         enc = copy.deepcopy(enc)  # never cast or move the caller's module in place
     enc = enc.eval().to(device)
-    if prec == "bf16":
-        enc = enc.to(torch.bfloat16)
+    if torch_dtype(prec) is not None:
+        enc = enc.to(torch_dtype(prec))
     if use_compile:
         try:
             # Inductor "freezing" pre-packs the (inference-only) weights for oneDNN: ~1.2x on CPU bf16.
@@ -309,8 +310,8 @@ def _prepare_model(enc, device: str, prec: str, use_compile: bool, user_module: 
 
 def _forward(enc, x: torch.Tensor, device: str, prec: str) -> np.ndarray:
     x = x.to(device, non_blocking=True)
-    if prec == "bf16":
-        x = x.to(torch.bfloat16)
+    if torch_dtype(prec) is not None:
+        x = x.to(torch_dtype(prec))
     compiled = getattr(enc, "_compiled_ff", None)
     if compiled is not None:
         try:
@@ -326,7 +327,7 @@ def _run_shards(enc, items, todo: list[int], shard_dir: Path, transform, batch_s
     """Compute shards ``todo`` in order, saving each as soon as its last batch is done."""
     if not todo:
         return 0
-    from tqdm import tqdm
+    from panderm.progress import progress_bar
 
     batches, batch_shard = [], []
     for s in todo:
@@ -340,7 +341,7 @@ def _run_shards(enc, items, todo: list[int], shard_dir: Path, transform, batch_s
         dataset, batch_sampler=batches, num_workers=n_workers, collate_fn=_collate,
         pin_memory=device.startswith("cuda"), prefetch_factor=4 if n_workers else None)
     total = sum(len(b) for b in batches)
-    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="extract")
+    bar = progress_bar(total=total, unit="img", enabled=progress, desc="extract")
     acc: dict[int, tuple[list, list, list]] = {}
     remaining = {s: batch_shard.count(s) for s in todo}
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from panderm.errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,18 +30,28 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """Map ``fp32|bf16|auto`` to a concrete ``fp32`` or ``bf16`` for ``device``.
+    """Map ``auto|bf16|fp16|fp32`` to a concrete ``bf16``, ``fp16`` or ``fp32`` for ``device``.
 
-    ``auto`` means bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16,
-    otherwise fp32.
+    ``auto`` means bf16 on CUDA and on CPUs with AMX or AVX512-BF16, otherwise fp32.
+    fp16 is for CUDA GPUs without bf16 (V100, T4); on a CPU it is refused.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'", hint=f"choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        raise ConfigError(f"--precision fp16 needs a CUDA device, not '{device}'",
+                          hint="on a CPU use --precision bf16 (fast on AMX/AVX512-BF16 CPUs) or fp32")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
         return "bf16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def torch_dtype(precision: str):
+    """The reduced-precision dtype of a resolved precision (``None`` for fp32)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def default_device() -> str:

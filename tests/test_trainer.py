@@ -208,10 +208,20 @@ def test_resume_is_bit_identical_with_two_gloo_ranks(tmp_path):
     assert len(a) == 8 and a == b
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
 def test_mixed_precision_runs(tmp_path, precision):
     r = Trainer(TinyModel(), NoisyData(24), cfg(steps=3, precision=precision), tmp_path / "r").fit()
     assert r.steps == 3 and math.isfinite(r.final_loss)
+    run_precision = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert precision != "bf16" or "bf16" in json.dumps(run_precision)
+
+
+def test_fp16_on_cpu_is_refused_with_the_alternatives(tmp_path):
+    from panderm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device") as info:
+        Trainer(TinyModel(), NoisyData(24), cfg(steps=3, precision="fp16"), tmp_path / "r").fit()
+    assert "bf16" in info.value.hint and "fp32" in info.value.hint
 
 
 def _eval_fn(values):

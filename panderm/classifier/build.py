@@ -30,6 +30,7 @@ from panderm.classifier.bundle import (
     softmax,
 )
 from panderm.errors import CheckpointError, ConfigError, InputError
+from panderm.hardware import torch_dtype
 
 HAM_LICENCE = ("HAM10000 (Tschandl et al., Sci. Data 2018), CC BY-NC 4.0; images by the ViDIR Group, "
                "Department of Dermatology, Medical University of Vienna, and the Cliff Rosendahl practice")
@@ -287,8 +288,8 @@ def _run_images(net, paths: list[Path], preset: str, device: str, precision: str
         if not xs:
             continue
         x = torch.stack(xs).to(device)
-        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                                                    enabled=precision == "bf16"):
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch_dtype(precision),
+                                                    enabled=torch_dtype(precision) is not None):
             f = net.forward_features(x)
             z = net.head(f)
         feats.append(f.float().cpu().numpy())

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from panderm.errors import CheckpointError, ConfigError, InputError
+from panderm.hardware import torch_dtype
 from panderm.manifest import read_bundle_json
 
 META_FILE = "classifier.json"
@@ -187,8 +188,8 @@ class Classifier:
         if not images:
             return np.zeros((0, int(self.meta["encoder"]["dim"])), np.float32)
         x = torch.stack([self._transform(to_rgb(im)) for im in images]).to(self.device)
-        if self.precision == "bf16":
-            x = x.to(torch.bfloat16)
+        if torch_dtype(self.precision) is not None:
+            x = x.to(torch_dtype(self.precision))
         with torch.inference_mode():
             return self._net.forward_features(x).float().cpu().numpy().astype(np.float32)
 
@@ -394,8 +395,6 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
         InputError: not a bundle. CheckpointError: damaged, changed or foreign files.
         ConfigError: other encoder weights.
     """
-    import torch
-
     from panderm.hardware import default_device, resolve_precision
     from panderm.models.factory import create_matching_encoder
 
@@ -413,7 +412,7 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
         if weight.shape != (k, dim):
             raise CheckpointError(f"{path / MODEL_FILE} has a head of shape {weight.shape}, expected {(k, dim)}")
     net = net.eval().to(device)
-    if precision == "bf16":
-        net = net.to(torch.bfloat16)
+    if torch_dtype(precision) is not None:
+        net = net.to(torch_dtype(precision))
     feats, labels, rows = _reference_set(path, dim, k)
     return Classifier(path, meta, weight, bias, net, feats, labels, rows, _card(path), device, precision)

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from panderm.errors import CheckpointError, ConfigError, InputError, PandermError, examples
+from panderm.hardware import torch_dtype
 from panderm.models.checkpoint import load_module_weights
 
 MONITORS = ("auto", "acc", "recall", "auroc")
@@ -86,7 +87,8 @@ def _infer(net, paths, labels, preset: str, *, tta: bool, batch_size: int, num_w
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=skip_collate())
     device = torch.device(device)
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    dtype = torch_dtype(precision)
+    amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     probs, rows, skipped = [], [], []
     was_training = net.training
     net.eval()

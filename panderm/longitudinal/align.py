@@ -387,7 +387,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     Raises:
         InputError: see :func:`read_pairs`.
     """
-    from tqdm import tqdm
+    from panderm.progress import progress_bar
 
     rows = read_pairs(pairs_csv, root)
     out = prepare_out(out)
@@ -399,7 +399,7 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
     cv2.setNumThreads(1) if workers > 1 else None  # avoid oversubscribing the cores pair-parallelism uses
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(_one, row, out, kwargs) for row in rows]
-        summary = [f.result() for f in tqdm(futures, desc="align", unit="pair", disable=not progress)]
+        summary = [f.result() for f in progress_bar(futures, desc="align", unit="pair", enabled=progress)]
     with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
         w.writeheader()

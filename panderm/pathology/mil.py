@@ -470,12 +470,12 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     (out / "metrics.json").unlink(missing_ok=True)
     (out / "attention").mkdir(exist_ok=True)
 
-    from tqdm import tqdm
+    from panderm.progress import progress_bar
 
     proba = np.zeros((len(bags), len(classes)))
     pred_fold = np.full(len(bags), -1)
     fold_info = []
-    bar = tqdm(total=folds, unit="fold", disable=not progress, dynamic_ncols=True, desc="mil")
+    bar = progress_bar(total=folds, unit="fold", enabled=progress, desc="mil")
     for k in range(folds):
         test_i = np.flatnonzero(fold_of == k)
         train_i = np.flatnonzero(fold_of != k)

@@ -338,10 +338,8 @@ class _Job:
         return row
 
     def encode(self, slide, coords, attrs, name) -> np.ndarray:
-        from tqdm import tqdm
-
         return _encode_slide(self.enc, slide, coords, attrs, self.batch_size, self.workers, self.block, self.mpp,
-                             self.device, self.prec, self.preset, self.progress, name, tqdm)
+                             self.device, self.prec, self.preset, self.progress, name)
 
 
 def check_slide_matches(slide: Path, coords: np.ndarray, attrs: dict, mpp: float | None = None) -> None:
@@ -385,11 +383,12 @@ def _recorded_size(attrs: dict) -> tuple[int, int] | None:
 
 
 def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, device, prec, preset, progress,
-                  name, tqdm) -> np.ndarray:
+                  name) -> np.ndarray:
     import torch
 
     from panderm.extract import _forward
     from panderm.pathology.patches import iter_patches
+    from panderm.progress import progress_bar
 
     level, psl = int(attrs["patch_level"]), int(attrs["patch_size_level"])
     patch, step0 = int(attrs["patch_size"]), int(attrs["patch_size_level0"])
@@ -397,8 +396,7 @@ def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, de
     feats: np.ndarray | None = None
     buf_idx: list[np.ndarray] = []
     buf_img: list[np.ndarray] = []
-    bar = tqdm(total=len(coords), desc=name[:24], unit="patch", disable=not progress, dynamic_ncols=True,
-               leave=False)
+    bar = progress_bar(total=len(coords), desc=name[:24], unit="patch", enabled=progress, leave=False)
 
     def flush(final: bool):
         nonlocal feats, buf_idx, buf_img

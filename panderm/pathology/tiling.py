@@ -261,6 +261,8 @@ def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int 
     """
     from tqdm import tqdm
 
+    from panderm.progress import progress_bar
+
     from panderm.pathology.sharding import join_ranks, merge_table, rank_share, start_parts
 
     out = Path(out).expanduser()
@@ -276,8 +278,8 @@ def tile_slides(input: str | os.PathLike, out: str | os.PathLike, *, patch: int 
     parts = start_parts(out, "tiling", ctx)
     done: list[tuple[int, TileResult]] = []
     opts = dict(patch=patch, mag=mag, tissue_threshold=tissue_threshold, sat_threshold=sat_threshold, **kwargs)
-    for i in tqdm(rank_share(names, ctx.rank, ctx.world_size), desc="tile", unit="slide",
-                  disable=not progress or ctx.rank != 0, dynamic_ncols=True):
+    for i in progress_bar(rank_share(names, ctx.rank, ctx.world_size), desc="tile", unit="slide",
+                          enabled=progress and ctx.rank == 0):
         path, row_mpp = slides[i]
         res = _tile_or_skip(path, names[i], out, i in duplicate, overwrite,
                             dict(opts, mpp=row_mpp if row_mpp is not None else mpp))

@@ -126,7 +126,7 @@ def predict_masks(run, inputs, out, *, threshold: float = 0.5, overlays: bool = 
     Returns:
         ``{"n_images", "n_skipped", "out"}``.
     """
-    from tqdm.auto import tqdm
+    from panderm.progress import progress_bar
 
     from panderm.segmentation.train import load_segmentation_model, predict_probability
 
@@ -137,7 +137,7 @@ def predict_masks(run, inputs, out, *, threshold: float = 0.5, overlays: bool = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records, skipped = [], []
-    bar = tqdm(total=len(paths), disable=not progress, desc="segment", unit="img")
+    bar = progress_bar(total=len(paths), enabled=progress, desc="segment", unit="img")
     for batch, skip in _batches(paths, batch_size):
         skipped.extend(skip)
         probs = predict_probability(net, [im for _, im in batch], dev)

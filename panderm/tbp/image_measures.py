@@ -228,10 +228,10 @@ def measure_images(paths: Sequence[str | os.PathLike],
     paths = list(paths)
     if masks is not None and len(masks) != len(paths):
         raise InputError(f"{len(masks)} masks for {len(paths)} images", hint="give one mask (or None) per image")
-    from tqdm import tqdm
+    from panderm.progress import progress_bar
 
     rows = []
-    for i, path in enumerate(tqdm(paths, unit="img", disable=not progress, desc="measure")):
+    for i, path in enumerate(progress_bar(paths, unit="img", enabled=progress, desc="measure")):
         row = {"image": path, **_nan_result(), "measure_status": "ok"}
         try:
             img = load_rgb(path)

@@ -38,6 +38,7 @@ import torch
 
 from panderm.data.pretrain import EpochSampler, SeededIndexDataset, skip_collate
 from panderm.errors import ConfigError, PandermError
+from panderm.hardware import PRECISIONS, resolve_precision, torch_dtype
 from panderm.io import atomic_write_json, atomic_write_text
 from panderm.provenance import check_resume_inputs, save_inputs
 from panderm.train import checkpointing as ckpt
@@ -68,7 +69,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     clip_grad: float | None = 3.0
-    precision: str = "bf16"
+    precision: str = "auto"
     checkpoint_every: int = 1000
     keep_last: int = 3
     log_every: int = 10
@@ -158,8 +159,8 @@ class Trainer:
         c = self.cfg
         if (c.steps is None) == (c.epochs is None):
             raise ConfigError("give exactly one of steps or epochs")
-        if c.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"unknown precision '{c.precision}'", hint="choose fp32, bf16 or fp16")
+        if c.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{c.precision}'", hint=f"choose one of {', '.join(PRECISIONS)}")
         for name in ("batch_size", "accum_steps", "checkpoint_every", "log_every"):
             if int(getattr(c, name)) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(c, name)}")
@@ -179,10 +180,11 @@ class Trainer:
     def _setup(self) -> None:
         c, ctx = self.cfg, D.init_distributed(self.cfg.device)
         self.ctx, self.device = ctx, torch.device(ctx.device)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.precision)
+        self.precision = resolve_precision(c.precision, self.device.type)
+        dtype = torch_dtype(self.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         self.scaler = None
-        if c.precision == "fp16":
+        if self.precision == "fp16":
             try:
                 self.scaler = torch.amp.GradScaler(self.device.type)
                 with self.autocast():
@@ -446,7 +448,7 @@ class Trainer:
                 "train": asdict(c), "run_config": self.run_config,
                 "resolved": {"lr": self.lr, "global_batch": self.global_batch, "world_size": ctx.world_size,
                              "steps": self.total, "steps_per_epoch": self.spe, "warmup_steps": self.warmup,
-                             "device": str(self.device), "precision": c.precision}}))
+                             "device": str(self.device), "precision": self.precision}}))
             self._say(f"training {self.total} steps ({self.spe}/epoch), global batch {self.global_batch}, "
                       f"lr {self.lr:.3g}, world size {ctx.world_size}, {self.device}")
             if c.tensorboard:
@@ -456,10 +458,9 @@ class Trainer:
                     self.tb = SummaryWriter(str(self.out / "tensorboard"))
                 except ImportError:
                     self._say("tensorboard is not installed; skipping TensorBoard logging")
-        from tqdm.auto import tqdm
+        from panderm.progress import progress_bar
 
-        self.bar = tqdm(total=self.total, initial=step, disable=not (c.progress and ctx.is_main),
-                        desc="train", dynamic_ncols=True)
+        self.bar = progress_bar(total=self.total, initial=step, enabled=c.progress and ctx.is_main, desc="train")
         self._t_log, interrupted = time.perf_counter(), False
         try:
             while step < self.total and not interrupted:

@@ -1,16 +1,18 @@
-"""The plugin host: loads entry points lazily and builds the registries.
+"""The plugin host: loads plugins lazily and builds the registries.
 
-Built-in plugins and third-party plugins both arrive through the ``panderm``
-entry-point group. A plugin that fails to import or to register is reported in
-one warning line naming it, and everything else keeps working.
+Built-in plugins are the modules of ``DEFAULT_PLUGINS`` (as llm does: a new built-in is one line
+here, no reinstall); third-party plugins arrive through the ``panderm`` entry-point group. Both
+use the same hooks. A plugin that fails to import or to register is reported in one warning line
+naming it, and everything else keeps working.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,6 +31,25 @@ from panderm.registry import (
 )
 
 ENTRY_POINT_GROUP = "panderm"
+
+#: The built-in plugins, ``(name, module)``; ``PANDERM_DISABLE_PLUGINS`` takes these names too.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("encoders", "panderm_encoders"),
+    ("features", "panderm_features"),
+    ("probe", "panderm_probe"),
+    ("hfhub", "panderm_hfhub"),
+    ("demo", "panderm_demo"),
+    ("pretrain", "panderm_pretrain"),
+    ("longitudinal", "panderm_longitudinal"),
+    ("tbp", "panderm_tbp"),
+    ("finetune", "panderm_finetune"),
+    ("segment", "panderm_segment"),
+    ("slide", "panderm_slide"),
+    ("survival", "panderm_survival"),
+    ("serve", "panderm_serve"),
+    ("classifier", "panderm_classifier"),
+    ("reproduce", "panderm_reproduce"),
+)
 
 _pm: pluggy.PluginManager | None = None
 _failures: dict[str, str] = {}
@@ -50,15 +71,16 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
         disabled = _disabled()
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in disabled or pm.has_plugin(ep.name):
+        found = [(name, lambda m=module: importlib.import_module(m)) for name, module in DEFAULT_PLUGINS]
+        found += [(ep.name, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        for name, load in found:
+            if name in disabled or pm.has_plugin(name):
                 continue
             try:
-                module = ep.load()
-                pm.register(module, name=ep.name)
-            except Exception as exc:  # a broken third-party plugin must not break the CLI
-                _failures[ep.name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                _warn(f"plugin '{ep.name}' failed to load and is skipped ({_failures[ep.name]})")
+                pm.register(load(), name=name)
+            except Exception as exc:  # a broken plugin must not break the CLI
+                _failures[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                _warn(f"plugin '{name}' failed to load and is skipped ({_failures[name]})")
         _pm = pm
     return _pm
 
@@ -92,6 +114,13 @@ def plugin_context(plugin: Any, name: str) -> Iterator[str]:
         unregister_plugin(name)
 
 
+def record_failure(plugin: str, where: str, exc: BaseException) -> None:
+    """Note that ``plugin`` failed in ``where`` and print the one warning line; the plugin is skipped."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    _failures.setdefault(plugin, reason)
+    _warn(f"plugin '{plugin}' failed in {where} and is skipped ({reason})")
+
+
 def _call_registering_hook(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
     """Call each plugin's implementation with a ``register`` bound to that plugin."""
     pm = get_plugin_manager()
@@ -102,61 +131,89 @@ def _call_registering_hook(hook_name: str, make_register: Callable[[str], Callab
         except PluginError:
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            _failures.setdefault(impl.plugin_name, reason)
-            _warn(f"plugin '{impl.plugin_name}' failed in {hook_name} and is skipped ({reason})")
+            record_failure(impl.plugin_name, hook_name, exc)
 
 
-@dataclass
+@dataclass(frozen=True)
+class RegistryHook:
+    """One registering hook: the registry its entries go to and how its ``register`` callback is called.
+
+    ``style`` is ``encoder`` (``register(name, factory, pretrained_cfg=...)``), ``spec``
+    (``register(SpecObject)``, checked against ``spec_type``) or ``factory`` (``register(name, factory,
+    summary="")``). Adding a hook is one row here, its hookspec, and its line in docs/plugins.md.
+    """
+
+    hook: str
+    field: str
+    kind: str
+    style: str
+    spec_type: str | None = None  # "module:Class", imported when the registries are built
+
+
+REGISTRY_HOOKS: tuple[RegistryHook, ...] = (
+    RegistryHook("register_encoders", "encoders", "encoder", "encoder"),
+    RegistryHook("register_tasks", "tasks", "task", "spec", "panderm.registry:TaskSpec"),
+    RegistryHook("register_modalities", "modalities", "modality", "spec", "panderm.registry:ModalitySpec"),
+    RegistryHook("register_teachers", "teachers", "teacher", "factory"),
+    RegistryHook("register_data_sources", "data_sources", "data source", "factory"),
+    RegistryHook("register_segmenters", "segmenters", "segmenter", "factory"),
+    RegistryHook("register_benchmarks", "benchmarks", "benchmark", "spec", "panderm.reproduce.benchmarks:Benchmark"),
+)
+
+
 class Registries:
-    """Everything registered by the loaded plugins."""
+    """Everything registered by the loaded plugins: one :class:`Registry` per row of ``REGISTRY_HOOKS``."""
 
-    encoders: Registry[EncoderEntry] = field(default_factory=lambda: Registry("encoder"))
-    tasks: Registry[TaskSpec] = field(default_factory=lambda: Registry("task"))
-    modalities: Registry[ModalitySpec] = field(default_factory=lambda: Registry("modality"))
-    teachers: Registry[FactoryEntry] = field(default_factory=lambda: Registry("teacher"))
-    data_sources: Registry[FactoryEntry] = field(default_factory=lambda: Registry("data source"))
-    segmenters: Registry[FactoryEntry] = field(default_factory=lambda: Registry("segmenter"))
-    benchmarks: Registry[Any] = field(default_factory=lambda: Registry("benchmark"))
+    encoders: Registry[EncoderEntry]
+    tasks: Registry[TaskSpec]
+    modalities: Registry[ModalitySpec]
+    teachers: Registry[FactoryEntry]
+    data_sources: Registry[FactoryEntry]
+    segmenters: Registry[FactoryEntry]
+    benchmarks: Registry[Any]
+
+    def __init__(self) -> None:
+        for row in REGISTRY_HOOKS:
+            setattr(self, row.field, Registry(row.kind))
+
+
+def _encoder_register(registry: Registry, plugin: str) -> Callable[..., None]:
+    def register(name: str, factory: Callable[..., Any], pretrained_cfg: PretrainedCfg | None = None,
+                 pretrained_cfgs: list[PretrainedCfg] | None = None, summary: str = "") -> None:
+        cfgs = tuple(pretrained_cfgs or ([pretrained_cfg] if pretrained_cfg else [PretrainedCfg(tag="untrained")]))
+        registry.add(name, EncoderEntry(name, factory, cfgs, plugin, summary), plugin)
+    return register
+
+
+def _spec_register(registry: Registry, plugin: str, spec_type: type) -> Callable[..., None]:
+    def register(spec) -> None:
+        if not isinstance(spec, spec_type):
+            raise PluginError(f"plugin '{plugin}' registered {spec!r}, expected a {spec_type.__name__}")
+        if not spec.plugin:
+            spec = type(spec)(**{**spec.__dict__, "plugin": plugin})
+        registry.add(spec.name, spec, plugin)
+    return register
+
+
+def _factory_register(registry: Registry, plugin: str) -> Callable[..., None]:
+    def register(name: str, factory: Callable[..., Any], summary: str = "") -> None:
+        registry.add(name, FactoryEntry(name, factory, summary, plugin), plugin)
+    return register
+
+
+def _register_maker(row: RegistryHook, registry: Registry) -> Callable[[str], Callable[..., None]]:
+    if row.style == "spec":
+        module, _, name = row.spec_type.partition(":")
+        spec_type = getattr(importlib.import_module(module), name)
+        return lambda plugin: _spec_register(registry, plugin, spec_type)
+    make = {"encoder": _encoder_register, "factory": _factory_register}[row.style]
+    return lambda plugin: make(registry, plugin)
 
 
 def _build_registries() -> Registries:
     regs = Registries()
-
-    def encoder_register(plugin: str):
-        def register(name: str, factory: Callable[..., Any], pretrained_cfg: PretrainedCfg | None = None,
-                     pretrained_cfgs: list[PretrainedCfg] | None = None, summary: str = "") -> None:
-            cfgs = tuple(pretrained_cfgs or ([pretrained_cfg] if pretrained_cfg else [PretrainedCfg(tag="untrained")]))
-            regs.encoders.add(name, EncoderEntry(name, factory, cfgs, plugin, summary), plugin)
-        return register
-
-    def spec_register(registry: Registry, spec_type: type):
-        def make(plugin: str):
-            def register(spec) -> None:
-                if not isinstance(spec, spec_type):
-                    raise PluginError(f"plugin '{plugin}' registered {spec!r}, expected a {spec_type.__name__}")
-                if not spec.plugin:
-                    spec = type(spec)(**{**spec.__dict__, "plugin": plugin})
-                registry.add(spec.name, spec, plugin)
-            return register
-        return make
-
-    def factory_register(registry: Registry):
-        def make(plugin: str):
-            def register(name: str, factory: Callable[..., Any], summary: str = "") -> None:
-                registry.add(name, FactoryEntry(name, factory, summary, plugin), plugin)
-            return register
-        return make
-
-    _call_registering_hook("register_encoders", encoder_register)
-    _call_registering_hook("register_tasks", spec_register(regs.tasks, TaskSpec))
-    _call_registering_hook("register_modalities", spec_register(regs.modalities, ModalitySpec))
-    _call_registering_hook("register_teachers", factory_register(regs.teachers))
-    _call_registering_hook("register_data_sources", factory_register(regs.data_sources))
-    _call_registering_hook("register_segmenters", factory_register(regs.segmenters))
-    from panderm.reproduce.benchmarks import Benchmark
-
-    _call_registering_hook("register_benchmarks", spec_register(regs.benchmarks, Benchmark))
+    for row in REGISTRY_HOOKS:
+        _call_registering_hook(row.hook, _register_maker(row, getattr(regs, row.field)))
     return regs
 
 
@@ -187,13 +244,8 @@ def describe_plugins() -> list[dict[str, Any]]:
             "name": name,
             "module": getattr(plugin, "__name__", type(plugin).__name__),
             "hooks": hooks,
-            "encoders": [n for n in regs.encoders if regs.encoders.owner(n) == name],
-            "tasks": [n for n in regs.tasks if regs.tasks.owner(n) == name],
-            "modalities": [n for n in regs.modalities if regs.modalities.owner(n) == name],
-            "teachers": [n for n in regs.teachers if regs.teachers.owner(n) == name],
-            "data_sources": [n for n in regs.data_sources if regs.data_sources.owner(n) == name],
-            "segmenters": [n for n in regs.segmenters if regs.segmenters.owner(n) == name],
-            "benchmarks": [n for n in regs.benchmarks if regs.benchmarks.owner(n) == name],
+            **{row.field: [n for n in getattr(regs, row.field) if getattr(regs, row.field).owner(n) == name]
+               for row in REGISTRY_HOOKS},
         })
     for name, reason in sorted(_failures.items()):
         if not pm.has_plugin(name):

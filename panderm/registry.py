@@ -173,8 +173,6 @@ class FactoryEntry:
     plugin: str = ""
 
 
-TeacherEntry = FactoryEntry
-
 
 @dataclass
 class Registry(Generic[T]):

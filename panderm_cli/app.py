@@ -112,7 +112,7 @@ def build_cli() -> PandermGroup:
 
 def _register_plugin_commands(cli: PandermGroup) -> None:
     from panderm.errors import PandermError
-    from panderm.plugins import _failures, _warn, get_plugin_manager
+    from panderm.plugins import get_plugin_manager, record_failure
 
     pm = get_plugin_manager()
     for impl in pm.hook.register_commands.get_hookimpls():
@@ -122,9 +122,7 @@ def _register_plugin_commands(cli: PandermGroup) -> None:
         except PandermError:
             raise
         except Exception as exc:  # one broken plugin must not take the CLI down
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            _failures.setdefault(impl.plugin_name, reason)
-            _warn(f"plugin '{impl.plugin_name}' failed in register_commands and is skipped ({reason})")
+            record_failure(impl.plugin_name, "register_commands", exc)
         finally:
             cli.current_plugin = None
 

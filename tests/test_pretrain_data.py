@@ -15,7 +15,6 @@ from PIL import Image
 
 import panderm
 from panderm.data.pretrain import (
-    EpochSampler,
     PretrainDataset,
     TwoViewTransform,
     builtin_data_sources,
@@ -24,6 +23,7 @@ from panderm.data.pretrain import (
     random_resized_crop_params,
     resolve_data,
 )
+from panderm.data.sampling import EpochSampler
 from panderm.errors import ConfigError, InputError
 from panderm.plugins import plugin_context
 

@@ -5,7 +5,7 @@ entries are logged). The trainer builds the sampler and loader itself:
 
 * the sampler comes from ``sampler_factory(dataset, seed=, rank=, world=)``,
   else ``dataset.make_sampler(seed=, rank=, world=)``, else a plain
-  :class:`~panderm.data.pretrain.EpochSampler`. It must have ``__len__``
+  :class:`~panderm.data.sampling.EpochSampler`. It must have ``__len__``
   (samples per rank per epoch) and ``set_epoch(epoch, start)`` and yield
   ``(index, epoch)`` keys;
 * datasets with ``epoch_aware = True`` receive those keys; any other dataset is
@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from panderm.data.pretrain import EpochSampler, SeededIndexDataset, skip_collate
+from panderm.data.sampling import EpochSampler, SeededIndexDataset, skip_collate
 from panderm.errors import ConfigError, PandermError
 from panderm.hardware import PRECISIONS, resolve_precision, torch_dtype
 from panderm.io import atomic_write_json, atomic_write_text

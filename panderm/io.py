@@ -114,20 +114,29 @@ def file_stamp(path: str | os.PathLike) -> str:
 
 
 def jsonable(obj: Any) -> Any:
-    """JSON-safe copy: NaN and infinities → null, numpy arrays and scalars → Python."""
+    """JSON-safe copy: NaN and infinities → null, numpy arrays and scalars → Python, paths → str.
+
+    The one sanitiser for everything we write or print as JSON (files, ``--json``, the web API).
+    """
     import numpy as np
 
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         return None if not np.isfinite(obj) else float(obj)
-    return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
 
 
 def read_csv_frame(path: str | os.PathLike):

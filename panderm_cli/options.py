@@ -165,17 +165,7 @@ def encoder(default_model: str = DEFAULT_MODEL, *, why: str | None = None, from_
 def echo_json(obj: Any) -> None:
     """The ``--json`` output: one JSON document on stdout (non-finite numbers as null)."""
     import json
-    import math
 
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        if isinstance(value, Path):
-            return str(value)
-        return value
+    from panderm.io import jsonable
 
-    click.echo(json.dumps(clean(obj), indent=2, default=str))
+    click.echo(json.dumps(jsonable(obj), indent=2))

@@ -1,6 +1,6 @@
 """Does our pretraining learn? Linear-probe a pretrained tiny encoder against random initialisations.
 
-Protocol (the paper's release protocol, docs/reference-model.md §4): features are the CLS
+Protocol (the paper's release protocol, docs/reference/linear-probe.md): features are the CLS
 token after the final LayerNorm in fp32 (what ``panderm extract`` writes: same preset
 transform, same ``forward_features``); the probe is
 ``LBFGSLogisticRegression(penalty="official", seed=0)`` with C = D·K/100, fitted on the

@@ -206,14 +206,15 @@ def _features_folder(features: Features | str | os.PathLike) -> Path:
 
 def linear_probe(features: Features | str | os.PathLike, csv: str | os.PathLike, out: str | os.PathLike | None = None,
                  *, binary: bool = False, percent_data: float = 1.0, seed: int = 0, use_val: bool = False,
-                 task: str = "logreg", protocol: str = "release", bootstrap: int = 1000,
+                 head: str = "logreg", protocol: str = "release", bootstrap: int = 1000,
                  compare: Features | str | os.PathLike | None = None, compare_method: str = "permutation",
                  folds: int | None = None, stratify: str | None = None, group: str | None = None,
-                 oof: bool = False):
+                 oof: bool = False, quiet: bool = False):
     """``panderm probe`` from Python: fit a linear probe, report test metrics with 95% CIs.
 
     Keywords are the CLI's options; ``features`` and ``compare`` may be folders or
-    :class:`Features`. ``out`` writes the CLI's files; ``None`` writes nothing.
+    :class:`Features`. ``out`` writes the CLI's files; ``None`` writes nothing. The probe
+    prints nothing, so ``quiet`` (the CLI's ``-q``) changes nothing here.
 
     Returns:
         The library result (:class:`panderm.eval.probe.ProbeResult`, or
@@ -232,7 +233,7 @@ def linear_probe(features: Features | str | os.PathLike, csv: str | os.PathLike,
         from panderm.eval.probe import run_probe
 
         return run_probe(features, Path(csv), out, binary=binary, percent_data=percent_data, seed=seed,
-                         use_val=use_val, task=task, protocol=protocol, n_bootstrap=bootstrap,
+                         use_val=use_val, head=head, protocol=protocol, n_bootstrap=bootstrap,
                          compare=compare, compare_method=compare_method)
     if percent_data != 1.0 or use_val or compare_method != "permutation":
         raise ConfigError("percent_data, use_val and compare_method do not apply with folds",
@@ -240,4 +241,4 @@ def linear_probe(features: Features | str | os.PathLike, csv: str | os.PathLike,
     from panderm.eval.oof import run_oof_probe
 
     return run_oof_probe(features, Path(csv), out, folds=folds, stratify=stratify, group=group, binary=binary,
-                         seed=seed, protocol=protocol, task=task, n_bootstrap=bootstrap, compare=compare)
+                         seed=seed, protocol=protocol, head=head, n_bootstrap=bootstrap, compare=compare)

@@ -10,14 +10,12 @@ rank 0 merges. Final files appear only when every shard is done.
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +28,7 @@ import torch
 from panderm.data.images import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, load_rgb
 from panderm.data.inputs import IMAGE_EXTENSIONS, collect_inputs
 from panderm.data.transforms import build_transform, get_preset
+from panderm.distributed import DistContext, barrier, init_distributed
 from panderm.errors import ConfigError, InputError
 from panderm.extract_folder import (
     OUTPUT_FILES,
@@ -42,9 +41,9 @@ from panderm.extract_folder import (
     save_shard,
     shard_done,
 )
-from panderm.hardware import torch_dtype
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text, file_stamp
-from panderm.train.distributed import barrier, init_distributed
+from panderm.models.inference import encode_batch, load_encoder, params_sha256, prepare_for_inference
+from panderm.progress import note
 
 FORMAT_VERSION = 1
 NON_FINITE_REASON = "the encoder's output is not finite (NaN or Inf): the weights may be damaged"
@@ -109,55 +108,17 @@ def _collate(batch):
     return [i for i, _ in good], x, bad
 
 
-def _say(msg: str, enabled: bool) -> None:
-    if enabled:
-        print(f"panderm: {msg}", file=sys.stderr, flush=True)
-
-
-def _params_sha256(model: torch.nn.Module) -> str:
-    """Hash of the weights, for fingerprinting models without a weights file (random init)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _load_model(model: Any, weights: str | None, random_init: bool = False):
-    from panderm.models.factory import create_encoder
-
-    if isinstance(model, str):
-        return create_encoder(model, weights, random_init=random_init), False
-    if weights is not None:
-        raise ConfigError("pass weights either inside the model object or via weights=, not both")
-    return model, True
-
-
 def _fingerprint(**kw: Any) -> dict[str, Any]:
     return {"format": FORMAT_VERSION, **kw}
 
 
 def extract_features(
-    input: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    model: Any = "panderm_large_patch16_224",
-    weights: str | os.PathLike | None = None,
-    root: str | os.PathLike | None = None,
-    preset: str | None = None,
-    precision: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
-    shard_size: int = 1024,
-    device: str | None = None,
-    resume: bool = True,
-    keep_shards: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    compile: bool = False,
-    extensions=IMAGE_EXTENSIONS,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    random_init: bool = False,
+    input: str | os.PathLike, out: str | os.PathLike, *, model: Any = "panderm_large_patch16_224",
+    weights: str | os.PathLike | None = None, root: str | os.PathLike | None = None, preset: str | None = None,
+    precision: str = "auto", batch_size: int = 64, workers: int | None = None, shard_size: int = 1024,
+    device: str | None = None, resume: bool = True, keep_shards: bool = False, overwrite: bool = False,
+    progress: bool = True, compile: bool = False, extensions=IMAGE_EXTENSIONS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS, random_init: bool = False,
 ) -> ExtractResult:
     """Encode every image under ``input`` and write the feature matrix to ``out``.
 
@@ -191,9 +152,58 @@ def extract_features(
         InputError: bad input path/CSV, or no image could be read.
         ConfigError: bad option values, unknown model or preset.
     """
-    from panderm.hardware import default_device, resolve_precision
-
     t0 = time.perf_counter()
+    out, items, ctx = _open_job(input, out, root, extensions, device, batch_size, shard_size)
+    try:
+        run = _load_run(ctx, items, out, model, weights, random_init, preset, precision, batch_size, shard_size,
+                        compile, progress)
+        done = finished_result(out, run.fp_hash, resume)
+        if done is not None:
+            return _up_to_date(run, done, t0)
+        if not overwrite:
+            refuse_other_weights(out, run.wsha, getattr(run.info, "spec", None))
+            refuse_foreign_outputs(out, run.fp_hash)
+        notes = _start_outputs(run, resume)
+        result = _compute(run, notes, batch_size, shard_size, workers, max_pixels, progress, compile)
+        if ctx.rank == 0:
+            _write_outputs(run, result, batch_size, root, keep_shards)
+        barrier(ctx)
+        result.seconds = time.perf_counter() - t0
+        return result
+    finally:
+        if ctx.created:
+            torch.distributed.destroy_process_group()
+
+
+@dataclass
+class _Run:
+    """One extraction run: its job, inputs, encoder, preprocessing and fingerprint (see :func:`_load_run`)."""
+
+    ctx: DistContext
+    items: Any
+    out: Path
+    enc: Any
+    user_module: bool
+    info: Any
+    model_name: str
+    preset_name: str
+    transform: Any
+    prec: str
+    wsha: str
+    fp: dict
+    fp_hash: str
+    n_shards: int
+    say: Any
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.out / SHARD_DIR
+
+
+def _open_job(input, out, root, extensions, device: str | None, batch_size: int, shard_size: int):
+    """Validate the options, list the inputs and join the torchrun job: ``(out, items, DistContext)``."""
+    from panderm.hardware import default_device
+
     if batch_size < 1 or shard_size < 1:
         raise ConfigError("batch_size and shard_size must be positive integers")
     out = Path(out).expanduser()
@@ -203,123 +213,96 @@ def extract_features(
     device = device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
-    ctx = init_distributed(device)  # under torchrun: one GPU per local rank, gloo/nccl group
-    device, world_size, rank, we_init = ctx.device, ctx.world_size, ctx.rank, ctx.created
-    prec = resolve_precision(precision, device)
-    say = (lambda m: _say(m, progress)) if rank == 0 else (lambda m: None)
+    return out, items, init_distributed(device)  # under torchrun: one GPU per local rank, gloo/nccl group
+
+
+def _load_run(ctx: DistContext, items, out: Path, model, weights, random_init: bool, preset: str | None,
+              precision: str, batch_size: int, shard_size: int, use_compile: bool, progress: bool) -> _Run:
+    """Resolve the precision, load the encoder and its preset, and fingerprint everything the numbers depend on."""
+    from panderm.hardware import resolve_precision
+
+    prec = resolve_precision(precision, ctx.device)
+    say = (lambda m: note(m, progress)) if ctx.rank == 0 else (lambda m: None)
+    for line in items.notes:
+        say(line)
+    enc, user_module = load_encoder(model, None if weights is None else str(weights), random_init)
+    cfg = getattr(enc, "pretrained_cfg", None)
+    preset_name = preset or (cfg.preset if cfg is not None else None)
+    if preset_name is None:
+        raise ConfigError("model has no pretrained_cfg; pass preset= explicitly")
+    transform = build_transform(get_preset(preset_name))
+    info = getattr(enc, "weights_info", None)
+    model_name = getattr(enc, "model_name", type(enc).__name__)
+    wsha = getattr(info, "sha256", None) or f"params:{params_sha256(enc)}"
+    listing = hashlib.sha256("\n".join(f"{r}\t{p}\t{file_stamp(p)}" for r, p in items).encode()).hexdigest()
+    fp = _fingerprint(model=model_name, weights_sha256=wsha, preset=preset_name, precision=prec,
+                      device_type=torch.device(ctx.device).type, batch_size=batch_size, shard_size=shard_size,
+                      compile=bool(use_compile), n_inputs=len(items), inputs_sha256=listing, min_side=MIN_SIDE,
+                      torch=torch.__version__)
+    fp_hash = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    n_shards = (len(items) + shard_size - 1) // shard_size
+    return _Run(ctx, items, out, enc, user_module, info, model_name, preset_name, transform, prec, wsha, fp,
+                fp_hash, n_shards, say)
+
+
+def _up_to_date(run: _Run, done: dict, t0: float) -> ExtractResult:
+    """The result for an ``out`` already complete for these settings: nothing is computed."""
+    if run.ctx.rank == 0:
+        run.say(f"outputs in {run.out} are already complete for these settings; nothing to do")
+    barrier(run.ctx)
+    return ExtractResult(run.out, done["n"], done["n_skipped"], done["dim"], run.prec, run.ctx.device,
+                         time.perf_counter() - t0, *[run.out / f for f in OUTPUT_FILES],
+                         n_shards=run.n_shards, rank=run.ctx.rank, world_size=run.ctx.world_size, up_to_date=True,
+                         weights_summary=getattr(run.info, "summary", ""))
+
+
+def _start_outputs(run: _Run, resume: bool) -> list[str]:
+    """Rank 0 clears the old final files and validates or resets ``.shards``; every rank waits. Notes for the user."""
+    notes = list(run.items.notes)
+    if run.ctx.rank == 0:
+        run.out.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_FILES:  # never leave outputs of an older run next to a new skipped list
+            (run.out / name).unlink(missing_ok=True)
+        notes += prepare_shard_dir(run.shard_dir, run.fp, resume, run.say)
+    barrier(run.ctx)
+    return notes
+
+
+def _compute(run: _Run, notes: list[str], batch_size: int, shard_size: int, workers: int | None,
+             max_pixels: int | None, progress: bool, use_compile: bool) -> ExtractResult:
+    """Compute this rank's unfinished shards (shard ``i`` is rank ``i % world_size``'s); wait for all ranks."""
+    ctx = run.ctx
+    mine = [s for s in range(run.n_shards) if s % ctx.world_size == ctx.rank]
+    todo = [s for s in mine if not shard_done(run.shard_dir / f"shard-{s:05d}.npz")]
+    enc = prepare_for_inference(run.enc, ctx.device, run.prec, use_compile, run.user_module, run.say)
+    computed_images = _run_shards(enc, run.items, todo, run.shard_dir, run.transform, batch_size, shard_size,
+                                  workers, ctx.device, run.prec, max_pixels, progress and ctx.rank == 0)
+    barrier(ctx)
+    return ExtractResult(run.out, 0, 0, int(getattr(enc, "num_features", 0)), run.prec, ctx.device, 0.0,
+                         n_shards=run.n_shards, shards_reused=len(mine) - len(todo), shards_computed=len(todo),
+                         images_computed=computed_images, rank=ctx.rank, world_size=ctx.world_size, notes=notes,
+                         weights_summary=getattr(run.info, "summary", ""))
+
+
+def _write_outputs(run: _Run, result: ExtractResult, batch_size: int, root, keep_shards: bool) -> None:
+    """Rank 0: merge the shards into the final files (releasing the other ranks on error); drop ``.shards``."""
+    meta = dict(model=run.model_name, weights=_weights_meta(run.info, run.wsha), preset=run.preset_name,
+                preprocessing=get_preset(run.preset_name).__dict__, precision=run.prec, device=run.ctx.device,
+                batch_size=batch_size, world_size=run.ctx.world_size, input=str(run.items.source),
+                input_kind=run.items.kind, root=str(root) if root is not None else None, fingerprint=run.fp_hash)
     try:
-        for note in items.notes:
-            say(note)
-        enc, user_module = _load_model(model, None if weights is None else str(weights), random_init)
-        cfg = getattr(enc, "pretrained_cfg", None)
-        preset_name = preset or (cfg.preset if cfg is not None else None)
-        if preset_name is None:
-            raise ConfigError("model has no pretrained_cfg; pass preset= explicitly")
-        transform = build_transform(get_preset(preset_name))
-        info = getattr(enc, "weights_info", None)
-        model_name = getattr(enc, "model_name", type(enc).__name__)
-        wsha = getattr(info, "sha256", None) or f"params:{_params_sha256(enc)}"
-        listing = hashlib.sha256("\n".join(f"{r}\t{p}\t{file_stamp(p)}" for r, p in items).encode()).hexdigest()
-        fp = _fingerprint(model=model_name, weights_sha256=wsha, preset=preset_name, precision=prec,
-                          device_type=torch.device(device).type, batch_size=batch_size, shard_size=shard_size,
-                          compile=bool(compile), n_inputs=len(items), inputs_sha256=listing, min_side=MIN_SIDE,
-                          torch=torch.__version__)
-        fp_hash = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
-        shard_dir = out / SHARD_DIR
-        n_shards = (len(items) + shard_size - 1) // shard_size
-
-        done = finished_result(out, fp_hash, resume)
-        if done is not None:
-            if rank == 0:
-                say(f"outputs in {out} are already complete for these settings; nothing to do")
-            barrier(ctx)
-            return ExtractResult(out, done["n"], done["n_skipped"], done["dim"], prec, device,
-                                 time.perf_counter() - t0, *[out / f for f in OUTPUT_FILES],
-                                 n_shards=n_shards, rank=rank, world_size=world_size, up_to_date=True,
-                                 weights_summary=getattr(info, "summary", ""))
-        if not overwrite:
-            refuse_other_weights(out, wsha, getattr(info, "spec", None))
-            refuse_foreign_outputs(out, fp_hash)
-        notes = list(items.notes)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            for name in OUTPUT_FILES:  # never leave outputs of an older run next to a new skipped list
-                (out / name).unlink(missing_ok=True)
-            notes += prepare_shard_dir(shard_dir, fp, resume, say)
-        barrier(ctx)
-
-        mine = [s for s in range(n_shards) if s % world_size == rank]
-        todo = [s for s in mine if not shard_done(shard_dir / f"shard-{s:05d}.npz")]
-        reused = len(mine) - len(todo)
-        enc = _prepare_model(enc, device, prec, compile, user_module, say)
-        computed_images = _run_shards(enc, items, todo, shard_dir, transform, batch_size, shard_size, workers,
-                                      device, prec, max_pixels, progress and rank == 0)
-        barrier(ctx)
-        dim = int(getattr(enc, "num_features", 0))
-        result = ExtractResult(out, 0, 0, dim, prec, device, 0.0, n_shards=n_shards, shards_reused=reused,
-                               shards_computed=len(todo), images_computed=computed_images, rank=rank,
-                               world_size=world_size, notes=notes, weights_summary=getattr(info, "summary", ""))
-        if rank == 0:
-            meta = dict(model=model_name, weights=_weights_meta(info, wsha), preset=preset_name,
-                        preprocessing=get_preset(preset_name).__dict__, precision=prec, device=device,
-                        batch_size=batch_size, world_size=world_size, input=str(items.source),
-                        input_kind=items.kind, root=str(root) if root is not None else None,
-                        fingerprint=fp_hash)
-            try:
-                _merge(out, shard_dir, items, n_shards, meta, result)
-            except BaseException:
-                barrier(ctx)  # release the other ranks before reporting the error
-                raise
-            if not keep_shards:
-                shutil.rmtree(shard_dir, ignore_errors=True)
-        barrier(ctx)
-        result.seconds = time.perf_counter() - t0
-        return result
-    finally:
-        if we_init:
-            torch.distributed.destroy_process_group()
+        _merge(run.out, run.shard_dir, run.items, run.n_shards, meta, result)
+    except BaseException:
+        barrier(run.ctx)  # release the other ranks before reporting the error
+        raise
+    if not keep_shards:
+        shutil.rmtree(run.shard_dir, ignore_errors=True)
 
 
 def _weights_meta(info, wsha: str) -> dict[str, Any]:
     if info is None:
         return {"spec": None, "path": None, "sha256": None, "summary": "model object passed in", "params": wsha}
     return {"spec": info.spec, "path": info.path, "sha256": info.sha256, "summary": info.summary}
-
-
-def _prepare_model(enc, device: str, prec: str, use_compile: bool, user_module: bool, say):
-    """Move to device; for bf16 cast the weights themselves.
-
-    Casting the whole model (rather than autocast around an fp32 model) keeps
-    attention, GELU and the residual adds in bf16 too: ~1.4x faster than
-    autocast on AVX512-BF16 CPUs, with feature cosine > 0.9999 vs fp32.
-    """
-    if user_module:
-        enc = copy.deepcopy(enc)  # never cast or move the caller's module in place
-    enc = enc.eval().to(device)
-    if torch_dtype(prec) is not None:
-        enc = enc.to(torch_dtype(prec))
-    if use_compile:
-        try:
-            # Inductor "freezing" pre-packs the (inference-only) weights for oneDNN: ~1.2x on CPU bf16.
-            options = {"freezing": True} if device == "cpu" else None
-            enc._compiled_ff = torch.compile(enc.forward_features, options=options)
-        except Exception as exc:  # compile is an optional speed-up only
-            say(f"torch.compile unavailable ({type(exc).__name__}); running eager")
-    return enc
-
-
-def _forward(enc, x: torch.Tensor, device: str, prec: str) -> np.ndarray:
-    x = x.to(device, non_blocking=True)
-    if torch_dtype(prec) is not None:
-        x = x.to(torch_dtype(prec))
-    compiled = getattr(enc, "_compiled_ff", None)
-    if compiled is not None:
-        try:
-            return compiled(x).float().cpu().numpy()
-        except Exception as exc:  # compilation errors surface on the first call; fall back to eager
-            print(f"panderm: torch.compile failed ({type(exc).__name__}); running eager", file=sys.stderr)
-            enc._compiled_ff = None
-    return enc.forward_features(x).float().cpu().numpy()
 
 
 def _run_shards(enc, items, todo: list[int], shard_dir: Path, transform, batch_size: int, shard_size: int,
@@ -349,7 +332,7 @@ def _run_shards(enc, items, todo: list[int], shard_dir: Path, transform, batch_s
             for (idx, x, bad), s in zip(loader, batch_shard):
                 ok, feats, skipped = acc.setdefault(s, ([], [], []))
                 if x is not None:
-                    f = _forward(enc, x, device, prec)
+                    f = encode_batch(enc, x, device, prec)
                     finite = np.isfinite(f).all(axis=1)  # damaged weights overflow to NaN: never write those
                     ok.extend(i for i, good in zip(idx, finite) if good)
                     feats.append(f[finite])

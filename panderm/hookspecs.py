@@ -37,12 +37,17 @@ def register_encoders(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_tasks(register: Callable[..., None]) -> None:
-    """Register downstream task heads, e.g. ``register(TaskSpec(...))``.
+def register_probe_heads(register: Callable[..., None]) -> None:
+    """Register probe heads, e.g. ``register(ProbeHeadSpec(...))``; ``panderm probe --head NAME`` uses them.
 
-    A task's factory returns an estimator with ``fit(X, y)`` and
+    A head's factory returns an estimator with ``fit(X, y)`` and
     ``predict_proba(X)`` working on feature matrices.
     """
+
+
+@hookspec
+def register_tasks(register: Callable[..., None]) -> None:
+    """Deprecated name of :func:`register_probe_heads`, still honoured for one release."""
 
 
 @hookspec

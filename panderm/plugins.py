@@ -25,8 +25,8 @@ from panderm.registry import (
     EncoderEntry,
     ModalitySpec,
     PretrainedCfg,
+    ProbeHeadSpec,
     Registry,
-    TaskSpec,
     FactoryEntry,
 )
 
@@ -121,10 +121,13 @@ def record_failure(plugin: str, where: str, exc: BaseException) -> None:
     _warn(f"plugin '{plugin}' failed in {where} and is skipped ({reason})")
 
 
-def _call_registering_hook(hook_name: str, make_register: Callable[[str], Callable[..., None]]) -> None:
+def _call_registering_hook(hook_name: str, make_register: Callable[[str], Callable[..., None]],
+                           renamed_to: str | None = None) -> None:
     """Call each plugin's implementation with a ``register`` bound to that plugin."""
     pm = get_plugin_manager()
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if renamed_to:
+            _warn(f"plugin '{impl.plugin_name}' implements {hook_name}, deprecated: rename it {renamed_to}")
         register = make_register(impl.plugin_name)
         try:
             impl.function(*[{"register": register}[a] for a in impl.argnames])
@@ -148,11 +151,14 @@ class RegistryHook:
     kind: str
     style: str
     spec_type: str | None = None  # "module:Class", imported when the registries are built
+    renamed_to: str | None = None  # a deprecated hook name: still honoured, with a warning
 
 
 REGISTRY_HOOKS: tuple[RegistryHook, ...] = (
     RegistryHook("register_encoders", "encoders", "encoder", "encoder"),
-    RegistryHook("register_tasks", "tasks", "task", "spec", "panderm.registry:TaskSpec"),
+    RegistryHook("register_probe_heads", "probe_heads", "probe head", "spec", "panderm.registry:ProbeHeadSpec"),
+    RegistryHook("register_tasks", "probe_heads", "probe head", "spec", "panderm.registry:ProbeHeadSpec",
+                 renamed_to="register_probe_heads"),
     RegistryHook("register_modalities", "modalities", "modality", "spec", "panderm.registry:ModalitySpec"),
     RegistryHook("register_teachers", "teachers", "teacher", "factory"),
     RegistryHook("register_data_sources", "data_sources", "data source", "factory"),
@@ -165,7 +171,7 @@ class Registries:
     """Everything registered by the loaded plugins: one :class:`Registry` per row of ``REGISTRY_HOOKS``."""
 
     encoders: Registry[EncoderEntry]
-    tasks: Registry[TaskSpec]
+    probe_heads: Registry[ProbeHeadSpec]
     modalities: Registry[ModalitySpec]
     teachers: Registry[FactoryEntry]
     data_sources: Registry[FactoryEntry]
@@ -174,7 +180,16 @@ class Registries:
 
     def __init__(self) -> None:
         for row in REGISTRY_HOOKS:
-            setattr(self, row.field, Registry(row.kind))
+            if not hasattr(self, row.field):  # a deprecated hook name shares its successor's registry
+                setattr(self, row.field, Registry(row.kind))
+
+    @property
+    def tasks(self) -> Registry[ProbeHeadSpec]:
+        """Deprecated name of :attr:`probe_heads`."""
+        import warnings
+
+        warnings.warn("registries().tasks is now registries().probe_heads", DeprecationWarning, stacklevel=2)
+        return self.probe_heads
 
 
 def _encoder_register(registry: Registry, plugin: str) -> Callable[..., None]:
@@ -213,7 +228,7 @@ def _register_maker(row: RegistryHook, registry: Registry) -> Callable[[str], Ca
 def _build_registries() -> Registries:
     regs = Registries()
     for row in REGISTRY_HOOKS:
-        _call_registering_hook(row.hook, _register_maker(row, getattr(regs, row.field)))
+        _call_registering_hook(row.hook, _register_maker(row, getattr(regs, row.field)), row.renamed_to)
     return regs
 
 

@@ -1,4 +1,4 @@
-"""``pretrain``: CAE v2 masked latent alignment on unlabelled skin images (reference-model §6).
+"""``pretrain``: CAE v2 masked latent alignment on unlabelled skin images (docs/reference/pretraining.md).
 
 A run is described by a flat config (a recipe YAML plus command-line overrides);
 the resolved config is stored in the run folder, and ``--resume`` refuses to
@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 1000,
     "keep_last": 3,
     "log_every": 10,
-    "num_workers": 2,
+    "num_workers": None,  # None: min(2, CPUs)
     "seed": 0,
     "tensorboard": False,
 }
@@ -97,6 +97,10 @@ _NON_NEGATIVE = ("min_lr", "weight_decay", "warmup_epochs", "warmup_steps", "dro
                  "init_values", "regressor_init_values", "loss_weight_visible", "loss_weight_masked", "num_workers")
 
 
+#: Keys whose default is ``None`` but whose value, when given, is a whole number.
+_WHOLE = ("num_workers",)
+
+
 def check_config_value(key: str, value: Any) -> None:
     """Refuse a recipe value of the wrong kind or range (a recipe is a file we did not write).
 
@@ -106,6 +110,8 @@ def check_config_value(key: str, value: Any) -> None:
     default = DEFAULTS.get(key)
     if value is None:
         return
+    if key in _WHOLE:
+        default = 0
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and (default is None or isinstance(default, bool))
         want = "true or false"
@@ -144,7 +150,8 @@ def resolve_config(recipe: dict[str, Any] | None = None, **overrides: Any) -> di
     if config["data"] is None:
         raise ConfigError("no training data given", hint="pass --data manifest.csv | folder/ | name:spec")
     if config["steps"] is None and config["epochs"] is None:
-        raise ConfigError("give the run length", hint="pass --steps N or --epochs N (or set one in the config)")
+        raise ConfigError("give the run length",
+                          hint="pass --max-steps N or --epochs N (or set steps or epochs in the config)")
     return config
 
 
@@ -263,7 +270,7 @@ def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, p
     out = Path(out)
     if not resume and (out / "train-state.pt").exists():
         raise InputError(f"{out} already holds a pretraining run",
-                         hint=f"continue it with `panderm pretrain --resume {out}`, or choose another --out")
+                         hint=f"continue it with `panderm pretrain --out {out} --resume`, or choose another --out")
     device = default_device()
     precision = resolve_precision(config["precision"], device) if config["precision"] == "auto" else \
         config["precision"]
@@ -278,12 +285,19 @@ def pretrain(config: dict[str, Any], out: str | Path, *, resume: bool = False, p
         min_lr=config["min_lr"], warmup_steps=config["warmup_steps"], warmup_epochs=config["warmup_epochs"],
         weight_decay=config["weight_decay"], clip_grad=config["clip_grad"], precision=precision,
         checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"], log_every=config["log_every"],
-        seed=config["seed"], num_workers=config["num_workers"], tensorboard=config["tensorboard"],
+        seed=config["seed"], num_workers=_workers(config["num_workers"]), tensorboard=config["tensorboard"],
         progress=progress, device=device, stop_after_steps=stop_after_steps)
     trainer = Trainer(model, dataset, train_cfg, out, param_groups=lambda m, wd: m.param_groups(wd),
                       export_fn=lambda m: m.released_state_dict(), run_config=config, resume=resume,
                       resume_ignore=RESUME_IGNORE, inputs=inputs)
     return trainer.fit()
+
+
+def _workers(value: int | None) -> int:
+    """``num_workers`` of a config: ``None`` = min(2, CPUs), as the CLI's ``--workers``."""
+    import os
+
+    return min(2, os.cpu_count() or 1) if value is None else value
 
 
 def stored_config(out: str | Path) -> dict[str, Any]:

@@ -14,3 +14,11 @@ def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs):
 
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, disable=None if enabled else True, **kwargs)
+
+
+def note(msg: str, enabled: bool = True) -> None:
+    """One line ``panderm: msg`` on stderr (flushed) when ``enabled``; ``--quiet`` passes ``enabled=False``."""
+    if enabled:
+        import sys
+
+        print(f"panderm: {msg}", file=sys.stderr, flush=True)

@@ -138,8 +138,8 @@ class EncoderEntry:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """A downstream task head working on feature matrices.
+class ProbeHeadSpec:
+    """A probe head: an estimator fitted on frozen feature matrices (``panderm probe --head NAME``).
 
     ``factory(**options)`` returns an estimator with ``fit(X, y)`` and
     ``predict_proba(X)`` (scikit-learn style); ``options`` come from the CLI.
@@ -228,3 +228,12 @@ def split_model_name(name: str) -> tuple[str, str | None]:
     """Split ``arch.tag`` into ``(arch, tag)``; tag is ``None`` when absent."""
     arch, _, tag = name.partition(".")
     return arch, (tag or None)
+
+
+def __getattr__(name: str):
+    if name == "TaskSpec":  # renamed in 0.1: a "task" was a probe head; kept one release
+        import warnings
+
+        warnings.warn("panderm.registry.TaskSpec is now ProbeHeadSpec", DeprecationWarning, stacklevel=2)
+        return ProbeHeadSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

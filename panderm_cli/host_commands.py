@@ -6,6 +6,8 @@ import json
 
 import click
 
+from panderm_cli import options
+
 
 @click.command("plugins", epilog="\b\nExamples:\n  panderm plugins\n  panderm plugins | jq '.[].name'")
 def plugins_cmd() -> None:
@@ -21,14 +23,14 @@ def plugins_cmd() -> None:
 
 
 @click.command("doctor", epilog="\b\nExamples:\n  panderm doctor\n  panderm doctor --json")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@options.json_output(help="Print the report (versions, CPU, CUDA, extras, weights, plugin failures) as JSON.")
 def doctor_cmd(as_json: bool) -> None:
     """Show versions, CPU bf16/AMX support, CUDA, optional extras and registered weights."""
     from panderm.doctor import collect, describe_extra
 
     report = collect()
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        options.echo_json(report)
         return
     click.echo(f"panderm {report['panderm']}  python {report['python']}  ({report['platform']})")
     click.echo("packages: " + ", ".join(f"{k} {v or 'missing'}" for k, v in report["packages"].items()))

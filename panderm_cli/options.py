@@ -89,7 +89,7 @@ def shared_option(name: str, *, help: str | None = None, default: Any = ..., why
     if multiple:  # repeatable: the type is the row's, the default is empty
         return _decorator(row, {**kwargs, "type": row.type, "multiple": True, "required": bool(required)}, name, None)
     if row.is_flag:
-        kwargs["is_flag"] = True
+        kwargs.update(is_flag=True, default=False)
     else:
         kwargs["type"] = row.type
         kwargs["required"] = row.required if required is None else required
@@ -99,7 +99,7 @@ def shared_option(name: str, *, help: str | None = None, default: Any = ..., why
         if from_recipe:
             kwargs["help"] = f"{text} [default: the recipe's]"
         elif why:
-            kwargs["help"] = f"{text} [default: {value}, {why}]"
+            kwargs["help"] = f"{text} [default: {why}]" if value is None else f"{text} [default: {value}, {why}]"
         elif value is not None and not kwargs["required"]:
             kwargs["show_default"] = True
 

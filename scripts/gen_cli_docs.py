@@ -23,13 +23,38 @@ def _help(cli: click.Group, path: list[str]) -> str:
     return cmd.get_help(ctx)
 
 
+def _type_name(row) -> str:
+    if row.is_flag:
+        return "flag"
+    if isinstance(row.type, click.Choice):
+        return ", ".join(row.type.choices)
+    return {"integer range": "integer", "text": "text"}.get(row.type.name, row.type.name)
+
+
+def convention_table() -> list[str]:
+    """The shared options (panderm_cli.options.SHARED) as a Markdown table."""
+    from panderm_cli.options import SHARED
+
+    lines = ["## Shared options", "",
+             "Every command builds these from `panderm_cli/options.py`; `tests/test_cli_conventions.py` checks",
+             "each registered command (plugins included) against this table. A command that changes a default",
+             "says why in its help (`[default: 16, the paper's segmentation recipe]`).", "",
+             "| Option | Type | Default | Meaning |", "|---|---|---|---|"]
+    for row in SHARED.values():
+        default = "required" if row.required else ("off" if row.is_flag else
+                                                   "—" if row.default is None else f"`{row.default}`")
+        meaning = row.help.replace("|", "/")
+        lines.append(f"| `{', '.join(row.decls)}` | {_type_name(row)} | {default} | {meaning} |")
+    return lines + [""]
+
+
 def render() -> str:
     """The generated part of docs/cli.md."""
     from panderm_cli.app import build_cli
 
     cli = build_cli()
     ctx = click.Context(cli, info_name="panderm")
-    parts = [MARK, "", "## `panderm`", "", "```", _help(cli, []), "```", ""]
+    parts = [MARK, "", *convention_table(), "## `panderm`", "", "```", _help(cli, []), "```", ""]
     for name in cli.list_commands(ctx):
         cmd = cli.get_command(ctx, name)
         parts += [f"## `panderm {name}`", "", "```", _help(cli, [name]), "```", ""]

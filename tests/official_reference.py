@@ -1,4 +1,4 @@
-"""An independent, eager re-statement of the official PanDerm encoder forward (reference-model §1).
+"""An independent, eager re-statement of the official PanDerm encoder forward (docs/reference/encoder.md).
 
 Written from the specification with plain tensor ops (explicit softmax attention,
 own sin-cos table) so that it shares no code with ``panderm.models.vit``.

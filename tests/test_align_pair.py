@@ -159,6 +159,16 @@ def test_cli_single_pair_and_errors(shared_data, tmp_path, cli):
     r = cli(["align-pair", str(root / IMG), str(root / "ISIC_0033890.jpg"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0 and "registered" in r.output
     assert (tmp_path / "o" / "overlay.png").is_file() and (tmp_path / "o" / "transform.json").is_file()
+    r = cli(["align-pair", str(root / IMG), str(root / "ISIC_0033890.jpg"), "--out", str(tmp_path / "oj"),
+             "--preprocess", "register", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # --json: transform.json plus the output paths, nothing else on stdout
+    assert doc == {**json.loads((tmp_path / "oj" / "transform.json").read_text()), "out": str(tmp_path / "oj"),
+                   "transform_json": str(tmp_path / "oj" / "transform.json")}
+    assert doc["success"] and doc["steps"] == ["register"]
+    r = cli(["align-pair", str(root / IMG), str(root / "ISIC_0033890.jpg"), "--out", str(tmp_path / "o4"),
+             "--steps", "register"])
+    assert r.exit_code == 2 and "No such option '--steps'" in r.output  # renamed to --preprocess
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image at all")
     r = cli(["align-pair", str(root / IMG), str(bad), "--out", str(tmp_path / "o2")])
@@ -186,6 +196,11 @@ def test_batch_continues_past_missing_file(shared_data, tmp_path, cli):
     assert len(summary) == 2 and "tx" in summary[0]
     r = cli(["align-pair", "--pairs", str(csv_path), "--root", str(imgs), "--out", str(tmp_path / "o2"), "-q"])
     assert r.exit_code == 1 and "1/2 pairs registered, 1 unreadable or skipped" in r.output
+    r = cli(["align-pair", "--pairs", str(csv_path), "--root", str(imgs), "--out", str(tmp_path / "o3"), "-q",
+             "--json", "--workers", "1"])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 1 and doc["n_pairs"] == 2 and doc["n_registered"] == 1
+    assert [p["pair_id"] for p in doc["pairs"]] == ["p1", "p2"] and doc["summary"] == str(tmp_path / "o3" / "summary.csv")
 
 
 def test_batch_skips_unsafe_and_repeated_pair_ids(shared_data, tmp_path):
@@ -278,7 +293,7 @@ def test_paper_preset_detects_on_the_full_image(shared_data, tmp_path, cli, monk
     a = _rgb(shared_data, up=4)  # 800 x 600: larger than the default preset's 600 px
     b = cv2.warpAffine(a, _rigid(4.0, 6.0, -3.0, (400, 300)), (a.shape[1], a.shape[0]), borderMode=cv2.BORDER_REFLECT)
     pa, pb = _save(tmp_path / "a.png", a), _save(tmp_path / "b.png", b)
-    args = ["align-pair", str(pa), str(pb), "--steps", "register"]
+    args = ["align-pair", str(pa), str(pb), "--preprocess", "register"]
     r = cli([*args, "--preset", "paper", "--out", str(tmp_path / "paper")])
     assert r.exit_code == 0, r.output
     assert seen == [a.shape[:2], b.shape[:2]]  # AKAZE ran on the full-resolution images

@@ -23,12 +23,10 @@ folder) are built once per session.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import pickle
 import shutil
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -867,12 +865,12 @@ def _screen(patient: Path, out: Path, *extra: str) -> list[str]:
 def _(t, a):
     b = t / "not_a_bundle"
     _write(b / "readme.txt", "hello")
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="not_a_bundle", out=t / "out")
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="not_a_bundle", out=t / "out")
 
 
 @case("screen-bundle-missing-folder")
 def _(t, a):
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(t / "absent_bundle")),
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(t / "absent_bundle")),
                 names="absent_bundle", out=t / "out")
 
 
@@ -881,7 +879,7 @@ def _(t, a):
     b = _demo_bundle(t / "bundle")
     raw = (b / "bundle.json").read_text()
     _write(b / "bundle.json", raw[: len(raw) // 2])
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="bundle.json", out=t / "out")
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="bundle.json", out=t / "out")
 
 
 @case("screen-bundle-json-nan-ud-k")
@@ -890,7 +888,7 @@ def _(t, a):
     meta = json.loads((b / "bundle.json").read_text())
     meta["ud"]["k"] = float("nan")
     _write(b / "bundle.json", json.dumps(meta))
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="bundle.json", out=t / "out")
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="bundle.json", out=t / "out")
 
 
 @case("screen-bundle-json-huge-min-lesions")
@@ -899,7 +897,7 @@ def _(t, a):
     meta = json.loads((b / "bundle.json").read_text())
     meta["ud"]["min_lesions"] = 10 ** 40
     _write(b / "bundle.json", json.dumps(meta))
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="min_lesions", out=t / "out")
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="min_lesions", out=t / "out")
 
 
 @case("screen-bundle-json-deleted-key")
@@ -908,14 +906,14 @@ def _(t, a):
     meta = json.loads((b / "bundle.json").read_text())
     del meta["thresholds"]
     _write(b / "bundle.json", json.dumps(meta, indent=2))
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="thresholds", out=t / "out")
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="thresholds", out=t / "out")
 
 
 @case("screen-bundle-member-changed-byte")
 def _(t, a):
     b = _demo_bundle(t / "bundle")
     flip_last_byte(b / "risk_head.safetensors")
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="risk_head.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="risk_head.safetensors",
                 out=t / "out")
 
 
@@ -924,7 +922,7 @@ def _(t, a):
     marker = t / "PWNED_bundle"
     b = _demo_bundle(t / "bundle")
     _write(b / "risk_head.safetensors", pickle_payload(marker))
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="risk_head.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="risk_head.safetensors",
                 out=t / "out", marker=marker)
 
 
@@ -932,7 +930,7 @@ def _(t, a):
 def _(t, a):
     b = _demo_bundle(t / "bundle")
     (b / "risk_head.safetensors").unlink()
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="risk_head.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="risk_head.safetensors",
                 out=t / "out")
 
 
@@ -941,7 +939,7 @@ def _(t, a):
     marker = t / "PWNED_skops"
     b = _demo_bundle(t / "bundle")
     _write(b / "extra_trees.skops", skops_runstring_payload(marker))  # the measurement model of older bundles
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="extra_trees.skops",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="extra_trees.skops",
                 out=t / "out", marker=marker)
 
 
@@ -958,7 +956,7 @@ def _(t, a):
     b = _demo_bundle(t / "bundle")
     _write(b / "risk_head.safetensors", pickle_payload(marker))
     _rehash(b, "bundle.json", "risk_head.safetensors")
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="risk_head.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="risk_head.safetensors",
                 out=t / "out", marker=marker)
 
 
@@ -980,7 +978,7 @@ def _(t, a):
         return x
 
     _edit_trees(b, "tree.0.left_child", edit)
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="extra_trees.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="extra_trees.safetensors",
                 out=t / "out")
 
 
@@ -993,7 +991,7 @@ def _(t, a):
         return x
 
     _edit_trees(b, "tree.0.right_child", edit)
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="extra_trees.safetensors",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="extra_trees.safetensors",
                 out=t / "out")
 
 
@@ -1004,7 +1002,7 @@ def _(t, a):
     meta = json.loads((b / "bundle.json").read_text())
     meta["files"]["../outside.txt"] = hashlib.sha256(b"not part of the bundle").hexdigest()
     _write(b / "bundle.json", json.dumps(meta, indent=2))
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="../outside.txt",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="../outside.txt",
                 out=t / "out")
 
 
@@ -1013,7 +1011,7 @@ def _(t, a):
     marker = t / "PWNED_tbp_pt"
     b = _demo_bundle(t / "bundle")
     _write(b / "risk_head.pt", pickle_payload(marker))  # a pickle dropped into the bundle, listed nowhere
-    return Case(_screen(_patient(a, t / "P1"), t / "out", "--bundle", str(b)), names="risk_head.pt",
+    return Case(_screen(_patient(a, t / "P1"), t / "out", "--run", str(b)), names="risk_head.pt",
                 out=t / "out", marker=marker)
 
 
@@ -1167,7 +1165,7 @@ def _demo_classifier(dest: Path) -> Path:
 
 @case("classifier-info-missing-folder")
 def _(t, a):
-    return Case(["classifier", "info", str(t / "absent_clf")], names="absent_clf")
+    return Case(["classifier", "info", "--run", str(t / "absent_clf")], names="absent_clf")
 
 
 @case("classifier-info-deleted-key")
@@ -1176,7 +1174,7 @@ def _(t, a):
     meta = json.loads((c / "classifier.json").read_text())
     del meta["classes"]
     _write(c / "classifier.json", json.dumps(meta))
-    return Case(["classifier", "info", str(c)], names="classes")
+    return Case(["classifier", "info", "--run", str(c)], names="classes")
 
 
 @case("classifier-info-nan-temperature")
@@ -1186,28 +1184,28 @@ def _(t, a):
     meta = json.loads(raw)
     meta["temperature"] = float("nan")  # Python's json writes NaN, and would read it back
     _write(c / "classifier.json", json.dumps(meta))
-    return Case(["classifier", "info", str(c)], names="classifier.json")
+    return Case(["classifier", "info", "--run", str(c)], names="classifier.json")
 
 
 @case("classifier-info-deeply-nested-json")
 def _(t, a):
     c = _demo_classifier(t / "clf")
     _write(c / "classifier.json", "[" * 200_000 + "]" * 200_000)
-    return Case(["classifier", "info", str(c)], names="classifier.json")
+    return Case(["classifier", "info", "--run", str(c)], names="classifier.json")
 
 
 @case("classifier-info-invalid-json")
 def _(t, a):
     c = _demo_classifier(t / "clf")
     _write(c / "classifier.json", "{ this is not json")
-    return Case(["classifier", "info", str(c)], names="classifier.json")
+    return Case(["classifier", "info", "--run", str(c)], names="classifier.json")
 
 
 @case("classifier-info-changed-member")
 def _(t, a):
     c = _demo_classifier(t / "clf")
     flip_last_byte(c / "head.safetensors")
-    return Case(["classifier", "info", str(c)], names="head.safetensors")
+    return Case(["classifier", "info", "--run", str(c)], names="head.safetensors")
 
 
 @case("classifier-build-features-object-array-payload")
@@ -1224,7 +1222,7 @@ def _(t, a):
 
 
 def _serve(clf: Path) -> list[str]:
-    return ["serve", "--classifier", str(clf), "--port", "0", "--device", "cpu", "--log-level", "error"]
+    return ["serve", "--run", str(clf), "--port", "0", "--device", "cpu", "--log-level", "error"]
 
 
 @case("serve-missing-folder")
@@ -1428,7 +1426,7 @@ def _(t, a):
     _labels_csv(a, csv, df)
     args = _ft(csv, t / "imgs", t / "run")
     args[args.index("--max-steps") + 1] = "2"
-    return Case([*args, "--resume", str(t / "run")], names="ft_table.csv", out=t / "run")
+    return Case([*args, "--resume"], names="ft_table.csv", out=t / "run")
 
 
 @case("finetune-eval-checkpoint-pickle-payload")
@@ -1439,7 +1437,7 @@ def _(t, a):
     _invoke(_ft(csv, t / "imgs", t / "run"))
     for ckpt in (t / "run").glob("checkpoint-*.pth"):
         torch_payload(ckpt, marker)
-    return Case(["finetune", "--resume", str(t / "run"), "--eval", "--bootstrap", "0", "--device", "cpu",
+    return Case(["finetune", "--out", str(t / "run"), "--eval", "--bootstrap", "0", "--device", "cpu",
                  "--workers", "0", "--quiet"], names="checkpoint-", out=t / "run", marker=marker)
 
 
@@ -1499,7 +1497,7 @@ def _(t, a):
 
 def _pretrain(t: Path, a: Assets, *extra: str) -> list[str]:
     _copy_images(a, t / "imgs", 4)
-    return ["pretrain", "--model", TINY_ARCH, "--data", str(t / "imgs"), "--steps", "1", "--batch-size", "2",
+    return ["pretrain", "--model", TINY_ARCH, "--data", str(t / "imgs"), "--max-steps", "1", "--batch-size", "2",
             "--workers", "0", "--out", str(t / "out"), "--quiet", *extra]
 
 
@@ -1567,7 +1565,7 @@ def _(t, a):
     _copy_images(a, t / "imgs", 4)
     csv = _write(t / "manifest_bad.csv", "file,modality\n" + "".join(f"imgs/{p.name},dermoscopy\n"
                                                                       for p in a.images[:4]))
-    args = ["pretrain", "--model", TINY_ARCH, "--teacher", "hog", "--data", str(csv), "--steps", "1",
+    args = ["pretrain", "--model", TINY_ARCH, "--teacher", "hog", "--data", str(csv), "--max-steps", "1",
             "--batch-size", "2", "--workers", "0", "--out", str(t / "out"), "--quiet"]
     return Case(args, names="manifest_bad.csv", out=t / "out")
 

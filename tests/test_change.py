@@ -117,9 +117,11 @@ def test_train_and_eval_cli(pairs, tmp_path, cli):
     assert any(k.startswith("encoder.") for k in state) and any(k.startswith("head.") for k in state)
 
     r = cli(["change", "eval", "--run", str(run), "--pairs", str(pairs / "pairs.csv"), "--out", str(ev),
-             "--device", "cpu", "--bootstrap", "200"])
+             "--device", "cpu", "--bootstrap", "200", "--json", "-q"])
     assert r.exit_code == 0, r.output
     metrics = json.loads((ev / "metrics.json").read_text())
+    doc = json.loads(r.stdout)  # --json: metrics.json plus the output paths, nothing else on stdout
+    assert doc["metrics"] == metrics["metrics"] and doc["out"] == str(ev)
     assert metrics["n_pairs"] == 6 and metrics["n_changed"] == 3
     for name in ("auroc", "sensitivity", "specificity", "bacc"):
         m = metrics["metrics"][name]
@@ -127,14 +129,17 @@ def test_train_and_eval_cli(pairs, tmp_path, cli):
     preds = pd.read_csv(ev / "predictions.csv")
     assert len(preds) == 6 and preds["prob_changed"].between(0, 1).all()
 
-    # a test-only CSV without a split column, and no --out: evaluated whole into RUN/eval-<name>
+    # a test-only CSV without a split column: evaluated whole; --out is required (no RUN/eval-<name> default)
     test_only = pd.read_csv(pairs / "pairs.csv")
     test_only = test_only[test_only["split"] == "test"].drop(columns=["split"])
     test_only.to_csv(pairs / "test.csv", index=False)
-    r = cli(["change", "eval", "--run", str(run), "--pairs", str(pairs / "test.csv"), "--device", "cpu",
-             "--bootstrap", "50"])
+    args = ["change", "eval", "--run", str(run), "--pairs", str(pairs / "test.csv"), "--device", "cpu",
+            "--bootstrap", "50"]
+    r = cli(args)
+    assert r.exit_code == 2 and "Missing option '--out'" in r.output and not (run / "eval-test").exists()
+    r = cli([*args, "--out", str(tmp_path / "ev-test")])
     assert r.exit_code == 0, r.output
-    assert json.loads((run / "eval-test" / "metrics.json").read_text())["n_pairs"] == len(test_only)
+    assert json.loads((tmp_path / "ev-test" / "metrics.json").read_text())["n_pairs"] == len(test_only)
 
 
 def test_eval_missing_run_exit_2(pairs, tmp_path, cli):
@@ -193,8 +198,14 @@ def test_quick_preset_and_explicit_options_win(val_pairs, tmp_path, cli):
     assert run["ablation"] == "default" and not (tmp_path / "q" / "preprocessed").exists()
     assert cfg["train"]["warmup_epochs"] == 1 and cfg["resolved"]["lr"] == 5e-4
     assert change.change_recipe(quick=True) == {"steps": "default", "epochs": 3, "warmup_epochs": 1}
-    r = cli([*base, "--steps", "warp", "--warmup-epochs", "0", "--max-steps", "1", "--out", str(tmp_path / "w")])
+    r = cli([*base, "--steps", "warp", "--max-steps", "1", "--out", str(tmp_path / "old")])
+    assert r.exit_code == 2 and "No such option '--steps'" in r.output  # renamed to --preprocess
+    r = cli([*base, "--preprocess", "warp", "--warmup-epochs", "0", "--max-steps", "1", "--out", str(tmp_path / "w"),
+             "--json"])
     assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # --json: the training result only on stdout
+    assert doc["steps"] == 1 and doc["out"] == str(tmp_path / "w") and doc["preprocess"]["n_pairs"] >= 1
+    assert doc["selection"] == json.loads((tmp_path / "w" / "change_config.json").read_text())["selection"]
     assert json.loads((tmp_path / "w" / "change_config.json").read_text())["ablation"] == "warp"
     assert json.loads((tmp_path / "w" / "config.json").read_text())["train"]["warmup_epochs"] == 0
 

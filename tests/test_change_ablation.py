@@ -36,7 +36,7 @@ def test_presets_parse():
 
 def test_bad_steps_exit_2(pairs, tmp_path, cli):
     r = cli(["change", "train", "--pairs", str(pairs / "pairs.csv"), "--out", str(tmp_path / "run"),
-             "--steps", "bogus"])
+             "--preprocess", "bogus"])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "bogus" in r.output and all(p in r.output for p in PRESETS)
 
@@ -98,7 +98,7 @@ def test_cache_reused_and_unreadable_skipped(pairs, tmp_path, monkeypatch):
 def test_train_eval_cli_same_steps(pairs, tmp_path, cli):
     run, ev = tmp_path / "run", tmp_path / "ev"
     r = cli(["change", "train", "--pairs", str(pairs / "pairs.csv"), "--out", str(run), "--model", TINY,
-             "--steps", "warp", "--max-steps", "2", "--batch-size", "2", "--precision", "fp32", "--device", "cpu",
+             "--preprocess", "warp", "--max-steps", "2", "--batch-size", "2", "--precision", "fp32", "--device", "cpu",
              "--workers", "0", "-q"])
     assert r.exit_code == 0, r.output
     assert "Preprocessed 2 pair(s)" in r.output

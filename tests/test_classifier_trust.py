@@ -105,7 +105,7 @@ def test_deleted_key_is_named(bundle, key, cli):
     _write_meta(bundle, meta)
     with pytest.raises(CheckpointError, match=f"missing the key {key}"):
         load_classifier(bundle, device="cpu")
-    _assert_clean_cli_failure(cli(["classifier", "info", str(bundle)]), key, "classifier.json")
+    _assert_clean_cli_failure(cli(["classifier", "info", "--run", str(bundle)]), key, "classifier.json")
 
 
 @pytest.mark.parametrize(("key", "value"), [("classes", "akiec"), ("classes", ["only-one"]), ("temperature", -1.0), ("temperature", 1e-320),
@@ -139,7 +139,7 @@ def test_older_bundle_without_hashes_is_refused_with_rebuild_hint(bundle, cli):
     with pytest.raises(CheckpointError, match="older panderm") as info:
         load_classifier(bundle, device="cpu")
     assert "rebuild" in info.value.hint
-    _assert_clean_cli_failure(cli(["classifier", "info", str(bundle)]), "older panderm", "rebuild")
+    _assert_clean_cli_failure(cli(["classifier", "info", "--run", str(bundle)]), "older panderm", "rebuild")
 
 
 def test_not_json_and_not_an_object_are_refused(bundle):
@@ -184,8 +184,8 @@ def test_pickle_as_head_safetensors_runs_nothing(bundle, tmp_path, cli, rehash):
     expected = "not a safetensors file" if rehash else r"head\.safetensors has changed"
     with pytest.raises(CheckpointError, match=expected):
         load_classifier(bundle, device="cpu")
-    _assert_clean_cli_failure(cli(["classifier", "info", str(bundle)]), "head.safetensors")
-    _assert_clean_cli_failure(cli(["serve", "--classifier", str(bundle), "--port", "0"]), "head.safetensors")
+    _assert_clean_cli_failure(cli(["classifier", "info", "--run", str(bundle)]), "head.safetensors")
+    _assert_clean_cli_failure(cli(["serve", "--run", str(bundle), "--port", "0"]), "head.safetensors")
     assert not marker.exists()
 
 
@@ -208,7 +208,7 @@ def test_pickle_as_model_safetensors_runs_nothing(bundle, tmp_path, cli, rehash)
     expected = "not a safetensors file" if rehash else r"model\.safetensors has changed"
     with pytest.raises(CheckpointError, match=expected):
         load_classifier(bundle, device="cpu")
-    _assert_clean_cli_failure(cli(["classifier", "info", str(bundle)]), "model.safetensors")
+    _assert_clean_cli_failure(cli(["classifier", "info", "--run", str(bundle)]), "model.safetensors")
     assert not marker.exists()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -149,7 +148,7 @@ def test_summarise_single_seed_uses_the_bootstrap_ci():
     assert c.loc[1.0, "min"] == 0.8 and c.loc[1.0, "max"] == 0.9 and c.loc[1.0, "boot_ci_low"] == pytest.approx(0.75)
 
 
-def test_finetune_method_calls_the_finetuner(data, tmp_path, monkeypatch):
+def test_finetune_method_calls_the_finetuner(data, tmp_path):
     csv, *_ = data
     calls = []
 
@@ -161,13 +160,10 @@ def test_finetune_method_calls_the_finetuner(data, tmp_path, monkeypatch):
                                               "auroc": {"value": v, "ci_low": v - 0.05, "ci_high": v + 0.05}},
                                      summary={"n_train": int(240 * percent_data)})
 
-    fake = types.ModuleType("panderm.finetune")
-    fake.finetune = finetune
-    monkeypatch.setitem(sys.modules, "panderm.finetune", fake)
     out = tmp_path / "ft"
     res = label_efficiency(csv, out, method="finetune", root=tmp_path, models=[
         ("pre", "panderm_tiny_patch16_224", "demo"), ("rand", "panderm_tiny_patch16_224", None)],
-        percents=(0.25, 1.0), seeds=(0,), finetune_kwargs={"epochs": 2}, progress=False)
+        percents=(0.25, 1.0), seeds=(0,), finetune_kwargs={"epochs": 2}, progress=False, finetune_runner=finetune)
     assert len(calls) == 4 and {c["epochs"] for c in calls} == {2} and calls[0]["weights"] == "demo"
     assert calls[0]["out"] == out / "runs" / "pre" / "p0.25_s0"
     runs = pd.read_csv(out / "runs.csv")
@@ -179,9 +175,12 @@ def test_finetune_method_calls_the_finetuner(data, tmp_path, monkeypatch):
     assert set(res.curve["ci_method"]) == {"bootstrap"}
     assert label_efficiency(csv, out, method="finetune", root=tmp_path, models=[
         ("pre", "panderm_tiny_patch16_224", "demo"), ("rand", "panderm_tiny_patch16_224", None)],
-        percents=(0.25, 1.0), seeds=(0,), finetune_kwargs={"epochs": 2}, progress=False).computed == 0
+        percents=(0.25, 1.0), seeds=(0,), finetune_kwargs={"epochs": 2}, progress=False,
+        finetune_runner=finetune).computed == 0
     with pytest.raises(ConfigError, match="--root"):
-        label_efficiency(csv, out, method="finetune", models=[("a", "m", None)])
+        label_efficiency(csv, out, method="finetune", models=[("a", "m", None)], finetune_runner=finetune)
+    with pytest.raises(ConfigError, match="fine-tuning runner"):  # the eval layer never imports panderm.finetune
+        label_efficiency(csv, out, method="finetune", root=tmp_path, models=[("a", "m", None)])
 
 
 def test_cli_curve(cli, data, tmp_path):
@@ -196,6 +195,13 @@ def test_cli_curve(cli, data, tmp_path):
     res = cli(["curve", "--csv", str(csv), "--features", str(good), "--percents", "0.2,1", "--seeds", "0,1",
                "--binary", "--bootstrap", "10", "--out", str(out), "-q"])
     assert res.exit_code == 0 and "0 run(s) computed, 4 reused" in res.output
+    res = cli(["curve", "--csv", str(csv), "--features", str(good), "--percents", "0.2,1", "--seeds", "0,1",
+               "--binary", "--bootstrap", "10", "--out", str(out), "-q", "--json"])
+    shown = json.loads(res.stdout)  # --json: curve.json and the counts, nothing else on stdout
+    assert res.exit_code == 0 and shown["skipped"] == 4 and shown["computed"] == 0 and shown["out"] == str(out)
+    assert shown["metric"] == "auroc" and len(shown["curve"]) == 2 and str(out / "curve.json") in shown["files"]
+    res = cli(["curve", "--csv", str(csv), "--features", str(good), "--binary", "--bootstrap", "0"])
+    assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./curve folder any more
     for bad, frag in ((["--percents", "0,1"], "(0, 1]"), (["--percents", "a"], "comma-separated"),
                       (["--metric", "nope"], "unknown metric"),
                       (["--features", str(good)], "used twice")):
@@ -205,7 +211,28 @@ def test_cli_curve(cli, data, tmp_path):
     assert "panderm curve --csv data.csv --features feats/ --out curve/" in res.output
     flat = " ".join(res.output.split())
     assert "[default: 0.05,0.1,0.2,0.3,0.5,1]" in flat and "--protocol [release|sklearn]" in flat
-    assert "[default: release]" in flat
+    assert "[default: release]" in flat and "--bootstrap INTEGER RANGE" in flat and "[default: 1000;" in flat
+
+
+def test_cli_repeatable_features_and_models_keep_their_syntax(cli, data, tmp_path, monkeypatch):
+    import panderm.eval.curve as curve_mod
+
+    csv, good, noisy = data
+    got = []
+
+    def fake(csv, out, **kw):
+        got.append(kw)
+        raise ConfigError("stop here")  # the parsed arguments are all this test needs
+
+    monkeypatch.setattr(curve_mod, "label_efficiency", fake)
+    res = cli(["curve", "--csv", str(csv), "--features", f"a={good}", "--features", str(noisy), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "stop here" in res.output
+    assert got[-1]["features"] == [("a", good), (noisy.resolve().name, noisy)] and got[-1]["n_bootstrap"] == 1000
+    res = cli(["curve", "--csv", str(csv), "--method", "finetune", "--root", str(tmp_path), "--model", "m1=w.pth",
+               "--model", "m2", "--random-init", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "stop here" in res.output
+    assert got[-1]["models"] == [("m1=w.pth", "m1", "w.pth"), ("m2", "m2", None)]
+    assert got[-1]["finetune_kwargs"] == {"random_init": True}
 
 
 # --------------------------------------------------------------------------- paper grid, protocol, t-tests

@@ -30,3 +30,13 @@ def test_demo_command_runs_offline_on_bundled_data(cli, tmp_path):
     assert 1 / 7 < metrics["acc"]["value"] <= 1  # better than chance on 7 balanced classes
     for name in ("predictions.csv", "confusion_matrix.png", "roc.png"):
         assert (out / "probe" / name).stat().st_size > 0
+    again = cli(["demo", "--out", str(out), "-q", "--json"])  # the features are reused: fast
+    assert again.exit_code == 0, again.output
+    result = json.loads(again.stdout)
+    assert result["n_images"] == 84 and result["probe"] == str(out / "probe") and result["random_weights"] is False
+    assert result["metrics"]["acc"]["value"] == metrics["acc"]["value"]
+
+
+def test_demo_needs_out(cli):
+    res = cli(["demo"])
+    assert res.exit_code == 2 and "--out" in res.output

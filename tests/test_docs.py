@@ -35,3 +35,20 @@ def test_every_readme_panderm_command_is_registered(cli):
     names = set(group.list_commands(click.Context(group)))
     used = set(re.findall(r"^panderm ([a-z-]+)", (REPO / "README.md").read_text(), flags=re.M))
     assert used and used <= names, used - names
+
+
+def test_readme_layout_table_names_every_package_and_plugin():
+    text = (REPO / "README.md").read_text()
+    layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    packages = [p.name for p in (REPO / "panderm").iterdir() if (p / "__init__.py").exists()]
+    plugins = [p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").exists()]
+    missing = [name for name in packages + plugins if f"{name}/" not in layout and f"`{name}`" not in layout]
+    assert packages and plugins and not missing, f"README layout table misses: {missing}"
+
+
+def test_code_and_docs_cite_our_own_reference_pages():
+    """The release facts we follow are in docs/reference/, not in a file outside the repository."""
+    stale = [str(p.relative_to(REPO)) for folder in ("panderm", "plugins", "kernels", "panderm_cli", "docs", "tests")
+             for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".md") and "reference-model" in p.read_text()
+             and p.name != "test_docs.py" and "reference" not in p.relative_to(REPO).parts[:2]]
+    assert not stale, f"cite docs/reference/ instead of reference-model in: {stale}"

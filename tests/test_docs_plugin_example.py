@@ -22,12 +22,12 @@ def _module_from_doc(name: str, index: int) -> types.ModuleType:
     return module
 
 
-def test_doc_plugin_adds_task_and_command(cli):
+def test_doc_plugin_adds_probe_head_and_command(cli):
     plugin = _module_from_doc("panderm_knn", 0)
     commands = _module_from_doc("panderm_knn.commands", 1)
     plugin.commands = commands
     with plugin_context(plugin, "knn"):
-        spec = registries().tasks.get("knn")
+        spec = registries().probe_heads.get("knn")
         assert spec.plugin == "knn"
         rng = np.random.default_rng(0)
         X = np.r_[rng.normal(0, 1, (30, 4)), rng.normal(4, 1, (30, 4))]

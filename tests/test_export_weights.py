@@ -63,8 +63,11 @@ def test_safetensors_export_roundtrips_through_weights(tmp_path, released, cli):
         torch.testing.assert_close(again.forward_features(x), source.forward_features(x))
     # and a timm-layout export loads back into the PanDerm encoder too
     timm_out = tmp_path / "timm_export"
-    assert cli(["export", "--model", TEST_ARCH, "--weights", str(path), "--to", "timm",
-                "--out", str(timm_out)]).exit_code == 0
+    res = cli(["export", "--model", TEST_ARCH, "--weights", str(path), "--to", "timm", "--out", str(timm_out),
+               "-q", "--json"])
+    assert res.exit_code == 0, res.output
+    written = json.loads(res.stdout)
+    assert written["out"] == str(timm_out) and written["format"] == "timm" and written["tensors"] > 0
     back = create_encoder(TEST_ARCH, weights=str(timm_out))
     assert "timm layout" in back.weights_info.summary
     with torch.no_grad():

@@ -180,6 +180,11 @@ def test_cli_extract_summary_and_warning(assets, tmp_path, cli):
     import json
 
     assert json.loads((tmp_path / "o" / "meta.json").read_text())["preset"] == "imagenet"
+    r = cli(["extract", str(imgs), "--out", str(tmp_path / "j"), "--model", MODEL, "--workers", "0", "-q", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)  # the result as JSON only (the warning is on stderr)
+    assert result["n_images"] == 8 and result["dim"] == 32 and result["skipped"] == 0
+    assert result["features"] == str(tmp_path / "j" / "features.npy")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "badcsv", "badpreset"])

@@ -49,7 +49,7 @@ def test_missing_extra_names_the_extra(modules, extra, tmp_path, shared_data):
         "slide": ["slide", "tile", str(shared_data / "wsi" / "images" / "cmu-1-small-region.svs"),
                   "--out", str(tmp_path / "tiles")],
         "train": ["pretrain", "--model", "panderm_test_patch16_224", "--teacher", "openclip:ViT-B-16:/none/clip.bin",
-                  "--data", str(shared_data / "ham10000_dermoscopy_cls" / "labels.csv"), "--steps", "1",
+                  "--data", str(shared_data / "ham10000_dermoscopy_cls" / "labels.csv"), "--max-steps", "1",
                   "--out", str(tmp_path / "pt")],
     }[extra]
     res = _run_without(modules, args, tmp_path)

@@ -148,6 +148,9 @@ def test_weighted_sampler_is_the_default_and_can_be_turned_off(monkeypatch, cli,
     base = ["finetune", "--csv", str(tmp_path / "d.csv"), "--out", str(tmp_path / "ft")]
     assert cli(base).exit_code == 0 and cli([*base, "--no-weighted-sampler"]).exit_code == 0
     assert [c["weighted_sampler"] for c in calls] == [True, False]
+    # shared defaults: workers None (= min(2, CPUs), the library's default too), the recipe's batch 128
+    assert calls[0]["num_workers"] is None and calls[0]["batch_size"] == 128 and calls[0]["precision"] == "auto"
+    assert inspect.signature(finetune).parameters["num_workers"].default is None
 
 
 def test_default_run_gives_the_trainer_the_weighted_sampler(ham, monkeypatch, tmp_path):
@@ -193,19 +196,24 @@ def test_cli_end_to_end_eval_and_resume(ham, cli, tmp_path):
     assert info["recipe"]["weighted_sampler"] is True  # the release always passed --weights
     assert len(pd.read_csv(out / "predictions.csv")) == 8
 
-    r = cli(["finetune", "--resume", str(out), "--eval", "--tta", "--bootstrap", "20", "--json"])
+    r = cli(["finetune", "--out", str(out), "--eval", "--tta", "--bootstrap", "20", "--json"])
     assert r.exit_code == 0, r.output
-    assert "auroc" in json.loads(r.output)
+    shown = json.loads(r.stdout)  # stdout holds nothing but the JSON
+    assert "auroc" in shown and shown["out"] == str(out / "eval-test-tta")
     assert json.loads((out / "eval-test-tta" / "finetune.json").read_text())["tta_views"][1] == "hflip"
 
-    r = cli(["finetune", "--resume", str(out), "--max-steps", "4", "--quiet", "--workers", "0"])  # run's options
+    r = cli(["finetune", "--resume", str(out), "--max-steps", "4"])  # --resume is a flag now: --out DIR --resume
+    assert r.exit_code == 2 and "--out" in r.output
+    r = cli(["finetune", "--out", str(out), "--resume", "--eval"])
+    assert r.exit_code == 2 and "without --resume" in r.output
+    r = cli(["finetune", "--out", str(out), "--resume", "--max-steps", "4", "--quiet", "--workers", "0"])  # run's options
     assert r.exit_code == 0, r.output
     steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 4
 
     fast = [a if a != TINY else "panderm_test_patch16_224" for a in FAST]
     r = CliRunnerNoCatch.invoke(["finetune", "--csv", str(ham / "data.csv"), "--root", str(ham), "--binary",
-                                 "--resume", str(out), "--max-steps", "6", *fast])
+                                 "--out", str(out), "--resume", "--max-steps", "6", *fast])
     assert r.exit_code == 2
     assert TINY in r.output and "panderm_test_patch16_224" in r.output and "Traceback" not in r.output
 

@@ -29,7 +29,10 @@ def test_every_hookspec_is_documented_in_plugins_md():
 def test_every_registering_hook_has_a_registry_row():
     registering = {h for h in HOOKSPECS if h.startswith("register_")} - {"register_commands"}
     assert {row.hook for row in REGISTRY_HOOKS} == registering
-    assert len({row.field for row in REGISTRY_HOOKS}) == len(REGISTRY_HOOKS)
+    current = [row for row in REGISTRY_HOOKS if not row.renamed_to]
+    assert len({row.field for row in current}) == len(current)
+    for old in (row for row in REGISTRY_HOOKS if row.renamed_to):  # a deprecated name feeds its successor's registry
+        assert old.field == next(r.field for r in current if r.hook == old.renamed_to)
 
 
 class EveryHook:
@@ -46,10 +49,16 @@ class EveryHook:
         register("every_hook_vit", lambda **kw: None, pretrained_cfg=PretrainedCfg(tag="x"))
 
     @panderm.hookimpl
-    def register_tasks(self, register):
-        from panderm.registry import TaskSpec
+    def register_probe_heads(self, register):
+        from panderm.registry import ProbeHeadSpec
 
-        register(TaskSpec(name="every-hook-task", summary="t", factory=lambda **kw: None))
+        register(ProbeHeadSpec(name="every-hook-head", summary="h", factory=lambda **kw: None))
+
+    @panderm.hookimpl
+    def register_tasks(self, register):  # the deprecated name of register_probe_heads
+        from panderm.registry import ProbeHeadSpec
+
+        register(ProbeHeadSpec(name="every-hook-task", summary="t", factory=lambda **kw: None))
 
     @panderm.hookimpl
     def register_modalities(self, register):
@@ -82,7 +91,8 @@ class EveryHook:
         return Path("/every/hook.pth") if spec == "every-hook-weights" else None
 
 
-EXPECTED = {"encoders": "every_hook_vit", "tasks": "every-hook-task", "modalities": "every-hook-modality",
+EXPECTED = {"encoders": "every_hook_vit", "probe_heads": ["every-hook-head", "every-hook-task"],
+            "modalities": "every-hook-modality",
             "teachers": "every-hook-teacher", "data_sources": "every-hook-data", "segmenters": "every-hook-seg",
             "benchmarks": "every-hook-bench"}
 
@@ -93,19 +103,40 @@ def test_the_test_plugin_implements_every_hookspec():
     assert set(EXPECTED) == {row.field for row in REGISTRY_HOOKS}
 
 
+def test_the_deprecated_register_tasks_still_registers_with_a_warning(capsys):
+    class Old:
+        @panderm.hookimpl
+        def register_tasks(self, register):
+            from panderm.registry import ProbeHeadSpec
+
+            register(ProbeHeadSpec(name="old-head", summary="o", factory=lambda **kw: None))
+
+    with plugin_context(Old(), "old"):
+        assert registries().probe_heads.get("old-head").plugin == "old"
+        with pytest.warns(DeprecationWarning, match="probe_heads"):
+            assert "old-head" in registries().tasks
+    assert "plugin 'old' implements register_tasks, deprecated: rename it register_probe_heads" in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match="ProbeHeadSpec"):
+        from panderm.registry import TaskSpec
+    from panderm.registry import ProbeHeadSpec
+
+    assert TaskSpec is ProbeHeadSpec
+
+
 def test_every_hook_is_called_and_described():
     from panderm.plugins import resolve_weights
     from panderm_cli.app import build_cli
 
     with plugin_context(EveryHook(), "every-hook"):
         regs = registries()
-        for field, name in EXPECTED.items():
+        for field, names in EXPECTED.items():
             registry = getattr(regs, field)
-            assert name in registry and registry.owner(name) == "every-hook", field
+            for name in [names] if isinstance(names, str) else names:
+                assert name in registry and registry.owner(name) == "every-hook", field
         record = next(r for r in describe_plugins() if r["name"] == "every-hook")
         assert set(record["hooks"]) == set(HOOKSPECS)
-        for field, name in EXPECTED.items():
-            assert record[field] == [name], field
+        for field, names in EXPECTED.items():
+            assert record[field] == ([names] if isinstance(names, str) else sorted(names)), field
         assert resolve_weights("every-hook-weights") == Path("/every/hook.pth")
         assert "every-hook" in build_cli().list_commands(click.Context(click.Group()))
     assert "every_hook_vit" not in registries().encoders
@@ -116,10 +147,10 @@ def test_a_plugin_registering_the_wrong_spec_type_is_a_plugin_error():
 
     class Wrong:
         @panderm.hookimpl
-        def register_tasks(self, register):
-            register("not a TaskSpec")
+        def register_probe_heads(self, register):
+            register("not a ProbeHeadSpec")
 
-    with plugin_context(Wrong(), "wrong"), pytest.raises(PluginError, match="expected a TaskSpec"):
+    with plugin_context(Wrong(), "wrong"), pytest.raises(PluginError, match="expected a ProbeHeadSpec"):
         registries()
 
 

@@ -17,7 +17,7 @@ import panderm
 from panderm.errors import InputError
 from panderm.eval.oof import assign_folds, run_oof_probe
 from panderm.plugins import plugin_context
-from panderm.registry import TaskSpec
+from panderm.registry import ProbeHeadSpec
 
 METRIC_KEYS = ["weighted_f1", "auroc", "bacc", "aupr", "acc", "kappa", "auroc_ovr"]
 
@@ -76,11 +76,11 @@ def test_every_row_predicted_once_and_no_fold_sees_its_rows(cohort, tmp_path):
 
     class Plugin:
         @panderm.hookimpl
-        def register_tasks(self, register):
-            register(TaskSpec(name="recorder", summary="records", factory=Recorder))
+        def register_probe_heads(self, register):
+            register(ProbeHeadSpec(name="recorder", summary="records", factory=Recorder))
 
     with plugin_context(Plugin(), "test-recorder"):
-        res = run_oof_probe(feats, csv, tmp_path / "out", folds=5, stratify="stage", task="recorder",
+        res = run_oof_probe(feats, csv, tmp_path / "out", folds=5, stratify="stage", head="recorder",
                             n_bootstrap=50)
     assert len(fits) == 5
     sig = {tuple(r): i for i, r in enumerate(X.round(6).tolist())}  # each row's unique feature signature
@@ -172,7 +172,7 @@ def test_cli_oof_end_to_end(cli, cohort, tmp_path):
     for name in ("oof.csv", "metrics.json", "folds.json", "oof.json"):
         assert (out / name).stat().st_size > 0, name
     assert len(pd.read_csv(out / "oof.csv")) == len(df)
-    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--stratify", "stage"])
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--stratify", "stage", "--out", str(out)])
     assert res.exit_code == 2 and "--folds" in res.output
 
 
@@ -235,7 +235,7 @@ def test_compare_on_the_same_folds_uses_a_paired_t_test(cli, cohort, tmp_path):
     with pytest.raises(InputError, match=r"2 of 240 images .* have no features .*weak \(compare features"):
         run_oof_probe(feats, csv, None, folds=5, compare=weak, n_bootstrap=0)
     res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--folds", "5", "--compare", str(weak),
-               "--compare-method", "bootstrap"])
+               "--compare-method", "bootstrap", "--out", str(tmp_path / "cm")])
     assert res.exit_code == 2 and "--compare-method" in res.output
 
 

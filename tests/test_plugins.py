@@ -14,7 +14,7 @@ import pytest
 import panderm
 from panderm.errors import PluginError
 from panderm.plugins import plugin_context, registries
-from panderm.registry import PretrainedCfg, TaskSpec
+from panderm.registry import PretrainedCfg, ProbeHeadSpec
 
 
 def _run_panderm(args, env_extra=None, cwd=None):
@@ -35,8 +35,8 @@ class FakeTaskPlugin:
             click.echo(f"hello {name}")
 
     @panderm.hookimpl
-    def register_tasks(self, register):
-        register(TaskSpec(name="nearest-centroid", summary="test task",
+    def register_probe_heads(self, register):
+        register(ProbeHeadSpec(name="nearest-centroid", summary="test task",
                           factory=lambda **kw: __import__("sklearn.neighbors").neighbors.NearestCentroid()))
 
 
@@ -52,14 +52,14 @@ def test_builtin_plugins_register_through_entry_points():
 
 def test_inline_plugin_adds_command_and_task(cli):
     with plugin_context(FakeTaskPlugin(), "fake"):
-        assert "nearest-centroid" in registries().tasks
-        assert registries().tasks.get("nearest-centroid").plugin == "fake"
+        assert "nearest-centroid" in registries().probe_heads
+        assert registries().probe_heads.get("nearest-centroid").plugin == "fake"
         result = cli(["hello", "--name", "derm"])
         assert result.exit_code == 0 and result.output.strip() == "hello derm"
         records = {r["name"]: r for r in json.loads(cli(["plugins"]).output)}
-        assert records["fake"]["tasks"] == ["nearest-centroid"]
+        assert records["fake"]["probe_heads"] == ["nearest-centroid"]
         assert records["fake"]["commands"] == ["hello"]
-    assert "nearest-centroid" not in registries().tasks
+    assert "nearest-centroid" not in registries().probe_heads
 
 
 def test_duplicate_name_is_an_error_naming_both_plugins():

@@ -36,7 +36,7 @@ def _args(data, out, *extra):
 
 def test_tiny_run_end_to_end_and_checkpoint_loads_in_extract(cli, images, tmp_path):
     out = tmp_path / "run"
-    res = cli(_args(images, out, "--steps", "4"))
+    res = cli(_args(images, out, "--max-steps", "4"))
     assert res.exit_code == 0, res.output
     assert "trained 4 steps" in res.output and "unreadable image load" in res.output
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -59,15 +59,23 @@ def test_tiny_run_end_to_end_and_checkpoint_loads_in_extract(cli, images, tmp_pa
 
 def test_resume_continues_and_refuses_changed_config(cli, images, tmp_path):
     out = tmp_path / "run"
-    assert cli(_args(images, out, "--steps", "2")).exit_code == 0
-    again = cli(_args(images, out, "--steps", "4"))
+    assert cli(_args(images, out, "--max-steps", "2")).exit_code == 0
+    again = cli(_args(images, out, "--max-steps", "4"))
     assert again.exit_code == 2 and "already holds a pretraining run" in again.output
-    res = cli(["pretrain", "--resume", str(out), "--steps", "4", "--quiet"])
+    assert "--out " + str(out) + " --resume" in again.output
+    res = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "-q", "--json"])
     assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["steps"] == 4 and result["checkpoint"] == str(out / "checkpoint-last.pth")
+    assert {"seconds", "final_loss", "skipped"} <= set(result)
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps[-1] == 4
-    bad = cli(["pretrain", "--resume", str(out), "--steps", "6", "--lr", "0.1", "--quiet"])
+    bad = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "6", "--lr", "0.1", "--quiet"])
     assert bad.exit_code == 2 and "lr" in bad.output and "Traceback" not in bad.output
+    old = cli(["pretrain", "--resume", str(out), "--max-steps", "6", "--quiet"])  # --resume DIR is gone
+    assert old.exit_code == 2 and "Usage" in old.output
+    with_config = cli(["pretrain", "--out", str(out), "--resume", "--config", "panderm_large"])
+    assert with_config.exit_code == 2 and "drop --config" in with_config.output
 
 
 @pytest.mark.parametrize("teacher, message", [
@@ -80,7 +88,7 @@ def test_teacher_errors_are_clean(cli, images, tmp_path, teacher, message):
 
     if teacher.startswith("openclip") and importlib.util.find_spec("open_clip") is None:
         message = "needs open_clip"  # without the [train] extra the missing package is reported first
-    args = _args(images, tmp_path / "run", "--steps", "1")
+    args = _args(images, tmp_path / "run", "--max-steps", "1")
     args[args.index("hog")] = teacher
     res = cli(args)
     assert res.exit_code == 2, res.output
@@ -92,7 +100,7 @@ def test_wrong_architecture_teacher_weights(cli, images, tmp_path):
     other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2)
     path = tmp_path / "small.pth"
     torch.save(other.state_dict(), path)
-    args = _args(images, tmp_path / "run", "--steps", "1")
+    args = _args(images, tmp_path / "run", "--max-steps", "1")
     args[args.index("hog")] = f"timm:vit_small_patch16_224:{path}"
     res = cli(args)
     assert res.exit_code == 2 and "small.pth" in res.output and "Traceback" not in res.output
@@ -101,10 +109,14 @@ def test_wrong_architecture_teacher_weights(cli, images, tmp_path):
 def test_config_errors(cli, tmp_path):
     res = cli(["pretrain", "--config", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "panderm_large" in res.output
-    res = cli(["pretrain", "--model", MODEL, "--out", str(tmp_path / "x"), "--steps", "1"])
+    res = cli(["pretrain", "--model", MODEL, "--out", str(tmp_path / "x"), "--max-steps", "1"])
     assert res.exit_code == 2 and "no training data" in res.output
-    res = cli(["pretrain", "--resume", str(tmp_path / "missing")])
+    res = cli(["pretrain", "--out", str(tmp_path / "missing"), "--resume"])
     assert res.exit_code == 2 and "no pretraining run" in res.output
+    res = cli(["pretrain", "--model", MODEL, "--out", str(tmp_path / "x"), "--steps", "1"])  # retired: --max-steps
+    assert res.exit_code == 2 and "No such option '--steps'" in res.output
+    res = cli(["pretrain", "--model", MODEL, "--data", str(tmp_path), "--max-steps", "1"])  # --out is required
+    assert res.exit_code == 2 and "--out" in res.output
 
 
 @pytest.mark.parametrize("text, message", [
@@ -119,7 +131,7 @@ def test_config_errors(cli, tmp_path):
 def test_hostile_recipe_values_are_clean_errors_naming_the_file(cli, images, tmp_path, text, message):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(text)
-    res = cli(["pretrain", "--config", str(recipe), "--model", MODEL, "--data", str(images), "--steps", "1",
+    res = cli(["pretrain", "--config", str(recipe), "--model", MODEL, "--data", str(images), "--max-steps", "1",
                "--out", str(tmp_path / "run")])
     assert res.exit_code == 2, res.output
     assert "recipe.yaml" in res.output and message in res.output and "Internal error" not in res.output
@@ -176,7 +188,7 @@ def test_mismatching_init_weights_are_a_clean_error(cli, images, tmp_path):
     path = tmp_path / "tiny_start.pth"
     torch.save(other.state_dict(), path)
     out = tmp_path / "run"
-    res = cli(_args(images, out, "--steps", "1", "--init-weights", str(path)))
+    res = cli(_args(images, out, "--max-steps", "1", "--init-weights", str(path)))
     assert res.exit_code == 2, res.output
     assert "init_weights" in res.output and "tiny_start.pth" in res.output and "Traceback" not in res.output
     assert not out.exists()  # refused before the run folder was made

@@ -21,7 +21,7 @@ from panderm.errors import InputError
 from panderm.eval.linear import LBFGSLogisticRegression, default_C
 from panderm.eval.probe import run_probe, subsample
 from panderm.plugins import plugin_context
-from panderm.registry import TaskSpec
+from panderm.registry import ProbeHeadSpec
 
 METRIC_KEYS = ["weighted_f1", "auroc", "bacc", "aupr", "acc", "kappa"]
 
@@ -159,13 +159,15 @@ def test_cli_end_to_end_writes_all_outputs(cli, ham, tmp_path):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
-def test_cli_json_binary_and_sklearn_task(cli, ham, tmp_path):
+def test_cli_json_binary_and_sklearn_head(cli, ham, tmp_path):
     feats, csv, df = ham
     res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "b"), "--binary",
-               "--bootstrap", "200", "--task", "sklearn-logreg", "--json"])
+               "--bootstrap", "200", "--head", "sklearn-logreg", "--json"])
     assert res.exit_code == 0, res.output
-    metrics = json.loads(res.stdout)
+    metrics = json.loads(res.stdout)  # stdout holds nothing but the JSON
     assert list(metrics)[:6] == METRIC_KEYS and metrics["auroc"]["value"] > 0.6
+    assert metrics["protocol"] == "release" and metrics["out"] == str(tmp_path / "b")
+    assert str(tmp_path / "b" / "metrics.json") in metrics["files"]
     summary = json.loads((tmp_path / "b" / "probe.json").read_text())
     assert summary["classes"] == [0, 1] and summary["label_column"] == "binary_label"
     pred = pd.read_csv(tmp_path / "b" / "predictions.csv")
@@ -244,7 +246,7 @@ def test_compare_writes_paired_results(cli, ham, tmp_path):
     assert "comparison" in res.output
 
 
-def test_third_party_task_plugin_is_usable_via_task(cli, ham, tmp_path):
+def test_third_party_probe_head_plugin_is_usable_via_head(cli, ham, tmp_path):
     seen = {}
 
     class Centroid:
@@ -265,20 +267,20 @@ def test_third_party_task_plugin_is_usable_via_task(cli, ham, tmp_path):
 
     class Plugin:
         @panderm.hookimpl
-        def register_tasks(self, register):
-            register(TaskSpec(name="centroid", summary="nearest class mean", factory=Centroid))
+        def register_probe_heads(self, register):
+            register(ProbeHeadSpec(name="centroid", summary="nearest class mean", factory=Centroid))
 
     feats, csv, _ = ham
     with plugin_context(Plugin(), "test-centroid"):
         res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "c"),
-                   "--task", "centroid", "--bootstrap", "100"])
+                   "--head", "centroid", "--bootstrap", "100"])
     assert res.exit_code == 0, res.output
-    # the default protocol (release) hands task factories the released objective's penalty name
+    # the default protocol (release) hands probe-head factories the released objective's penalty name
     assert seen == {"C": pytest.approx(24 * 7 / 100), "penalty": "official", "seed": 0, "max_iter": 1000}
-    assert json.loads((tmp_path / "c" / "probe.json").read_text())["task"] == "centroid"
+    assert json.loads((tmp_path / "c" / "probe.json").read_text())["head"] == "centroid"
     res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--out", str(tmp_path / "d"),
-               "--task", "centroid"])
-    assert res.exit_code == 2 and "unknown task 'centroid'" in res.output and "logreg" in res.output
+               "--head", "centroid"])
+    assert res.exit_code == 2 and "unknown probe head 'centroid'" in res.output and "logreg" in res.output
 
 
 # --------------------------------------------------------------------------- bad input
@@ -355,6 +357,14 @@ def test_binary_without_binary_label_and_compare_on_other_test_set(cli, ham, tmp
         run_probe(feats, csv, None, compare=other, n_bootstrap=0)
 
 
+def test_out_is_required_and_quiet_keeps_the_summary(cli, ham, tmp_path):
+    feats, csv, _ = ham
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--bootstrap", "0"])
+    assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./probe folder any more
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--bootstrap", "0", "-q", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0 and "weighted_f1" in res.output and (tmp_path / "q" / "metrics.json").is_file()
+
+
 # --------------------------------------------------------------------------- release protocol on real features
 
 TINY = "panderm_tiny_patch16_224.demo"
@@ -381,7 +391,7 @@ def real(tmp_path_factory, ham_csv):
 
 
 def release_linear_eval(X_train, y_train, X_test, seed=0):
-    """A minimal re-statement of the released ``linear_eval.py`` probe (reference-model §4).
+    """A minimal re-statement of the released ``linear_eval.py`` probe (docs/reference/linear-probe.md).
 
     ``Linear(D, K)`` after ``torch.manual_seed(seed)``; one full-batch
     ``LBFGS(lr=1, max_iter=1000, line_search_fn="strong_wolfe").step(closure)`` on
@@ -452,9 +462,9 @@ def test_protocol_option_replaces_penalty_and_rejects_unknown_values(cli, ham, t
     from panderm.errors import ConfigError
 
     feats, csv, _ = ham
-    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--penalty", "official"])
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--penalty", "official", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--penalty" in res.output
-    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--protocol", "official"])
+    res = cli(["probe", "--features", str(feats), "--csv", str(csv), "--protocol", "official", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "release" in res.output and "sklearn" in res.output
     with pytest.raises(ConfigError, match="unknown protocol 'official'"):
         run_probe(feats, csv, None, protocol="official", n_bootstrap=0)
@@ -462,9 +472,9 @@ def test_protocol_option_replaces_penalty_and_rejects_unknown_values(cli, ham, t
     assert "--protocol [release|sklearn]" in help_text and "[default: release]" in help_text
 
 
-def test_precision_is_null_when_meta_json_lacks_it_and_sklearn_task_records_its_params(ham, tmp_path):
+def test_precision_is_null_when_meta_json_lacks_it_and_sklearn_head_records_its_params(ham, tmp_path):
     feats, csv, _ = ham  # synthetic meta.json: {"model", "dim"}, no precision
-    res = run_probe(feats, csv, tmp_path / "o", n_bootstrap=0, task="sklearn-logreg")
+    res = run_probe(feats, csv, tmp_path / "o", n_bootstrap=0, head="sklearn-logreg")
     saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert saved["features_precision"] is None and saved["protocol"] == "release"
     assert saved["solver"]["estimator"].endswith("LogisticRegression")

@@ -79,6 +79,11 @@ def test_export_without_weights_is_refused(cli, tmp_path):
     assert not out.exists()
 
 
+def test_export_model_defaults_to_the_shared_one(cli, tmp_path):
+    res = cli(["export", "--out", str(tmp_path / "large.safetensors")])  # panderm_large_patch16_224, no weights
+    assert res.exit_code == 2 and "panderm_large_patch16_224" in res.output and "--random-init" in res.output
+
+
 def test_export_with_random_init(cli, tmp_path):
     out = tmp_path / "base.safetensors"
     res = cli(["export", "--model", BASE, "--random-init", "--out", str(out)])

@@ -45,6 +45,11 @@ def test_list_shows_every_table1_dataset_with_the_papers_figures(cli):
     listed = json.loads(cli(["reproduce", "list", "--json"]).output)
     assert {b["name"] for b in listed} >= set(TABLE1)
     assert all(b["results"] for b in listed)
+    for name in ("list", "ham10000", "ham10000-curve", "wsi"):  # every subcommand: its own Examples epilog
+        shown = cli(["reproduce", name, "--help"]).output
+        assert "Examples:" in shown and f"panderm reproduce {name}" in shown or name == "wsi", name
+    assert "select(.name == \"wsi\")" in cli(["reproduce", "wsi", "--help"]).output  # listed only: not runnable
+    assert "--data DIR --weights panderm-large --out rep/ham10000" in cli(["reproduce", "ham10000", "--help"]).output
 
 
 def test_ham10000_report_equals_a_separate_release_probe(cli, ham_subset, tmp_path, monkeypatch):
@@ -80,9 +85,12 @@ def test_rerun_resumes_and_other_weights_are_refused(cli, ham_subset, tmp_path):
     args = ["reproduce", "ham10000", "--data", str(data), "--out", str(tmp_path / "rep"), "--bootstrap", "0", "-q"]
     assert cli([*args, "--model", DEMO]).exit_code == 0
     first = _report(tmp_path / "rep")["rows"]
-    again = cli([*args, "--model", DEMO])
+    again = cli([*args, "--model", DEMO, "--json"])
     assert again.exit_code == 0, again.output
     assert [r["ours"] for r in _report(tmp_path / "rep")["rows"]] == [r["ours"] for r in first]
+    shown = json.loads(again.stdout)  # --json: report.json plus out and files, nothing else on stdout
+    assert [r["ours"] for r in shown["rows"]] == [r["ours"] for r in first]
+    assert shown["out"] == str(tmp_path / "rep") and str(tmp_path / "rep" / "report.json") in shown["files"]
     other = cli([*args, "--model", "panderm_tiny_patch16_224"])
     assert other.exit_code != 0
     assert "Traceback" not in other.output and "weights" in other.output.lower()

@@ -206,8 +206,10 @@ def test_cli_train_predict_eval(trained, seg_data, tmp_path, cli):
     for _, r in rows.head(2).iterrows():
         shutil.copy(root / "images" / r["image"], imgs / r["image"])
     (imgs / "broken.jpg").write_bytes(b"not an image")
-    res = cli(["segment", "predict", "--run", str(run), str(imgs), "--out", str(tmp_path / "masks"), "-q"])
+    res = cli(["segment", "predict", "--run", str(run), str(imgs), "--out", str(tmp_path / "masks"), "-q", "--json"])
     assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # --json: stdout holds the result document only
+    assert doc["n_images"] == 2 and doc["n_skipped"] == 1 and doc["out"] == str(tmp_path / "masks")
     for _, r in rows.head(2).iterrows():
         m = np.asarray(Image.open(tmp_path / "masks" / (r["image"].rsplit(".", 1)[0] + ".png")))
         assert m.shape == (150, 200) and set(np.unique(m).tolist()) <= {0, 255}
@@ -215,9 +217,10 @@ def test_cli_train_predict_eval(trained, seg_data, tmp_path, cli):
 
     out = tmp_path / "eval"
     res = cli(["segment", "eval", "--run", str(run), "--csv", str(csv), "--root", str(root), "--out", str(out),
-               "--bootstrap", "200"])
+               "--bootstrap", "200", "--json", "-q"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
+    assert json.loads(res.stdout)["dice"] == m["dice"]  # --json prints metrics.json (plus paths) on stdout
     for k in ("dice", "jaccard", "dice_global", "jaccard_global"):
         assert set(m[k]) == {"value", "ci_low", "ci_high"} and 0 <= m[k]["value"] <= 1
         assert k in m["baseline_whole_image"]
@@ -274,12 +277,27 @@ def test_align_pair_uses_a_segmenter_registered_by_a_plugin(seg_data, tmp_path, 
     a, b = (root / "images" / rows.image.iloc[i] for i in (0, 1))
     with plugin_context(FakeSegmenterPlugin(), "fake-seg"):
         assert registries().segmenters.owner("fake") == "fake-seg"
-        res = cli(["align-pair", str(a), str(b), "--out", str(tmp_path / "al"), "--steps", "segment",
+        res = cli(["align-pair", str(a), str(b), "--out", str(tmp_path / "al"), "--preprocess", "segment",
                    "--segmenter", "fake"])
         assert res.exit_code == 0, res.output
     m = np.asarray(Image.open(tmp_path / "al" / "mask_a.png")) > 0
     assert m.sum() == 30 * 40 and m[10:40, 20:60].all() and FakeSegmenterPlugin.calls == 2
     assert "fake" not in registries().segmenters
-    default = cli(["align-pair", str(a), str(b), "--out", str(tmp_path / "cl"), "--steps", "segment"])
+    default = cli(["align-pair", str(a), str(b), "--out", str(tmp_path / "cl"), "--preprocess", "segment"])
     assert default.exit_code == 0
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "cl" / "mask_a.png")) > 0, m)
+
+
+def test_segment_train_json_and_renamed_options(trained, seg_data, tmp_path, cli):
+    """--json prints the training result only; the shared option names work, the old spellings are gone."""
+    run, _ = trained
+    root, csv, _ = seg_data
+    out = tmp_path / "more"
+    shutil.copytree(run, out)
+    res = cli(["segment", "train", "--csv", str(csv), "--root", str(root), "--model", MODEL, "--max-steps", "3",
+               "--batch-size", "2", "--channels", CH, "--workers", "0", "--precision", "fp32", "--out", str(out),
+               "--resume", "-q", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["steps"] == 3 and doc["n_train"] == 4 and doc["out"] == str(out) and doc["skipped"] == 1
+    assert cli(["segment", "eval", "--run", str(run), "--csv", str(csv)]).exit_code == 2  # --out is required

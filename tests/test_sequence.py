@@ -95,6 +95,12 @@ def test_cli_eval(preds, tmp_path, cli):
     assert r.exit_code == 0, r.output
     assert "2/3" in r.output and "1/3" in r.output
     assert {p.name for p in out.iterdir()} == {"per_lesion.csv", "summary.json", "sequence_plot.png"}
+    r = cli(["sequence", "eval", "--predictions", str(preds), "--out", str(tmp_path / "seq2"), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # --json: summary.json plus the output paths, nothing else on stdout
+    assert doc == {**json.loads((out / "summary.json").read_text()), "out": str(tmp_path / "seq2"),
+                   "files": [str(tmp_path / "seq2" / n) for n in ("per_lesion.csv", "summary.json",
+                                                                  "sequence_plot.png")]}
 
 
 BAD = {

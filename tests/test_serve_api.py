@@ -252,5 +252,9 @@ def test_cli_help_and_loopback_rule(cli):
 
     result = cli(["serve", "--help"])
     assert result.exit_code == 0 and "--keep-uploads" in result.output and "--no-microbatch" in result.output
+    assert "--run" in result.output and "--classifier" not in result.output
+    assert cli(["serve", "--classifier", "clf/"]).exit_code == 2  # renamed to --run
+    both = cli(["serve", "--run", "clf/", "--demo"])
+    assert both.exit_code == 2 and "exactly one of --run DIR" in both.output
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("[::1]")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")

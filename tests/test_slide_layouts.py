@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import h5py
 import numpy as np
@@ -73,6 +74,12 @@ def test_layouts_load_as_trident_and_clam_users_do(tiled, tmp_path, cli):
                  "--device", "cpu", "--precision", "fp32", "--workers", "0", "-q"])
         assert r.exit_code == 0, r.output
         assert f"{layout} layout, preset panderm" in r.output
+    r = cli(["slide", "extract", str(tiles), "--model", DEMO, "--out", str(out / "panderm"), "--device", "cpu",
+             "--precision", "fp32", "-q", "--json"])  # default --workers; finished slides are skipped
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["layout"] == "panderm" and result["exists"] == 1 and result["encoder"] == DEMO
+    assert result["slides"][0]["slide"] == "syn" and result["features_csv"] == str(out / "panderm" / "features.csv")
     coords0, tattrs = read_coords(tiles / "coords" / "syn.h5")
 
     # panderm: <out>/syn.h5, attributes on the file

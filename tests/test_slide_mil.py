@@ -84,9 +84,10 @@ def test_mil_cv_end_to_end(tmp_path, slide_cli):
     tumour = _make(tmp_path, extra_rows=[{"slide": "ghost.svs", "label": "tumour", "case_id": "c99"}])
     out = tmp_path / "run"
     res = slide_cli(["mil", "--features", str(tmp_path / "feats"), "--csv", str(tmp_path / "slides.csv"),
-                     "--folds", "5", "--out", str(out), "--quiet", "--bootstrap", "100", "--device", "cpu"])
+                     "--folds", "5", "--out", str(out), "--quiet", "--bootstrap", "100", "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
-    assert "ghost" in res.output and "skipped" in res.output  # warned
+    assert "ghost" in res.stderr and "skipped" in res.stderr  # warned, on stderr: stdout is only the JSON
+    assert json.loads(res.stdout) == json.loads((out / "metrics.json").read_text())
     for name in ("metrics.json", "folds.json", "mil.json", "predictions.csv", "oof.csv", "roc.png", "skipped.csv"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -208,8 +209,9 @@ def test_heatmap_on_png_slide(tmp_path, slide_cli):
 
     coords = _png_slide_and_run(tmp_path)
     res = slide_cli(["heatmap", "--run", str(tmp_path / "run"), "--slide", str(tmp_path / "slideA.png"),
-                     "--out", str(tmp_path / "heat")])
+                     "--out", str(tmp_path / "heat"), "-q", "--json"])
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["heatmap"] == str(tmp_path / "heat" / "slideA_heatmap.png")
     png = tmp_path / "heat" / "slideA_heatmap.png"
     with Image.open(png) as im:
         assert im.size == (1024 + COLORBAR_WIDTH, 768)

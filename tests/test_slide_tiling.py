@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import h5py
@@ -107,8 +108,11 @@ def test_real_svs(shared_data, tmp_path, cli):
     assert (tmp_path / "thumbnails" / "cmu-1-small-region.png").stat().st_size > 10_000
     coords, a = read_coords(tmp_path / "coords" / "cmu-1-small-region.h5")
     assert a["patch_size_level0"] == 256 and (coords % 256 == 0).all()
-    r = cli(["slide", "tile", str(svs), "--out", str(tmp_path), "--quiet"])  # resumable
+    r = cli(["slide", "tile", str(svs), "--out", str(tmp_path), "-q", "--json"])  # resumable
     assert _rows(tmp_path / "tiling.csv")["cmu-1-small-region"]["status"] == "exists"
+    result = json.loads(r.stdout)
+    assert result["exists"] == 1 and result["tiling_csv"] == str(tmp_path / "tiling.csv")
+    assert result["slides"][0]["status"] == "exists" and result["slides"][0]["n_patches"] == int(row["n_patches"])
 
 
 def test_bad_slides_reported_batch_continues(shared_data, slides, tmp_path, cli):

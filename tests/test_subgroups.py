@@ -141,6 +141,13 @@ def test_cli_unknown_column_and_unmatched_rows(cli, tiny, tmp_path):
     assert res.exit_code == 0, res.output
     assert "2 of 9 prediction rows have no row" in res.output and "7 predictions" in res.output
     assert "site" in res.output and "spread" in res.output
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(tmp_path / "part.csv"), "--by", "site",
+               "--min-size", "2", "--bootstrap", "50", "--out", str(tmp_path / "p"), "-q", "--json"])
+    shown = json.loads(res.stdout)  # the warning stays on stderr; stdout holds nothing but the JSON
+    assert res.exit_code == 0 and shown["n_evaluated"] == 7 and shown["out"] == str(tmp_path / "p")
+    assert str(tmp_path / "p" / "subgroups.json") in shown["files"] and "2 of 9" in res.stderr
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "site"])
+    assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./subgroups folder any more
     res = cli(["evaluate", "--help"])
     assert "Examples:" in res.output and "--by sex,age,localization" in res.output
     res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "age", "--bins", "5,3",

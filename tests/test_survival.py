@@ -146,7 +146,7 @@ def test_bad_input(cli, tmp_path):
     assert res.exit_code == 2 and "no events" in res.output and "Traceback" not in res.output
     r.drop(columns="score").to_csv(tmp_path / "c.csv", index=False)
     res = cli(["survival", "--scores", str(tmp_path / "s.csv"), "--clinical", str(tmp_path / "c.csv"),
-               "--time", "rfi_years", "--event", "arrest", "--covariates", "age,breslow"])
+               "--time", "rfi_years", "--event", "arrest", "--covariates", "age,breslow", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "rfi_years" in res.output and "breslow" in res.output and "week" in res.output
     with pytest.raises(InputError, match="prob_1"):
         pd.DataFrame({"id": r["id"], "prob_0": 0.5, "prob_1": 0.5}).to_csv(tmp_path / "p.csv", index=False)
@@ -164,6 +164,21 @@ def test_cli_end_to_end(cli, tmp_path):
     assert res.exit_code == 0, res.output
     assert "log-rank p" in res.output and "C-index" in res.output and "sex[single]" in res.output
     assert (out / "survival.json").is_file() and (out / "km.png").is_file()
+    assert json.loads((out / "survival.json").read_text())["risk_cutoff"] == "median"
+    args = ["survival", "--scores", str(tmp_path / "oof.csv"), "--clinical", str(tmp_path / "clinical.csv"),
+            "--time", "week", "--event", "arrest", "--score-col", "prob_1", "--years", "20", "--bootstrap", "0"]
+    res = cli([*args, "--risk-cutoff", "0", "--out", str(tmp_path / "cut"), "-q", "--json"])
+    shown = json.loads(res.stdout)  # stdout holds nothing but the JSON
+    assert res.exit_code == 0 and shown["risk_cutoff"] == 0 and shown["threshold"] == 0
+    assert shown["out"] == str(tmp_path / "cut") and str(tmp_path / "cut" / "survival.json") in shown["files"]
+    high = int((r["score"] > 0).sum())
+    assert shown["kaplan_meier"]["n"]["high"] == high
+    res = cli([*args, "--split", "0", "--out", str(tmp_path / "old")])  # renamed: --split means the CSV's split
+    assert res.exit_code == 2 and "No such option" in res.output and "--split" in res.output
+    res = cli([*args, "--risk-cutoff", "high", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--risk-cutoff" in res.output
+    res = cli(args)
+    assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./survival folder any more
 
 
 def _staged(tmp_path):

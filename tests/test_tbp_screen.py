@@ -254,7 +254,7 @@ def test_bundle_encoder_mismatch(cli, tmp_path):
     (bad / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="sha256"):
         screen_tbp(patient, tmp_path / "o1", bundle=bad, progress=False)
-    res = cli(["screen-tbp", patient, "--bundle", str(bad), "--out", str(tmp_path / "o2"), "--quiet"])
+    res = cli(["screen-tbp", patient, "--run", str(bad), "--out", str(tmp_path / "o2"), "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "sha256" in res.output and "000000000000" in res.output
 
@@ -267,9 +267,13 @@ def test_bundle_encoder_mismatch(cli, tmp_path):
     not_bundle = tmp_path / "not_a_bundle"
     not_bundle.mkdir()
     (not_bundle / "readme.txt").write_text("hi")
-    res = cli(["screen-tbp", "--demo", "--bundle", str(not_bundle), "--out", str(tmp_path / "o4"), "--quiet"])
+    res = cli(["screen-tbp", "--demo", "--run", str(not_bundle), "--out", str(tmp_path / "o4"), "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "is not a TBP screening bundle" in res.output and str(not_bundle) in res.output
+    res = cli(["screen-tbp", "--demo", "--bundle", str(not_bundle), "--out", str(tmp_path / "o6")])
+    assert res.exit_code == 2 and "No such option '--bundle'" in res.output  # renamed to --run
+    res = cli(["screen-tbp", "--demo", "--quiet"])
+    assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./tbp-report
     with pytest.raises(InputError):
         screen_tbp(None, tmp_path / "o5", demo=True, bundle=tmp_path / "does_not_exist")
 
@@ -393,9 +397,11 @@ def test_rerun_is_identical_and_reuses_features(cli, tmp_path):
     measures = out / ".work" / "image_measures.csv"
     stamps = (meta.stat().st_mtime_ns, measures.stat().st_mtime_ns)
     features = (out / ".work" / "features" / "features.npy").read_bytes()
-    res = cli(["screen-tbp", "--demo", "--out", str(out), "--quiet"])
+    res = cli(["screen-tbp", "--demo", "--out", str(out), "-q", "--json"])
     assert res.exit_code == 0, res.output
     assert (out / "lesions.csv").read_bytes() == first
+    doc = json.loads(res.stdout)  # --json: patients.json plus the output folder, nothing else on stdout
+    assert doc == {**json.loads((out / "patients.json").read_text()), "out": str(out), "submission": None}
     assert (meta.stat().st_mtime_ns, measures.stat().st_mtime_ns) == stamps
     assert (out / ".work" / "features" / "features.npy").read_bytes() == features
 
@@ -429,7 +435,7 @@ def test_strict_measurements_hint_names_a_real_option(cli, shared_data, tmp_path
     tiles = ham_images(shared_data, 4, offset=60)
     patient = make_patient(tmp_path / "P", tiles)
     bundle = vectra_bundle(tmp_path / "vb")
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "o"),
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(tmp_path / "o"),
                "--strict-measurements", "--quiet"])
     assert res.exit_code == 2 and "areaMM2" in res.output
     assert "--impute" not in res.output
@@ -447,7 +453,7 @@ def test_lesion_filter_flag_removes_non_nevi(cli, shared_data, tmp_path):
     m.to_csv(patient / "measurements.csv", index=False)
     bundle = vectra_bundle(tmp_path / "vb")
     out = tmp_path / "o"
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(out), "--lesion-filter",
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(out), "--lesion-filter",
                "--quiet", "--no-reports"])
     assert res.exit_code == 0, res.output
     kept = read_lesions(out)["lesion_id"].tolist()
@@ -455,7 +461,7 @@ def test_lesion_filter_flag_removes_non_nevi(cli, shared_data, tmp_path):
     skipped = pd.read_csv(out / "skipped.csv")
     assert sorted(skipped["lesion_id"]) == sorted(m["lesion_id"].iloc[[1, 2, 3]])
     assert set(skipped["reason"]) == {"removed by the lesion filter"}
-    unfiltered = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "o2"),
+    unfiltered = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(tmp_path / "o2"),
                       "--quiet", "--no-reports"])
     assert unfiltered.exit_code == 0 and len(read_lesions(tmp_path / "o2")) == 5
 

@@ -184,10 +184,16 @@ def test_train_bundle_contents(trained):
 def test_eval_outputs(cli, trained, tmp_path):
     csv, tiles, bundle, _ = trained
     out = tmp_path / "eval"
-    res = cli(["tbp", "eval", "--bundle", str(bundle), "--lesions", str(csv), "--root", str(tiles), "--out",
+    res = cli(["tbp", "eval", "--run", str(bundle), "--lesions", str(csv), "--root", str(tiles), "--out",
                str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
+    js = cli(["tbp", "eval", "--run", str(bundle), "--lesions", str(csv), "--root", str(tiles), "--out",
+              str(tmp_path / "eval-json"), "-q", "--json"])
+    assert js.exit_code == 0, js.output
+    assert json.loads(js.stdout) == {**m, "out": str(tmp_path / "eval-json")}  # --json: metrics.json, nothing else
+    old = cli(["tbp", "eval", "--bundle", str(bundle), "--lesions", str(csv), "--out", str(tmp_path / "e2")])
+    assert old.exit_code == 2 and "No such option '--bundle'" in old.output  # renamed to --run
     for key in ("lesion_sensitivity", "patient_sensitivity", "benign_flagged_total"):
         assert key in m["summary"]
     assert m["summary"]["n_lesions"] == N_PATIENTS * PER_PATIENT
@@ -228,7 +234,7 @@ def test_screen_with_trained_bundle(cli, trained, tmp_path):
     csv, tiles, bundle, _ = trained
     patient = patient_folder(csv, tiles, tmp_path / "P3", "P3")
     out = tmp_path / "out"
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(out), "--quiet"])
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out / "lesions.csv")
     assert len(df) == PER_PATIENT and set(df["patient_id"]) == {"P3"}
@@ -283,7 +289,7 @@ def test_finetune_bundle(cli, trained, tmp_path):
     assert diff  # two optimizer steps changed the encoder
 
     patient = patient_folder(csv, tiles, tmp_path / "P1", "P1")
-    res = cli(["screen-tbp", str(patient), "--bundle", str(out), "--weights", "panderm_tiny_demo",
+    res = cli(["screen-tbp", str(patient), "--run", str(out), "--weights", "panderm_tiny_demo",
                "--out", str(tmp_path / "s"), "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "carries its own" in res.output and "--weights" in res.output
@@ -296,8 +302,12 @@ def test_vectra_bundle(cli, trained, tmp_path):
     csv, tiles, _, _ = trained
     vcsv = add_vectra_columns(csv, tmp_path / "vectra.csv")
     bundle = tmp_path / "vb"
-    res = cli(train_args(vcsv, tiles, bundle))
+    res = cli(train_args(vcsv, tiles, bundle, "--json"))
     assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # --json: metrics.json plus the bundle folder and counts, nothing else on stdout
+    assert doc == {**json.loads((bundle / "metrics.json").read_text()), "bundle": str(bundle),
+                   "n_train": doc["n_train"], "n_val": doc["n_val"], "skipped": doc["skipped"]}
+    assert doc["n_train"] > 0 and doc["n_val"] > 0
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["ml"]["measurement_source"] == "vectra"
     assert meta["ml"]["columns"] == VECTRA_COLS
@@ -308,18 +318,18 @@ def test_vectra_bundle(cli, trained, tmp_path):
 
     patient = patient_folder(vcsv, tiles, tmp_path / "P2", "P2", drop=("majorAxisMM",))
     out = tmp_path / "s1"
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(out), "--quiet"])
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     warn = [line for line in res.output.splitlines() if line.startswith("Warning:") and "majorAxisMM" in line]
     assert warn and "imputed" in warn[0]
     assert pd.read_csv(out / "lesions.csv")["ml_score"].notna().all()
 
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "s2"),
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(tmp_path / "s2"),
                "--strict-measurements", "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "majorAxisMM" in res.output and "missing" in res.output
 
-    res = cli(["screen-tbp", str(patient), "--bundle", str(bundle), "--out", str(tmp_path / "s3"),
+    res = cli(["screen-tbp", str(patient), "--run", str(bundle), "--out", str(tmp_path / "s3"),
                "--measure-from-image", "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "vectra" in res.output.lower() and "--measure-from-image" in res.output

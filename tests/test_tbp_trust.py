@@ -7,12 +7,10 @@ payload would write does not exist.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +209,7 @@ def test_skops_runstring_bundle_is_refused(cli, tmp_path, as_name):
     assert as_name in str(err.value)
     if as_name.endswith(".skops"):
         assert "panderm tbp train" in err.value.hint
-    res = cli(["screen-tbp", "--demo", "--bundle", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
+    res = cli(["screen-tbp", "--demo", "--run", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
     assert_clean_error(res, as_name)
     assert not marker.exists()
     assert not (tmp_path / "rep" / "lesions.csv").exists()
@@ -232,7 +230,7 @@ def test_pickle_reduce_member_is_refused(cli, tmp_path, member):
     if member == "encoder.safetensors":  # a bundle that claims to carry its own encoder
         edit_meta(bundle, lambda m: m["encoder"].update(file="encoder.safetensors", finetuned=True))
     rehash(bundle, member)
-    res = cli(["screen-tbp", "--demo", "--bundle", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
+    res = cli(["screen-tbp", "--demo", "--run", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
     assert_clean_error(res, member)
     assert res.output.startswith("Error:")
     assert not marker.exists()
@@ -279,7 +277,7 @@ def test_deleted_key_is_named(cli, tmp_path, path, expected):
         del node[path[-1]]
 
     edit_meta(bundle, drop)
-    res = cli(["screen-tbp", "--demo", "--bundle", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
+    res = cli(["screen-tbp", "--demo", "--run", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
     assert_clean_error(res, expected, "bundle.json")
     assert "KeyError" not in res.output
 
@@ -538,7 +536,7 @@ def test_screen_warns_about_negative_measurements(cli, tmp_path):
     m["A"], m["B"] = 20.0, 30.0
     m["areaMM2"] = [-1.0 if i < 3 else 5.0 for i in range(len(m))]
     m.to_csv(pt / "measurements.csv", index=False)
-    res = cli(["screen-tbp", str(pt), "--bundle", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
+    res = cli(["screen-tbp", str(pt), "--run", str(bundle), "--out", str(tmp_path / "rep"), "--quiet"])
     assert res.exit_code == 0, res.output
     warn = [line for line in res.output.splitlines() if line.startswith("Warning: areaMM2: 3 values")]
     assert len(warn) == 1 and "treated as missing" in warn[0]

@@ -55,7 +55,7 @@ def test_malicious_pickle_teacher_weights_are_refused_and_run_nothing(tmp_path, 
     data = tmp_path / "imgs"
     data.mkdir()
     res = cli(["pretrain", "--model", TINY, "--teacher", f"timm:vit_tiny_patch16_224:{path}", "--data", str(data),
-               "--steps", "1", "--out", str(tmp_path / "run"), "--quiet"])
+               "--max-steps", "1", "--out", str(tmp_path / "run"), "--quiet"])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert not marker.exists()
 
@@ -103,7 +103,7 @@ def test_pretrain_resume_refuses_a_changed_manifest(cli, manifest, tmp_path, mon
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # ./ and backslash rows resolve against the manifest, not the cwd
     out = tmp_path / "run"
-    res = cli(_pretrain_args(os.path.relpath(manifest), out, "--steps", "2"))
+    res = cli(_pretrain_args(os.path.relpath(manifest), out, "--max-steps", "2"))
     assert res.exit_code == 0, res.output
     assert "skipped" not in res.output
     record = json.loads((out / "inputs.json").read_text())
@@ -112,14 +112,14 @@ def test_pretrain_resume_refuses_a_changed_manifest(cli, manifest, tmp_path, mon
     df = pd.read_csv(manifest)
     df.loc[[0, 4], "modality"] = ["clinical", "dermoscopy"]
     df.to_csv(manifest, index=False)
-    bad = cli(["pretrain", "--resume", str(out), "--steps", "3", "--quiet"])
+    bad = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "3", "--quiet"])
     assert bad.exit_code == 2, bad.output
     assert "2 row(s) changed" in bad.output and "Traceback" not in bad.output
     assert json.loads(open(out / "log.jsonl").readlines()[-1])["step"] == 2  # nothing was trained
 
     df.loc[[0, 4], "modality"] = ["dermoscopy", "clinical"]  # the original table: resume works again
     df.to_csv(manifest, index=False)
-    res = cli(["pretrain", "--resume", str(out), "--steps", "3", "--quiet"])
+    res = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "3", "--quiet"])
     assert res.exit_code == 0, res.output
 
 
@@ -130,10 +130,10 @@ def test_pretrain_resume_refuses_replaced_init_weights(cli, manifest, tmp_path):
     torch.manual_seed(1)
     torch.save(create_encoder(TINY).state_dict(), weights)
     out = tmp_path / "run"
-    assert cli(_pretrain_args(manifest, out, "--steps", "1", "--init-weights", str(weights))).exit_code == 0
+    assert cli(_pretrain_args(manifest, out, "--max-steps", "1", "--init-weights", str(weights))).exit_code == 0
     torch.manual_seed(2)
     torch.save(create_encoder(TINY).state_dict(), weights)  # same size, other numbers
-    bad = cli(["pretrain", "--resume", str(out), "--steps", "2", "--quiet"])
+    bad = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "2", "--quiet"])
     assert bad.exit_code == 2 and "weights: sha256" in bad.output, bad.output
 
 
@@ -181,7 +181,7 @@ def test_finetune_resume_refuses_flipped_labels(cli, ham, tmp_path):
     df.loc[train, "binary_label"] = 1 - df.loc[train, "binary_label"]
     df.to_csv(ham / "data.csv", index=False)
     before = (out / "metrics.json").read_bytes()
-    bad = cli(["finetune", "--resume", str(out), "--max-steps", "4", "--quiet", "--workers", "0"])
+    bad = cli(["finetune", "--out", str(out), "--resume", "--max-steps", "4", "--quiet", "--workers", "0"])
     assert bad.exit_code == 2, bad.output
     assert "2 row(s) changed" in bad.output and "data.csv" in bad.output and "Traceback" not in bad.output
     assert (out / "metrics.json").read_bytes() == before  # nothing earlier was lost

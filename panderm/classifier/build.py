@@ -15,6 +15,7 @@ import io
 import json
 import posixpath
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,20 +180,45 @@ def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[fl
 
 def _probe(out, features, csv, model, weights, root, binary, reference_size, descriptions, demo, seed,
            n_bootstrap) -> Path:
+    """A probe bundle: head fitted on the train rows, calibrated on val, evaluated on test, plus references."""
     from panderm.eval.metrics import ALL_METRICS, bootstrap_ci
-    from panderm.eval.probe import fit_predict, select_rows, load_dataset, load_features
-    from panderm.models.factory import (
-        create_encoder,
-        create_matching_encoder,
-        fresh_weights_sha256,
-        portable_weights_spec,
-    )
+    from panderm.eval.probe import load_features
 
     if csv is None:
         raise ConfigError("building from --features needs the dataset --csv (image, split, label)")
     features, csv = Path(features), Path(csv)
     feats = load_features(features)
     fmeta = feats.meta or {}
+    enc_model, weights_hash = _probe_encoder(features, fmeta, model, weights)
+    train, val, test, classes_raw, label_col, excluded = _probe_rows(csv, binary, feats)
+    warn: list[str] = []
+    head = _fit_probe_head(feats.X, train, val, test, classes_raw, seed, warn)
+    metrics = bootstrap_ci(test["_label"].to_numpy(), head.proba, classes_raw, n=n_bootstrap, seed=seed,
+                           metrics=ALL_METRICS)
+    ref, ref_rows = _probe_references(train, reference_size, seed, csv, root, fmeta, warn)
+    data = {"dataset": _dataset_name(csv), "csv": csv.name, "features": features.name,
+            "label_column": label_col, "binary": binary, "n_train": len(train), "n_val": len(val),
+            "n_test": len(test), "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes_raw},
+            "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes_raw},
+            "excluded": excluded["count"], "calibration": head.calib, "reference_size": len(ref_rows),
+            "bootstrap": {"n": n_bootstrap, "ci": 0.95, "seed": seed}, "warnings": warn}
+    meta = _finish_meta(name=Path(out).name, encoder=_encoder_record(enc_model, weights_hash, int(feats.X.shape[1])),
+                        kind="probe", classes=_labels_as_str(classes_raw), binary=binary,
+                        descriptions=descriptions, demo=demo, temperature=head.t, metrics=metrics, data=data,
+                        extra={"task": "logreg", "penalty": "sklearn", "C": head.C, "seed": seed})
+    if demo:
+        meta["data"]["licence"] = HAM_LICENCE
+        meta["name"] = "panderm-demo-ham10000"
+    index = {c: i for i, c in enumerate(classes_raw)}
+    ref_labels = np.array([index[v] for v in ref["_label"]], np.int64)
+    return save_classifier(out, meta=meta, weight=head.W, bias=head.b, ref_feats=feats.X[ref["row"].to_numpy()],
+                           ref_labels=ref_labels, ref_rows=ref_rows, card=render_card(meta))
+
+
+def _probe_encoder(features: Path, fmeta: dict, model, weights):
+    """``(encoder, weights sha256)``: the encoder the features were made with (checked), with trained weights."""
+    from panderm.models.factory import create_encoder, create_matching_encoder, fresh_weights_sha256
+
     fw = fmeta.get("weights") or {}
     name = model or fmeta.get("model")
     if not name:
@@ -207,8 +233,26 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     if weights_hash is None:
         raise ConfigError(f"encoder {name} has no trained weights (random initialisation)",
                           hint="a classifier bundle needs identifiable encoder weights: pass --weights")
+    return enc_model, weights_hash
+
+
+def _encoder_record(enc_model, weights_hash: str, dim: int) -> dict:
+    """The bundle's ``encoder`` entry: name, portable weights spec and hash, preset, feature width."""
+    from panderm.models.factory import portable_weights_spec
+
     full_name = enc_model.model_name
-    dim = int(feats.X.shape[1])
+    return {"name": full_name, "weights_spec": portable_weights_spec(full_name, enc_model.weights_info.spec,
+                                                                     weights_hash),
+            "weights_sha256": weights_hash, "preset": enc_model.pretrained_cfg.preset, "dim": dim}
+
+
+def _probe_rows(csv: Path, binary, feats):
+    """``(train, val, test, classes, label column, excluded)``: CSV rows with features, checked for a probe.
+
+    ``val`` keeps only rows of the training classes (the temperature is fitted on them).
+    """
+    from panderm.eval.probe import load_dataset, select_rows
+
     df, label_col = load_dataset(csv, binary)
     rows, excluded = select_rows(df, feats, csv, True, "features")
     train, val, test = (rows[rows["split"] == s] for s in ("train", "val", "test"))
@@ -220,25 +264,41 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     unseen = sorted({str(v) for v in test["_label"]} - {str(c) for c in classes_raw})
     if unseen:
         raise InputError(f"{csv}: test label(s) {', '.join(unseen)} never occur in the training rows")
-    warn: list[str] = []
-    C = dim * len(classes_raw) / 100.0
-    X = feats.X
+    return train, val[val["_label"].isin(classes_raw)], test, classes_raw, label_col, excluded
+
+
+@dataclass
+class _ProbeHead:
+    """A fitted probe head: weights, bias, C, temperature (and its calibration record), test probabilities."""
+
+    W: np.ndarray
+    b: np.ndarray
+    C: float
+    t: float
+    calib: dict
+    proba: np.ndarray
+
+
+def _fit_probe_head(X: np.ndarray, train, val, test, classes_raw: list, seed: int, warn: list[str]) -> _ProbeHead:
+    """Fit the logistic head as ``panderm probe`` does (C = D·K/100), the temperature on val, probabilities on test."""
+    from panderm.eval.probe import fit_predict
+
+    C = X.shape[1] * len(classes_raw) / 100.0
     _, est = fit_predict("logreg", X[train["row"].to_numpy()], train["_label"].to_numpy(),
-                          X[test["row"].to_numpy()][:1], classes_raw, C, "sklearn", seed)
+                         X[test["row"].to_numpy()][:1], classes_raw, C, "sklearn", seed)
     W, b = np.asarray(est.coef_, np.float64), np.asarray(est.intercept_, np.float64)
     if list(np.asarray(est.classes_).tolist()) != list(classes_raw):
         raise ConfigError("the probe's class order differs from the sorted classes")  # cannot happen (np.unique)
     index = {c: i for i, c in enumerate(classes_raw)}
-    val = val[val["_label"].isin(classes_raw)]
     vlog = X[val["row"].to_numpy()].astype(np.float64) @ W.T + b
     t, calib = _temperature(vlog, np.array([index[v] for v in val["_label"]], int), warn)
     tlog = X[test["row"].to_numpy()].astype(np.float64) @ W.T + b
-    proba = softmax(tlog / t)
-    metrics = bootstrap_ci(test["_label"].to_numpy(), proba, classes_raw, n=n_bootstrap, seed=seed,
-                           metrics=ALL_METRICS)
-    classes = _labels_as_str(classes_raw)
-    ref_idx = _stratified(train["_label"].to_numpy(), reference_size, seed)
-    ref = train.iloc[ref_idx]
+    return _ProbeHead(W, b, C, t, calib, softmax(tlog / t))
+
+
+def _probe_references(train, reference_size: int, seed: int, csv: Path, root, fmeta: dict, warn: list[str]):
+    """``(reference rows of train, their bundle rows with thumbnails)``: a class-stratified sample."""
+    ref = train.iloc[_stratified(train["_label"].to_numpy(), reference_size, seed)]
     base = fmeta.get("root") or csv.parent  # the folder `extract` read the images from
     ref_rows = _reference_rows(ref["image"].astype(str).tolist(), _table_paths(ref, csv, root, base))
     root = root or base
@@ -246,26 +306,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
         r["label"] = str(lab)
     if ref_rows and not any(r["thumbnail"] for r in ref_rows):
         warn.append(f"reference images not found under {root}: thumbnails omitted (pass --root)")
-    encoder = {"name": full_name, "weights_spec": portable_weights_spec(full_name, enc_model.weights_info.spec,
-                                                                        weights_hash),
-               "weights_sha256": weights_hash, "preset": enc_model.pretrained_cfg.preset,
-               "dim": dim}
-    data = {"dataset": _dataset_name(csv), "csv": csv.name, "features": features.name,
-            "label_column": label_col, "binary": binary, "n_train": len(train), "n_val": len(val),
-            "n_test": len(test), "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes_raw},
-            "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes_raw},
-            "excluded": excluded["count"], "calibration": calib, "reference_size": len(ref_rows),
-            "bootstrap": {"n": n_bootstrap, "ci": 0.95, "seed": seed}, "warnings": warn}
-    meta = _finish_meta(name=Path(out).name, encoder=encoder, kind="probe", classes=classes, binary=binary,
-                        descriptions=descriptions, demo=demo, temperature=t, metrics=metrics, data=data,
-                        extra={"task": "logreg", "penalty": "sklearn", "C": C, "seed": seed})
-    if demo:
-        meta["data"]["licence"] = HAM_LICENCE
-        meta["name"] = "panderm-demo-ham10000"
-    ref_feats = X[ref["row"].to_numpy()]
-    ref_labels = np.array([index[v] for v in ref["_label"]], np.int64)
-    return save_classifier(out, meta=meta, weight=W, bias=b, ref_feats=ref_feats, ref_labels=ref_labels,
-                           ref_rows=ref_rows, card=render_card(meta))
+    return ref, ref_rows
 
 
 def _run_images(net, paths: list[Path], preset: str, device: str, precision: str, batch_size: int = 32):
@@ -393,14 +434,14 @@ def build_classifier(out, *, features=None, csv=None, model=None, weights=None, 
         ``out`` as a Path.
     """
     if (features is None) == (finetune_run is None):
-        raise ConfigError("give exactly one of --features (with --csv) or --finetune-run")
+        raise ConfigError("give exactly one of --features (with --csv) or --run (a finetune run)")
     if reference_size < 0:
         raise ConfigError(f"--reference-size must be ≥ 0, got {reference_size}")
     if features is not None:
         return _probe(out, features, csv, model, weights, root, binary, reference_size, descriptions, demo, seed,
                       n_bootstrap)
     if model is not None or weights is not None:
-        raise ConfigError("--model/--weights do not apply to --finetune-run (the run records its model)")
+        raise ConfigError("--model/--weights do not apply to --run (the finetune run records its model)")
     return _finetune(out, finetune_run, csv, root, reference_size, descriptions, demo, seed, device, precision)
 
 

@@ -1,4 +1,4 @@
-"""Preprocessing presets (reference-model §3): the official PanDerm eval pipeline and friends.
+"""Preprocessing presets (docs/reference/preprocessing.md): the official PanDerm eval pipeline and friends.
 
 Every preset is built from stock torchvision transforms on PIL images, so the
 result is bit-identical to the hand-written official pipeline.

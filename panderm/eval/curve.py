@@ -6,7 +6,8 @@ smaller fraction is a subset of a larger one) and evaluated on the full test spl
 
 * ``method="probe"``: :func:`panderm.eval.probe.run_probe` on a features folder, with
   ``protocol`` (default ``"release"``, the released ``linear_eval.py`` objective);
-* ``method="finetune"``: :func:`panderm.finetune.finetune` on the images.
+* ``method="finetune"``: the caller's fine-tuning runner (``finetune_runner``, e.g.
+  :func:`panderm.finetune.finetune`) on the images.
 
 Outputs (``out``):
 
@@ -46,7 +47,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,8 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
                      metric: str = "auto", binary: bool = False, method: str = "probe", protocol: str = "release",
                      finetune_kwargs: dict | None = None, root=None,
                      models: list[tuple[str, str, str | None]] | None = None,
-                     n_bootstrap: int = 200, progress: bool = True, resume: bool = True,
-                     reference: str | None = None) -> CurveResult:
+                     n_bootstrap: int = 1000, progress: bool = True, resume: bool = True,
+                     reference: str | None = None, finetune_runner: Callable[..., Any] | None = None) -> CurveResult:
     """Train every encoder on growing fractions of the training labels and collect a test metric.
 
     Args:
@@ -142,23 +143,59 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
         binary: Use ``binary_label`` instead of ``label``.
         method: ``"probe"`` (linear probe on features) or ``"finetune"``.
         protocol: The probe's protocol, ``"release"`` (default) or ``"sklearn"`` (``method="probe"``).
-        finetune_kwargs: Extra keyword arguments for :func:`panderm.finetune.finetune`.
+        finetune_kwargs: Extra keyword arguments for the fine-tuning runner.
         root: Image folder for ``method="finetune"``.
         models: ``(name, model, weights)`` per encoder (``method="finetune"``).
-        n_bootstrap: Bootstrap replicates of each run's CI.
+        n_bootstrap: Bootstrap replicates of each run's CI (0: none).
         progress: Print one line per run to stderr.
         resume: Skip runs already in ``out/runs.csv`` with the same settings.
         reference: Encoder compared with every other one by paired t-tests over seeds
             (default: the first encoder).
+        finetune_runner: The fine-tuning function, called as
+            ``runner(csv, root, run_folder, model=, weights=, percent_data=, seed=, binary=, progress=, **kwargs)``
+            and returning a result with ``metrics`` (e.g. :func:`panderm.finetune.finetune`);
+            required for ``method="finetune"`` (this layer never imports a feature package).
 
     Returns:
         A :class:`CurveResult`.
 
     Raises:
-        ConfigError: Bad percents, seeds, metric or method, or duplicate encoder names.
+        ConfigError: Bad percents, seeds, metric or method, duplicate encoder names, or no
+            ``finetune_runner`` for ``method="finetune"``.
         InputError: Missing inputs (and whatever the probe / fine-tuning raises).
     """
     csv, out = Path(csv), Path(out)
+    metric, percents, seeds = _check_grid(csv, method, metric, binary, protocol, percents, seeds)
+    finetune_kwargs = dict(finetune_kwargs or {})
+    if method == "finetune":
+        finetune_kwargs.setdefault("n_bootstrap", n_bootstrap)
+    encoders = _check_encoders(method, features, models, root, finetune_runner)
+    names = _check_names(encoders, reference)
+    _make_out_folder(out)
+    keys = {name: _encoder_settings(csv, method, src, binary=binary, metric=metric, n_bootstrap=n_bootstrap,
+                                    protocol=protocol, root=root, finetune_kwargs=finetune_kwargs)
+            for name, src in encoders}
+    warns: list[str] = []
+    runs_csv = out / "runs.csv"
+    done = _earlier_runs(runs_csv, keys, percents, seeds, warns) if resume else {}
+    train = {"binary": binary, "n_bootstrap": n_bootstrap, "protocol": protocol, "progress": progress,
+             "finetune_kwargs": finetune_kwargs, "finetune_runner": finetune_runner}
+    records, computed, skipped = _run_grid(out, csv, root, method, metric, encoders, percents, seeds, keys, done,
+                                           train)
+    runs = pd.DataFrame(records, columns=RUN_COLUMNS)
+    _write_runs(runs_csv, records)
+    curve, matches, comparisons, files = _write_curve(out, runs, encoders, names, reference, warns, csv=csv,
+                                                      metric=metric, method=method, binary=binary,
+                                                      percents=percents, seeds=seeds, n_bootstrap=n_bootstrap,
+                                                      protocol=protocol)
+    return CurveResult(metric=metric, runs=runs, curve=curve, matches=matches, comparisons=comparisons,
+                       computed=computed,
+                       skipped=skipped, warnings=warns, out=out, files=files)
+
+
+def _check_grid(csv: Path, method: str, metric: str, binary: bool, protocol: str, percents: Sequence[float],
+                seeds: Sequence[int]) -> tuple[str, list[float], list[int]]:
+    """Validate the method, metric, protocol, percents, seeds and CSV; return the resolved metric, percents, seeds."""
     if method not in ("probe", "finetune"):
         raise ConfigError(f"unknown method '{method}'", hint="use probe or finetune")
     metric = resolve_metric(metric, binary)
@@ -172,9 +209,11 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
         raise ConfigError("no seeds given", hint="e.g. --seeds 0,1,2")
     if not csv.is_file():
         raise InputError(f"dataset CSV {csv} does not exist")
-    finetune_kwargs = dict(finetune_kwargs or {})
-    if method == "finetune":
-        finetune_kwargs.setdefault("n_bootstrap", n_bootstrap)
+    return metric, percents, seeds
+
+
+def _check_encoders(method: str, features, models, root, finetune_runner) -> list[tuple[str, Any]]:
+    """``(name, source)`` per encoder: a features folder (probe) or ``(model, weights)`` (finetune), checked."""
     if method == "probe":
         if not features:
             raise ConfigError("method 'probe' needs at least one features folder", hint="pass --features DIR")
@@ -183,12 +222,19 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
             if not (f / "features.npy").is_file():
                 raise InputError(f"features folder {f} has no features.npy",
                                  hint="create it with: panderm extract CSV --out DIR")
-    else:
-        if not models:
-            raise ConfigError("method 'finetune' needs at least one model", hint="pass --model NAME[=WEIGHTS]")
-        if root is None:
-            raise ConfigError("method 'finetune' needs the image folder", hint="pass --root IMAGES")
-        encoders = [(str(n), (m, w)) for n, m, w in models]
+        return encoders
+    if not models:
+        raise ConfigError("method 'finetune' needs at least one model", hint="pass --model NAME[=WEIGHTS]")
+    if root is None:
+        raise ConfigError("method 'finetune' needs the image folder", hint="pass --root IMAGES")
+    if finetune_runner is None:
+        raise ConfigError("method 'finetune' needs a fine-tuning runner",
+                          hint="pass finetune_runner=panderm.finetune.finetune to label_efficiency")
+    return [(str(n), (m, w)) for n, m, w in models]
+
+
+def _check_names(encoders: list[tuple[str, Any]], reference: str | None) -> list[str]:
+    """The encoders' names, refusing duplicates and a ``reference`` that is not one of them."""
     names = [n for n, _ in encoders]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -197,86 +243,113 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
     if reference is not None and reference not in names:
         raise ConfigError(f"reference encoder '{reference}' is not one of the encoders ({', '.join(names)})",
                           hint="name it as in --features NAME=DIR (default name: the folder's name)")
+    return names
+
+
+def _make_out_folder(out: Path) -> None:
+    """Create the output folder, refusing a path that is a file."""
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
 
-    csv_stamp = file_stamp(csv)
-    keys = {}
-    for name, src in encoders:
-        if method == "probe":
-            source = {"features": str(src.resolve()), "stamp": file_stamp(src / "features.npy"),
-                      "protocol": protocol}
-        else:
-            source = {"model": src[0], "weights": src[1], "root": str(Path(root).resolve()),
-                      "kwargs": finetune_kwargs}
-        keys[name] = _settings_key(method=method, csv=str(csv.resolve()), csv_stamp=csv_stamp, binary=binary,
-                                   metric=metric, n_bootstrap=n_bootstrap, **source)
 
-    warns: list[str] = []
+def _encoder_settings(csv: Path, method: str, src, *, binary: bool, metric: str, n_bootstrap: int, protocol: str,
+                      root, finetune_kwargs: dict) -> str:
+    """The ``settings`` hash of one encoder's runs (what a resumed run must share)."""
+    if method == "probe":
+        source = {"features": str(src.resolve()), "stamp": file_stamp(src / "features.npy"), "protocol": protocol}
+    else:
+        source = {"model": src[0], "weights": src[1], "root": str(Path(root).resolve()), "kwargs": finetune_kwargs}
+    return _settings_key(method=method, csv=str(csv.resolve()), csv_stamp=file_stamp(csv), binary=binary,
+                         metric=metric, n_bootstrap=n_bootstrap, **source)
+
+
+def _earlier_runs(runs_csv: Path, keys: dict[str, str], percents: list[float], seeds: list[int],
+                  warns: list[str]) -> dict[tuple, dict]:
+    """Rows of an earlier ``runs.csv`` with the same settings inside the grid, by (encoder, percent, seed)."""
     done: dict[tuple, dict] = {}
-    runs_csv = out / "runs.csv"
-    if resume and runs_csv.is_file():
-        try:
-            # as text: a settings hash of only digits (or an encoder named "1") must not become a number
-            old = pd.read_csv(runs_csv, dtype={"settings": str, "encoder": str})
-        except (OSError, ValueError, pd.errors.ParserError) as exc:  # a damaged file is recomputed
-            warns.append(f"could not read {runs_csv} ({exc}); recomputing every run")
-            old = pd.DataFrame(columns=RUN_COLUMNS)
-        if set(RUN_COLUMNS) <= set(old.columns):
-            for rec in old[RUN_COLUMNS].to_dict("records"):
-                k = (str(rec["encoder"]), _percent_key(rec["percent"]), int(rec["seed"]))
-                if keys.get(k[0]) == rec["settings"] and k[1] in percents and k[2] in seeds:
-                    done[k] = rec
-            dropped = len(old) - len(done)
-            if dropped:
-                warns.append(f"{dropped} earlier run(s) in {runs_csv} with other settings or outside the "
-                             f"requested grid were dropped")
+    if not runs_csv.is_file():
+        return done
+    try:
+        # as text: a settings hash of only digits (or an encoder named "1") must not become a number
+        old = pd.read_csv(runs_csv, dtype={"settings": str, "encoder": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # a damaged file is recomputed
+        warns.append(f"could not read {runs_csv} ({exc}); recomputing every run")
+        old = pd.DataFrame(columns=RUN_COLUMNS)
+    if set(RUN_COLUMNS) <= set(old.columns):
+        for rec in old[RUN_COLUMNS].to_dict("records"):
+            k = (str(rec["encoder"]), _percent_key(rec["percent"]), int(rec["seed"]))
+            if keys.get(k[0]) == rec["settings"] and k[1] in percents and k[2] in seeds:
+                done[k] = rec
+        dropped = len(old) - len(done)
+        if dropped:
+            warns.append(f"{dropped} earlier run(s) in {runs_csv} with other settings or outside the "
+                         f"requested grid were dropped")
+    return done
 
+
+def _run_grid(out: Path, csv: Path, root, method: str, metric: str, encoders, percents: list[float],
+              seeds: list[int], keys: dict[str, str], done: dict[tuple, dict],
+              train: dict) -> tuple[list[dict], int, int]:
+    """Every encoder × percent × seed: reuse ``done`` rows, else train (``train``: :func:`_train_one`'s options),
+    rewriting ``runs.csv`` after each run; return the rows and the computed / skipped counts."""
+    runs_csv = out / "runs.csv"
     records: list[dict] = []
-    computed = skipped = 0
+    computed = skipped = i = 0
     total = len(encoders) * len(percents) * len(seeds)
-    i = 0
     for name, src in encoders:
         for p in percents:
             for s in seeds:
                 i += 1
-                k = (name, p, s)
-                if k in done:
-                    records.append(done[k])
+                if (name, p, s) in done:
+                    records.append(done[(name, p, s)])
                     skipped += 1
                     continue
-                if method == "probe":
-                    from panderm.eval import probe as _probe
-
-                    res = _probe.run_probe(src, csv, None, binary=binary, percent_data=p, seed=s,
-                                           n_bootstrap=n_bootstrap, protocol=protocol)
-                else:
-                    res = _finetune(csv, root, out / "runs" / name / f"p{p:g}_s{s}", model=src[0],
-                                    weights=src[1], percent_data=p, seed=s, binary=binary, progress=progress,
-                                    **finetune_kwargs)
-                if metric not in res.metrics:
-                    raise ConfigError(f"metric '{metric}' is not among the run's metrics "
-                                      f"({', '.join(res.metrics)})")
-                m = res.metrics[metric]
-                rec = {"encoder": name, "method": method, "percent": p, "seed": s, "n_train": _n_train(res),
-                       "metric": metric, "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")),
-                       "ci_high": _num(m.get("ci_high")), **_run_record(res), "settings": keys[name]}
+                res = _train_one(method, src, csv, root, out / "runs" / name / f"p{p:g}_s{s}", p, s, **train)
+                rec = _run_row(res, name, method, metric, p, s, keys[name])
                 records.append(rec)
                 computed += 1
                 _write_runs(runs_csv, records)
-                if progress:
+                if train["progress"]:
                     print(f"[{i}/{total}] {name} {100 * p:g}% seed {s}: n_train {rec['n_train']}, "
                           f"{metric} {rec['value']:.4f}", file=sys.stderr, flush=True)
-    runs = pd.DataFrame(records, columns=RUN_COLUMNS)
-    _write_runs(runs_csv, records)
+    return records, computed, skipped
+
+
+def _train_one(method: str, src, csv: Path, root, run_dir: Path, p: float, s: int, *, binary: bool,
+               n_bootstrap: int, protocol: str, progress: bool, finetune_kwargs: dict, finetune_runner):
+    """One run: the probe on a features folder, or the fine-tuning runner on the images into ``run_dir``."""
+    if method == "probe":
+        from panderm.eval import probe as _probe
+
+        return _probe.run_probe(src, csv, None, binary=binary, percent_data=p, seed=s,
+                                n_bootstrap=n_bootstrap, protocol=protocol)
+    return finetune_runner(csv, root, run_dir, model=src[0], weights=src[1], percent_data=p, seed=s,
+                           binary=binary, progress=progress, **finetune_kwargs)
+
+
+def _run_row(res, name: str, method: str, metric: str, p: float, s: int, settings: str) -> dict:
+    """The ``runs.csv`` row of one run's result (refusing a metric the run did not compute)."""
+    if metric not in res.metrics:
+        raise ConfigError(f"metric '{metric}' is not among the run's metrics "
+                          f"({', '.join(res.metrics)})")
+    m = res.metrics[metric]
+    return {"encoder": name, "method": method, "percent": p, "seed": s, "n_train": _n_train(res),
+            "metric": metric, "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")),
+            "ci_high": _num(m.get("ci_high")), **_run_record(res), "settings": settings}
+
+
+def _write_curve(out: Path, runs: pd.DataFrame, encoders, names: list[str], reference: str | None,
+                 warns: list[str], *, csv: Path, metric: str, method: str, binary: bool, percents: list[float],
+                 seeds: list[int], n_bootstrap: int, protocol: str) -> tuple[pd.DataFrame, list, list, list[Path]]:
+    """Summarise the runs and write curve.csv, comparisons.csv, curve.json and curve.png; return what was made."""
     curve = summarise(runs)
     matches = find_matches(curve)
     comparisons = compare_encoders(runs, reference or names[0]) if len(names) > 1 else []
     if comparisons and len(seeds) < 2:
         warns.append("paired t-tests between encoders need at least 2 seeds (e.g. --seeds 0,1,2); "
                      "t and p are null")
-    files = [runs_csv]
+    files = [out / "runs.csv"]
     with atomic_path(out / "curve.csv") as tmp:
         curve.to_csv(tmp, index=False)
     files.append(out / "curve.csv")
@@ -301,9 +374,7 @@ def label_efficiency(csv, out, *, features: list[tuple[str, Path]] | None = None
         "curve": curve.to_dict("records"), "matches": matches, "comparisons": comparisons, "warnings": warns}))
     files.append(out / "curve.json")
     files.append(curve_png(out / "curve.png", curve, matches, metric))
-    return CurveResult(metric=metric, runs=runs, curve=curve, matches=matches, comparisons=comparisons,
-                       computed=computed,
-                       skipped=skipped, warnings=warns, out=out, files=files)
+    return curve, matches, comparisons, files
 
 
 def _run_record(res) -> dict:
@@ -384,15 +455,6 @@ def _num(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return float("nan")
-
-
-def _finetune(*args, **kwargs):
-    try:
-        from panderm.finetune import finetune
-    except ImportError as exc:
-        raise ConfigError(f"fine-tuning is not available: {exc}",
-                          hint="use --method probe on extracted features") from None
-    return finetune(*args, **kwargs)
 
 
 def _write_runs(path: Path, records: list[dict]) -> None:

@@ -1,7 +1,7 @@
 """The PanDerm linear probe: multinomial logistic regression fitted with full-batch L-BFGS.
 
 Reproduces the released ``linear_eval.py`` classifier (see
-``docs/reference-model.md`` §4): ``Linear(D, K)`` initialised after
+``docs/reference/linear-probe.md``): ``Linear(D, K)`` initialised after
 ``torch.manual_seed(seed)``, one ``torch.optim.LBFGS(lr=1, max_iter=1000,
 line_search_fn="strong_wolfe").step(closure)`` over the whole training set, and
 ``C = D·K/100`` by default.
@@ -13,7 +13,7 @@ penalised, ``N`` the number of training rows), chosen by the evaluation
 comparable with the paper's tables, which that code produced.
 
 * protocol ``"release"`` → ``penalty="official"``: ``mean CE + (0.5/C)·‖W‖₂``,
-  the plain, *not squared*, Frobenius norm (reference-model §4 and §9), torch's
+  the plain, *not squared*, Frobenius norm (docs/reference/linear-probe.md and docs/reference/compatibility.md#94-probe-regulariser-and-unused-val-split), torch's
   LBFGS tolerances (``tolerance_grad`` 1e-7, ``tolerance_change`` 1e-9).
 * protocol ``"sklearn"`` → ``penalty="sklearn"``: ``mean CE + 0.5/(C·N)·‖W‖²``,
   scikit-learn's ``C·ΣCE + 0.5‖W‖²`` divided by ``C·N`` (same minimiser), with

@@ -16,7 +16,7 @@ Here:
   ``stratify``; with ``group`` (e.g. ``case_id``, ``patient_id``)
   :class:`~sklearn.model_selection.StratifiedGroupKFold`, so all images of one
   group fall in the same fold;
-* the probe is ``run_probe``'s (same task registry and fitting helper), with
+* the probe is ``run_probe``'s (same probe-head registry and fitting helper), with
   C = D·K/100 where K is the number of classes in the whole CSV;
 * pooled metrics: all OOF predictions scored together, percentile bootstrap 95%
   CIs over rows (``metrics.json``, same shape as ``panderm probe``, plus the
@@ -121,7 +121,7 @@ def _mean_sd(per_fold: list[dict[str, float]], names) -> dict[str, dict[str, flo
 
 def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: int = 5,
                   stratify: str | None = None, group: str | None = None, binary: bool = False, seed: int = 0,
-                  protocol: str = "release", task: str = "logreg", n_bootstrap: int = 1000,
+                  protocol: str = "release", head: str = "logreg", n_bootstrap: int = 1000,
                   compare: Path | None = None) -> OOFResult:
     """Out-of-fold predictions for every row of ``csv`` with features (see module doc).
 
@@ -135,82 +135,41 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
         group: CSV column whose values never straddle two folds (e.g. ``case_id``).
         binary: Use ``binary_label`` (0/1).
         seed: Seed of the fold shuffle, the probe init and the bootstrap.
-        protocol, task: As for :func:`panderm.eval.probe.run_probe` (default ``"release"``).
+        protocol, head: As for :func:`panderm.eval.probe.run_probe` (default ``"release"``).
         n_bootstrap: Bootstrap replicates for the pooled 95% CIs (0: none).
         compare: A second features folder (same images): probed on the same folds and
             compared per metric by a two-sided paired t-test over the folds.
 
     Raises:
         InputError: Missing columns/files, a class with fewer rows than folds, too few groups.
-        ConfigError: Bad option values or an unknown task.
+        ConfigError: Bad option values or an unknown probe head.
     """
     features, csv = Path(features), Path(csv)
-    penalty = penalty_for(protocol)
-    if folds < 2:
-        raise ConfigError(f"--folds must be at least 2, got {folds}")
-    if n_bootstrap < 0:
-        raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
-    from panderm.plugins import registries
-
-    registries().tasks.get(task)
+    penalty = _check_oof_options(protocol, folds, n_bootstrap, head)
     feats = load_features(features)
     df, label_col = load_dataset(csv, binary, use_split=False)
-    for opt, col in (("--stratify", stratify), ("--group", group)):
-        if col is not None and col not in df.columns:
-            shown = [c for c in df.columns if c not in ("key", "_label", "split")]
-            raise InputError(f"{opt} column '{col}' is not in {csv} (columns: {', '.join(map(str, shown))})")
-    rows, excluded = select_rows(df, feats, csv, False, "features")
-    rows = rows.reset_index(drop=True)
-    for opt, col in (("--stratify", stratify), ("--group", group)):
-        if col is not None and rows[col].isna().any():
-            bad = rows.loc[rows[col].isna(), "image"].tolist()
-            raise InputError(f"{csv}: {len(bad)} rows have no value in {opt} column '{col}': {examples(bad)}")
-    classes = sorted(rows["_label"].unique().tolist())
-    if len(classes) < 2:
-        raise InputError(f"{csv}: only one class ({classes[0]!r}) in '{label_col}'",
-                         hint="a classifier needs at least two classes")
-    counts = rows["_label"].value_counts()
-    small = {str(c): int(n) for c, n in counts.items() if n < folds}
-    if small:
-        raise InputError(f"{csv}: class(es) with fewer rows than the {folds} folds: {small}",
-                         hint="use fewer --folds or merge rare classes")
-    if group is not None and rows[group].nunique() < folds:
-        raise InputError(f"{csv}: --group column '{group}' has only {rows[group].nunique()} groups "
-                         f"for {folds} folds", hint="use fewer --folds")
+    rows, excluded = _oof_rows(df, feats, csv, stratify, group)
+    classes = _check_oof_classes(rows, csv, label_col, folds, group)
     fold = assign_folds(rows["_label"].to_numpy(), folds, None if stratify is None else rows[stratify].to_numpy(),
                         None if group is None else rows[group].to_numpy(), seed)
     D, K = feats.X.shape[1], len(classes)
     C = D * K / 100.0
-    warn = list(df.attrs.get("warnings", []))
-    if excluded["count"]:
-        warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded: "
-                    f"{examples(excluded['images'])}")
+    warn = _oof_warnings(df, feats, excluded)
     X, y = feats.X[rows["row"].to_numpy()], rows["_label"].to_numpy()
-    proba, per_fold, fits = _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn)
-    fold_info = [{"fold": k, "n_test": int((fold == k).sum()), "n_train": int((fold != k).sum()),
-                  "test_class_counts": {str(c): int((y[fold == k] == c).sum()) for c in classes},
-                  "metrics": per_fold[k]} for k in range(folds)]
+    proba, per_fold, fits = _cross_fit(head, X, y, fold, classes, C, penalty, seed, warn)
+    fold_info = _fold_info(fold, folds, y, classes, per_fold)
     record = {"protocol": protocol, "solver": _fold_solvers(fits), **features_precision(feats)}
     comparison = None
     if compare is not None:
-        comparison = _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_fold)
+        comparison = _compare(compare, df, rows, csv, head, y, fold, classes, penalty, seed, per_fold)
         for info, m in zip(fold_info, comparison.pop("_per_fold")):
             info["metrics_compare"] = m
     metrics = bootstrap_ci(y, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
-    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    predictions = pd.DataFrame({"image": rows["image"].to_numpy(), "fold": fold, "true_label": y,
-                                "predicted_label": pred})
-    for col in (stratify, group):
-        if col is not None and col not in predictions.columns:
-            predictions[col] = rows[col].to_numpy()
-    for j, c in enumerate(classes):
-        predictions[f"prob_{c}"] = proba[:, j]
-    if K == 2:
-        predictions["score"] = proba[:, 1]
+    predictions = _oof_predictions(rows, fold, y, proba, classes, stratify, group)
     fold_metrics = {"folds": fold_info, "summary": _mean_sd(per_fold, ALL_METRICS),
                     "note": "ci = mean ± 1.96·sd/√k over folds (the paper's k-fold interval)"}
     summary = {
-        "mode": "out-of-fold", "task": task, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
+        "mode": "out-of-fold", "head": head, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
         "label_column": label_col, "folds": folds, "stratify": stratify, "group": group,
         "splitter": "StratifiedGroupKFold" if group else "StratifiedKFold",
         "stratified_on": "label" + (f" × {stratify}" if stratify else ""), "classes": classes,
@@ -230,7 +189,84 @@ def run_oof_probe(features: Path, csv: Path, out: Path | None = None, *, folds: 
     return result
 
 
-def _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn) -> tuple[np.ndarray, list[dict], list]:
+def _check_oof_options(protocol: str, folds: int, n_bootstrap: int, head: str) -> str:
+    """Refuse bad option values and an unknown probe head before any work; return the protocol's penalty."""
+    penalty = penalty_for(protocol)
+    if folds < 2:
+        raise ConfigError(f"--folds must be at least 2, got {folds}")
+    if n_bootstrap < 0:
+        raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
+    from panderm.plugins import registries
+
+    registries().probe_heads.get(head)
+    return penalty
+
+
+def _oof_rows(df: pd.DataFrame, feats, csv: Path, stratify: str | None,
+              group: str | None) -> tuple[pd.DataFrame, dict]:
+    """The rows with features (and the excluded ones), refusing missing or empty ``stratify``/``group`` columns."""
+    for opt, col in (("--stratify", stratify), ("--group", group)):
+        if col is not None and col not in df.columns:
+            shown = [c for c in df.columns if c not in ("key", "_label", "split")]
+            raise InputError(f"{opt} column '{col}' is not in {csv} (columns: {', '.join(map(str, shown))})")
+    rows, excluded = select_rows(df, feats, csv, False, "features")
+    rows = rows.reset_index(drop=True)
+    for opt, col in (("--stratify", stratify), ("--group", group)):
+        if col is not None and rows[col].isna().any():
+            bad = rows.loc[rows[col].isna(), "image"].tolist()
+            raise InputError(f"{csv}: {len(bad)} rows have no value in {opt} column '{col}': {examples(bad)}")
+    return rows, excluded
+
+
+def _check_oof_classes(rows: pd.DataFrame, csv: Path, label_col: str, folds: int, group: str | None) -> list:
+    """The sorted classes, refusing one class, classes with fewer rows than folds, or fewer groups than folds."""
+    classes = sorted(rows["_label"].unique().tolist())
+    if len(classes) < 2:
+        raise InputError(f"{csv}: only one class ({classes[0]!r}) in '{label_col}'",
+                         hint="a classifier needs at least two classes")
+    counts = rows["_label"].value_counts()
+    small = {str(c): int(n) for c, n in counts.items() if n < folds}
+    if small:
+        raise InputError(f"{csv}: class(es) with fewer rows than the {folds} folds: {small}",
+                         hint="use fewer --folds or merge rare classes")
+    if group is not None and rows[group].nunique() < folds:
+        raise InputError(f"{csv}: --group column '{group}' has only {rows[group].nunique()} groups "
+                         f"for {folds} folds", hint="use fewer --folds")
+    return classes
+
+
+def _oof_warnings(df: pd.DataFrame, feats, excluded: dict) -> list[str]:
+    """The CSV's warnings, plus the images excluded as unreadable."""
+    warn = list(df.attrs.get("warnings", []))
+    if excluded["count"]:
+        warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded: "
+                    f"{examples(excluded['images'])}")
+    return warn
+
+
+def _fold_info(fold: np.ndarray, folds: int, y: np.ndarray, classes: list, per_fold: list[dict]) -> list[dict]:
+    """``folds.json``'s entry per fold: sizes, test class counts and metrics."""
+    return [{"fold": k, "n_test": int((fold == k).sum()), "n_train": int((fold != k).sum()),
+             "test_class_counts": {str(c): int((y[fold == k] == c).sum()) for c in classes},
+             "metrics": per_fold[k]} for k in range(folds)]
+
+
+def _oof_predictions(rows: pd.DataFrame, fold: np.ndarray, y: np.ndarray, proba: np.ndarray, classes: list,
+                     stratify: str | None, group: str | None) -> pd.DataFrame:
+    """``oof.csv``: image, fold, true and predicted label, the stratify/group columns, probabilities (and score)."""
+    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    predictions = pd.DataFrame({"image": rows["image"].to_numpy(), "fold": fold, "true_label": y,
+                                "predicted_label": pred})
+    for col in (stratify, group):
+        if col is not None and col not in predictions.columns:
+            predictions[col] = rows[col].to_numpy()
+    for j, c in enumerate(classes):
+        predictions[f"prob_{c}"] = proba[:, j]
+    if len(classes) == 2:
+        predictions["score"] = proba[:, 1]
+    return predictions
+
+def _cross_fit(head, X, y, fold, classes, C, penalty, seed, warn) -> tuple[np.ndarray, list[dict], list]:
     """Out-of-fold probabilities, per-fold metrics and the fitted estimators of every fold."""
     K = len(classes)
     proba = np.full((len(y), K), np.nan)
@@ -240,7 +276,7 @@ def _cross_fit(task, X, y, fold, classes, C, penalty, seed, warn) -> tuple[np.nd
         present = sorted(set(y[tr].tolist()), key=classes.index)
         if len(present) < 2:
             raise InputError(f"fold {k}: the training folds hold only one class", hint="use fewer --folds")
-        p, est = fit_predict(task, X[tr], y[tr], X[te], present, C, penalty, seed)
+        p, est = fit_predict(head, X[tr], y[tr], X[te], present, C, penalty, seed)
         if len(present) < K:
             warn.append(f"fold {k}: training folds lack class(es) {examples(set(classes) - set(present))} "
                         "(probability 0 for them)")
@@ -260,7 +296,7 @@ def _fold_solvers(fits: list) -> dict:
     return out
 
 
-def _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_fold) -> dict:
+def _compare(compare, df, rows, csv, head, y, fold, classes, penalty, seed, per_fold) -> dict:
     """Probe a second features folder on the same rows and folds; paired t-test per metric over the folds."""
     other = load_features(compare, role="compare features")
     orows, _ = select_rows(df, other, csv, False, "compare features")
@@ -271,7 +307,7 @@ def _compare(compare, df, rows, csv, task, y, fold, classes, penalty, seed, per_
                          f"{examples(lost)}", hint="compare models on exactly the same images and folds")
     Xb = other.X[[okey[k] for k in rows["key"]]]
     C_b = Xb.shape[1] * len(classes) / 100.0
-    _, per_fold_b, fits_b = _cross_fit(task, Xb, y, fold, classes, C_b, penalty, seed, [])
+    _, per_fold_b, fits_b = _cross_fit(head, Xb, y, fold, classes, C_b, penalty, seed, [])
     return {"features": str(compare), "n_features": int(Xb.shape[1]), "C": C_b, "folds": int(fold.max()) + 1,
             "test": "two-sided paired t-test over folds (A = --features, B = --compare; difference A − B)",
             "solver": _fold_solvers(fits_b), **features_precision(other),

@@ -1,6 +1,6 @@
 """``run_probe``: the paper's linear-probing protocol on a ``panderm extract`` features folder.
 
-Protocol (``docs/reference-model.md`` §4): fit the task's estimator on the
+Protocol (``docs/reference/linear-probe.md``): fit the probe head's estimator on the
 ``train`` rows (plus ``val`` with ``use_val``), evaluate on ``test``, C = D·K/100.
 
 Joining: features are matched to CSV rows by image path, after normalising
@@ -23,7 +23,7 @@ one for the same seed). The release instead shuffled with ``random_state=42`` an
 kept the first ⌊n·p⌋ rows, which can drop rare classes.
 
 ``protocol`` (default ``"release"``) picks the logistic-regression objective of the
-``logreg`` task (:mod:`panderm.eval.linear`): the released ``linear_eval.py`` one by
+``logreg`` head (:mod:`panderm.eval.linear`): the released ``linear_eval.py`` one by
 default, so that scores are comparable with the paper's; ``"sklearn"`` for
 scikit-learn's. ``metrics.json`` and ``probe.json`` record the protocol, the
 solver settings actually used and the features' extraction precision.
@@ -253,20 +253,20 @@ def select_rows(df: pd.DataFrame, feats: _Features, csv: Path, use_val: bool, ro
     return used[~skipped], excluded
 
 
-def fit_predict(task: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
-    """Fit the task's estimator and return (test probabilities in ``classes`` order, estimator).
+def fit_predict(head: str, Xtr, ytr, Xte, classes, C, penalty, seed) -> tuple[np.ndarray, Any]:
+    """Fit the probe head's estimator and return (test probabilities in ``classes`` order, estimator).
 
     ``penalty`` is an estimator penalty (``"official"``/``"sklearn"``) or a protocol
     name (``"release"``/``"sklearn"``, mapped to its penalty).
     """
     from panderm.plugins import registries
 
-    spec = registries().tasks.get(task)
+    spec = registries().probe_heads.get(head)
     est = spec.factory(C=C, penalty=PROTOCOL_PENALTY.get(penalty, penalty), seed=seed, max_iter=1000)
     est.fit(Xtr, ytr)
     proba = np.asarray(est.predict_proba(Xte), dtype=np.float64)
     if proba.ndim != 2 or proba.shape != (len(Xte), len(classes)):
-        raise ConfigError(f"task '{task}' returned probabilities of shape {proba.shape}, "
+        raise ConfigError(f"probe head '{head}' returned probabilities of shape {proba.shape}, "
                           f"expected {(len(Xte), len(classes))}")
     order = getattr(est, "classes_", None)
     if order is not None and list(np.asarray(order).tolist()) != list(classes):
@@ -303,7 +303,7 @@ def features_precision(feats: _Features) -> dict:
 
 
 def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: bool = False,
-              percent_data: float = 1.0, seed: int = 0, use_val: bool = False, task: str = "logreg",
+              percent_data: float = 1.0, seed: int = 0, use_val: bool = False, head: str = "logreg",
               protocol: str = "release", n_bootstrap: int = 1000, compare: Path | None = None,
               compare_method: str = "permutation") -> ProbeResult:
     """Fit a linear probe on train features, evaluate on test with bootstrap CIs.
@@ -316,7 +316,7 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         percent_data: Fraction of training rows kept (stratified, seeded; see module doc).
         seed: Seed for the classifier init, the subsample and the bootstrap.
         use_val: Also train on ``val`` rows (the release never does).
-        task: Registered task name (``panderm plugins`` lists them).
+        head: Registered probe head name (``panderm plugins`` lists them).
         protocol: ``"release"`` (the released ``linear_eval.py`` objective, default) or
             ``"sklearn"`` (scikit-learn's); see :mod:`panderm.eval.linear`.
         n_bootstrap: Bootstrap replicates for the 95% CIs (0: no CIs).
@@ -329,9 +329,52 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
 
     Raises:
         InputError: Missing/inconsistent files or unusable labels (message names the file).
-        ConfigError: Bad option values or an unknown task.
+        ConfigError: Bad option values or an unknown probe head.
     """
     features, csv = Path(features), Path(csv)
+    penalty = _check_probe_options(protocol, compare_method, percent_data, n_bootstrap, head)
+    feats = load_features(features)
+    df, label_col = load_dataset(csv, binary)
+    rows, excluded = select_rows(df, feats, csv, use_val, "features")
+    train, test, classes = _train_test_rows(rows, csv, label_col, use_val, percent_data, seed)
+    D = feats.X.shape[1]
+    C = D * len(classes) / 100.0
+    warn = _probe_warnings(df, feats, excluded, classes, test)
+    proba, est = fit_predict(head, feats.X[train["row"].to_numpy()], train["_label"].to_numpy(),
+                             feats.X[test["row"].to_numpy()], classes, C, penalty, seed)
+    y_test = test["_label"].to_numpy()
+    metrics = bootstrap_ci(y_test, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
+    predictions = _test_predictions(test, y_test, proba, classes)
+    comparison = compared = None
+    if compare is not None:
+        comparison, compared = _compare_features(compare, compare_method, df, csv, use_val, train, test, y_test,
+                                                 proba, head=head, classes=classes, penalty=penalty, seed=seed,
+                                                 n_bootstrap=n_bootstrap)
+    record = run_record(protocol, est, feats)
+    summary = {
+        "head": head, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
+        "label_column": label_col,
+        "percent_data": percent_data, "use_val": use_val, "classes": classes,
+        "n_train": len(train), "n_test": len(test), "n_features": D,
+        "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes},
+        "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes},
+        "features": str(features), "features_meta": feats.meta, "csv": str(csv),
+        "excluded": excluded, "n_iter": getattr(est, "n_iter_", None),
+        "bootstrap": {"n": n_bootstrap, "stratified": False, "ci": 0.95, "seed": seed},
+        "metrics": metrics, "warnings": warn,
+    }
+    if compared is not None:
+        summary["compare"] = compared
+    result = ProbeResult(metrics=metrics, classes=classes, predictions=predictions, summary=summary,
+                         comparison=comparison, warnings=warn, record=record)
+    if out is not None:
+        result.out, result.files = Path(out), _write(Path(out), result, compare is not None)
+    return result
+
+
+def _check_probe_options(protocol: str, compare_method: str, percent_data: float, n_bootstrap: int,
+                         head: str) -> str:
+    """Refuse bad option values and an unknown probe head before any work; return the protocol's penalty."""
     penalty = penalty_for(protocol)
     if compare_method not in ("permutation", "bootstrap"):
         raise ConfigError(f"unknown compare method '{compare_method}'", hint="use 'permutation' or 'bootstrap'")
@@ -342,10 +385,13 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
         raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
     from panderm.plugins import registries
 
-    registries().tasks.get(task)  # unknown task → ConfigError before any work
-    feats = load_features(features)
-    df, label_col = load_dataset(csv, binary)
-    rows, excluded = select_rows(df, feats, csv, use_val, "features")
+    registries().probe_heads.get(head)  # unknown probe head → ConfigError before any work
+    return penalty
+
+
+def _train_test_rows(rows: pd.DataFrame, csv: Path, label_col: str, use_val: bool, percent_data: float,
+                     seed: int) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """The (subsampled) training rows, the test rows and the classes, refusing splits a probe cannot use."""
     train_splits = ("train", "val") if use_val else ("train",)
     train, test = rows[rows["split"].isin(train_splits)], rows[rows["split"] == "test"]
     if train.empty:
@@ -362,8 +408,12 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
     if unseen:
         raise InputError(f"{csv}: test label(s) {examples(unseen)} never occur in the training rows",
                          hint="every test class needs training examples")
-    D = feats.X.shape[1]
-    C = D * len(classes) / 100.0
+    return train, test, classes
+
+
+def _probe_warnings(df: pd.DataFrame, feats: _Features, excluded: dict, classes: list,
+                    test: pd.DataFrame) -> list[str]:
+    """The CSV's warnings, plus excluded (unreadable) images and classes without test rows."""
     warn = list(df.attrs.get("warnings", []))
     if excluded["count"]:
         warn.append(f"{excluded['count']} image(s) listed in {feats.folder / 'skipped.csv'} were excluded "
@@ -371,65 +421,51 @@ def run_probe(features: Path, csv: Path, out: Path | None = None, *, binary: boo
     absent_test = [c for c in classes if c not in set(test["_label"])]
     if absent_test:
         warn.append(f"class(es) {examples(absent_test)} have no test rows: AUROC/AUPR are undefined (null)")
+    return warn
 
-    def probe(X):
-        return fit_predict(task, X[train["row"].to_numpy()], train["_label"].to_numpy(),
-                            X[test["row"].to_numpy()], classes, C, penalty, seed)
 
-    proba, est = probe(feats.X)
-    y_test = test["_label"].to_numpy()
-    metrics = bootstrap_ci(y_test, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
+def _test_predictions(test: pd.DataFrame, y_test: np.ndarray, proba: np.ndarray, classes: list) -> pd.DataFrame:
+    """``predictions.csv``: image, split, true and predicted label, one ``prob_<class>`` column per class."""
     pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     predictions = pd.DataFrame({"image": test["image"].to_numpy(), "split": "test",
                                 "true_label": y_test, "predicted_label": pred})
     for j, c in enumerate(classes):
         predictions[f"prob_{c}"] = proba[:, j]
+    return predictions
 
-    comparison = None
-    if compare is not None:
-        other = load_features(compare, role="compare features")
-        orows, oexcl = select_rows(df, other, csv, use_val, "compare features")
-        okey = dict(zip(orows["key"], orows["row"]))
-        lost = [k for k in test["key"] if k not in okey]
-        extra = sorted(set(orows.loc[orows["split"] == "test", "key"]) - set(test["key"]))
-        if lost or extra:
-            raise InputError(f"compare features {other.folder} cover a different test set: "
-                             f"{len(lost)} test image(s) missing, {len(extra)} extra "
-                             f"({examples(lost or extra)})",
-                             hint="compare models on exactly the same test images")
-        lost_train = [k for k in train["key"] if k not in okey]
-        if lost_train:
-            raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
-                             f"used: {examples(lost_train)}")
-        Xo = other.X
-        proba_b, est_b = fit_predict(task, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
-                                  Xo[[okey[k] for k in test["key"]]], classes,
-                                  Xo.shape[1] * len(classes) / 100.0, penalty, seed)
-        comparison = paired_test(y_test, proba, proba_b, metric=list(ALL_METRICS), n=max(n_bootstrap, 1),
-                                 method=compare_method, seed=seed, classes=classes)
 
-    record = run_record(protocol, est, feats)
-    summary = {
-        "task": task, **record, "penalty": penalty, "C": C, "seed": seed, "binary": binary,
-        "label_column": label_col,
-        "percent_data": percent_data, "use_val": use_val, "classes": classes,
-        "n_train": len(train), "n_test": len(test), "n_features": D,
-        "train_class_counts": {str(c): int((train["_label"] == c).sum()) for c in classes},
-        "test_class_counts": {str(c): int((test["_label"] == c).sum()) for c in classes},
-        "features": str(features), "features_meta": feats.meta, "csv": str(csv),
-        "excluded": excluded, "n_iter": getattr(est, "n_iter_", None),
-        "bootstrap": {"n": n_bootstrap, "stratified": False, "ci": 0.95, "seed": seed},
-        "metrics": metrics, "warnings": warn,
-    }
-    if compare is not None:
-        summary["compare"] = {"features": str(compare), "method": compare_method,
-                              "solver": solver_record(est_b), **features_precision(other), "result": comparison}
-    result = ProbeResult(metrics=metrics, classes=classes, predictions=predictions, summary=summary,
-                         comparison=comparison, warnings=warn, record=record)
-    if out is not None:
-        result.out, result.files = Path(out), _write(Path(out), result, compare is not None)
-    return result
+def _compare_features(compare: Path, compare_method: str, df: pd.DataFrame, csv: Path, use_val: bool,
+                      train: pd.DataFrame, test: pd.DataFrame, y_test: np.ndarray, proba: np.ndarray, *, head: str,
+                      classes: list, penalty: str, seed: int, n_bootstrap: int) -> tuple[dict, dict]:
+    """The paired test of this probe against the same probe on ``compare`` features, and its ``probe.json`` entry."""
+    other = load_features(compare, role="compare features")
+    proba_b, est_b = _fit_compare_features(other, df, csv, use_val, train, test, head, classes, penalty, seed)
+    comparison = paired_test(y_test, proba, proba_b, metric=list(ALL_METRICS), n=max(n_bootstrap, 1),
+                             method=compare_method, seed=seed, classes=classes)
+    return comparison, {"features": str(compare), "method": compare_method, "solver": solver_record(est_b),
+                        **features_precision(other), "result": comparison}
 
+
+def _fit_compare_features(other: _Features, df: pd.DataFrame, csv: Path, use_val: bool, train: pd.DataFrame,
+                          test: pd.DataFrame, head: str, classes: list, penalty: str, seed: int):
+    """Fit the same probe on the compare features (same training and test images); return (proba, estimator)."""
+    orows, _ = select_rows(df, other, csv, use_val, "compare features")
+    okey = dict(zip(orows["key"], orows["row"]))
+    lost = [k for k in test["key"] if k not in okey]
+    extra = sorted(set(orows.loc[orows["split"] == "test", "key"]) - set(test["key"]))
+    if lost or extra:
+        raise InputError(f"compare features {other.folder} cover a different test set: "
+                         f"{len(lost)} test image(s) missing, {len(extra)} extra "
+                         f"({examples(lost or extra)})",
+                         hint="compare models on exactly the same test images")
+    lost_train = [k for k in train["key"] if k not in okey]
+    if lost_train:
+        raise InputError(f"compare features {other.folder} lack {len(lost_train)} of the training images "
+                         f"used: {examples(lost_train)}")
+    Xo = other.X
+    return fit_predict(head, Xo[[okey[k] for k in train["key"]]], train["_label"].to_numpy(),
+                       Xo[[okey[k] for k in test["key"]]], classes,
+                       Xo.shape[1] * len(classes) / 100.0, penalty, seed)
 
 def _write(out: Path, result: ProbeResult, with_compare: bool) -> list[Path]:
     """Write outputs; ``metrics.json`` goes last (and a stale one first goes away)."""

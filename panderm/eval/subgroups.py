@@ -405,62 +405,25 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
         ConfigError: Bad bins, min_size, or a binary request with ≠ 2 classes.
     """
     predictions, csv = Path(predictions), Path(csv)
-    by = [str(c).strip() for c in by if str(c).strip()]
-    if not by:
-        raise ConfigError("no subgroup columns given", hint="e.g. --by sex,age,localization")
-    if min_size < 1:
-        raise ConfigError(f"min_size must be ≥ 1, got {min_size}")
-    if n_bootstrap < 0:
-        raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
+    by = _check_subgroup_options(by, min_size, n_bootstrap)
     bins = _parse_bins(bins)
     pred, classes = _load_predictions(predictions)
-    if not csv.is_file():
-        raise InputError(f"dataset CSV {csv} does not exist")
-    df = read_csv_frame(csv)
-    if "image" not in df.columns:
-        raise InputError(f"{csv} has no 'image' column (columns: {', '.join(map(str, df.columns))})")
-    unknown = [c for c in by if c not in df.columns]
-    if unknown:
-        raise InputError(f"subgroup column(s) {', '.join(repr(c) for c in unknown)} not in {csv} "
-                         f"(available: {', '.join(str(c) for c in df.columns if c != 'image')})",
-                         hint="pick columns of the dataset CSV with --by")
+    df = _read_subgroup_csv(csv, by)
     if binary is None:
         binary = len(classes) == 2
     pos_idx = _positive_index(classes, positive) if binary else None
     positive = classes[pos_idx] if binary else None
 
     warns: list[str] = []
-    df = df.copy()
-    df["key"] = [normalise_path(p) for p in df["image"].astype(str)]
-    df, notes = drop_repeated_keys(df, csv, list(by))
-    warns += notes
-    in_csv = pred["key"].isin(set(df["key"]))
-    if not in_csv.any():
-        raise InputError(f"none of the {len(pred)} images in {predictions} is in {csv} "
-                         f"(predictions: {examples(pred['image'].head(3))}; CSV: {examples(df['image'].head(3))})",
-                         hint="use the dataset CSV the predictions were made from")
-    n_unmatched = int((~in_csv).sum())
-    if n_unmatched:
-        warns.append(f"{n_unmatched} of {len(pred)} prediction rows have no row in {csv} and were left out: "
-                     f"{examples(pred.loc[~in_csv, 'image'])}")
-    P_all = pred.attrs["proba"]
-    keep = in_csv.to_numpy()
-    rows = pred[keep].reset_index(drop=True)
-    P = P_all[keep]
-    y = np.array([classes.index(v) for v in rows["_y"]], dtype=np.int64)
-    data = rows[["key"]].merge(df.drop(columns=["image"]), on="key", how="left")
+    data, y, P, n_unmatched = _join_predictions(pred, df, classes, predictions, csv, by, warns)
     metric_names = BINARY_METRICS if binary else MULTI_METRICS
 
     overall = {"n": len(y), **({"n_positive": int((y == pos_idx).sum())} if binary else {}),
                **group_metrics(y, P, binary, pos_idx, n_bootstrap, seed)}
     records, columns, spreads, small = [], {}, {}, []
     for col in by:
-        groups, order, info = _group_column(data[col], bins if _is_numeric(data[col]) else None, col)
-        if "note" in info:
-            warns.append(f"column '{col}': {info['note']}")
-        col_records = _group_records(y, P, groups, order, binary, pos_idx, metric_names, n_bootstrap, seed)
-        info["groups"] = [r["group"] for r in col_records]
-        columns[col] = info
+        col_records, columns[col] = _column_groups(data[col], col, bins, y, P, binary, pos_idx, metric_names,
+                                                   n_bootstrap, seed, warns)
         for rec in col_records:
             rec.update(column=col, small=rec["n"] < min_size)
             if rec["small"]:
@@ -480,6 +443,68 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
         result.files = _write(Path(out), result, predictions, csv, n_bootstrap, seed, min_size, n_unmatched)
     return result
 
+
+def _check_subgroup_options(by: list[str], min_size: int, n_bootstrap: int) -> list[str]:
+    """The stripped, non-empty subgroup columns, refusing none and bad ``min_size`` / ``n_bootstrap``."""
+    by = [str(c).strip() for c in by if str(c).strip()]
+    if not by:
+        raise ConfigError("no subgroup columns given", hint="e.g. --by sex,age,localization")
+    if min_size < 1:
+        raise ConfigError(f"min_size must be ≥ 1, got {min_size}")
+    if n_bootstrap < 0:
+        raise ConfigError(f"the number of bootstrap replicates must be ≥ 0, got {n_bootstrap}")
+    return by
+
+
+def _read_subgroup_csv(csv: Path, by: list[str]) -> pd.DataFrame:
+    """The dataset CSV, refusing a missing file, no ``image`` column or a missing subgroup column."""
+    if not csv.is_file():
+        raise InputError(f"dataset CSV {csv} does not exist")
+    df = read_csv_frame(csv)
+    if "image" not in df.columns:
+        raise InputError(f"{csv} has no 'image' column (columns: {', '.join(map(str, df.columns))})")
+    unknown = [c for c in by if c not in df.columns]
+    if unknown:
+        raise InputError(f"subgroup column(s) {', '.join(repr(c) for c in unknown)} not in {csv} "
+                         f"(available: {', '.join(str(c) for c in df.columns if c != 'image')})",
+                         hint="pick columns of the dataset CSV with --by")
+    return df
+
+
+def _join_predictions(pred: pd.DataFrame, df: pd.DataFrame, classes: list, predictions: Path, csv: Path,
+                      by: list[str], warns: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+    """Match prediction rows to CSV rows by image: (subgroup data, class indices, scores, unmatched count)."""
+    df = df.copy()
+    df["key"] = [normalise_path(p) for p in df["image"].astype(str)]
+    df, notes = drop_repeated_keys(df, csv, list(by))
+    warns += notes
+    in_csv = pred["key"].isin(set(df["key"]))
+    if not in_csv.any():
+        raise InputError(f"none of the {len(pred)} images in {predictions} is in {csv} "
+                         f"(predictions: {examples(pred['image'].head(3))}; CSV: {examples(df['image'].head(3))})",
+                         hint="use the dataset CSV the predictions were made from")
+    n_unmatched = int((~in_csv).sum())
+    if n_unmatched:
+        warns.append(f"{n_unmatched} of {len(pred)} prediction rows have no row in {csv} and were left out: "
+                     f"{examples(pred.loc[~in_csv, 'image'])}")
+    P_all = pred.attrs["proba"]
+    keep = in_csv.to_numpy()
+    rows = pred[keep].reset_index(drop=True)
+    P = P_all[keep]
+    y = np.array([classes.index(v) for v in rows["_y"]], dtype=np.int64)
+    data = rows[["key"]].merge(df.drop(columns=["image"]), on="key", how="left")
+    return data, y, P, n_unmatched
+
+
+def _column_groups(values: pd.Series, col: str, bins, y: np.ndarray, P: np.ndarray, binary: bool, pos_idx,
+                   metric_names, n_bootstrap: int, seed: int, warns: list[str]) -> tuple[list[dict], dict]:
+    """Metrics per group of one subgroup column (numeric columns binned) and the column's info."""
+    groups, order, info = _group_column(values, bins if _is_numeric(values) else None, col)
+    if "note" in info:
+        warns.append(f"column '{col}': {info['note']}")
+    col_records = _group_records(y, P, groups, order, binary, pos_idx, metric_names, n_bootstrap, seed)
+    info["groups"] = [r["group"] for r in col_records]
+    return col_records, info
 
 def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)

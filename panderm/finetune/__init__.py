@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning with the official PanDerm recipe (reference-model §5); see ``docs/finetune.md``."""
+"""End-to-end fine-tuning with the official PanDerm recipe (docs/reference/finetuning.md); see ``docs/finetune.md``."""
 
 from panderm.finetune.run import FinetuneResult, evaluate_run, finetune
 

@@ -1,4 +1,4 @@
-"""Pieces of the official fine-tuning recipe (reference-model §5): classifier, layer decay, loss, data, TTA.
+"""Pieces of the official fine-tuning recipe (docs/reference/finetuning.md): classifier, layer decay, loss, data, TTA.
 
 Everything here is small and testable on its own; :mod:`panderm.finetune.run`
 wires it into the shared :class:`~panderm.train.trainer.Trainer`.
@@ -134,7 +134,7 @@ class FinetuneModel(nn.Module):
 
 # --------------------------------------------------------------------------- data
 def train_transform(preset_name: str):
-    """The official fine-tuning train pipeline (reference-model §3) with the preset's normalisation.
+    """The official fine-tuning train pipeline (docs/reference/preprocessing.md) with the preset's normalisation.
 
     Resize(256) → RandomResizedCrop(224, scale 0.75–1) → H-flip → V-flip →
     RandomRotation(45) → ColorJitter(hue 0.2) → ToTensor → Normalize.
@@ -184,7 +184,7 @@ def weighted_sampler_factory(labels: np.ndarray):
     ``labels`` must be those of the training rows actually used (after
     ``percent_data``). The release built the weight vector from the full train
     split, so with ``percent_data < 1`` its sampler had the wrong length and
-    weights (reference-model §5); here both come from the used subset. Draws are
+    weights (docs/reference/finetuning.md); here both come from the used subset. Draws are
     a pure function of (seed, epoch) and are sharded across ranks
     (:class:`~panderm.data.pretrain.EpochSampler` with ``balance="weight"``), so
     resume replays them exactly.

@@ -1,6 +1,6 @@
 """``finetune`` / ``evaluate_run``: the official PanDerm fine-tuning recipe on the shared Trainer.
 
-Recipe values: reference-model §5 (see ``docs/finetune.md``). The run folder
+Recipe values: docs/reference/finetuning.md (see ``docs/finetune.md``). The run folder
 holds the Trainer's files (``checkpoint-last.pth``, ``checkpoint-best.pth``,
 ``best.json``, ``log.jsonl``, ``config.json``, ``train-state.pt``) and the test
 evaluation with the same files as ``panderm probe`` (``metrics.json``,
@@ -172,7 +172,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
              batch_size=128, lr=5e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.2, warmup_epochs=10,
              min_lr=1e-6, mixup=0.8, cutmix=1.0, smoothing=0.1, rel_pos_bias=False, weighted_sampler=True,
              monitor="auto", percent_data=1.0, binary=False, tta=False, seed=0, precision="auto", device=None,
-             num_workers=2, resume=False, progress=True, n_bootstrap=1000, random_init=False) -> FinetuneResult:
+             num_workers=None, resume=False, progress=True, n_bootstrap=1000, random_init=False) -> FinetuneResult:
     """Fine-tune ``model`` end to end on the CSV's train rows, select on val, test on test.
 
     Args:
@@ -187,31 +187,61 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         weighted_sampler: Class-balanced sampling with replacement (weights N/(K·n_c) of the rows
             trained on), on by default as in the release (``--weights``); False: shuffled epochs.
         tta: Test with the 5 :data:`~panderm.finetune.model.TTA_VIEWS` (probabilities averaged).
+        num_workers: DataLoader workers; None: ``min(2, os.cpu_count())``.
+        precision: ``auto`` (bf16 on CUDA and capable CPUs, else fp32), ``bf16``, ``fp16`` or ``fp32``.
         resume: Continue the run in ``out`` (same options; more ``epochs``/``max_steps`` allowed).
             Refused when the CSV's rows (image, label, split), the image files or the
             starting weights differ from the run's (``inputs.json``).
-        Other arguments: the release's recipe values (reference-model §5); ``docs/finetune.md``
+        Other arguments: the release's recipe values (docs/reference/finetuning.md); ``docs/finetune.md``
             lists where they differ from the paper's Extended Data Table 32.
 
     Raises:
         InputError: unusable CSV/labels/images. ConfigError: bad options, an undefined monitor on val.
         PandermError: resuming with another model or configuration.
     """
-    from panderm.eval.probe import subsample
-    from panderm.finetune.model import (
-        FinetuneModel,
-        ImageLabelDataset,
-        build_classifier,
-        param_groups_fn,
-        train_transform,
-        weighted_sampler_factory,
-    )
+    from panderm.finetune.model import build_classifier
     from panderm.hardware import resolve_precision
     from panderm.train import checkpointing as ckpt
-    from panderm.train import distributed as D
-    from panderm.train.trainer import DEFAULT_RESUME_IGNORE, TrainConfig, Trainer
+    from panderm import distributed as D
 
     csv, root, out = Path(csv), None if root is None else Path(root), Path(out)
+    num_workers = min(2, os.cpu_count() or 1) if num_workers is None else max(0, int(num_workers))
+    _check_finetune_options(out, model, monitor=monitor, percent_data=percent_data, mixup=mixup, cutmix=cutmix,
+                            batch_size=batch_size, root=root, resume=resume)
+    df, label_col, classes, (train, val, test), n_full = _finetune_splits(csv, binary, root, percent_data, seed)
+    k = len(classes)
+    monitor, warnings = _val_monitor(val, monitor, classes)
+    precision = resolve_precision(precision, D.resolve_device(device))
+    net = build_classifier(model, weights, k, drop_path=drop_path, rel_pos_bias=rel_pos_bias, random_init=random_init)
+    recipe = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
+              "weight_decay": weight_decay, "layer_decay": layer_decay, "drop_path": drop_path,
+              "warmup_epochs": warmup_epochs, "min_lr": min_lr, "mixup": mixup, "cutmix": cutmix,
+              "smoothing": smoothing, "rel_pos_bias": rel_pos_bias, "weighted_sampler": weighted_sampler,
+              "monitor": monitor, "percent_data": percent_data, "seed": seed, "precision": precision,
+              "optimizer": "AdamW(betas 0.9/0.999, eps 1e-8), no lr batch scaling, no grad clipping"}
+    run_config = {"task": "finetune", "model": model, "weights": None if weights is None else str(weights),
+                  "classes": classes, "binary": binary, "label_column": label_col, "n_train": len(train),
+                  "csv": str(csv.resolve()), "root": None if root is None else str(root.resolve()), **recipe}
+    eval_bs = max(8, min(batch_size, 64))
+    trainer = _make_trainer(net, k, train, val, out, recipe, run_config,
+                            describe_finetune_inputs(df, csv, label_col, net), eval_bs=eval_bs, resume=resume,
+                            num_workers=num_workers, device=device, progress=progress)
+    res = trainer.fit()
+    if int(os.environ.get("RANK", "0")) != 0 or res.interrupted:
+        return FinetuneResult(out, {}, classes, res.best, len(train), len(test), warnings)
+    if res.best is not None:
+        load_module_weights(net, out / ckpt.BEST, "fine-tuned classifier")
+    summary = _finetune_summary(run_config, recipe, res, trainer.spe, csv=csv, root=root, n_full=n_full,
+                                n_val=len(val), y_train=train["_y"].to_numpy())
+    metrics = _test_outputs(net, test, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap, seed=seed,
+                            batch_size=eval_bs, num_workers=num_workers, device=trainer.device,
+                            precision=precision, warnings=warnings)
+    return FinetuneResult(out, metrics, classes, summary["best"], len(train), summary["n_test"], warnings)
+
+
+def _check_finetune_options(out: Path, model: str, *, monitor: str, percent_data: float, mixup: float,
+                            cutmix: float, batch_size: int, root: Path | None, resume: bool) -> None:
+    """Refuse bad options, a missing image root, and resuming a run of another model."""
     if monitor not in MONITORS:
         raise ConfigError(f"unknown monitor '{monitor}'", hint=f"choose one of {', '.join(MONITORS)}")
     if not 0 < percent_data <= 1:
@@ -226,6 +256,13 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         if old and old != model:
             raise PandermError(f"cannot resume {out}: it was trained with model '{old}', not '{model}'",
                                hint=f"resume with --model {old}, or start a new run in another folder")
+
+
+def _finetune_splits(csv: Path, binary: bool, root: Path | None, percent_data: float, seed: int):
+    """``(df, label_column, classes, (train, val, test), n_train_full)``, refusing unusable splits and unseen
+    labels; ``train`` is the stratified, seeded ``percent_data`` subsample of the train rows."""
+    from panderm.eval.probe import subsample
+
     df, label_col, classes = read_splits(csv, binary, root=root)
     train, val, test = (df[df["split"] == s] for s in ("train", "val", "test"))
     if train.empty or test.empty:
@@ -239,24 +276,60 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     n_full = len(train)
     if percent_data < 1:
         train = train.iloc[subsample(train["_y"].to_numpy(), percent_data, seed)]
-    k = len(classes)
-    monitor = ("auroc" if k == 2 else "acc") if monitor == "auto" else monitor
+    return df, label_col, classes, (train, val, test), n_full
+
+
+def _val_monitor(val: pd.DataFrame, monitor: str, classes: list) -> tuple[str, list[str]]:
+    """The monitor (``auto``: AUROC for two classes, else acc) and the run's first warnings (no val rows: no
+    model selection); AUROC on a val split missing a class is refused."""
+    monitor = ("auroc" if len(classes) == 2 else "acc") if monitor == "auto" else monitor
     warnings: list[str] = []
     if val.empty:
         warnings.append("no val rows: no model selection, the last checkpoint is tested")
-    elif monitor == "auroc" and val["_y"].nunique() < k:
+    elif monitor == "auroc" and val["_y"].nunique() < len(classes):
         present = sorted(set(val["_label"].tolist()), key=str)
         raise ConfigError(f"--monitor auroc is undefined on the val split: it has only class(es) "
                           f"{examples(present)} of {examples(classes)}",
                           hint="use --monitor acc or --monitor recall, or add val rows of every class")
-    dev = D.resolve_device(device)
-    precision = resolve_precision(precision, dev)
-    net = build_classifier(model, weights, k, drop_path=drop_path, rel_pos_bias=rel_pos_bias, random_init=random_init)
+    return monitor, warnings
+
+
+def _make_trainer(net, k: int, train: pd.DataFrame, val: pd.DataFrame, out: Path, recipe: dict, run_config: dict,
+                  inputs: dict, *, eval_bs: int, resume: bool, num_workers: int, device, progress: bool):
+    """The shared Trainer set up with the recipe: Mixup/CutMix wrapper, layer decay, sampler, val selection."""
+    from panderm.finetune.model import (
+        FinetuneModel,
+        ImageLabelDataset,
+        param_groups_fn,
+        train_transform,
+        weighted_sampler_factory,
+    )
+    from panderm.train import checkpointing as ckpt
+    from panderm.train.trainer import DEFAULT_RESUME_IGNORE, TrainConfig, Trainer
+
+    r = recipe
     preset = net.pretrained_cfg.preset
-    wrapper = FinetuneModel(net, k, mixup=mixup, cutmix=cutmix, smoothing=smoothing)
+    wrapper = FinetuneModel(net, k, mixup=r["mixup"], cutmix=r["cutmix"], smoothing=r["smoothing"])
     y_train = train["_y"].to_numpy()
     ds = ImageLabelDataset(train["_path"].tolist(), y_train, train_transform(preset))
-    eval_bs = max(8, min(batch_size, 64))
+    eval_fn = _val_eval_fn(val, preset, k, eval_bs=eval_bs, num_workers=num_workers, precision=r["precision"])
+    spe_guess = max(1, len(train) // int(os.environ.get("WORLD_SIZE", "1")) // r["batch_size"])  # one checkpoint/epoch
+    cfg = TrainConfig(steps=r["max_steps"], epochs=None if r["max_steps"] else r["epochs"],
+                      batch_size=r["batch_size"], lr=r["lr"], lr_base_batch=0, min_lr=r["min_lr"],
+                      warmup_epochs=r["warmup_epochs"], weight_decay=r["weight_decay"], clip_grad=None,
+                      precision=r["precision"], seed=r["seed"], num_workers=num_workers, progress=progress,
+                      device=device, checkpoint_every=spe_guess, keep_last=1, log_every=max(1, min(10, spe_guess)))
+    return Trainer(
+        wrapper, ds, cfg, out, param_groups=param_groups_fn(r["layer_decay"]),
+        export_fn=lambda m: ckpt.tensor_dict(m.net.state_dict()), run_config=run_config, resume=resume,
+        resume_ignore=DEFAULT_RESUME_IGNORE + _RESUME_IGNORE,
+        sampler_factory=weighted_sampler_factory(y_train) if r["weighted_sampler"] else None,
+        eval_fn=eval_fn if not val.empty else None, monitor=r["monitor"] if not val.empty else None,
+        inputs=inputs)
+
+
+def _val_eval_fn(val: pd.DataFrame, preset: str, k: int, *, eval_bs: int, num_workers: int, precision: str):
+    """The Trainer's model-selection function: the release's val metrics (NaN when no val image is readable)."""
 
     def eval_fn(m):
         proba, rows, _ = _infer(m.net, val["_path"].tolist(), val["_y"].to_numpy(), preset,
@@ -265,47 +338,25 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
         return _val_metrics(val["_y"].to_numpy()[rows], proba, k) if len(rows) else {
             "acc": math.nan, "recall": math.nan, "auroc": math.nan}
 
-    recipe = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
-              "weight_decay": weight_decay, "layer_decay": layer_decay, "drop_path": drop_path,
-              "warmup_epochs": warmup_epochs, "min_lr": min_lr, "mixup": mixup, "cutmix": cutmix,
-              "smoothing": smoothing, "rel_pos_bias": rel_pos_bias, "weighted_sampler": weighted_sampler,
-              "monitor": monitor, "percent_data": percent_data, "seed": seed, "precision": precision,
-              "optimizer": "AdamW(betas 0.9/0.999, eps 1e-8), no lr batch scaling, no grad clipping"}
-    run_config = {"task": "finetune", "model": model, "weights": None if weights is None else str(weights),
-                  "classes": classes, "binary": binary, "label_column": label_col, "n_train": len(train),
-                  "csv": str(csv.resolve()), "root": None if root is None else str(root.resolve()), **recipe}
-    spe_guess = max(1, len(train) // int(os.environ.get("WORLD_SIZE", "1")) // batch_size)  # one checkpoint/epoch
-    cfg = TrainConfig(steps=max_steps, epochs=None if max_steps else epochs, batch_size=batch_size, lr=lr,
-                      lr_base_batch=0, min_lr=min_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
-                      clip_grad=None, precision=precision, seed=seed, num_workers=num_workers, progress=progress,
-                      device=device, checkpoint_every=spe_guess, keep_last=1, log_every=max(1, min(10, spe_guess)))
-    trainer = Trainer(
-        wrapper, ds, cfg, out, param_groups=param_groups_fn(layer_decay),
-        export_fn=lambda m: ckpt.tensor_dict(m.net.state_dict()), run_config=run_config, resume=resume,
-        resume_ignore=DEFAULT_RESUME_IGNORE + _RESUME_IGNORE,
-        sampler_factory=weighted_sampler_factory(y_train) if weighted_sampler else None,
-        eval_fn=eval_fn if not val.empty else None, monitor=monitor if not val.empty else None,
-        inputs=describe_finetune_inputs(df, csv, label_col, net))
-    res = trainer.fit()
-    best = res.best
-    if int(os.environ.get("RANK", "0")) != 0 or res.interrupted:
-        return FinetuneResult(out, {}, classes, best, len(train), len(test), warnings)
-    if best is not None:
-        load_module_weights(net, out / ckpt.BEST, "fine-tuned classifier")
-    summary = {"model": model, "weights": run_config["weights"], "recipe": recipe, "classes": classes,
-               "binary": binary, "label_column": label_col, "csv": str(csv),
-               "root": None if root is None else str(root), "n_train": len(train), "n_train_full": n_full, "n_val": len(val),
-               "train_class_counts": {str(c): int((y_train == i).sum()) for i, c in enumerate(classes)},
-               "steps": res.steps, "skipped_train_loads": res.skipped,
-               "best": None if best is None else {"step": best["step"], "epoch": best["step"] / trainer.spe,
-                                                  "monitor": best["monitor"], "value": best["value"],
-                                                  "val_metrics": best["metrics"]},
-               "checkpoint": ckpt.BEST if best is not None else ckpt.LAST}
-    metrics = _test_outputs(net, test, classes, out, summary, tta=tta, n_bootstrap=n_bootstrap, seed=seed,
-                            batch_size=eval_bs, num_workers=num_workers, device=trainer.device,
-                            precision=precision, warnings=warnings)
-    return FinetuneResult(out, metrics, classes, summary["best"], len(train), summary["n_test"], warnings)
+    return eval_fn
 
+
+def _finetune_summary(run_config: dict, recipe: dict, res, spe: int, *, csv: Path, root: Path | None,
+                      n_full: int, n_val: int, y_train: np.ndarray) -> dict:
+    """``finetune.json`` before the test evaluation: model, recipe, data sizes, steps and the selected checkpoint."""
+    from panderm.train import checkpointing as ckpt
+
+    best, classes = res.best, run_config["classes"]
+    return {"model": run_config["model"], "weights": run_config["weights"], "recipe": recipe, "classes": classes,
+            "binary": run_config["binary"], "label_column": run_config["label_column"], "csv": str(csv),
+            "root": None if root is None else str(root), "n_train": run_config["n_train"], "n_train_full": n_full,
+            "n_val": n_val,
+            "train_class_counts": {str(c): int((y_train == i).sum()) for i, c in enumerate(classes)},
+            "steps": res.steps, "skipped_train_loads": res.skipped,
+            "best": None if best is None else {"step": best["step"], "epoch": best["step"] / spe,
+                                               "monitor": best["monitor"], "value": best["value"],
+                                               "val_metrics": best["metrics"]},
+            "checkpoint": ckpt.BEST if best is not None else ckpt.LAST}
 
 def describe_finetune_inputs(df: pd.DataFrame, csv: Path, label_col: str, net) -> dict:
     """What a fine-tuning run is made from (checked on ``--resume``): every CSV row's image,
@@ -330,7 +381,7 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
     """
     from panderm.hardware import resolve_precision
     from panderm.train import checkpointing as ckpt
-    from panderm.train import distributed as D
+    from panderm import distributed as D
 
     run = Path(run)
     rc = read_run_config(run)

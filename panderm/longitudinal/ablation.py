@@ -1,6 +1,6 @@
 """Preprocessing ablation for change detection: the paper's Default / w/Warp / w/Mask / w/Whole pipeline.
 
-Presets (``--steps`` of ``panderm change train``):
+Presets (``--preprocess`` of ``panderm change train``; ``steps=`` in Python):
 
 * ``default``: the raw sequential images (no preprocessing; nothing is cached).
 * ``warp``: registration only; image b is warped into image a's frame.

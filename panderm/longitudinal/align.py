@@ -9,6 +9,7 @@ Outputs per pair (all written atomically): ``transform.json``, ``aligned.png``
 from __future__ import annotations
 
 import csv
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,7 +367,7 @@ def _one(row, out: Path, kwargs) -> dict:
     return rec
 
 
-def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True, **kwargs) -> list[dict]:
+def align_pairs(pairs_csv, root, out, *, workers: int | None = None, progress: bool = True, **kwargs) -> list[dict]:
     """Align every pair of a CSV in parallel; write ``out/<pair_id>/...`` and ``out/summary.csv``.
 
     Threads suffice: OpenCV and the Numba RANSAC (``nogil``) release the GIL.
@@ -376,8 +377,8 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
             (a safe folder name: letters, digits, ``._-``; default ``pair_00000`` …).
         root: Folder the paths must stay in; None: relative to the CSV's folder, absolute allowed.
         out: Output folder.
-        workers: Parallel pairs.
-        progress: Show a tqdm progress bar.
+        workers: Pairs aligned in parallel (threads); None: min(2, CPUs).
+        progress: Show a progress bar (on stderr, hidden when stderr is not a terminal).
         **kwargs: Passed to :func:`align_pair`.
 
     Returns:
@@ -391,6 +392,8 @@ def align_pairs(pairs_csv, root, out, *, workers: int = 2, progress: bool = True
 
     rows = read_pairs(pairs_csv, root)
     out = prepare_out(out)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     if "steps" in kwargs:
         kwargs["steps"] = parse_steps(kwargs["steps"])
     resolve_preset(kwargs.get("preset", "default"), transform=kwargs.get("transform"), border=kwargs.get("border"))  # a bad preset fails once, up front

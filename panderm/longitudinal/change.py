@@ -21,6 +21,7 @@ and optionally ``patient``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -321,12 +322,12 @@ def _preprocess(rows: pd.DataFrame, ablation: tuple, out: Path, pairs_csv, split
     return ds_rows, summary
 
 
-def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model: str = "panderm_base_patch16_224",
+def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model: str = "panderm_large_patch16_224",
                  weights: str | Path | None = None, steps=None, max_steps: int | None = None,
                  epochs: float | None = None, quick: bool = False,
                  batch_size: int = 16, lr: float = 5e-4, hidden: int = 256, margin: float = 1.0,
                  contrastive_weight: float = 1.0, preset: str | None = None, split: str = "train",
-                 precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
+                 precision: str = "auto", device: str | None = None, num_workers: int | None = None, seed: int = 0,
                  warmup_epochs: float | None = None, progress: bool = True, resume: bool = False,
                  align_preset: str = "default", random_init: bool = False, **train_kwargs):
     """Train a :class:`SiameseChangeModel` with the shared Trainer; keep the checkpoint of the best val AUROC.
@@ -344,7 +345,7 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
         model, weights: Encoder name and weights for :func:`create_encoder`.
         random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
-        steps: Preprocessing ablation: a preset (``default`` = raw images, ``warp``,
+        steps: Preprocessing ablation (``--preprocess`` on the command line): a preset (``default`` = raw images, ``warp``,
             ``mask``, ``whole``) or a comma list of align steps; see
             :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
             train and val pair once into ``out/preprocessed/`` (with ``preprocess.csv``).
@@ -357,7 +358,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
         hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
         preset: Image transform preset (default: the encoder's).
         split: Rows of the pairs CSV to train on (the ``val`` rows select the checkpoint).
-        precision, device, num_workers, seed, progress: Trainer options.
+        precision, device, num_workers, seed, progress: Trainer options (``precision`` ``auto``:
+            bf16 on CUDA and bf16-capable CPUs, else fp32; ``num_workers`` None: min(2, CPUs)).
         warmup_epochs: Linear warm-up epochs (None: 10, 1 with ``quick``).
         resume: Continue the run in ``out``; refused when the pairs (images, label, split), the
             image files or the starting weights differ from the run's (``inputs.json``).
@@ -373,6 +375,8 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
     from panderm.models.factory import create_encoder
     from panderm.train.trainer import TrainConfig, Trainer
 
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
     recipe = change_recipe(quick, steps=steps, epochs=epochs, warmup_epochs=warmup_epochs)
     ablation = parse_ablation(recipe["steps"])
     train_rows, val_rows, no_val = _train_and_val_rows(pairs_csv, split)
@@ -441,7 +445,7 @@ def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
 
 def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path, out: str | Path,
                     split: str = "test", threshold: float = 0.5, batch_size: int = 32, device: str | None = None,
-                    n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                    n_bootstrap: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """Evaluate a trained change detector on one split of a pairs CSV.
 
     Writes ``metrics.json`` (AUROC, sensitivity, specificity and balanced accuracy,
@@ -453,6 +457,7 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     to the evaluated pairs too, cached in ``out/preprocessed/``; ``metrics.json``
     records it (``steps``, ``ablation``, ``preprocess`` counts) and the checkpoint used
     (``checkpoint``, ``selection``: the run's best val AUROC epoch, else its last).
+    ``progress`` shows a progress bar over the batches (stderr; hidden when it is not a terminal).
 
     Returns:
         The ``metrics.json`` content.
@@ -476,8 +481,10 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
         rows, ds_rows, skipped, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed", align_preset)
     dataset = PairDataset(ds_rows, data_root, build_transform(cfg["preset"]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
+    from panderm.progress import progress_bar
+
     idx, probs = [], []
-    for batch, skip in loader:
+    for batch, skip in progress_bar(loader, enabled=progress, desc="evaluate", unit="batch"):
         skipped.extend(skip)
         if batch is None:
             continue

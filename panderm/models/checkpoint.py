@@ -175,7 +175,7 @@ def from_timm_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def to_timm_layout(sd: dict[str, torch.Tensor], global_pool: str = "token") -> dict[str, torch.Tensor]:
-    """Convert a PanDerm encoder state dict to timm ``VisionTransformer`` keys (reference-model §2.3)."""
+    """Convert a PanDerm encoder state dict to timm ``VisionTransformer`` keys (docs/reference/checkpoints.md#23-official-to-timm-visiontransformer-mapping)."""
     out = {}
     for key, value in sd.items():
         if key.endswith("attn.q_bias"):

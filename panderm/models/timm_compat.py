@@ -18,7 +18,7 @@ _registered = False
 
 
 def _arch_table() -> dict:
-    from panderm_encoders import ARCHS
+    from panderm.models.archs import ARCHS
 
     return ARCHS
 

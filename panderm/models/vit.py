@@ -1,4 +1,4 @@
-"""The PanDerm ViT encoder, matching the released ``modeling_finetune.py`` (reference-model §1).
+"""The PanDerm ViT encoder, matching the released ``modeling_finetune.py`` (docs/reference/encoder.md).
 
 BEiT/CAE-style details that distinguish it from a plain timm ViT: separate
 ``q_bias``/``v_bias`` (no k bias), per-block ``gamma_1``/``gamma_2`` layer scale,
@@ -216,7 +216,7 @@ class PanDermViT(nn.Module):
         return x
 
     def forward_visible(self, x: torch.Tensor, visible_index: torch.Tensor, check_index: bool = True) -> torch.Tensor:
-        """Encode only the visible patches (CAE v2 pretraining, reference-model §6.2.1).
+        """Encode only the visible patches (CAE v2 pretraining, docs/reference/pretraining.md#621-encoder-on-visible-patches).
 
         Patches are embedded and given their sin-cos position first, then the
         visible ones are gathered, so each keeps its own position. The final

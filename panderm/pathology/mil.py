@@ -403,14 +403,67 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         InputError: Unusable CSV/features, a case with two labels or in two folds, too few cases.
         ConfigError: Bad option values.
     """
-    torch = _torch()
+    _check_options(folds, epochs, patience, hidden, embed, dropout_in, dropout_attn, lr, weight_decay)
+    features, csv, out = Path(features), Path(csv), Path(out)
+    data = _load_data(features, csv)
+    fold_of, folds, explicit = _fold_assignment(data, features, csv, folds, seed, _fold_of_slide)
+    if compare is not None:
+        _check_compare_slides(csv, Path(compare), list(data.rows["slide"]))
+    if device is None:
+        device = "cuda" if _torch().cuda.is_available() else "cpu"
+    cfg = {"epochs": int(epochs), "lr": lr, "weight_decay": weight_decay, "patience": int(patience),
+           "hidden": int(hidden), "embed": int(embed), "dropout_in": dropout_in, "dropout_attn": dropout_attn}
+    _start_out(out)
+    proba, pred_fold, fold_info = _cross_validate(data, fold_of, folds, cfg, device, seed, out, progress)
+    predictions, metrics = _pooled_predictions(data, proba, pred_fold, n_bootstrap, seed)
+    summary = _summary(data, cfg, folds, seed, device, n_bootstrap, fold_info, explicit, features, csv, metrics)
+    comparison = None
+    (out / "comparison.json").unlink(missing_ok=True)
+    if compare is not None:
+        kwargs = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, hidden=hidden, embed=embed,
+                      dropout_in=dropout_in, dropout_attn=dropout_attn, seed=seed, device=device,
+                      n_bootstrap=n_bootstrap, progress=progress)
+        comparison = _compare_run(Path(compare), csv, out / "compare",
+                                  dict(zip(data.rows["slide"], fold_of.tolist())), fold_info, kwargs)
+        summary["compare"] = {k: v for k, v in comparison.items() if k != "metrics"}
+    files = _write_run(out, data.skipped, predictions, data.classes, metrics, fold_info, summary, comparison)
+    return MILResult(metrics=metrics, classes=data.classes, predictions=predictions, folds=fold_info,
+                     summary=summary, skipped=data.skipped, warnings=data.warnings, out=out, files=files,
+                     comparison=comparison)
+
+
+def _check_options(folds, epochs, patience, hidden, embed, dropout_in, dropout_attn, lr, weight_decay) -> None:
+    """ConfigError for out-of-range training options (before anything is read)."""
     for name, v, lo in (("folds", folds, 2), ("epochs", epochs, 1), ("patience", patience, 1),
                         ("hidden", hidden, 1), ("embed", embed, 1)):
         if int(v) < lo:
             raise ConfigError(f"{name} must be ≥ {lo}, got {v}")
     if not (0 <= dropout_in < 1 and 0 <= dropout_attn < 1) or lr <= 0 or weight_decay < 0:
         raise ConfigError("dropouts must be in [0, 1), lr > 0 and weight decay ≥ 0")
-    features, csv, out = Path(features), Path(csv), Path(out)
+
+
+@dataclass
+class _Data:
+    """The usable slides of a run: CSV rows, bags, classes, feature width and what was skipped."""
+
+    rows: pd.DataFrame
+    bags: list[_Bag]
+    classes: list
+    in_dim: int
+    skipped: pd.DataFrame
+    warnings: list[str]
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.array([b.y for b in self.bags])
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.rows["case_id"].to_numpy()
+
+
+def _load_data(features: Path, csv: Path) -> _Data:
+    """Validate the CSV against the features folder and read every bag (skipped slides warned about)."""
     rows, skipped, notes = load_slides(csv, features)
     warn = list(notes)
     if len(skipped):
@@ -435,111 +488,143 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
     if len(dims) > 1:
         raise InputError(f"{features}: the slides' features have different widths {sorted(dims)}",
                          hint="extract all slides with the same encoder")
-    in_dim = dims.pop()
-    y = np.array([b.y for b in bags])
-    groups = rows["case_id"].to_numpy()
+    return _Data(rows, bags, classes, dims.pop(), skipped, warn)
+
+
+def _fold_assignment(data: _Data, features: Path, csv: Path, folds: int, seed: int,
+                     fold_of_slide: dict[str, int] | None) -> tuple[np.ndarray, int, bool]:
+    """``(fold of each slide, number of folds, explicit?)``: a first run's folds, the CSV's, or case-level CV."""
+    rows = data.rows
     explicit = bool((rows["_fold"] >= 0).any())
-    if _fold_of_slide is not None:  # a comparison run reuses the first run's folds
-        extra = [s for s in rows["slide"] if s not in _fold_of_slide]
+    if fold_of_slide is not None:  # a comparison run reuses the first run's folds
+        extra = [s for s in rows["slide"] if s not in fold_of_slide]
         if extra:
             raise InputError(f"compare features {features} hold {len(extra)} slide(s) the first run did not use: "
                              f"{examples(extra)}", hint="compare feature sets on exactly the same slides and folds")
-        fold_of = np.array([_fold_of_slide[s] for s in rows["slide"]])
-        folds = int(fold_of.max()) + 1
-    elif explicit:
+        fold_of = np.array([fold_of_slide[s] for s in rows["slide"]])
+        return fold_of, int(fold_of.max()) + 1, explicit
+    if explicit:
         uniq = sorted(rows["_fold"].unique().tolist())
-        fold_of = np.searchsorted(uniq, rows["_fold"].to_numpy())
-        folds = len(uniq)
-        if folds < 2:
+        if len(uniq) < 2:
             raise InputError(f"{csv}: the explicit fold column has a single fold ({uniq[0]})")
-    else:
-        n_cases = rows["case_id"].nunique()
-        if n_cases < folds:
-            raise InputError(f"{csv}: {n_cases} case(s) with features cannot fill {folds} folds",
-                             hint="lower --folds")
-        fold_of = _assign_folds(y, groups, folds, seed)
-    if compare is not None:
-        _check_compare_slides(csv, Path(compare), list(rows["slide"]))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = {"epochs": int(epochs), "lr": lr, "weight_decay": weight_decay, "patience": int(patience),
-           "hidden": int(hidden), "embed": int(embed), "dropout_in": dropout_in, "dropout_attn": dropout_attn}
+        return np.searchsorted(uniq, rows["_fold"].to_numpy()), len(uniq), explicit
+    n_cases = rows["case_id"].nunique()
+    if n_cases < folds:
+        raise InputError(f"{csv}: {n_cases} case(s) with features cannot fill {folds} folds", hint="lower --folds")
+    return _assign_folds(data.y, data.groups, folds, seed), folds, explicit
+
+
+def _start_out(out: Path) -> None:
+    """Create the run folder; drop ``metrics.json`` (the completion mark) until this run writes it."""
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
     (out / "attention").mkdir(exist_ok=True)
 
+
+def _cross_validate(data: _Data, fold_of: np.ndarray, folds: int, cfg: dict, device, seed: int, out: Path,
+                    progress: bool) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Train and test every fold: out-of-fold probabilities, each slide's fold, and the per-fold records."""
     from panderm.progress import progress_bar
 
-    proba = np.zeros((len(bags), len(classes)))
-    pred_fold = np.full(len(bags), -1)
+    proba = np.zeros((len(data.bags), len(data.classes)))
+    pred_fold = np.full(len(data.bags), -1)
     fold_info = []
     bar = progress_bar(total=folds, unit="fold", enabled=progress, desc="mil")
     for k in range(folds):
         test_i = np.flatnonzero(fold_of == k)
-        train_i = np.flatnonzero(fold_of != k)
-        tr_groups = groups[train_i]
-        # StratifiedGroupKFold refuses more folds than the largest class has slides (a tiny or skipped-down set)
-        n_inner = min(5, len(np.unique(tr_groups)), int(np.bincount(y[train_i]).max()))
-        if n_inner >= 2:
-            inner = _assign_folds(y[train_i], tr_groups, n_inner, seed + 1000 + k)
-            val_i, fit_i = train_i[inner == 0], train_i[inner != 0]
-        else:
-            val_i, fit_i = train_i[:0], train_i
-        fit, val, test = [bags[i] for i in fit_i], [bags[i] for i in val_i], [bags[i] for i in test_i]
-        model, info = _fit_fold(fit, val, in_dim, len(classes), cfg, device, seed + k,
-                                out / f"fold{k}" / "log.jsonl")
-        with atomic_path(out / f"fold{k}" / "model.pt") as tmp:  # a killed run never leaves a torn model.pt
-            torch.save(model.state_dict(), tmp)
-        p, attns = predict_bags(model, test, device)
+        p, info = _run_fold(data, k, test_i, np.flatnonzero(fold_of != k), cfg, device, seed, out)
         proba[test_i], pred_fold[test_i] = p, k
-        for b, a, pi in zip(test, attns, p):
-            _write_attention(out / "attention" / f"{b.slide}.h5", b, a, k, classes[int(pi.argmax())])
-        m = classification_metrics(y[test_i], p, list(range(len(classes)))) if len(test_i) else {}
-        fold_info.append({"fold": k, "n_train": len(fit), "n_val": len(val), "n_test": len(test),
-                          "val_slides": [b.slide for b in val], "test_slides": [b.slide for b in test],
-                          **info, "metrics": {n: m.get(n) for n in ALL_METRICS}})
+        fold_info.append(info)
         bar.update(1)
         bar.set_postfix(best_epoch=info["best_epoch"], val_loss=f"{info['best_val_loss']:.3f}")
     bar.close()
+    return proba, pred_fold, fold_info
 
-    labels = np.array([b.label for b in bags], dtype=object)
+
+def _inner_split(y: np.ndarray, groups: np.ndarray, train_i: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(validation, fit)`` indices: about 1/5 of the training cases held out for early stopping."""
+    tr_groups = groups[train_i]
+    # StratifiedGroupKFold refuses more folds than the largest class has slides (a tiny or skipped-down set)
+    n_inner = min(5, len(np.unique(tr_groups)), int(np.bincount(y[train_i]).max()))
+    if n_inner < 2:
+        return train_i[:0], train_i
+    inner = _assign_folds(y[train_i], tr_groups, n_inner, seed)
+    return train_i[inner == 0], train_i[inner != 0]
+
+
+def _run_fold(data: _Data, k: int, test_i: np.ndarray, train_i: np.ndarray, cfg: dict, device, seed: int,
+              out: Path) -> tuple[np.ndarray, dict]:
+    """Fit fold ``k``, save its model and attention files: its test probabilities and its record."""
+    torch = _torch()
+    bags, classes, y = data.bags, data.classes, data.y
+    val_i, fit_i = _inner_split(y, data.groups, train_i, seed + 1000 + k)
+    fit, val, test = [bags[i] for i in fit_i], [bags[i] for i in val_i], [bags[i] for i in test_i]
+    model, info = _fit_fold(fit, val, data.in_dim, len(classes), cfg, device, seed + k,
+                            out / f"fold{k}" / "log.jsonl")
+    with atomic_path(out / f"fold{k}" / "model.pt") as tmp:  # a killed run never leaves a torn model.pt
+        torch.save(model.state_dict(), tmp)
+    p, attns = predict_bags(model, test, device)
+    for b, a, pi in zip(test, attns, p):
+        _write_attention(out / "attention" / f"{b.slide}.h5", b, a, k, classes[int(pi.argmax())])
+    m = classification_metrics(y[test_i], p, list(range(len(classes)))) if len(test_i) else {}
+    return p, {"fold": k, "n_train": len(fit), "n_val": len(val), "n_test": len(test),
+               "val_slides": [b.slide for b in val], "test_slides": [b.slide for b in test],
+               **info, "metrics": {n: m.get(n) for n in ALL_METRICS}}
+
+
+def _pooled_predictions(data: _Data, proba: np.ndarray, pred_fold: np.ndarray, n_bootstrap: int,
+                        seed: int) -> tuple[pd.DataFrame, dict]:
+    """The out-of-fold predictions table and its metrics with bootstrap CIs."""
+    classes = data.classes
+    labels = np.array([b.label for b in data.bags], dtype=object)
     metrics = bootstrap_ci(labels, proba, classes, n=n_bootstrap, seed=seed, metrics=ALL_METRICS)
     pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    predictions = pd.DataFrame({"slide": [b.slide for b in bags], "case_id": [b.case for b in bags],
+    predictions = pd.DataFrame({"slide": [b.slide for b in data.bags], "case_id": [b.case for b in data.bags],
                                 "fold": pred_fold, "true_label": labels, "predicted_label": pred})
     for j, c in enumerate(classes):
         predictions[f"prob_{c}"] = proba[:, j]
+    return predictions, metrics
+
+
+def _summary(data: _Data, cfg: dict, folds: int, seed: int, device, n_bootstrap: int, fold_info: list[dict],
+             explicit: bool, features: Path, csv: Path, metrics: dict) -> dict:
+    """``mil.json``: the configuration, classes, folds, counts and pooled metrics of the run."""
+    bags, classes, y = data.bags, data.classes, data.y
+    patch = next((b.attrs["patch_size_level0"] for b in bags if "patch_size_level0" in b.attrs), None)
+    return {
+        "model": "gated-abmil", "config": {**cfg, "folds": folds, "seed": seed, "device": str(device),
+                                           "in_dim": data.in_dim, "n_classes": len(classes),
+                                           "patch_size_level0": patch, "n_bootstrap": n_bootstrap},
+        "classes": classes, "folds": [{k: f[k] for k in ("fold", "n_train", "n_val", "n_test", "best_epoch",
+                                                         "epochs_run", "stopped_early", "val_slides",
+                                                         "test_slides")} for f in fold_info],
+        "explicit_folds": explicit, "n_slides": len(bags), "n_cases": int(data.rows["case_id"].nunique()),
+        "n_skipped": len(data.skipped),
+        "class_counts": {str(c): int((y == i).sum()) for i, c in enumerate(classes)},
+        "features": str(features), "csv": str(csv), "metrics": metrics, "warnings": data.warnings,
+    }
+
+
+def _folds_json(fold_info: list[dict]) -> dict:
+    """``folds.json``: every fold's record (without slide lists) and the mean/SD of each metric over folds."""
     per_fold = {}
     for n in ALL_METRICS:
         vals = np.array([f["metrics"][n] for f in fold_info], dtype=float)
         vals = vals[np.isfinite(vals)]
         per_fold[n] = {"mean": float(vals.mean()) if len(vals) else None,
                        "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None, "n_folds": len(vals)}
-    patch = next((b.attrs["patch_size_level0"] for b in bags if "patch_size_level0" in b.attrs), None)
-    summary = {
-        "model": "gated-abmil", "config": {**cfg, "folds": folds, "seed": seed, "device": str(device),
-                                           "in_dim": in_dim, "n_classes": len(classes),
-                                           "patch_size_level0": patch, "n_bootstrap": n_bootstrap},
-        "classes": classes, "folds": [{k: f[k] for k in ("fold", "n_train", "n_val", "n_test", "best_epoch",
-                                                         "epochs_run", "stopped_early", "val_slides",
-                                                         "test_slides")} for f in fold_info],
-        "explicit_folds": explicit, "n_slides": len(bags), "n_cases": int(rows["case_id"].nunique()),
-        "n_skipped": len(skipped), "class_counts": {str(c): int((y == i).sum()) for i, c in enumerate(classes)},
-        "features": str(features), "csv": str(csv), "metrics": metrics, "warnings": warn,
-    }
-    folds_json = {"folds": [{k: v for k, v in f.items() if k not in ("val_slides", "test_slides")}
-                            for f in fold_info], "mean_sd": per_fold}
-    comparison = None
-    (out / "comparison.json").unlink(missing_ok=True)
-    if compare is not None:
-        kwargs = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, hidden=hidden, embed=embed,
-                      dropout_in=dropout_in, dropout_attn=dropout_attn, seed=seed, device=device,
-                      n_bootstrap=n_bootstrap, progress=progress)
-        comparison = _compare_run(Path(compare), csv, out / "compare", dict(zip(rows["slide"], fold_of.tolist())),
-                                  fold_info, kwargs)
-        summary["compare"] = {k: v for k, v in comparison.items() if k != "metrics"}
+    return {"folds": [{k: v for k, v in f.items() if k not in ("val_slides", "test_slides")} for f in fold_info],
+            "mean_sd": per_fold}
+
+
+def _write_run(out: Path, skipped: pd.DataFrame, predictions: pd.DataFrame, classes: list, metrics: dict,
+               fold_info: list[dict], summary: dict, comparison: dict | None) -> list[Path]:
+    """Write comparison.json, skipped.csv, oof.csv and the evaluation outputs (``metrics.json`` last)."""
+    from panderm.eval.probe import write_eval_outputs
+
+    if comparison is not None:
         from panderm.io import jsonable
 
         atomic_write_json(out / "comparison.json", jsonable(comparison))
@@ -547,14 +632,10 @@ def train_mil(features: str | Path, csv: str | Path, out: str | Path, *, folds: 
         skipped.to_csv(tmp, index=False)
     with atomic_path(out / "oof.csv") as tmp:
         predictions.to_csv(tmp, index=False)
-    from panderm.eval.probe import write_eval_outputs
-
-    files = write_eval_outputs(out, predictions, classes, metrics, {"folds.json": folds_json, "mil.json": summary})
+    files = write_eval_outputs(out, predictions, classes, metrics,
+                               {"folds.json": _folds_json(fold_info), "mil.json": summary})
     extra = [out / "comparison.json"] if comparison is not None else []
-    result = MILResult(metrics=metrics, classes=classes, predictions=predictions, folds=fold_info,
-                       summary=summary, skipped=skipped, warnings=warn, out=out,
-                       files=[out / "oof.csv", out / "skipped.csv", *extra, *files], comparison=comparison)
-    return result
+    return [out / "oof.csv", out / "skipped.csv", *extra, *files]
 
 
 def _check_compare_slides(csv: Path, compare: Path, slides: list[str]) -> None:

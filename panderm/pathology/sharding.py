@@ -1,6 +1,6 @@
 """Slides across ``torchrun`` ranks and nodes (``slide tile``, ``slide extract``).
 
-Same launch model as ``panderm extract`` (:mod:`panderm.train.distributed`: ``RANK``,
+Same launch model as ``panderm extract`` (:mod:`panderm.distributed`: ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``; one process and no process group without them).
 Assignment: the slides are sorted by name (ties by input position) and slide ``i``
 of that order goes to rank ``i % world_size``, so every slide has exactly one owner
@@ -40,13 +40,13 @@ RUN_ID_LEN = 12
 
 
 def join_ranks(device: str | None):
-    """This process's :class:`~panderm.train.distributed.DistContext` (joins the torchrun job if any).
+    """This process's :class:`~panderm.distributed.DistContext` (joins the torchrun job if any).
 
     The process group is kept for the life of the process (``init_distributed`` destroys
     it at exit): tiling then extracting in one process reuses it, where destroying and
     re-creating a group on the same torchrun store can hang.
     """
-    from panderm.train.distributed import init_distributed
+    from panderm.distributed import init_distributed
 
     return init_distributed(device)
 
@@ -83,7 +83,7 @@ class Parts:
 
 def start_parts(out: Path, table: str, ctx) -> Parts | None:
     """Under torchrun: a run id from rank 0, every rank's empty unfinished part, one barrier. Else ``None``."""
-    from panderm.train.distributed import barrier, broadcast_object
+    from panderm.distributed import barrier, broadcast_object
 
     if ctx.world_size == 1:
         return None

@@ -96,7 +96,7 @@ def to_input(batch_u8: np.ndarray, preset) -> Any:
 
 def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike, *,
                            model: Any = "panderm_large_patch16_224",
-                           weights: str | os.PathLike | None = None, batch_size: int = 64, workers: int = 4,
+                           weights: str | os.PathLike | None = None, batch_size: int = 64, workers: int | None = None,
                            precision: str = "auto", device: str | None = None,
                            slides_dir: str | os.PathLike | None = None, overwrite: bool = False,
                            progress: bool = True, block: int = 2, mpp: float | None = None,
@@ -110,8 +110,8 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
             ``features.csv`` (per-slide status).
         model, weights: Encoder name and weights (as in ``panderm extract``), or an encoder module.
         batch_size: Patches per forward pass.
-        workers: Reader threads (each with its own slide handle).
-        precision: ``fp32``, ``bf16`` or ``auto``.
+        workers: Reader threads (each with its own slide handle); ``None``: min(2, CPUs).
+        precision: ``auto``, ``bf16``, ``fp16`` (CUDA only) or ``fp32``.
         device: ``cpu``/``cuda``/``cuda:N`` (default: CUDA when available; ``cuda:LOCAL_RANK`` under torchrun).
         slides_dir: Where to look for the slides (default: the ``slide_path`` recorded at tiling).
         overwrite: Recompute slides whose feature files exist.
@@ -128,26 +128,14 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
         (``ok``, ``exists``, ``no patches``, ``error``). Under torchrun rank 0's summary lists
         every slide, the other ranks' only their own.
     """
-    import torch
-
     from panderm.data.transforms import get_preset
-    from panderm.hardware import default_device, resolve_precision
-    from panderm.pathology.layouts import FeatureLayout, check_layout
-    from panderm.pathology.sharding import join_ranks, merge_table, rank_share, start_parts
+    from panderm.hardware import resolve_precision
+    from panderm.pathology.layouts import FeatureLayout
+    from panderm.pathology.sharding import join_ranks, start_parts
 
     t0 = time.perf_counter()
-    if batch_size < 1:
-        raise ConfigError("batch_size must be a positive integer")
-    check_layout(layout)
-    if isinstance(model, str):
-        from panderm.models.factory import require_weights
-
-        require_weights(model, weights, random_init)  # before any slide is read
-    files = _coord_files(Path(tiles_dir).expanduser())
-    enc_name, preset_name = encoder_identity(model, preset)
-    device = device or default_device()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
+    files, enc_name, preset_name, device, workers = _check_args(tiles_dir, model, weights, random_init, batch_size,
+                                                                layout, preset, device, workers)
     lay = FeatureLayout(layout, Path(out).expanduser(), enc_name)
     ctx = join_ranks(device)
     prec = resolve_precision(precision, ctx.device)
@@ -162,19 +150,59 @@ def extract_slide_features(tiles_dir: str | os.PathLike, out: str | os.PathLike,
     parts = start_parts(lay.out, lay.table, ctx)
     job = _Job(model, weights, random_init, lay, get_preset(preset_name), prec, ctx.device, batch_size, workers,
                block, mpp, slides_dir, overwrite, progress and ctx.rank == 0)
+    done = _run_slides(job, files, summary, parts, ctx)
+    _finish_table(summary, parts, done, job, progress)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _check_args(tiles_dir, model, weights, random_init: bool, batch_size: int, layout: str, preset: str | None,
+                device: str | None, workers: int | None) -> tuple[list[Path], str, str, str, int]:
+    """Validate before any slide is read: ``(coords files, encoder name, preset name, device, workers)``."""
+    import torch
+
+    from panderm.hardware import default_device
+    from panderm.pathology.layouts import check_layout
+
+    if batch_size < 1:
+        raise ConfigError("batch_size must be a positive integer")
+    check_layout(layout)
+    if isinstance(model, str):
+        from panderm.models.factory import require_weights
+
+        require_weights(model, weights, random_init)  # before any slide is read
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    files = _coord_files(Path(tiles_dir).expanduser())
+    enc_name, preset_name = encoder_identity(model, preset)
+    device = device or default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
+    return files, enc_name, preset_name, device, workers
+
+
+def _run_slides(job: _Job, files: list[Path], summary: SlideFeaturesSummary, parts, ctx) -> list[tuple[int, dict]]:
+    """Encode this rank's share of the slides, recording the table after each: ``[(slide index, row)]``."""
+    from panderm.pathology.sharding import rank_share
+
     done = []
     for i in rank_share([f.stem for f in files], ctx.rank, ctx.world_size):
         done.append((i, job.slide(files[i])))
         _record(summary, parts, done)
-    merged, extras = merge_table(parts, done, dict, dict,
-                                 extra={"patches": job.patches}, progress=progress)
+    return done
+
+
+def _finish_table(summary: SlideFeaturesSummary, parts, done: list[tuple[int, dict]], job: _Job,
+                  progress: bool) -> None:
+    """Fill ``summary`` from every rank's rows (merged on rank 0 under torchrun) and write ``features.csv``."""
+    from panderm.pathology.sharding import merge_table
+
+    merged, extras = merge_table(parts, done, dict, dict, extra={"patches": job.patches}, progress=progress)
     summary.rows = merged if merged is not None else [r for _, r in done]
     summary.patches_computed = sum(e.get("patches", 0) for e in extras) if merged is not None else job.patches
     summary.dim = max((int(r["dim"]) for r in summary.rows if r["dim"] != ""), default=0)
     if merged is not None:
         _write_csv(summary.csv_path, summary.rows)
-    summary.seconds = time.perf_counter() - t0
-    return summary
 
 
 RESUME_KEYS = ("model", "weights_sha256", "preset", "precision", "layout")
@@ -186,13 +214,13 @@ def weights_identity(model: Any, weights: str | os.PathLike | None) -> str | Non
     Resolves (and so validates) ``weights``. ``None`` for a fresh random initialisation
     (a registered name without weights: every build differs).
     """
-    from panderm.extract import _params_sha256
+    from panderm.models.inference import params_sha256
     from panderm.weights import resolve_weights_path, weights_sha256
 
     if not isinstance(model, str):
         if weights is not None:
             raise ConfigError("pass weights either inside the model object or via weights=, not both")
-        return getattr(getattr(model, "weights_info", None), "sha256", None) or f"params:{_params_sha256(model)}"
+        return getattr(getattr(model, "weights_info", None), "sha256", None) or f"params:{params_sha256(model)}"
     if weights is not None:
         return weights_sha256(resolve_weights_path(weights))
     from panderm.models.factory import bundled_weights_path, get_encoder_entry
@@ -279,23 +307,23 @@ class _Job:
         self.patches = 0
 
     def say(self, msg: str) -> None:
-        from panderm.extract import _say
+        from panderm.progress import note
 
-        _say(msg, self.progress)
+        note(msg, self.progress)
 
     def load(self) -> None:
         """Load the encoder (only when a slide needs it) and its provenance attributes."""
-        from panderm.extract import _load_model, _params_sha256, _prepare_model
+        from panderm.models.inference import load_encoder, params_sha256, prepare_for_inference
 
-        enc, user_module = _load_model(self.model, None if self.weights is None else str(self.weights),
+        enc, user_module = load_encoder(self.model, None if self.weights is None else str(self.weights),
                                        self.random_init)
         info = getattr(enc, "weights_info", None)
         p = self.preset
         self.meta = dict(model=self.lay.encoder, weights=str(getattr(info, "spec", None) or ""),
-                         weights_sha256=getattr(info, "sha256", None) or f"params:{_params_sha256(enc)}",
+                         weights_sha256=getattr(info, "sha256", None) or f"params:{params_sha256(enc)}",
                          precision=self.prec, preset=p.name, mean=tuple(p.mean), std=tuple(p.std),
                          input_size=int(p.crop), interpolation=p.interpolation)
-        self.enc = _prepare_model(enc, self.device, self.prec, False, user_module, self.say)
+        self.enc = prepare_for_inference(enc, self.device, self.prec, False, user_module, self.say)
 
     def slide(self, cf: Path) -> dict:
         """Encode one coords file's slide; its ``features.csv`` row (never raises for a bad slide)."""
@@ -386,7 +414,7 @@ def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, de
                   name) -> np.ndarray:
     import torch
 
-    from panderm.extract import _forward
+    from panderm.models.inference import encode_batch
     from panderm.pathology.patches import iter_patches
     from panderm.progress import progress_bar
 
@@ -405,7 +433,7 @@ def _encode_slide(enc, slide, coords, attrs, batch_size, workers, block, mpp, de
         buf_idx, buf_img = ([idx[n:]], [imgs[n:]]) if n < len(idx) else ([], [])
         for s in range(0, n, batch_size):
             e = min(s + batch_size, n)
-            f = _forward(enc, to_input(imgs[s:e], preset), device, prec)
+            f = encode_batch(enc, to_input(imgs[s:e], preset), device, prec)
             if feats is None:
                 feats = np.zeros((len(coords), dim or f.shape[1]), np.float32)
             feats[idx[s:e]] = f

@@ -507,129 +507,134 @@ def _table1(name: str, dataset: str, *, modality: str, binary: bool, title: str,
                      results=results, baseline=baseline, how_to_get=how_to_get, notes=notes)
 
 
+#: Extended Data Table 1's benchmarks: :func:`_table1`'s arguments per dataset, in the paper's order.
+_TABLE1_ENTRIES: tuple[dict, ...] = (
+    dict(
+        name="pad", dataset="PAD", modality="clinical", binary=False,
+        title="PAD-UFES-20, 6-class skin cancer diagnosis on smartphone clinical images (Ext. Data Table 1)",
+        how_to_get=("PAD-UFES-20 (Pacheco et al. 2020) is published on Mendeley Data (see the dataset's "
+                    "page); the paper's Data availability links a Kaggle copy "
+                    "(kaggle.com/datasets/mahdavi1202/skin-cancer). "
+                    + _PROCESSED.format(entry="PAD-UFES")
+                    + " The release's own example reads pad-ufes/2000.csv with images in pad-ufes/images/."),
+        notes=("2,298 close-up clinical images, 6 classes (Methods). Extended Data Table 19's caption calls "
+               "PAD 'dermoscopic'; Methods and the dataset itself are smartphone clinical images, so the "
+               "modality here is clinical."),
+    ),
+    dict(
+        name="ham10000", dataset="HAM10000", modality="dermoscopy", binary=False,
+        title="HAM10000, 7-class pigmented lesion diagnosis on dermoscopy (Ext. Data Table 1)",
+        how_to_get=("HAM10000 (Tschandl et al. 2018) is on Harvard Dataverse and in the ISIC 2018 challenge "
+                    "data (challenge.isic-archive.com/data/, as in the paper's Data availability); see the "
+                    "dataset's page. " + _PROCESSED.format(entry="HAM10000")),
+        notes=("Methods: every experiment except the reader study uses the leakage-free 'clean' HAM10000 of "
+               "Gröger et al. 2023 (ref. 80; lesions of one patient never straddle splits), split "
+               "60/20/20 — the release's processed CSV carries that split; the official ISIC splits will "
+               "not give comparable numbers. The 100% point of Extended Data Table 15 (HAM_clean) is a "
+               "separate run: PanDerm W_F1 0.922 there vs 0.926 here."),
+    ),
+    dict(
+        name="dermc", dataset="DermC", modality="clinical", binary=True,
+        title="Derm7pt clinical images (DermC), melanoma vs others (Ext. Data Table 1)",
+        how_to_get=("Derm7pt (Kawahara et al. 2018) from derm.cs.sfu.ca (the paper's Data availability; "
+                    "registration required, see the dataset's page). "
+                    + _PROCESSED.format(entry="Derm7pt")
+                    + " DermC is its clinical-image part ('Derm.C' in Methods)."),
+        notes=("Binary melanoma vs other classes, so the probe reads binary_label and the headline metric "
+               "is AUROC. The strongest baseline by AUROC is SL_Imagenet (0.797) by 0.001 over DINOV2 "
+               "(0.796)."),
+    ),
+    dict(
+        name="bcn20000", dataset="BCN20000", modality="dermoscopy", binary=False,
+        title="BCN20000, 9-class dermoscopic lesion diagnosis (Ext. Data Table 1)",
+        how_to_get=("BCN20000 (Hernández-Pérez et al. 2024), the ISIC 2019 challenge training data, also on "
+                    "figshare (figshare.com/articles/journal_contribution/"
+                    "BCN20000_Dermoscopic_Lesions_in_the_Wild/24140028/1, the paper's Data availability). "
+                    + _PROCESSED.format(entry="BCN20000")),
+        notes=("12,413 dermoscopic images, 9 classes, the leakage-free 'clean' version split 60/20/20 "
+               "(Methods). Extended Data Table 16's 100% point is a separate run (PanDerm W_F1 0.767 "
+               "there vs 0.772 here)."),
+    ),
+    dict(
+        name="ddi", dataset="DDI", modality="clinical", binary=True,
+        title="DDI (Diverse Dermatology Images), melanoma vs others on clinical images (Ext. Data Table 1)",
+        how_to_get=("DDI (Daneshjou et al. 2022) from Stanford AIMI after accepting its terms; project page "
+                    "ddi-dataset.github.io (the paper's Data availability). "
+                    + _PROCESSED.format(entry="DDI")),
+        notes=("647 clinical images from the US; the paper groups DDI's classes into melanoma and others "
+               "(Methods), so the probe reads binary_label. DDI's own metadata (ddi_metadata.csv) holds the "
+               "skin_tone column used by 'ddi-skintone'."),
+    ),
+    dict(
+        name="hiba", dataset="HIBA", modality="dermoscopy", binary=True,
+        title="HIBA (ISIC archive), melanoma vs others on dermoscopy (Ext. Data Table 1)",
+        how_to_get=("The HIBA collection of the ISIC archive (isic-archive.com; see the archive's collection "
+                    "page). " + _PROCESSED.format(entry="HIBA")),
+        notes=("1,635 dermoscopic images, melanoma vs other classes (Methods). Extended Data Table 17's "
+               "100% point is a separate run (PanDerm AUROC 0.949 there vs 0.948 here)."),
+    ),
+    dict(
+        name="mskcc", dataset="MSKCC", modality="dermoscopy", binary=True,
+        title="MSKCC (ISIC archive), melanoma vs others on dermoscopy (Ext. Data Table 1)",
+        how_to_get=("The MSKCC collections of the ISIC archive (isic-archive.com; see the archive's "
+                    "collection page). " + _PROCESSED.format(entry="MSKCC")),
+        notes="8,984 dermoscopic images, melanoma vs other classes (Methods).",
+    ),
+    dict(
+        name="patch16", dataset="PATCH16", modality="pathology", binary=False,
+        title="PATCH16, 16-class skin tumour / tissue patch classification on histopathology (Ext. Data Table 1)",
+        how_to_get=("Kriegsmann et al. 2022, on heiDATA (heidata.uni-heidelberg.de, "
+                    "doi:10.11588/data/7QCR8S, the paper's Data availability). "
+                    + _PROCESSED.format(entry="PATCH16")),
+        notes=("129,364 patches of 100×100 µm (395×395 px) from 378 slides, 16 classes (4 tumour types, "
+               "12 normal structures), stratified 55/15/30 (Methods). The paper's Statistical analysis "
+               "derives the CIs of skin tumour patch classification from k-fold cross-validation "
+               "(mean ± 1.96·SE over folds), whereas reproduce bootstraps the test split: the point "
+               "estimates compare, the CI widths do not."),
+    ),
+    dict(
+        name="isic2024", dataset="ISIC2024", modality="tbp", binary=True, kind="listed",
+        protocol=("full fine-tuning (Methods: 'skin cancer detection in ISIC2024' is among the fine-tuned "
+                  "tasks): BEiT v2 recipe, cross-entropy, lr 5e-4, 50 epochs with 10 warm-up, best "
+                  "validation checkpoint; evaluated on a hold-out of 49,025 TBP crops"),
+        title="ISIC2024 (SLICE-3D), skin cancer detection on 3D-TBP lesion crops, fine-tuned (Ext. Data Table 1)",
+        how_to_get=("ISIC 2024 challenge / SLICE-3D (Kurtansky et al. 2024): "
+                    "kaggle.com/competitions/isic-2024-challenge (the paper's Data availability) and the "
+                    "ISIC archive. The PanDerm release ships no processed CSV for it."),
+        notes=("Not run by reproduce: the paper fine-tuned the encoder for this task (Methods, 'Fine-tuning "
+               "and linear probing'), and its hold-out (49,025 crops from FNQH Cairns, Alfred Hospital and "
+               "Melanoma Institute Australia) is not published as a CSV. Approximate it with `panderm "
+               "finetune --csv CSV --root IMAGES --binary …` on an institution-held-out split of your own; "
+               "`panderm probe --binary` gives a linear-probe figure the paper does not report. PanDerm's "
+               "pretraining data include 352,034 ISIC2024 tiles (a subset stratified by institution). "
+               "Some CIs are printed as asymmetric or touching the point (SL_Imagenet W_F1 0.877 "
+               "(0.873-0.877)); they are kept as printed."),
+    ),
+    dict(
+        name="wsi", dataset="WSI", modality="pathology", binary=True, kind="listed",
+        protocol=("slide-level weakly supervised classification: CLAM tissue segmentation, 256×256 patches "
+                  "at 20× resized to 224, frozen-encoder patch features, gated ABMIL (512-d embedding, 384 "
+                  "hidden, dropout 0.10/0.25), AdamW lr 1e-4, wd 1e-5, cosine, 20 epochs with early "
+                  "stopping on validation loss; five-fold label-stratified cross-validation"),
+        title="WSI (CPTAC-CM), melanoma vs normal slide classification with ABMIL (Ext. Data Table 1)",
+        how_to_get=("The CPTAC-CM (cutaneous melanoma) cohort of the NCI Clinical Proteomic Tumor Analysis "
+                    "Consortium, whose slides are distributed through The Cancer Imaging Archive (TCIA, "
+                    "ref. 85; see the cohort's page). The paper's Data availability links "
+                    "portal.gdc.cancer.gov/projects/TCGA-SKCM instead. The PanDerm release ships no "
+                    "processed CSV for it."),
+        notes=("Not run by reproduce: it is a slide-level multiple-instance task (302 slides: 71 normal, 231 "
+               "tumour; five-fold CV), not a linear probe on images. Approximate it with `panderm slide "
+               "tile` → `panderm slide extract` → `panderm slide mil --folds 5` (the same gated ABMIL "
+               "recipe). SL_Imagenet and SwaVDerm tie on AUROC (0.989); SL_Imagenet is taken as the "
+               "strongest baseline on the next metric, W_F1 (0.945 vs 0.932). CIs above 1 "
+               "(e.g. 0.977-1.002) are the paper's mean ± 1.96·SE over folds, kept as printed."),
+    ),
+)
+
+
 def _table1_benchmarks() -> list[Benchmark]:
-    return [
-        _table1(
-            "pad", "PAD", modality="clinical", binary=False,
-            title="PAD-UFES-20, 6-class skin cancer diagnosis on smartphone clinical images (Ext. Data Table 1)",
-            how_to_get=("PAD-UFES-20 (Pacheco et al. 2020) is published on Mendeley Data (see the dataset's "
-                        "page); the paper's Data availability links a Kaggle copy "
-                        "(kaggle.com/datasets/mahdavi1202/skin-cancer). "
-                        + _PROCESSED.format(entry="PAD-UFES")
-                        + " The release's own example reads pad-ufes/2000.csv with images in pad-ufes/images/."),
-            notes=("2,298 close-up clinical images, 6 classes (Methods). Extended Data Table 19's caption calls "
-                   "PAD 'dermoscopic'; Methods and the dataset itself are smartphone clinical images, so the "
-                   "modality here is clinical."),
-        ),
-        _table1(
-            "ham10000", "HAM10000", modality="dermoscopy", binary=False,
-            title="HAM10000, 7-class pigmented lesion diagnosis on dermoscopy (Ext. Data Table 1)",
-            how_to_get=("HAM10000 (Tschandl et al. 2018) is on Harvard Dataverse and in the ISIC 2018 challenge "
-                        "data (challenge.isic-archive.com/data/, as in the paper's Data availability); see the "
-                        "dataset's page. " + _PROCESSED.format(entry="HAM10000")),
-            notes=("Methods: every experiment except the reader study uses the leakage-free 'clean' HAM10000 of "
-                   "Gröger et al. 2023 (ref. 80; lesions of one patient never straddle splits), split "
-                   "60/20/20 — the release's processed CSV carries that split; the official ISIC splits will "
-                   "not give comparable numbers. The 100% point of Extended Data Table 15 (HAM_clean) is a "
-                   "separate run: PanDerm W_F1 0.922 there vs 0.926 here."),
-        ),
-        _table1(
-            "dermc", "DermC", modality="clinical", binary=True,
-            title="Derm7pt clinical images (DermC), melanoma vs others (Ext. Data Table 1)",
-            how_to_get=("Derm7pt (Kawahara et al. 2018) from derm.cs.sfu.ca (the paper's Data availability; "
-                        "registration required, see the dataset's page). "
-                        + _PROCESSED.format(entry="Derm7pt")
-                        + " DermC is its clinical-image part ('Derm.C' in Methods)."),
-            notes=("Binary melanoma vs other classes, so the probe reads binary_label and the headline metric "
-                   "is AUROC. The strongest baseline by AUROC is SL_Imagenet (0.797) by 0.001 over DINOV2 "
-                   "(0.796)."),
-        ),
-        _table1(
-            "bcn20000", "BCN20000", modality="dermoscopy", binary=False,
-            title="BCN20000, 9-class dermoscopic lesion diagnosis (Ext. Data Table 1)",
-            how_to_get=("BCN20000 (Hernández-Pérez et al. 2024), the ISIC 2019 challenge training data, also on "
-                        "figshare (figshare.com/articles/journal_contribution/"
-                        "BCN20000_Dermoscopic_Lesions_in_the_Wild/24140028/1, the paper's Data availability). "
-                        + _PROCESSED.format(entry="BCN20000")),
-            notes=("12,413 dermoscopic images, 9 classes, the leakage-free 'clean' version split 60/20/20 "
-                   "(Methods). Extended Data Table 16's 100% point is a separate run (PanDerm W_F1 0.767 "
-                   "there vs 0.772 here)."),
-        ),
-        _table1(
-            "ddi", "DDI", modality="clinical", binary=True,
-            title="DDI (Diverse Dermatology Images), melanoma vs others on clinical images (Ext. Data Table 1)",
-            how_to_get=("DDI (Daneshjou et al. 2022) from Stanford AIMI after accepting its terms; project page "
-                        "ddi-dataset.github.io (the paper's Data availability). "
-                        + _PROCESSED.format(entry="DDI")),
-            notes=("647 clinical images from the US; the paper groups DDI's classes into melanoma and others "
-                   "(Methods), so the probe reads binary_label. DDI's own metadata (ddi_metadata.csv) holds the "
-                   "skin_tone column used by 'ddi-skintone'."),
-        ),
-        _table1(
-            "hiba", "HIBA", modality="dermoscopy", binary=True,
-            title="HIBA (ISIC archive), melanoma vs others on dermoscopy (Ext. Data Table 1)",
-            how_to_get=("The HIBA collection of the ISIC archive (isic-archive.com; see the archive's collection "
-                        "page). " + _PROCESSED.format(entry="HIBA")),
-            notes=("1,635 dermoscopic images, melanoma vs other classes (Methods). Extended Data Table 17's "
-                   "100% point is a separate run (PanDerm AUROC 0.949 there vs 0.948 here)."),
-        ),
-        _table1(
-            "mskcc", "MSKCC", modality="dermoscopy", binary=True,
-            title="MSKCC (ISIC archive), melanoma vs others on dermoscopy (Ext. Data Table 1)",
-            how_to_get=("The MSKCC collections of the ISIC archive (isic-archive.com; see the archive's "
-                        "collection page). " + _PROCESSED.format(entry="MSKCC")),
-            notes="8,984 dermoscopic images, melanoma vs other classes (Methods).",
-        ),
-        _table1(
-            "patch16", "PATCH16", modality="pathology", binary=False,
-            title="PATCH16, 16-class skin tumour / tissue patch classification on histopathology (Ext. Data Table 1)",
-            how_to_get=("Kriegsmann et al. 2022, on heiDATA (heidata.uni-heidelberg.de, "
-                        "doi:10.11588/data/7QCR8S, the paper's Data availability). "
-                        + _PROCESSED.format(entry="PATCH16")),
-            notes=("129,364 patches of 100×100 µm (395×395 px) from 378 slides, 16 classes (4 tumour types, "
-                   "12 normal structures), stratified 55/15/30 (Methods). The paper's Statistical analysis "
-                   "derives the CIs of skin tumour patch classification from k-fold cross-validation "
-                   "(mean ± 1.96·SE over folds), whereas reproduce bootstraps the test split: the point "
-                   "estimates compare, the CI widths do not."),
-        ),
-        _table1(
-            "isic2024", "ISIC2024", modality="tbp", binary=True, kind="listed",
-            protocol=("full fine-tuning (Methods: 'skin cancer detection in ISIC2024' is among the fine-tuned "
-                      "tasks): BEiT v2 recipe, cross-entropy, lr 5e-4, 50 epochs with 10 warm-up, best "
-                      "validation checkpoint; evaluated on a hold-out of 49,025 TBP crops"),
-            title="ISIC2024 (SLICE-3D), skin cancer detection on 3D-TBP lesion crops, fine-tuned (Ext. Data Table 1)",
-            how_to_get=("ISIC 2024 challenge / SLICE-3D (Kurtansky et al. 2024): "
-                        "kaggle.com/competitions/isic-2024-challenge (the paper's Data availability) and the "
-                        "ISIC archive. The PanDerm release ships no processed CSV for it."),
-            notes=("Not run by reproduce: the paper fine-tuned the encoder for this task (Methods, 'Fine-tuning "
-                   "and linear probing'), and its hold-out (49,025 crops from FNQH Cairns, Alfred Hospital and "
-                   "Melanoma Institute Australia) is not published as a CSV. Approximate it with `panderm "
-                   "finetune --csv CSV --root IMAGES --binary …` on an institution-held-out split of your own; "
-                   "`panderm probe --binary` gives a linear-probe figure the paper does not report. PanDerm's "
-                   "pretraining data include 352,034 ISIC2024 tiles (a subset stratified by institution). "
-                   "Some CIs are printed as asymmetric or touching the point (SL_Imagenet W_F1 0.877 "
-                   "(0.873-0.877)); they are kept as printed."),
-        ),
-        _table1(
-            "wsi", "WSI", modality="pathology", binary=True, kind="listed",
-            protocol=("slide-level weakly supervised classification: CLAM tissue segmentation, 256×256 patches "
-                      "at 20× resized to 224, frozen-encoder patch features, gated ABMIL (512-d embedding, 384 "
-                      "hidden, dropout 0.10/0.25), AdamW lr 1e-4, wd 1e-5, cosine, 20 epochs with early "
-                      "stopping on validation loss; five-fold label-stratified cross-validation"),
-            title="WSI (CPTAC-CM), melanoma vs normal slide classification with ABMIL (Ext. Data Table 1)",
-            how_to_get=("The CPTAC-CM (cutaneous melanoma) cohort of the NCI Clinical Proteomic Tumor Analysis "
-                        "Consortium, whose slides are distributed through The Cancer Imaging Archive (TCIA, "
-                        "ref. 85; see the cohort's page). The paper's Data availability links "
-                        "portal.gdc.cancer.gov/projects/TCGA-SKCM instead. The PanDerm release ships no "
-                        "processed CSV for it."),
-            notes=("Not run by reproduce: it is a slide-level multiple-instance task (302 slides: 71 normal, 231 "
-                   "tumour; five-fold CV), not a linear probe on images. Approximate it with `panderm slide "
-                   "tile` → `panderm slide extract` → `panderm slide mil --folds 5` (the same gated ABMIL "
-                   "recipe). SL_Imagenet and SwaVDerm tie on AUROC (0.989); SL_Imagenet is taken as the "
-                   "strongest baseline on the next metric, W_F1 (0.945 vs 0.932). CIs above 1 "
-                   "(e.g. 0.977-1.002) are the paper's mean ± 1.96·SE over folds, kept as printed."),
-        ),
-    ]
+    """The ten datasets of Extended Data Table 1 (:data:`_TABLE1_ENTRIES`)."""
+    return [_table1(**entry) for entry in _TABLE1_ENTRIES]
 
 
 # ---------------------------------------------------------------------------------------------

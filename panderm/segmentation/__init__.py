@@ -1,4 +1,4 @@
-"""Lesion segmentation: UPerNet on PanDerm ViT features (reference-model §7); see docs/segmentation.md.
+"""Lesion segmentation: UPerNet on PanDerm ViT features (docs/reference/segmentation.md); see docs/segmentation.md.
 
 Modules: :mod:`~panderm.segmentation.data` (CSV, path rule, datasets),
 :mod:`~panderm.segmentation.model` (taps, neck, UPerHead, loss, Dice/Jaccard),

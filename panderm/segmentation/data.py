@@ -32,7 +32,7 @@ import pandas as pd
 from panderm.errors import InputError
 
 COLUMNS = ("image", "mask", "split")
-MEAN = STD = (0.5, 0.5, 0.5)  # reference-model §7
+MEAN = STD = (0.5, 0.5, 0.5)  # docs/reference/segmentation.md
 INPUT_SIZE = 224
 
 

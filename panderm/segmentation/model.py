@@ -1,4 +1,4 @@
-"""UPerNet segmentation on PanDerm ViT features (reference-model §7), in plain torch (no mmseg).
+"""UPerNet segmentation on PanDerm ViT features (docs/reference/segmentation.md), in plain torch (no mmseg).
 
 * **Taps**: the patch tokens of 4 encoder blocks. ViT-L (depth 24) uses blocks
   7, 11, 15, 23 (0-based, the official ``out_indices``); other depths scale them

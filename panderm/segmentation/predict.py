@@ -184,7 +184,7 @@ def summarize_counts(counts: np.ndarray, n_bootstrap: int = 1000, seed: int = 0,
 
 def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstrap: int = 1000,
                           threshold: float = 0.5, batch_size: int = 16, device: str | None = None,
-                          grid_examples: int = 8, seed: int = 0) -> dict:
+                          grid_examples: int = 8, seed: int = 0, progress: bool = False) -> dict:
     """Evaluate a trained run on one split of a segmentation CSV (at each image's original resolution).
 
     Writes ``metrics.json`` (``dice``, ``jaccard`` = mean over images, the headline;
@@ -192,12 +192,14 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
     with a 95% bootstrap CI over images; ``baseline_whole_image`` = the same metrics for
     predicting the whole image as lesion; ``n``, ``skipped``), ``per_image.csv``,
     ``overlays/<stem>.png`` (truth green, prediction red), ``overlays_grid.png`` and
-    ``skipped.csv`` (rows with a missing/unreadable file).
+    ``skipped.csv`` (rows with a missing/unreadable file). ``progress`` shows a progress bar
+    (on stderr, hidden when stderr is not a terminal).
 
     Returns:
         The ``metrics.json`` content.
     """
     from panderm.data.images import ImageReadError, load_rgb
+    from panderm.progress import progress_bar
     from panderm.segmentation.data import load_mask, read_segmentation_csv, scan_rows
     from panderm.segmentation.train import load_segmentation_model, predict_probability
 
@@ -210,6 +212,7 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per, counts, base_counts, overlays = [], [], [], {}
+    bar = progress_bar(total=len(rows), enabled=progress, desc="evaluate", unit="img")
     for s in range(0, len(rows), batch_size):
         chunk, imgs = [], []
         for r in rows.iloc[s:s + batch_size].itertuples(index=False):
@@ -232,6 +235,8 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
             pic = draw_contours(im, truth, pred)
             save_png(out / "overlays" / f"{r.stem}.png", pic)
             overlays[r.stem] = (pic, dv)
+        bar.update(len(rows.iloc[s:s + batch_size]))
+    bar.close()
     if not counts:
         raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}")
     res = summarize_counts(np.array(counts), n_bootstrap, seed)

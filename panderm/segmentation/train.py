@@ -1,6 +1,6 @@
 """Train and load lesion segmenters (UPerNet on a PanDerm encoder) with the shared Trainer.
 
-Recipe (reference-model §7 with stated differences): 224×224 input, mean = std =
+Recipe (docs/reference/segmentation.md, with stated differences): 224×224 input, mean = std =
 0.5, AdamW lr 5e-4 (not batch-scaled), weight decay 0.01, cosine schedule (no
 warm-up by default), optional drop path, BCE + Dice loss on one lesion logit,
 augmentation: colour jitter, flips and rotation (geometric transforms applied to
@@ -11,6 +11,7 @@ per-image Jaccard (``checkpoint-best.pth``, ``best.json``) when the CSV has val 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,12 @@ def describe_segmentation_inputs(table: pd.DataFrame, csv, net: SegmentationMode
     return describe_records(records, source=csv, weights_sha256=encoder_weights_sha256(net.encoder))
 
 
-def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224", weights=None,
+def train_segmentation(csv, root, out, *, model: str = "panderm_large_patch16_224", weights=None,
                        epochs: float | None = None, max_steps: int | None = None, batch_size: int = 16,
                        lr: float = 5e-4, weight_decay: float = 0.01, channels: int = 256, drop_path: float = 0.0,
-                       precision: str = "bf16", device: str | None = None, num_workers: int = 2, seed: int = 0,
-                       resume: bool = False, progress: bool = True, split: str = "train", val_split: str = "val",
+                       precision: str = "auto", device: str | None = None, num_workers: int | None = None,
+                       seed: int = 0, resume: bool = False, progress: bool = True, split: str = "train",
+                       val_split: str = "val",
                        rotation: float = 30.0, random_init: bool = False, **train_kwargs):
     """Train a UPerNet lesion segmenter on a PanDerm encoder.
 
@@ -118,11 +120,12 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
             ``train-state.pt`` (for ``resume``), ``skipped.csv``.
         model, weights: Encoder name and weights (:func:`panderm.models.factory.create_encoder`).
         random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
-        epochs, max_steps: Training length (one of them; default 100 epochs as §7).
+        epochs, max_steps: Training length (one of them; default 100 epochs as in docs/reference/segmentation.md).
         batch_size, lr, weight_decay: AdamW settings (lr is not batch-scaled).
         channels: UPerHead width (official ViT-L: 1024).
         drop_path: Stochastic depth rate of the encoder.
-        precision, device, num_workers, seed, progress: Trainer options.
+        precision, device, num_workers, seed, progress: Trainer options (``precision`` ``auto``:
+            bf16 on CUDA and bf16-capable CPUs, else fp32; ``num_workers`` None: min(2, CPUs)).
         resume: Continue the run in ``out``; refused when the CSV rows (image, mask, split), the
             image/mask files or the starting weights differ from the run's (``inputs.json``).
         split, val_split: CSV splits to train on and to pick the best checkpoint on.
@@ -134,6 +137,8 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_base_patch16_224
     """
     from panderm.train.trainer import TrainConfig, Trainer
 
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
     out = Path(out)
     cfg_path = out / CONFIG_FILE
     if resume and cfg_path.is_file():

@@ -15,6 +15,7 @@ import functools
 import hmac
 import logging
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from panderm.io import jsonable
 from panderm.serve.batcher import MicroBatcher
 from panderm.serve.server import accepted_hosts, normalise_host
 from panderm.serve.uploads import (
@@ -83,20 +85,6 @@ def _model_name(info: dict, classifier) -> str:
         if isinstance(value, str) and value:
             return value
     return type(classifier).__name__
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 def host_refusal(request, hosts: frozenset[str] | None) -> str | None:
@@ -190,75 +178,132 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
         decode_concurrency: Most uploads decoded at once, on their own threads (default
             ``min(cpu_count, 4)``, fewer for a raised ``max_pixels``; never above the CPU count).
     """
-    from panderm import __version__
+    s = _Served.build(classifier, token=token, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                      keep_uploads=keep_uploads, batch_window_ms=batch_window_ms, max_batch=max_batch,
+                      microbatch=microbatch, neighbours=neighbours, host=host,
+                      reference_images=reference_images, decode_concurrency=decode_concurrency)
+    app = _new_app(s)
+    _add_guard(app, s)
+    _add_error_handlers(app)
+    _add_pages(app)
+    _add_info_routes(app, s)
+    _add_predict_route(app, s)
+    return app
 
-    max_bytes = int(max_upload_mb * 1024 * 1024)
-    hosts = accepted_hosts(host)
-    slots = decode_slots(decode_concurrency, max_pixels)
-    decoder = decode_pool(decode_concurrency, max_pixels)
-    if keep_uploads is not None:
-        prepare_keep_folder(keep_uploads)
-    info = _jsonable(classifier.model_info())
-    name = _model_name(info, classifier)
-    classes = [str(c) for c in classifier.classes]
-    descriptions = {str(k): str(v) for k, v in (getattr(classifier, "descriptions", {}) or {}).items()}
-    malignant = sorted(str(c) for c in (getattr(classifier, "malignant", set()) or set()))
-    card = str(getattr(classifier, "card", "") or "")
-    batcher = MicroBatcher(make_batch_fn(classifier), window_ms=batch_window_ms, max_batch=max_batch,
-                           enabled=microbatch)
-    started = time.time()
-    counters = {"requests": 0, "predictions": 0, "errors": 0}
+
+@dataclass
+class _Served:
+    """Everything the routes share: the classifier's public description, the limits and the live state."""
+
+    classifier: Any
+    token: str | None
+    hosts: frozenset[str] | None
+    max_upload_mb: float
+    max_bytes: int
+    max_pixels: int | None
+    slots: Any
+    decoder: Any
+    keep_uploads: Any
+    reference_images: bool
+    neighbours_default: int
+    info: dict
+    name: str
+    classes: list[str]
+    descriptions: dict[str, str]
+    malignant: list[str]
+    card: str
+    batcher: MicroBatcher
+    started: float = field(default_factory=time.time)
+    counters: dict = field(default_factory=lambda: {"requests": 0, "predictions": 0, "errors": 0})
+
+    @classmethod
+    def build(cls, classifier, *, token, max_upload_mb, max_pixels, keep_uploads, batch_window_ms, max_batch,
+              microbatch, neighbours, host, reference_images, decode_concurrency) -> _Served:
+        """Check the options, prepare the keep folder and decode pool, describe the classifier, start the batcher."""
+        hosts = accepted_hosts(host)
+        slots = decode_slots(decode_concurrency, max_pixels)
+        decoder = decode_pool(decode_concurrency, max_pixels)
+        if keep_uploads is not None:
+            prepare_keep_folder(keep_uploads)
+        info = jsonable(classifier.model_info())
+        descriptions = {str(k): str(v) for k, v in (getattr(classifier, "descriptions", {}) or {}).items()}
+        batcher = MicroBatcher(make_batch_fn(classifier), window_ms=batch_window_ms, max_batch=max_batch,
+                               enabled=microbatch)
+        return cls(classifier, token, hosts, max_upload_mb, int(max_upload_mb * 1024 * 1024), max_pixels, slots,
+                   decoder, keep_uploads, reference_images, int(neighbours), info, _model_name(info, classifier),
+                   [str(c) for c in classifier.classes], descriptions,
+                   sorted(str(c) for c in (getattr(classifier, "malignant", set()) or set())),
+                   str(getattr(classifier, "card", "") or ""), batcher)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The one error shape of the API: ``{"error": message}``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _new_app(s: _Served) -> FastAPI:
+    """The FastAPI app (no Swagger UI: offline), its static files, and a lifespan that stops the workers."""
+    from panderm import __version__
 
     async def lifespan(app):
         yield
-        await batcher.aclose()
-        batcher.shutdown()
-        decoder.shutdown(wait=False, cancel_futures=True)
+        await s.batcher.aclose()
+        s.batcher.shutdown()
+        s.decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="PanDerm decision support (research use only)", version=__version__,
                   description="Skin-lesion classifier API. Research use only — not a diagnosis.",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.classifier = classifier
-    app.state.batcher = batcher
-    static_dir = resources.files("panderm.serve") / "static"
-    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+    app.state.classifier = s.classifier
+    app.state.batcher = s.batcher
+    app.mount("/static", StaticFiles(directory=str(_static_dir())), name="static")
+    return app
 
-    def error(status: int, message: str, headers: dict | None = None):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+def _static_dir():
+    return resources.files("panderm.serve") / "static"
+
+
+def _add_guard(app: FastAPI, s: _Served) -> None:
+    """Middleware: Host/Origin and token checks, page security headers, counters and the request log."""
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next):
         t0 = time.perf_counter()
         path = request.url.path
-        refusal = host_refusal(request, hosts)
+        refusal = host_refusal(request, s.hosts)
         if refusal is not None:
-            response = error(403, refusal)
-        elif token is not None and path.startswith("/api/") and not _token_ok(request, token):
-            response = error(401, "missing or wrong access token (send 'Authorization: Bearer TOKEN' "
-                                  "or 'X-Panderm-Token: TOKEN')", {"WWW-Authenticate": "Bearer"})
+            response = _error(403, refusal)
+        elif s.token is not None and path.startswith("/api/") and not _token_ok(request, s.token):
+            response = _error(401, "missing or wrong access token (send 'Authorization: Bearer TOKEN' "
+                                   "or 'X-Panderm-Token: TOKEN')", {"WWW-Authenticate": "Bearer"})
         else:
             try:
                 response = await call_next(request)
             except Exception:  # anything unhandled: log it here, never show it
                 log.exception("unhandled error on %s %s", request.method, path)
-                response = error(500, "internal server error")
+                response = _error(500, "internal server error")
         if path == "/" or path.startswith("/static/"):
             for key, value in _PAGE_HEADERS.items():
                 response.headers.setdefault(key, value)
-        counters["requests"] += 1
+        s.counters["requests"] += 1
         if response.status_code >= 400:
-            counters["errors"] += 1
+            s.counters["errors"] += 1
         log.info("%s %s %d %.1fms in=%s out=%s", request.method, path, response.status_code,
                  (time.perf_counter() - t0) * 1000.0, request.headers.get("content-length", "-"),
                  response.headers.get("content-length", "-"))
         return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": ...}`` JSON, never a stack trace."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             message = "not found"
-        return error(exc.status_code, message, getattr(exc, "headers", None))
+        return _error(exc.status_code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
@@ -266,77 +311,97 @@ def create_app(classifier, *, token: str | None = None, max_upload_mb: float = 1
         for e in exc.errors()[:3]:
             where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "body"))
             parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return error(422, "invalid request: " + "; ".join(parts))
+        return _error(422, "invalid request: " + "; ".join(parts))
 
     @app.exception_handler(UploadError)
     async def upload_error(request, exc):
-        return error(exc.status, exc.message)
+        return _error(exc.status, exc.message)
 
     @app.exception_handler(Exception)
     async def server_error(request, exc):
         log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return error(500, "internal server error")
+        return _error(500, "internal server error")
+
+
+def _add_pages(app: FastAPI) -> None:
+    """``/`` (the page) and ``/docs`` (a note pointing at the OpenAPI schema)."""
 
     @app.get("/", include_in_schema=False)
     async def page():
-        html = (static_dir / "index.html").read_text(encoding="utf-8")
+        html = (_static_dir() / "index.html").read_text(encoding="utf-8")
         return HTMLResponse(html)
 
     @app.get("/docs", include_in_schema=False)
     async def docs_note():
         return HTMLResponse(_DOCS_NOTE)
 
+
+def _add_info_routes(app: FastAPI, s: _Served) -> None:
+    """``/api/v1/health`` (liveness, counters) and ``/api/v1/model`` (model information and card)."""
+    from panderm import __version__
+
     @app.get("/api/v1/health", summary="Liveness and counters")
     async def health():
-        return {"status": "ok", "model": name, "n_classes": len(classes), "version": __version__,
-                "uptime_s": round(time.time() - started, 1), "microbatch": batcher.stats(),
-                "token_required": token is not None, **counters}
+        return {"status": "ok", "model": s.name, "n_classes": len(s.classes), "version": __version__,
+                "uptime_s": round(time.time() - s.started, 1), "microbatch": s.batcher.stats(),
+                "token_required": s.token is not None, **s.counters}
 
     @app.get("/api/v1/model", summary="Model information and model card")
     async def model():
-        return {"name": name, "model": info, "classes": classes, "descriptions": descriptions,
-                "malignant": malignant, "card": card, "max_upload_mb": max_upload_mb,
-                "max_pixels": max_pixels, "reference_images": reference_images,
+        return {"name": s.name, "model": s.info, "classes": s.classes, "descriptions": s.descriptions,
+                "malignant": s.malignant, "card": s.card, "max_upload_mb": s.max_upload_mb,
+                "max_pixels": s.max_pixels, "reference_images": s.reference_images,
                 "notice": "Research use only — not a diagnosis."}
+
+
+def _add_predict_route(app: FastAPI, s: _Served) -> None:
+    """``POST /api/v1/predict``: bounded read, threaded decode, micro-batched prediction."""
 
     @app.post("/api/v1/predict", summary="Classify one skin-lesion image", openapi_extra=_PREDICT_OPENAPI)
     async def predict(request: Request, neighbours: int | None = None):
         t0 = time.perf_counter()
-        k = neighbours_default if neighbours is None else neighbours
+        k = s.neighbours_default if neighbours is None else neighbours
         if not 0 <= k <= MAX_NEIGHBOURS:
             raise UploadError(422, f"neighbours must be between 0 and {MAX_NEIGHBOURS}")
-        body = await read_body(request, max_bytes + MULTIPART_SLACK)
-        data = extract_image_bytes(body, request.headers.get("content-type", ""))
-        del body
-        if len(data) > max_bytes:
-            raise UploadError(413, f"image file too large: {len(data):,} bytes > limit {max_bytes:,}")
-        image, upload = await asyncio.get_running_loop().run_in_executor(
-            decoder, functools.partial(decode_image, data, max_pixels, slots=slots))
-        if keep_uploads is not None:
-            await run_in_threadpool(keep_upload, keep_uploads, data, upload["format"])
-        del data
-        probs, nbrs = await batcher.submit((image, k))
-        counters["predictions"] += 1
-        order = np.argsort(-probs, kind="stable")
-        top = classes[order[0]]
-        result = {
-            "classes": [classes[i] for i in order],
-            "probabilities": [float(probs[i]) for i in order],
-            "top": {"class": top, "probability": float(probs[order[0]]),
-                    "description": descriptions.get(top, ""), "malignant": top in malignant},
-            "malignant": malignant,
-            "descriptions": descriptions,
-            "model": info,
-            "image": upload,
-            "notice": "Research use only — not a diagnosis.",
-        }
+        image, upload = await _read_upload(request, s)
+        probs, nbrs = await s.batcher.submit((image, k))
+        s.counters["predictions"] += 1
+        result = _prediction(s, probs, upload)
         if k:
-            result["neighbours"] = _jsonable(nbrs if reference_images else hide_reference_images(nbrs))
+            result["neighbours"] = jsonable(nbrs if s.reference_images else hide_reference_images(nbrs))
         result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
         return result
 
-    neighbours_default = int(neighbours)
-    return app
+
+async def _read_upload(request: Request, s: _Served):
+    """``(image, upload info)`` of a predict request: size limits, decode on the pool, optional kept copy."""
+    body = await read_body(request, s.max_bytes + MULTIPART_SLACK)
+    data = extract_image_bytes(body, request.headers.get("content-type", ""))
+    del body
+    if len(data) > s.max_bytes:
+        raise UploadError(413, f"image file too large: {len(data):,} bytes > limit {s.max_bytes:,}")
+    image, upload = await asyncio.get_running_loop().run_in_executor(
+        s.decoder, functools.partial(decode_image, data, s.max_pixels, slots=s.slots))
+    if s.keep_uploads is not None:
+        await run_in_threadpool(keep_upload, s.keep_uploads, data, upload["format"])
+    return image, upload
+
+
+def _prediction(s: _Served, probs: np.ndarray, upload: dict) -> dict:
+    """The predict response body: classes by probability, the top class, the model and the upload."""
+    order = np.argsort(-probs, kind="stable")
+    top = s.classes[order[0]]
+    return {
+        "classes": [s.classes[i] for i in order],
+        "probabilities": [float(probs[i]) for i in order],
+        "top": {"class": top, "probability": float(probs[order[0]]),
+                "description": s.descriptions.get(top, ""), "malignant": top in s.malignant},
+        "malignant": s.malignant,
+        "descriptions": s.descriptions,
+        "model": s.info,
+        "image": upload,
+        "notice": "Research use only — not a diagnosis.",
+    }
 
 
 def _token_ok(request, token: str) -> bool:

@@ -124,6 +124,40 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     s, c = _table(scores, "scores"), _table(clinical, "clinical")
     covariates = list(covariates)
     subset = dict(subset or {})
+    id_col = _check_columns(s, c, scores, clinical, time=time, event=event, covariates=covariates,
+                            score_col=score_col, id_col=id_col, subset=subset)
+    warn: list[str] = []
+    _normalise_ids(s, c, id_col, clinical)
+    merged, join = _join_scores(s, c, id_col, score_col, scores, clinical, warn)
+    merged, join["subset"] = _apply_subset(merged, subset, clinical)
+    merged = merged.reset_index(drop=True)
+    frame = pd.DataFrame({id_col: merged[id_col], "time": pd.to_numeric(merged[time], errors="coerce"),
+                          "event": _event(merged[event], event, clinical), "score": merged["score"]})
+    bad = frame["time"].isna() | (frame["time"] < 0) | frame["event"].isna() | frame["score"].isna()
+    if bad.any():
+        warn.append(f"{int(bad.sum())} row(s) with a missing/negative '{time}', missing '{event}' or missing "
+                    f"score were dropped: {examples(frame.loc[bad, id_col])}")
+    parts, design_of, categorical = _covariate_design(merged, covariates)
+    if parts:
+        X = pd.concat(parts, axis=1)
+        frame = pd.concat([frame, X], axis=1)
+        miss = X.isna().any(axis=1) & ~bad
+        if miss.any():
+            warn.append(f"{int(miss.sum())} row(s) with missing covariate values were dropped (complete cases)")
+        bad = bad | X.isna().any(axis=1)
+    frame = frame[~bad].reset_index(drop=True)
+    design = [d for cov in covariates for d in design_of[cov]]
+    _check_analysed(frame, design, event)
+    if subset:
+        _check_subset_events(frame, join["subset"], 1 + len(design), clinical)
+    join["analysed"] = len(frame)
+    return SurvivalData(frame=frame, id_col=id_col, design=design, design_of=design_of, categorical=categorical,
+                        join=join, warnings=warn)
+
+
+def _check_columns(s: pd.DataFrame, c: pd.DataFrame, scores, clinical, *, time: str, event: str,
+                   covariates: list[str], score_col: str, id_col: str | None, subset: dict) -> str:
+    """Refuse missing subset, score, time/event/covariate and id columns; return the id column (picked when None)."""
     unknown = [col for col in subset if col not in c.columns]
     if unknown:
         raise InputError(f"--subset column(s) {', '.join(unknown)} not in clinical {clinical} "
@@ -142,7 +176,11 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
         id_col = shared[0]
     _need(s, [id_col], "scores", scores)
     _need(c, [id_col], "clinical table", clinical)
-    warn: list[str] = []
+    return id_col
+
+
+def _normalise_ids(s: pd.DataFrame, c: pd.DataFrame, id_col: str, clinical) -> None:
+    """Ids as stripped text (image paths normalised) in both tables; a clinical id listed twice is refused."""
     for df in (s, c):
         df[id_col] = df[id_col].astype(str).str.strip()
         if id_col == "image":
@@ -150,6 +188,11 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     dup = c[id_col][c[id_col].duplicated()].unique().tolist()
     if dup:
         raise InputError(f"clinical {clinical} lists {len(dup)} {id_col}(s) more than once: {examples(dup)}")
+
+
+def _join_scores(s: pd.DataFrame, c: pd.DataFrame, id_col: str, score_col: str, scores, clinical,
+                 warn: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Scores averaged per id, inner-joined with the clinical rows; the join's counts (``join``)."""
     s[score_col] = pd.to_numeric(s[score_col], errors="coerce")
     n_score_rows = len(s)
     agg = s.groupby(id_col, sort=False)[score_col].mean().rename("score").reset_index()
@@ -165,14 +208,11 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     if join["scores_without_clinical"] or join["clinical_without_scores"]:
         warn.append(f"join on {id_col}: {join['scores_without_clinical']} scored id(s) without clinical data and "
                     f"{join['clinical_without_scores']} clinical row(s) without scores were dropped")
-    merged, join["subset"] = _apply_subset(merged, subset, clinical)
-    merged = merged.reset_index(drop=True)
-    frame = pd.DataFrame({id_col: merged[id_col], "time": pd.to_numeric(merged[time], errors="coerce"),
-                          "event": _event(merged[event], event, clinical), "score": merged["score"]})
-    bad = frame["time"].isna() | (frame["time"] < 0) | frame["event"].isna() | frame["score"].isna()
-    if bad.any():
-        warn.append(f"{int(bad.sum())} row(s) with a missing/negative '{time}', missing '{event}' or missing "
-                    f"score were dropped: {examples(frame.loc[bad, id_col])}")
+    return merged, join
+
+
+def _covariate_design(merged: pd.DataFrame, covariates: list[str]) -> tuple[list[pd.Series], dict, dict]:
+    """Design columns per covariate: numeric/boolean as is, text one-hot against its first level (sorted)."""
     design_of: dict[str, list[str]] = {}
     categorical: dict[str, dict] = {}
     parts = []
@@ -196,15 +236,11 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
                                        index=col.index, name=name))
                 names.append(name)
             design_of[cov] = names
-    if parts:
-        X = pd.concat(parts, axis=1)
-        frame = pd.concat([frame, X], axis=1)
-        miss = X.isna().any(axis=1) & ~bad
-        if miss.any():
-            warn.append(f"{int(miss.sum())} row(s) with missing covariate values were dropped (complete cases)")
-        bad = bad | X.isna().any(axis=1)
-    frame = frame[~bad].reset_index(drop=True)
-    design = [d for cov in covariates for d in design_of[cov]]
+    return parts, design_of, categorical
+
+
+def _check_analysed(frame: pd.DataFrame, design: list[str], event: str) -> None:
+    """Refuse constant covariates, fewer than 2 usable rows, or no events."""
     const = [d for d in design if frame[d].nunique() < 2]
     if const:
         raise InputError(f"covariate column(s) {', '.join(const)} are constant in the analysed rows",
@@ -214,8 +250,3 @@ def load_survival_data(scores, clinical, *, time: str, event: str, covariates=()
     if frame["event"].sum() == 0:
         raise InputError(f"no events: '{event}' is 0 for all {len(frame)} analysed rows",
                          hint="survival analysis needs at least one event (1 = event, 0 = censored)")
-    if subset:
-        _check_subset_events(frame, join["subset"], 1 + len(design), clinical)
-    join["analysed"] = len(frame)
-    return SurvivalData(frame=frame, id_col=id_col, design=design, design_of=design_of, categorical=categorical,
-                        join=join, warnings=warn)

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 
-def risk_groups(score: np.ndarray, split: str | float = "median") -> tuple[np.ndarray, float]:
+def risk_groups(score: np.ndarray, cutoff: str | float = "median") -> tuple[np.ndarray, float]:
     """``1`` = high risk (score > threshold), ``0`` = low; threshold = the median unless a number is given."""
-    thr = float(np.median(score)) if split == "median" else float(split)
+    thr = float(np.median(score)) if cutoff == "median" else float(cutoff)
     return (np.asarray(score) > thr).astype(int), thr
 
 
@@ -99,17 +99,18 @@ def valid_times(time, event, years) -> tuple[list[float], dict[str, str]]:
     ok, notes = [], {}
     for t in years:
         if t >= hi:
-            notes[_key(t)] = f"beyond the follow-up (longest time {hi:g})"
+            notes[time_key(t)] = f"beyond the follow-up (longest time {hi:g})"
         elif t < lo:
-            notes[_key(t)] = f"before the first observed time ({lo:g})"
+            notes[time_key(t)] = f"before the first observed time ({lo:g})"
         elif not ((time <= t) & (np.asarray(event) == 1)).any():
-            notes[_key(t)] = "no event up to this time"
+            notes[time_key(t)] = "no event up to this time"
         else:
             ok.append(float(t))
     return ok, notes
 
 
-def _key(t) -> str:
+def time_key(t) -> str:
+    """A time as the key of per-time results (``3.0`` → ``"3"``)."""
     return f"{float(t):g}"
 
 
@@ -144,7 +145,7 @@ def bootstrap_td_auc(time, event, estimates: dict[str, np.ndarray], times, n: in
                 entry["diff_vs_" + reference] = float(point[k][j] - point[reference][j])
                 entry["p_vs_" + reference] = (float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
                                               if d.size else None)
-            res[_key(t)] = entry
+            res[time_key(t)] = entry
         out[k] = res
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,8 @@ def train_transform(preset_name: str):
 
 
 def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out: Path, *, epochs: float = 10,
-                  batch_size: int = 32, lr: float = 5e-4, precision: str = "bf16", device: str | None = None,
-                  num_workers: int = 2, seed: int = 0, progress: bool = True, resume: bool = False,
+                  batch_size: int = 32, lr: float = 5e-4, precision: str = "auto", device: str | None = None,
+                  num_workers: int | None = None, seed: int = 0, progress: bool = True, resume: bool = False,
                   max_steps: int | None = None, inputs: dict | None = None) -> tuple[nn.Module, np.ndarray, float]:
     """Fine-tune ``encoder`` + risk head with the shared Trainer (resumable in ``out``).
 
@@ -51,12 +52,17 @@ def finetune_risk(encoder: nn.Module, paths: list[str], labels: np.ndarray, out:
     ``inputs`` is the :mod:`panderm.provenance` record of the training rows and starting
     weights; the Trainer saves it and refuses a ``resume`` whose inputs differ.
 
+    ``precision`` ``auto`` is bf16 on CUDA and bf16-capable CPUs, else fp32 (resolved by the
+    Trainer); ``num_workers`` None is min(2, CPUs).
+
     Returns:
         The fine-tuned encoder (eval mode, on CPU), the head weight ``(D,)`` and bias.
     """
     from panderm.finetune.model import ImageLabelDataset
     from panderm.train.trainer import TrainConfig, Trainer
 
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
     labels = np.asarray(labels)
     pos = max(int(labels.sum()), 1)
     model = RiskModel(encoder, pos_weight=(len(labels) - pos) / pos)

@@ -122,7 +122,7 @@ def _importance(et, X: np.ndarray, y: np.ndarray, columns: list[str], seed: int)
 
 
 def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None = None, fmt: str = "auto",
-              images: str | Path | None = None, model: str = "panderm_base_patch16_224",
+              images: str | Path | None = None, model: str = "panderm_large_patch16_224",
               weights: str | Path | None = None, head: str = "probe", measure_from_image: bool = False,
               no_ml: bool = False, lesion_filter: bool = False, target_sensitivity: float = 0.8,
               ud_k: float = 1.5, ud_min_lesions: int = 4, ud_metric: str = "euclidean", folds: int = 5,
@@ -297,10 +297,9 @@ def finetune_encoder(encoder, train_rows: pd.DataFrame, work: Path, epochs, max_
 
     ``inputs``: see finetune_risk.
     """
-    from panderm.hardware import resolve_precision
     from panderm.tbp.finetune import finetune_risk
 
-    prec = resolve_precision(precision, device or "cpu")
+    # the Trainer resolves "auto" on the device it picks (and refuses fp16 off CUDA)
     return finetune_risk(encoder, train_rows["path"].tolist(), train_rows[target].to_numpy(), work / "finetune",
-                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=prec,
+                         epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, precision=precision,
                          device=device, seed=seed, progress=progress, resume=resume, inputs=inputs)

@@ -1,4 +1,4 @@
-"""The CAE v2 pretraining objective PanDerm was trained with (reference-model §6).
+"""The CAE v2 pretraining objective PanDerm was trained with (docs/reference/pretraining.md).
 
 The encoder sees CLS + visible patches only; a cross-attention *regressor*
 predicts latents of the masked patches from learned mask tokens; a shared
@@ -60,7 +60,7 @@ class CrossAttention(nn.Module):
 
 
 class RegressorBlock(nn.Module):
-    """CAE v2 regressor block (§6.2.3).
+    """CAE v2 regressor block (docs/reference/pretraining.md#623-regressor).
 
     ``Q ← Q + γ1·CrossAttn(LN_q(Q+P_m), LN_k(KV+P_kv), LN_v(KV))``, then
     ``Q ← LN_2(Q)``, then ``Q ← Q + γ2·MLP(Q)``. The LN sits *between* the two
@@ -171,7 +171,7 @@ class CAEv2Pretrainer(nn.Module):
         d_r = regressor_dim or dim
         heads = regressor_heads or (encoder.num_heads if d_r == dim else max(1, d_r // 64))
         self.encoder = encoder
-        if d_r != dim:  # MAE-style projection, only when widths differ (§6.2.2)
+        if d_r != dim:  # MAE-style projection, only when widths differ (docs/reference/pretraining.md#622-optional-projection-to-the-regressor-width)
             self.encoder_to_regresser = nn.Linear(dim, d_r)
             self.encoder_to_regresser_norm = nn.LayerNorm(d_r, eps=1e-6)
         else:

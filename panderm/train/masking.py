@@ -1,4 +1,4 @@
-"""Patch masks for CAE v2 pretraining (reference-model §6.1).
+"""Patch masks for CAE v2 pretraining (docs/reference/pretraining.md#61-masking).
 
 Both generators return a flat boolean mask over the patch grid in raster order
 (``True`` = masked) with *exactly* ``num_masked`` patches set, because the

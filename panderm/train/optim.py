@@ -1,6 +1,6 @@
 """AdamW parameter groups, batch-scaled learning rate, warm-up + cosine schedule.
 
-Values follow reference-model §5/§6.4: no weight decay on 1-D parameters,
+Values follow docs/reference/finetuning.md and docs/reference/pretraining.md#64-loss-and-optimisation: no weight decay on 1-D parameters,
 biases, ``pos_embed``, ``cls_token`` (plus ``mask_token`` and layer-scale
 ``gamma`` tensors); per-iteration linear warm-up from 0, then cosine to
 ``min_lr``. Parameter groups may carry an ``lr_scale`` (layer decay); the

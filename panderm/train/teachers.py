@@ -1,4 +1,4 @@
-"""Frozen teachers that give CAE v2 its regression targets (reference-model §6.3).
+"""Frozen teachers that give CAE v2 its regression targets (docs/reference/pretraining.md#63-teacher).
 
 Every teacher maps a batch of images, prepared at ``input_size`` with its own
 ``mean``/``std``, to per-token targets ``[B, (1+)grid², out_dim]``: the CLS

@@ -42,7 +42,7 @@ from panderm.hardware import PRECISIONS, resolve_precision, torch_dtype
 from panderm.io import atomic_write_json, atomic_write_text
 from panderm.provenance import check_resume_inputs, save_inputs
 from panderm.train import checkpointing as ckpt
-from panderm.train import distributed as D
+from panderm import distributed as D
 from panderm.train.optim import WarmupCosine, build_adamw, default_param_groups, scaled_lr
 
 #: run_config keys that may change on resume.

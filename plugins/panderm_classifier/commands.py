@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import click
+
+from panderm_cli import options
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 _PATH = click.Path(path_type=Path)
@@ -21,14 +22,14 @@ BUILD_EPILOG = """\b
 Examples:
   panderm classifier build --features feats/ --csv data.csv --root images/ --out clf/
   panderm classifier build --features feats/ --csv data.csv --model M --weights W --out clf/
-  panderm classifier build --finetune-run runs/ft --out clf/
+  panderm classifier build --run runs/ft --out clf/ --json
 
 \b
 From features (of `panderm extract`): the linear probe of `panderm probe` is
 fitted on the train rows, its temperature on the val rows (NLL), and the test
 metrics (95% bootstrap CIs) use the calibrated probabilities. The encoder is
 read from the features' meta.json; --model/--weights must match its sha256.
-From a finetune run: the best (else last) checkpoint, calibrated on the run's
+From a finetune run (--run): the best (else last) checkpoint, calibrated on the run's
 val images (--csv/--root default to the run's).
 
 \b
@@ -42,48 +43,77 @@ class,description[,malignant]."""
 
 
 @classifier_group.command("build", context_settings=_CTX, epilog=BUILD_EPILOG)
-@click.option("--features", type=_PATH, default=None, help="Features folder from `panderm extract`.")
-@click.option("--csv", type=_PATH, default=None, help="Dataset CSV (image, split, label[, binary_label]).")
-@click.option("--root", type=_PATH, default=None, help="Image folder the CSV paths are relative to.")
-@click.option("--model", default=None, help="Encoder of the features (default: from their meta.json).")
-@click.option("--weights", default=None, metavar="W", help="Encoder weights (name or path) of the features.")
-@click.option("--finetune-run", type=_PATH, default=None, help="A `panderm finetune` run folder instead.")
+@options.features(required=False, help="Features folder written by `panderm extract` (with --csv).")
+@options.csv(required=False, help="Dataset CSV (image, split, label[, binary_label]); with --run: the run's.")
+@options.root(help="Image folder the CSV paths are relative to (reference thumbnails) [default: the CSV's folder; "
+                   "with --run: the run's].")
+@options.model(None, why="from the features' meta.json",
+               help="Encoder the features came from (must match their meta.json).")
+@options.weights(help="Encoder weights (name or path) of the features; their sha256 must match the meta.json "
+                      "[default: the ones recorded there].")
+@options.run(required=False, help="A `panderm finetune` run folder (instead of --features).")
 @click.option("--binary", is_flag=True, help="Use binary_label (0/1) instead of label.")
 @click.option("--reference-size", type=click.IntRange(min=0), default=200, show_default=True,
               help="Reference ('similar cases') images kept, stratified by class.")
 @click.option("--descriptions", type=_PATH, default=None, help="CSV class,description[,malignant].")
 @click.option("--demo", is_flag=True, help="Mark the bundle as a demo (card says so).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for the test-metric CIs.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (fine-tune runs).")
-@click.option("--out", type=_PATH, required=True, help="Bundle folder to write.")
-def build_cmd(features, csv, root, model, weights, finetune_run, binary, reference_size, descriptions, demo, seed,
-              n_bootstrap, device, out):
+@options.seed(help="Seed for the probe, the reference sampling and the bootstrap.")
+@options.bootstrap(help="Bootstrap replicates for the test-metric 95% CIs (0 = none).")
+@options.device(help="cpu, cuda or cuda:N for the image passes of a --run build [default: cuda if available].")
+@options.out(help="Bundle folder to write.")
+@options.quiet()
+@options.json_output(help="Print the bundle's summary (classes, temperature, test metrics) and path as JSON.")
+def build_cmd(features_dir, csv_path, root, model, weights, run_dir, binary, reference_size, descriptions, demo, seed,
+              bootstrap, device, out, quiet, as_json):
     """Build a classifier bundle from a features folder + CSV, or from a finetune run."""
     from panderm.classifier import build_classifier, load_classifier
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = build_classifier(out, features=features, csv=csv, model=model, weights=weights,
-                                finetune_run=finetune_run, root=root, binary=binary, reference_size=reference_size,
-                                descriptions=descriptions, demo=demo, seed=seed, n_bootstrap=n_bootstrap,
+        path = build_classifier(out, features=features_dir, csv=csv_path, model=model, weights=weights,
+                                finetune_run=run_dir, root=root, binary=binary, reference_size=reference_size,
+                                descriptions=descriptions, demo=demo, seed=seed, n_bootstrap=bootstrap,
                                 device=device)
     for w in caught:
         click.secho(f"Warning: {w.message}", fg="yellow", err=True)
     info = load_classifier(path, device="cpu").model_info()
+    if as_json:
+        options.echo_json({"out": path, "classifier_json": Path(path) / "classifier.json", **info})
+        return
     acc = (info.get("metrics") or {}).get("acc") or {}
     click.echo(f"wrote {path}: {len(info['classes'])} classes, T = {info['temperature']:.3f}"
                + (f", test acc {acc['value']:.3f}" if acc.get("value") is not None else ""))
 
 
-@classifier_group.command("info", context_settings=_CTX)
-@click.argument("clf", type=_PATH, required=False)
+INFO_EPILOG = """\b
+Examples:
+  panderm classifier info --run clf/
+  panderm classifier info --run clf/ --json
+  panderm classifier info --demo --json"""
+
+
+@classifier_group.command("info", context_settings=_CTX, epilog=INFO_EPILOG)
+@options.run(required=False, help="Classifier bundle folder (from `panderm classifier build`).")
 @click.option("--demo", is_flag=True, help="The bundled demo classifier.")
-def info_cmd(clf, demo):
-    """Print a classifier bundle's summary as JSON (CLF, or --demo)."""
+@options.json_output(help="Print the bundle's full summary as JSON on stdout instead of the human summary.")
+def info_cmd(run_dir, demo, as_json):
+    """Show a classifier bundle's summary (--run DIR, or --demo)."""
     from panderm.classifier import load_classifier
 
-    if clf is None and not demo:
-        raise click.UsageError("give a classifier folder CLF, or --demo")
-    click.echo(json.dumps(load_classifier(None if demo else clf, device="cpu").model_info(), indent=2))
+    if (run_dir is None) == (not demo):
+        raise click.UsageError("give a classifier folder with --run DIR, or --demo (not both)")
+    info = load_classifier(None if demo else run_dir, device="cpu").model_info()
+    if as_json:
+        options.echo_json(info)
+        return
+    enc = info["encoder"]
+    click.echo(f"{info['name']}{' (demo)' if info['demo'] else ''}: {info['head']} head on {enc['name']} "
+               f"(dim {enc['dim']}, preset {enc['preset']}), created {info['created']}")
+    click.echo(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
+    if info["malignant"]:
+        click.echo(f"malignant: {', '.join(info['malignant'])}")
+    click.echo(f"temperature {info['temperature']:.3f}; {info['reference_size']} reference images")
+    for name, m in (info.get("metrics") or {}).items():
+        if isinstance(m, dict) and m.get("value") is not None:
+            ci = f"  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None else ""
+            click.echo(f"  {name:12s} {m['value']:.3f}{ci}")

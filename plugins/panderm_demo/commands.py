@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import click
 
+from panderm_cli import options
+
 
 @click.command("demo", epilog="\b\nExamples:\n  panderm demo --out demo-out/\n"
+               "  panderm demo --out demo-out/ --json -q\n"
                "  panderm demo --model panderm_large_patch16_224 --weights panderm-large --out demo-out/")
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder (features/ and probe/ inside).")
-@click.option("--model", "model_name", default="panderm_tiny_patch16_224.demo", show_default=True,
-              help="Encoder name (see `panderm models`).")
-@click.option("--weights", help="Registered weights name or path (default: the model's bundled weights).")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="auto", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out: str, model_name: str, weights: str | None, random_init: bool, precision: str, quiet: bool) -> None:
+@options.out(help="Output folder (features/ and probe/ inside).")
+@options.encoder("panderm_tiny_patch16_224.demo", why="the bundled demo encoder")
+@options.precision()
+@options.quiet()
+@options.json_output(help="Print the probe's metrics and the output folders as JSON on stdout.")
+def demo_cmd(out, model: str, weights: str | None, random_init: bool, precision: str, quiet: bool,
+             as_json: bool) -> None:
     """Extract features from 84 bundled HAM10000 images (7 classes) and linear-probe them.
 
     Everything is local: the images and the default encoder (a tiny ViT pretrained
@@ -28,12 +28,17 @@ def demo_cmd(out: str, model_name: str, weights: str | None, random_init: bool, 
 
     from panderm.models.factory import has_weights, require_weights
 
-    if not has_weights(model_name, weights):
-        require_weights(model_name, weights, random_init)  # refuses before the note: it needs --random-init
+    if not has_weights(model, weights):
+        require_weights(model, weights, random_init)  # refuses before the note: it needs --random-init
         click.secho("note: this encoder has no weights; it is randomly initialised (pipeline check only)",
                     fg="yellow", err=True)
-    result = run_demo(out, model=model_name, weights=weights, precision=precision, progress=not quiet,
+    result = run_demo(out, model=model, weights=weights, precision=precision, progress=not quiet,
                       random_init=random_init)
+    if as_json:
+        options.echo_json({"out": out, "features": result.features_dir, "probe": result.probe_dir,
+                           "metrics_json": result.probe_dir / "metrics.json", "n_images": result.n_images,
+                           "random_weights": result.random_weights, "metrics": result.metrics})
+        return
     click.echo(f"\nfeatures: {result.features_dir}  ({result.n_images} images)")
     click.echo(f"probe:    {result.probe_dir}  (metrics.json, predictions.csv, confusion_matrix.png, roc.png)")
     for name, m in result.metrics.items():

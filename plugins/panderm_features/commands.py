@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 EPILOG = """\b
 Examples:
   panderm extract images/ --out feats/ --weights panderm-large
@@ -34,22 +36,18 @@ naming the same file are extracted once, with a warning."""
 
 @click.command("extract", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the CSV 'image' paths are relative to and must stay in (default: the CSV's folder).")
-@click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name (see `panderm models`).")
-@click.option("--weights", default=None, help="Registered weights name, file path or hub spec.")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
+@options.out()
+@options.root(help="Folder the CSV 'image' paths are relative to and must stay in [default: the CSV's folder].")
+@options.encoder()
 @click.option("--preset", default=None, help="Preprocessing preset: panderm, imagenet, clip (default: from --modality or the model).")
 @click.option("--modality", default=None, help="Image modality choosing the default preset (dermoscopy, clinical, tbp, pathology).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="auto", show_default=True,
-              help="auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32. Features are saved as float32.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers [default: min(2, CPUs)].")
+@options.precision(help="auto = bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32; fp16 needs CUDA. "
+                        "Features are saved as float32.")
+@options.batch_size()
+@options.workers()
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Images per resumable shard.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda if available].")
+@options.device()
 @click.option("--no-resume", is_flag=True, help="Ignore finished shards of an earlier run and start over.")
 @click.option("--keep-shards", is_flag=True, help="Keep --out/.shards after writing the final files.")
 @click.option("--overwrite", is_flag=True,
@@ -58,9 +56,10 @@ naming the same file are extracted once, with a warning."""
 @click.option("--max-pixels", type=click.IntRange(min=1024), default=None,
               help="Largest image decoded (width × height); larger ones are skipped as decompression bombs "
                    "[default: 100000000].")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; only the summary.")
+@options.quiet()
+@options.json_output()
 def extract_cmd(input, out, root, model, weights, preset, modality, precision, batch_size, workers, shard_size,
-                device, no_resume, keep_shards, overwrite, use_compile, max_pixels, quiet, random_init):
+                device, no_resume, keep_shards, overwrite, use_compile, max_pixels, quiet, random_init, as_json):
     """Extract encoder features from a folder or CSV of images.
 
     INPUT is an image folder (searched recursively) or a CSV with an `image`
@@ -89,6 +88,14 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
                               device=device, resume=not no_resume, keep_shards=keep_shards, overwrite=overwrite,
                               progress=not quiet, compile=use_compile, random_init=random_init, **kwargs)
     if result.rank != 0:
+        return
+    if as_json:
+        options.echo_json({"out": result.out, "features": result.features_path, "index": result.index_path,
+                           "meta": result.meta_path, "skipped_csv": result.skipped_path,
+                           "n_images": result.n_images, "skipped": result.n_skipped, "dim": result.dim,
+                           "precision": result.precision, "device": result.device, "seconds": result.seconds,
+                           "shards_reused": result.shards_reused, "up_to_date": result.up_to_date,
+                           "weights": result.weights_summary})
         return
     if result.weights_summary:
         click.echo(f"weights: {result.weights_summary}")

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
+from panderm_cli import options
 from panderm_cli.format import fmt as _fmt
 from panderm_cli.format import metrics_table
-
-_PATH = click.Path(path_type=Path)
 
 EPILOG = """\b
 Examples:
   panderm finetune --csv data.csv --root images/ --model panderm_large_patch16_224 --weights W --out runs/ft
   panderm finetune --csv data.csv --root images/ --model panderm_tiny_patch16_224.demo --binary \\
                    --epochs 5 --warmup-epochs 1 --batch-size 32 --out runs/ft-demo
-  panderm finetune --resume runs/ft --epochs 80        # other options default to the run's
-  panderm finetune --csv data.csv --root images/ --resume runs/ft --eval --tta
+  panderm finetune --out runs/ft --resume --epochs 80    # other options default to the run's
+  panderm finetune --out runs/ft --eval --tta --json    # test the run's best checkpoint again
   torchrun --nproc_per_node 4 -m panderm_cli finetune --csv data.csv --root images/ \\
                    --model panderm_large_patch16_224 --weights W --out runs/ft
 
 \b
-Recipe defaults = the release script (reference-model §5): AdamW lr 5e-4 (not
+Recipe defaults = the release script (docs/reference/finetuning.md): AdamW lr 5e-4 (not
 batch-scaled), weight decay 0.05, layer decay 0.65, 50 epochs with 10 warm-up,
 cosine to 1e-6, batch 128, drop path 0.2, Mixup 0.8 + CutMix 1.0 with label
 smoothing 0.1, class-balanced weighted sampler, mean pooling + fc_norm, head
@@ -39,7 +37,7 @@ Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
 last), predictions.csv, confusion_matrix.png, roc.png, finetune.json (recipe,
 classes, counts, best epoch/value, warnings), checkpoint-best.pth (classifier
 state dict), checkpoint-last.pth, best.json, log.jsonl, config.json,
-train-state.pt (for --resume), inputs.json. --eval writes into RUN/eval-test[-tta]/.
+train-state.pt (for --resume), inputs.json. --eval writes into OUT/eval-test[-tta]/.
 --resume is refused when the CSV rows (image, label, split), the image files
 or the --weights file changed since the run started; the message lists what.
 TTA views: identity, horizontal flip, vertical flip, rot90, rot270
@@ -47,28 +45,31 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 
 
 @click.command("finetune", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--csv", "csv_path", type=_PATH, metavar="FILE",
-              help="Dataset CSV: image, split (train/val/test), label [, binary_label]. Default with "
-                   "--resume/--eval: the run's.")
-@click.option("--root", type=_PATH, metavar="DIR", help="Folder the image paths are relative to; rows may not "
-              "leave it (default: the CSV's folder, absolute paths allowed).")
-@click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
-@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
-@click.option("--out", type=_PATH, metavar="DIR", help="Run folder.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True)
+@options.csv(help="Dataset CSV: image, split (train/val/test), label [, binary_label]. Default with "
+                  "--resume/--eval: the run's.")
+@options.root(help="Folder the image paths are relative to; rows may not leave it [default: the CSV's folder, "
+                   "absolute paths allowed; with --resume/--eval: the run's].")
+@options.encoder()
+@options.out(help="Run folder (with --resume or --eval: the run to continue or evaluate).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True,
+              help="Training epochs (total, counting a resumed run's).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Per process.")
+@options.batch_size(128, why="the paper's fine-tuning recipe",
+                    help="Images per batch and process (the global batch under torchrun is N ×).")
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (not batch-scaled).")
-@click.option("--weight-decay", type=float, default=0.05, show_default=True)
-@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=0.65, show_default=True)
-@click.option("--drop-path", type=click.FloatRange(0, 1), default=0.2, show_default=True)
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=10, show_default=True)
-@click.option("--min-lr", type=float, default=1e-6, show_default=True)
+@click.option("--weight-decay", type=float, default=0.05, show_default=True, help="AdamW weight decay.")
+@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=0.65, show_default=True,
+              help="Layer-wise learning-rate decay (the paper's Extended Data Table 32: 0.75).")
+@click.option("--drop-path", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Stochastic depth rate of the encoder.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=10, show_default=True,
+              help="Linear learning-rate warm-up epochs.")
+@click.option("--min-lr", type=float, default=1e-6, show_default=True,
+              help="Final learning rate of the cosine schedule.")
 @click.option("--mixup", type=click.FloatRange(min=0), default=0.8, show_default=True, help="Mixup alpha (0 = off).")
 @click.option("--cutmix", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CutMix alpha (0 = off).")
-@click.option("--smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Label smoothing.")
 @click.option("--rel-pos-bias", is_flag=True, help="Add zero-init relative position bias (the release's default).")
 @click.option("--weighted-sampler/--no-weighted-sampler", default=True, show_default=True,
               help="Class-balanced sampling with replacement (N/(K·n_c)), as the release (--weights); "
@@ -79,19 +80,17 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
               help="Fraction of training rows (stratified, seeded).")
 @click.option("--binary", is_flag=True, help="Use binary_label (0/1) instead of label.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: mean over 5 views.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for the test CIs.")
-@click.option("--resume", "resume_dir", type=_PATH, metavar="RUN_DIR", default=None,
-              help="Continue the run in RUN_DIR (may replace --out); options not given default to the run's. "
-                   "Refused when the CSV rows, image files or weights changed since it started.")
-@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate the run (--resume or --out) on the test split.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
-def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **options):
+@options.seed(help="Random seed (subsample, initialisation, sampler, augmentation, bootstrap).")
+@options.precision()
+@options.device()
+@options.workers()
+@options.bootstrap(help="Bootstrap replicates for the test 95% CIs (0 = none).")
+@options.resume(help="Continue the interrupted run in --out; options not given default to the run's. Refused "
+                     "when the CSV rows, image files or weights changed since it started.")
+@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate the run in --out on the test split.")
+@options.quiet()
+@options.json_output(help="Print metrics.json (plus out) to stdout instead of the table.")
+def finetune_cmd(csv_path, root, out, resume, eval_only, quiet, as_json, **opts):
     """Fine-tune a PanDerm encoder end to end with the official recipe, then test the best checkpoint.
 
     Trains on the CSV's train rows, selects the checkpoint on val, reports the
@@ -101,22 +100,18 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
     from panderm.errors import ConfigError
     from panderm.finetune import evaluate_run, finetune
 
-    if resume_dir and out and Path(resume_dir) != Path(out):
-        raise ConfigError(f"--resume {resume_dir} and --out {out} differ", hint="give only --resume RUN_DIR")
-    run = resume_dir or out
-    if run is None:
-        raise ConfigError("--out is required", hint="e.g. --out runs/ft (or --resume RUN_DIR to continue one)")
     if eval_only:
-        result = evaluate_run(run, csv_path, root, tta=options["tta"], n_bootstrap=options["n_bootstrap"],
-                              device=options["device"], precision=options["precision"])
+        if resume:
+            raise click.UsageError("--eval evaluates the run in --out; give it without --resume")
+        result = evaluate_run(out, csv_path, root, tta=opts["tta"], n_bootstrap=opts["bootstrap"],
+                              device=opts["device"], precision=opts["precision"])
     else:
-        opts = dict(options)
-        if resume_dir:  # options not given on the command line default to the run's
+        if resume:  # options not given on the command line default to the run's
             from click.core import ParameterSource
 
             from panderm.finetune.run import read_run_config
 
-            rc, ctx = read_run_config(resume_dir), click.get_current_context()
+            rc, ctx = read_run_config(out), click.get_current_context()
             for name in opts:
                 if name in rc and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                     opts[name] = rc[name]
@@ -124,9 +119,9 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
                 csv_path = Path(rc["csv"])
                 root = root or (Path(rc["root"]) if rc.get("root") else None)
         if csv_path is None:
-            raise ConfigError("--csv is required for training")
-        opts["num_workers"] = opts.pop("workers")
-        result = finetune(csv_path, root, run, resume=bool(resume_dir), progress=not quiet, **opts)
+            raise ConfigError("--csv is required for training", hint="or --resume to continue the run in --out")
+        opts["num_workers"], opts["n_bootstrap"] = opts.pop("workers"), opts.pop("bootstrap")
+        result = finetune(csv_path, root, out, resume=resume, progress=not quiet, **opts)
     if int(os.environ.get("RANK", "0")) != 0 or not result.metrics:
         return
     for line in result.warnings:
@@ -134,7 +129,7 @@ def finetune_cmd(csv_path, root, out, resume_dir, eval_only, quiet, as_json, **o
     if as_json:
         from panderm.io import jsonable
 
-        click.echo(json.dumps(jsonable(result.metrics), indent=2))
+        options.echo_json({**jsonable(result.metrics), "out": str(result.out)})
         return
     if result.best:
         b = result.best

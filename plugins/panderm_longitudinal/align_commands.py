@@ -6,13 +6,16 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 EPILOG = """\b
 Examples:
   panderm align-pair visit1.jpg visit2.jpg --out aligned/
-  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --steps dark-corner,register
+  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preprocess dark-corner,register
   panderm align-pair --pairs pairs.csv --root imgs/ --out aligned/ --workers 2
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --segmenter run:runs/seg
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preset paper
+  panderm align-pair --pairs pairs.csv --out aligned/ --json -q
 
 \b
 --transform picks the model (default similarity):
@@ -39,7 +42,9 @@ detect_scale, border), aligned.png
 (B in A's frame), overlay.png (A | aligned B | checkerboard), difference.png,
 a_pre.png, b_pre.png, mask_a.png, mask_b.png; --pairs also writes summary.csv
 (a pair whose pair_id is no safe folder name, or repeats one, is skipped with
-the reason in its error column). --segmenter picks the lesion segmenter of the
+the reason in its error column). --preprocess picks the stages (dark-corner, hair, register,
+segment; default all). --json prints transform.json (one pair) or the
+summary rows (--pairs) on stdout. --segmenter picks the lesion segmenter of the
 segment step: classical (Otsu, the default) or run:DIR (a model trained by
 `panderm segment train`), or any name a plugin registers. Exit status 1 when a
 registration fails (its outputs are still written with success=false)."""
@@ -48,13 +53,12 @@ registration fails (its outputs are still written with success=false)."""
 @click.command("align-pair", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image_a", required=False, type=click.Path(path_type=Path))
 @click.argument("image_b", required=False, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@options.out()
 @click.option("--pairs", type=click.Path(path_type=Path), default=None,
               help="CSV with image_a, image_b and optional pair_id columns (batch mode).")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the --pairs paths are relative to and must stay in (default: the CSV's folder).")
-@click.option("--steps", default="dark-corner,hair,register,segment", show_default=True,
-              help="Comma-separated subset of dark-corner, hair, register, segment.")
+@options.root(help="Folder the --pairs paths are relative to and must stay in [default: the CSV's folder].")
+@click.option("--preprocess", default="dark-corner,hair,register,segment", show_default=True,
+              help="Preprocessing stages to run: a comma-separated subset of dark-corner, hair, register, segment.")
 @click.option("--segmenter", default="classical", show_default=True,
               help="Lesion segmenter for the segment step: classical, run:RUN_DIR, or a plugin's name[:spec].")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
@@ -66,11 +70,12 @@ registration fails (its outputs are still written with success=false)."""
 @click.option("--detect-side", type=click.IntRange(min=0), default=None,
               help="Find keypoints on copies resized to this long side (0: full resolution) "
                    "[default: the preset's: default 600, paper 0].")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Pairs in parallel (--pairs).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallback_identity, transform, preset,
-                   detect_side, workers, quiet):
+@options.workers(help="Pairs aligned in parallel with --pairs (threads) [default: min(2, CPUs)].")
+@options.quiet()
+@options.json_output(help="Print transform.json (one pair) or {out, n_pairs, n_registered, summary, pairs} "
+                          "(--pairs) as JSON on stdout.")
+def align_pair_cmd(image_a, image_b, out, pairs, root, preprocess, segmenter, fallback_identity, transform, preset,
+                   detect_side, workers, quiet, as_json):
     """Register image B onto image A (dark corners, hair, AKAZE + RANSAC).
 
     Give two images A B, or --pairs CSV for many pairs.
@@ -78,7 +83,7 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
     from panderm.errors import InputError
     from panderm.longitudinal.align import align_pair, align_pairs, parse_steps
 
-    steps = parse_steps(steps)
+    steps = parse_steps(preprocess)
     seg = None
     if "segment" in steps and segmenter != "classical":  # the default keeps the built-in Otsu path
         from panderm.segmentation.segmenters import get_segmenter
@@ -92,7 +97,11 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
                            detect_side=detect_side, segmenter=seg)
         ok = sum(bool(r["success"]) for r in rows)
         bad = sum(bool(r["error"]) for r in rows)
-        click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable or skipped; summary: {out / 'summary.csv'}")
+        if as_json:
+            options.echo_json({"out": out, "n_pairs": len(rows), "n_registered": ok, "n_unreadable_or_skipped": bad,
+                               "summary": out / "summary.csv", "pairs": rows})
+        else:
+            click.echo(f"{ok}/{len(rows)} pairs registered, {bad} unreadable or skipped; summary: {out / 'summary.csv'}")
         if ok < len(rows):
             raise SystemExit(1)
         return
@@ -101,6 +110,11 @@ def align_pair_cmd(image_a, image_b, out, pairs, root, steps, segmenter, fallbac
     res = align_pair(image_a, image_b, out, steps=steps, fallback_identity=fallback_identity, transform=transform,
                      preset=preset, detect_side=detect_side, segmenter=seg)
     reg = res.registration
+    if as_json:
+        options.echo_json({**res.to_dict(), "out": out, "transform_json": out / "transform.json"})
+        if not reg.success:
+            raise SystemExit(1)
+        return
     if reg.success and reg.quality and not reg.fallback:
         q = reg.quality
         click.echo(f"registered ({reg.transform}): zoom {reg.zoom:.2f}, rotation {reg.rotation_deg:.2f} deg, "

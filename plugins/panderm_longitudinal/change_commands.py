@@ -6,17 +6,21 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 TRAIN_EPILOG = """\b
 Examples:
-  panderm change train --pairs pairs.csv --root raw/ --out change_run/ --weights panderm-base
+  panderm change train --pairs pairs.csv --root raw/ --out change_run/ --weights panderm-large
   panderm change train --pairs pairs.csv --root raw/ --out demo/ --quick --device cpu
-  panderm change train --pairs pairs.csv --root raw/ --out run/ --steps warp --epochs 20
+  panderm change train --pairs pairs.csv --root raw/ --out run/ --preprocess warp --epochs 20
+  panderm change train --pairs pairs.csv --root raw/ --out run/ --resume --json
 
 \b
 Defaults follow the paper (Methods; Extended Data Tables 3-4, "Whole
-pipeline"): --steps whole, --lr 5e-4 used as given (no batch-size scaling),
+pipeline"): --preprocess whole, --lr 5e-4 used as given (no batch-size
+scaling), the PanDerm-Large encoder (--model panderm_large_patch16_224),
 --epochs 50 with --warmup-epochs 10, and after every epoch the model is
 scored on the val rows: checkpoint-best.pth is the epoch of the best val
 AUROC, and `panderm change eval` uses it. Without val rows (no split column,
@@ -25,11 +29,11 @@ checkpoint-last.pth is used. change_config.json records the choice under
 "selection" (checkpoint, step, epoch, val_auroc, n_val).
 
 \b
---quick is a short CPU demo: --steps default (raw images), --epochs 3,
+--quick is a short CPU demo: --preprocess default (raw images), --epochs 3,
 --warmup-epochs 1; options given explicitly still win.
 
 \b
---steps selects the preprocessing ablation of the paper:
+--preprocess selects the preprocessing ablation of the paper:
   default  raw sequential images (no preprocessing; the cheapest)
   warp     registration only (b warped into a's frame)
   mask     lesion segmentation only (outside the lesion: the image's mean colour)
@@ -51,19 +55,20 @@ optional patient. Trains on the --split rows and selects on the val rows.
 Outputs in --out: checkpoint-best.pth (best val AUROC; encoder + head),
 checkpoint-last.pth, best.json, change_config.json, config.json, log.jsonl
 (val_auroc per epoch under "eval"), train-state.pt (for --resume),
-inputs.json, preprocessed/ (unless --steps default). --resume is refused when
+inputs.json, preprocessed/ (unless --preprocess default). --resume is refused when
 the pairs (images, label, split), the image files or the --weights file
 changed since the run started; the message lists what differs."""
 
 EVAL_EPILOG = """\b
 Examples:
   panderm change eval --run change_run/ --pairs pairs.csv --root registered/ --out change_eval/
+  panderm change eval --run change_run/ --pairs pairs.csv --out change_eval/ --bootstrap 0 --json
 
 \b
 Outputs in --out: metrics.json (AUROC, sensitivity, specificity, balanced
 accuracy, each with a 95% bootstrap CI; changed when P(changed) >= --threshold)
 and predictions.csv (prob_changed per pair); skipped.csv lists unreadable pairs.
-The run's --steps preprocessing is applied to the pairs (cached in
+The run's --preprocess preprocessing is applied to the pairs (cached in
 --out/preprocessed/). The run's selected checkpoint is evaluated: the epoch
 of the best val AUROC (checkpoint-best.pth), else the last; metrics.json
 names it ("checkpoint", "selection")."""
@@ -87,17 +92,14 @@ def change_group():
 
 
 @change_group.command("train", epilog=TRAIN_EPILOG, context_settings=_CTX)
-@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path), help="Pairs CSV.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the image paths are relative to (default: the CSV's folder).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
-@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
+@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path),
+              help="Pairs CSV (image_a, image_b, label, split).")
+@options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
+@options.out(help="Run folder.")
+@options.encoder(model_help="Encoder name (see `panderm models`); the paper fine-tunes PanDerm-Large (ViT-L).")
 @click.option("--quick", is_flag=True,
-              help="Short CPU demo: raw images (--steps default), 3 epochs, 1 warm-up epoch.")
-@click.option("--steps", "ablation", default=None, callback=_ablation,
+              help="Short CPU demo: raw images (--preprocess default), 3 epochs, 1 warm-up epoch.")
+@click.option("--preprocess", "ablation", default=None, callback=_ablation,
               help="Preprocessing ablation: default|warp|mask|whole or a comma list of "
                    "dark-corner,hair,register,segment [default: whole; default with --quick].")
 @click.option("--align-preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
@@ -109,22 +111,26 @@ def change_group():
               help="Epochs [default: 50; 3 with --quick].")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
               help="Linear warm-up epochs [default: 10; 1 with --quick].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@options.batch_size(16, why="the change-detection recipe (pairs per step)")
 @click.option("--lr", type=float, default=5e-4, show_default=True,
               help="Learning rate (used as given: no batch-size scaling).")
 @click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Head hidden width.")
 @click.option("--margin", type=float, default=1.0, show_default=True, help="Contrastive margin.")
-@click.option("--contrastive-weight", type=float, default=1.0, show_default=True)
+@click.option("--contrastive-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the contrastive loss added to the classification loss.")
 @click.option("--split", default="train", show_default=True, help="Rows of the CSV to train on.")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out (refused when the pairs, image files "
-              "or weights changed since it started).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@options.precision()
+@options.device()
+@options.workers()
+@options.seed()
+@options.resume(help="Continue the interrupted run in --out; refused when the pairs, image files or weights "
+                     "changed since it started.")
+@options.quiet()
+@options.json_output(help="Print the result (steps, loss, selected checkpoint, preprocessing counts, paths) as "
+                          "JSON on stdout.")
 def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation, align_preset, max_steps, epochs,
-              warmup_epochs, batch_size, lr, hidden, margin, contrastive_weight, split, precision, device, workers, seed, resume, quiet):
+              warmup_epochs, batch_size, lr, hidden, margin, contrastive_weight, split, precision, device, workers,
+              seed, resume, quiet, as_json):
     """Train a Siamese change detector (shared-weight encoder + 2-layer head); keep the best val AUROC epoch."""
     from panderm.longitudinal.change import train_change
 
@@ -134,6 +140,14 @@ def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation
                           lr=lr, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight, split=split,
                           precision=precision, device=device, num_workers=workers, seed=seed, resume=resume,
                           progress=not quiet, align_preset=align_preset)
+    if as_json:
+        for line in result.warnings:
+            click.secho(f"Warning: {line}", fg="yellow", err=True)
+        options.echo_json({"out": result.out, "steps": result.steps, "final_loss": result.final_loss,
+                           "selection": result.selection, "best": result.best, "preprocess": result.preprocess,
+                           "skipped": result.skipped, "interrupted": result.interrupted,
+                           "warnings": list(result.warnings), "config": result.out / "change_config.json"})
+        return
     pre = result.preprocess
     if pre:
         click.echo(f"Preprocessed {pre['n_pairs']} pair(s): {pre['n_fallback']} registration fallback(s) to "
@@ -150,26 +164,30 @@ def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation
 
 
 @change_group.command("eval", epilog=EVAL_EPILOG, context_settings=_CTX)
-@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Trained run folder.")
-@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path), help="Pairs CSV.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder the image paths are relative to (default: the CSV's folder).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: RUN/eval-<pairs file name>).")
+@options.run(help="Run folder written by `panderm change train`.")
+@click.option("--pairs", "pairs_csv", required=True, type=click.Path(path_type=Path),
+              help="Pairs CSV (image_a, image_b, label, optional split).")
+@options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
+@options.out()
 @click.option("--split", default="test", show_default=True,
               help="Rows of the CSV to evaluate (a CSV without a split column is used whole).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for the CIs.")
-def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device, bootstrap):
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Call a pair changed when P(changed) >= threshold.")
+@options.batch_size(32, why="pairs per batch: 64 images")
+@options.device()
+@options.bootstrap()
+@options.quiet()
+@options.json_output(help="Print metrics.json (plus the output paths) as JSON on stdout.")
+def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device, bootstrap, quiet, as_json):
     """Evaluate a trained change detector: AUROC, sensitivity, specificity, BACC with 95% CIs."""
     from panderm.longitudinal.change import evaluate_change
 
-    out = out or Path(run_dir) / f"eval-{pairs_csv.stem}"
     res = evaluate_change(run_dir, pairs_csv, root, out, split=split, threshold=threshold,
-                          batch_size=batch_size, device=device, n_bootstrap=bootstrap)
+                          batch_size=batch_size, device=device, n_bootstrap=bootstrap, progress=not quiet)
+    if as_json:
+        options.echo_json({**res, "out": out, "metrics_json": out / "metrics.json",
+                           "predictions": out / "predictions.csv"})
+        return
     click.echo(f"{res['n_pairs']} pairs ({res['n_changed']} changed, {res['n_unchanged']} unchanged), "
                f"split {split}, threshold {threshold:g}")
     for name, m in res["metrics"].items():

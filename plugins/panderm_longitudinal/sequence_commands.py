@@ -6,10 +6,13 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 EVAL_EPILOG = """\b
 Examples:
   panderm sequence eval --predictions oof_predictions.csv --out seq/
   panderm sequence eval --predictions preds.csv --out seq/ --threshold 0.3
+  panderm sequence eval --predictions preds.csv --out seq/ --json
 
 \b
 Input CSV: one row per image with columns lesion_id, timepoint (visit number
@@ -33,15 +36,20 @@ def sequence_group():
 @sequence_group.command("eval", epilog=EVAL_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--predictions", required=True, type=click.Path(path_type=Path),
               help="Per-image predictions CSV (lesion_id, timepoint, prob_malignant, label).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@options.out()
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Malignant call when prob_malignant >= threshold.")
-def eval_cmd(predictions, out, threshold):
+@options.quiet()
+@options.json_output(help="Print summary.json (plus the output paths) as JSON on stdout.")
+def eval_cmd(predictions, out, threshold, quiet, as_json):
     """Find, per melanoma, the first time point the model calls it correctly."""
     from panderm.longitudinal.sequence import evaluate_sequences
 
     result = evaluate_sequences(predictions, out, threshold=threshold)
     s = result.summary
+    if as_json:
+        options.echo_json({**s, "out": result.out, "files": [str(p) for p in result.files]})
+        return
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}%"

@@ -1,44 +1,20 @@
-"""Built-in plugin: the linear-probe tasks and the ``panderm probe`` command.
+"""Built-in plugin: the probe heads (:mod:`panderm.eval.heads`) and the ``probe``, ``curve`` and ``evaluate`` commands.
 
-Importing this module stays light: torch and scikit-learn load only when a task
-factory is called or the command runs.
+Importing this module stays light: torch and scikit-learn load only when a head's
+factory is called or a command runs.
 """
 
 from __future__ import annotations
 
 import panderm
-from panderm.registry import TaskSpec
-
-
-def make_logreg(C: float | None = None, penalty: str = "official", seed: int = 0, max_iter: int = 1000, **_):
-    """The paper's probe: softmax regression fitted by full-batch torch L-BFGS.
-
-    ``penalty``: ``"official"`` (the release protocol, default) or ``"sklearn"``; the
-    protocol names ``"release"``/``"sklearn"`` are accepted too.
-    """
-    from panderm.eval.linear import PROTOCOL_PENALTY, LBFGSLogisticRegression
-
-    return LBFGSLogisticRegression(C=C, penalty=PROTOCOL_PENALTY.get(penalty, penalty), seed=seed,
-                                   max_iter=max_iter)
-
-
-def make_sklearn_logreg(C: float | None = None, seed: int = 0, max_iter: int = 1000, **_):
-    """scikit-learn's ``LogisticRegression(solver="lbfgs")`` with the same C, for comparison.
-
-    ``penalty`` is ignored: sklearn always minimises ``C·ΣCE + ½‖W‖²``.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=1.0 if C is None else C, solver="lbfgs", max_iter=max_iter, random_state=seed)
 
 
 @panderm.hookimpl
-def register_tasks(register):
-    register(TaskSpec(name="logreg", factory=make_logreg,
-                      summary="the paper's linear probe: torch L-BFGS softmax regression, C = D·K/100 "
-                              "(--protocol release|sklearn)"))
-    register(TaskSpec(name="sklearn-logreg", factory=make_sklearn_logreg,
-                      summary="scikit-learn LogisticRegression(lbfgs) with the same C (comparison)"))
+def register_probe_heads(register):
+    from panderm.eval.heads import BUILTIN_HEADS
+
+    for spec in BUILTIN_HEADS:
+        register(spec)
 
 
 @panderm.hookimpl

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from panderm_cli import options
 from panderm_cli.format import fmt as _fmt
 from panderm_cli.format import metrics_table
 
@@ -17,10 +17,10 @@ _PATH = click.Path(path_type=Path)
 Examples:
   panderm probe --features feats/ --csv labels.csv --out probe/
   panderm probe --features feats/ --csv labels.csv --binary --out probe-binary/
-  panderm probe --features feats/ --csv labels.csv --percent-data 0.1 --seed 1
+  panderm probe --features feats/ --csv labels.csv --percent-data 0.1 --seed 1 --out probe-10pct/
   panderm probe --features panderm/ --csv labels.csv --compare dinov2/ --out cmp/
   panderm probe --features feats/ --csv labels.csv --protocol sklearn --out probe-sklearn/
-  panderm probe --features feats/ --csv labels.csv --task sklearn-logreg --json
+  panderm probe --features feats/ --csv labels.csv --head sklearn-logreg --out probe-sk/ --json
   panderm probe --features feats/ --csv lesions.csv --folds 5 --stratify stage --oof --out meta/
   panderm probe --features feats/ --csv lesions.csv --binary --folds 5 --group case_id --out meta/
   panderm probe --features panderm/ --csv lesions.csv --folds 5 --compare dinov2/ --out meta-cmp/
@@ -49,24 +49,20 @@ bootstrap CIs), folds.json (per-fold metrics, mean ± sd), oof.json,
 confusion_matrix.png, roc.png; with --compare DIR, comparison.json: the second
 features folder probed on the same folds, each metric compared by a two-sided
 paired t-test over the folds. See docs/prognosis.md.""")
-@click.option("--features", required=True, type=_PATH, metavar="DIR",
-              help="Folder written by `panderm extract` (features.npy, index.csv).")
-@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
-              help="Dataset CSV with image, split (train/val/test) and label columns.")
-@click.option("--out", type=_PATH, default=Path("probe"), show_default=True, metavar="DIR",
-              help="Output folder.")
+@options.features(required=True, help="Folder written by `panderm extract` (features.npy, index.csv).")
+@options.csv(required=True, help="Dataset CSV with image, split (train/val/test) and label columns.")
+@options.out()
 @click.option("--binary", is_flag=True, help="Use the binary_label column (0/1) instead of label.")
 @click.option("--percent-data", type=float, default=1.0, show_default=True,
               help="Fraction of training rows to use (stratified by class, seeded).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for init, subsample and bootstrap.")
+@options.seed(help="Seed for init, subsample and bootstrap.")
 @click.option("--use-val", is_flag=True, help="Also train on the val split (the paper trains on train only).")
-@click.option("--task", default="logreg", show_default=True,
-              help="Registered task head (see `panderm plugins`), e.g. logreg or sklearn-logreg.")
+@click.option("--head", default="logreg", show_default=True,
+              help="Probe head: a registered estimator on the features (see `panderm plugins`), e.g. logreg or sklearn-logreg.")
 @click.option("--protocol", type=click.Choice(["release", "sklearn"]), default="release", show_default=True,
               help="release: the released linear_eval.py probe, mean CE + ‖W‖/(2C) (comparable with the paper); "
                    "sklearn: mean CE + ‖W‖²/(2CN), scikit-learn's objective.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              metavar="N", help="Bootstrap replicates for the 95% CIs (0 = none).")
+@options.bootstrap()
 @click.option("--compare", type=_PATH, default=None, metavar="DIR",
               help="Second features folder: fit the same probe and test the difference on the same test images "
                    "(with --folds: on the same folds, paired t-test over the folds).")
@@ -79,10 +75,11 @@ paired t-test over the folds. See docs/prognosis.md.""")
 @click.option("--group", default=None, metavar="COL",
               help="With --folds: keep rows sharing this CSV column (e.g. case_id) in one fold.")
 @click.option("--oof", is_flag=True, help="Write out-of-fold predictions (oof.csv); implied by --folds.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
+@options.quiet()
+@options.json_output(help="Print metrics.json (plus out and files) to stdout instead of the table.")
 @click.pass_context
-def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val, task, protocol, n_bootstrap,
-              compare, compare_method, folds, stratify, group, oof, as_json):
+def probe_cmd(ctx, features_dir, csv_path, out, binary, percent_data, seed, use_val, head, protocol, bootstrap,
+              compare, compare_method, folds, stratify, group, oof, quiet, as_json):
     """Fit a linear probe on train features and report test metrics with 95% CIs.
 
     Follows the PanDerm protocol: softmax regression by L-BFGS on the train split
@@ -90,7 +87,6 @@ def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val,
     joined to CSV rows by image path.
     """
     from panderm.eval.probe import run_probe
-    from panderm.io import jsonable
 
     if folds is None and (stratify or group or oof):
         raise click.UsageError("--stratify, --group and --oof need --folds K (out-of-fold mode)")
@@ -99,24 +95,24 @@ def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val,
         if percent_data != 1.0 or use_val or method_given:
             raise click.UsageError("--percent-data, --use-val and --compare-method do not apply with --folds "
                                    "(--compare with --folds uses a paired t-test over the folds)")
-        _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol, task, n_bootstrap, compare,
+        _oof(features_dir, csv_path, out, folds, stratify, group, binary, seed, protocol, head, bootstrap, compare,
              as_json)
         return
-    result = run_probe(features, csv_path, out, binary=binary, percent_data=percent_data, seed=seed,
-                       use_val=use_val, task=task, protocol=protocol, n_bootstrap=n_bootstrap,
+    result = run_probe(features_dir, csv_path, out, binary=binary, percent_data=percent_data, seed=seed,
+                       use_val=use_val, head=head, protocol=protocol, n_bootstrap=bootstrap,
                        compare=compare, compare_method=compare_method)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(jsonable(result.metrics), indent=2))
+        options.echo_json(_json_result(result))
         return
     s = result.summary
-    click.echo(f"task {s['task']} (protocol {s['protocol']}, C = {s['C']:g}{_iterations(s['solver'])}); "
+    click.echo(f"probe head {s['head']} (protocol {s['protocol']}, C = {s['C']:g}{_iterations(s['solver'])}); "
                f"{len(result.classes)} classes; train {s['n_train']}, test {s['n_test']}; "
                f"features precision {s['features_precision'] or 'not recorded'}")
     click.echo(metrics_table(result.metrics))
     if result.comparison:
-        click.echo(f"\ncomparison with {compare} ({compare_method} test, {n_bootstrap} replicates):")
+        click.echo(f"\ncomparison with {compare} ({compare_method} test, {bootstrap} replicates):")
         click.echo(f"{'metric':<12} {'A':>7} {'B':>7} {'A-B':>8}  {'95% CI of A-B':<19} {'p':>7}")
         for m, r in result.comparison.items():
             click.echo(f"{m:<12} {_fmt(r['value_a']):>7} {_fmt(r['value_b']):>7} {_fmt(r['difference'], '+.4f'):>8}  "
@@ -124,27 +120,34 @@ def probe_cmd(ctx, features, csv_path, out, binary, percent_data, seed, use_val,
     click.echo(f"\nwrote {', '.join(p.name for p in result.files)} to {result.out}/")
 
 
+def _json_result(result) -> dict:
+    """``--json``: metrics.json as written (metrics, then the run record) plus the output folder and files."""
+    from panderm.io import jsonable
+
+    return {**jsonable(result.metrics), **jsonable(result.record), "out": str(result.out),
+            "files": [str(p) for p in result.files]}
+
+
 def _iterations(solver: dict) -> str:
     n = solver.get("n_iter")
     return f", {n} L-BFGS iterations" if isinstance(n, int) and "penalty" in solver else ""
 
 
-def _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol, task, n_bootstrap, compare,
+def _oof(features, csv_path, out, folds, stratify, group, binary, seed, protocol, head, n_bootstrap, compare,
          as_json):
     from panderm.eval.metrics import format_t_tests
     from panderm.eval.oof import run_oof_probe
-    from panderm.io import jsonable
 
     result = run_oof_probe(features, csv_path, out, folds=folds, stratify=stratify, group=group, binary=binary,
-                           seed=seed, protocol=protocol, task=task, n_bootstrap=n_bootstrap, compare=compare)
+                           seed=seed, protocol=protocol, head=head, n_bootstrap=n_bootstrap, compare=compare)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(jsonable(result.metrics), indent=2))
+        options.echo_json(_json_result(result))
         return
     s = result.summary
     click.echo(f"out-of-fold: {folds} folds ({s['splitter']}, stratified on {s['stratified_on']}"
-               f"{f', grouped by {group}' if group else ''}); task {s['task']} (protocol {s['protocol']}, "
+               f"{f', grouped by {group}' if group else ''}); probe head {s['head']} (protocol {s['protocol']}, "
                f"C = {s['C']:g}); "
                f"{len(result.classes)} classes; {s['n']} rows, fold sizes {s['fold_sizes']}")
     click.echo(metrics_table(result.metrics))

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
 from panderm_cli.format import fmt as _fmt
-
-_PATH = click.Path(path_type=Path)
 
 
 def _floats(ctx, param, value):
@@ -40,6 +39,7 @@ Examples:
   panderm curve --csv data.csv --features feats/ --metric bacc --out curve-bacc/
   panderm curve --csv data.csv --method finetune --root images/ \\
       --model panderm_tiny_patch16_224.demo --model panderm_tiny_patch16_224 --epochs 20 --out curve-ft/
+  panderm curve --csv data.csv --features feats/ --bootstrap 200 --out curve/ --json
 
 \b
 Outputs in --out: runs.csv (one row per encoder × percent × seed, rewritten
@@ -52,10 +52,9 @@ encoders: comparisons.csv (and curve.json `comparisons`): the reference
 every percent, two-sided paired t-test over the seeds (needs 2+ seeds).
 --protocol release (default) is the released linear_eval.py probe, so that
 scores are comparable with the paper's; sklearn is scikit-learn's objective.""")
-@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
-              help="Dataset CSV with image, split (train/val/test) and label columns.")
-@click.option("--features", "features", multiple=True, metavar="[NAME=]DIR",
-              help="Features folder of one encoder (repeatable); the name defaults to the folder name.")
+@options.csv(required=True, help="Dataset CSV with image, split (train/val/test) and label columns.")
+@options.features(multiple=True, help="[NAME=]DIR: features folder of one encoder (repeatable; --method probe); "
+                                      "the name defaults to the folder name.")
 @click.option("--percents", default="0.05,0.1,0.2,0.3,0.5,1", show_default=True, callback=_floats,
               help="Comma-separated fractions of the training labels (default: the paper's grid).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_ints,
@@ -70,23 +69,22 @@ scores are comparable with the paper's; sklearn is scikit-learn's objective.""")
                    "sklearn = scikit-learn's (see panderm probe --help).")
 @click.option("--reference", default=None, metavar="NAME",
               help="Encoder compared with each other one by paired t-tests over seeds (default: the first).")
-@click.option("--root", type=_PATH, default=None, metavar="DIR", help="Image folder (--method finetune).")
-@click.option("--model", "models", multiple=True, metavar="NAME[=WEIGHTS]",
-              help="Encoder to fine-tune (repeatable), optionally =WEIGHTS (--method finetune); the spec names the line.")
+@options.root(help="Image folder (--method finetune).")
+@options.model(multiple=True, help="NAME[=WEIGHTS]: encoder to fine-tune (repeatable; --method finetune), "
+                                   "optionally with its weights; the spec names the line.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Fine-tuning epochs (--method finetune; default: the fine-tuner's).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Fine-tuning optimizer steps instead of epochs (--method finetune).")
-@click.option("--random-init", is_flag=True,
-              help="Fine-tune randomly initialised encoders where a --model has no weights (--method finetune; "
-                   "for ablations: the paper's curves start from pretrained weights).")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
-              metavar="N", help="Bootstrap replicates of each run's CI.")
-@click.option("--out", type=_PATH, default=Path("curve"), show_default=True, metavar="DIR", help="Output folder.")
+@options.random_init(help="Fine-tune randomly initialised encoders where a --model has no weights (--method "
+                          "finetune; for ablations: the paper's curves start from pretrained weights).")
+@options.bootstrap(help="Bootstrap replicates of each run's 95% CI (0 = none).")
+@options.out()
 @click.option("--no-resume", is_flag=True, help="Recompute runs already in --out/runs.csv.")
-@click.option("-q", "--quiet", is_flag=True, help="No per-run progress lines.")
-def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, protocol, reference, root, models,
-              epochs, max_steps, random_init, n_bootstrap, out, no_resume, quiet):
+@options.quiet(help="No per-run progress lines; only the summary.")
+@options.json_output(help="Print curve.json (plus out, files, computed and skipped) instead of the table.")
+def curve_cmd(csv_path, features_dir, percents, seeds, binary, metric, method, protocol, reference, root, model,
+              epochs, max_steps, random_init, bootstrap, out, no_resume, quiet, as_json):
     """Label-efficiency curve: test metric vs fraction of training labels, per encoder.
 
     Each encoder is trained on stratified, seeded subsamples of the train split
@@ -96,6 +94,7 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, proto
     from panderm.errors import ConfigError
     from panderm.eval.curve import label_efficiency
 
+    features, models = [str(v) for v in features_dir], [str(v) for v in model]
     feats = None
     if method == "probe":
         if models:
@@ -110,8 +109,8 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, proto
     if method == "finetune":
         parsed_models = []
         for v in models:
-            model, _, weights = v.partition("=")
-            parsed_models.append((v, model, weights or None))
+            name, _, weights = v.partition("=")
+            parsed_models.append((v, name, weights or None))
     kwargs = {"epochs": epochs} if epochs is not None else {}
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
@@ -121,10 +120,17 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, proto
         kwargs["random_init"] = True
     res = label_efficiency(csv_path, out, features=feats, percents=percents, seeds=seeds, metric=metric,
                            binary=binary, method=method, finetune_kwargs=kwargs, root=root, models=parsed_models,
-                           n_bootstrap=n_bootstrap, progress=not quiet, resume=not no_resume, protocol=protocol,
-                           reference=reference)
+                           n_bootstrap=bootstrap, progress=not quiet, resume=not no_resume, protocol=protocol,
+                           reference=reference, finetune_runner=_finetune_runner() if method == "finetune" else None)
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        import json
+
+        summary = json.loads((Path(out) / "curve.json").read_text(encoding="utf-8"))
+        options.echo_json({**summary, "computed": res.computed, "skipped": res.skipped, "out": str(out),
+                           "files": [str(p) for p in res.files]})
+        return
     click.echo(f"{res.computed} run(s) computed, {res.skipped} reused from {out / 'runs.csv'}")
     w = min(40, max([7] + [len(str(e)) for e in res.curve["encoder"]]))
     click.echo(f"{'encoder':<{w}} {'percent':>7} {'n_train':>8} {res.metric:>11}  {'95% interval':<17} {'seeds':>5}")
@@ -146,3 +152,14 @@ def curve_cmd(csv_path, features, percents, seeds, binary, metric, method, proto
                        f"{c['n']:>3}{note}")
     click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {out}/")
 
+
+def _finetune_runner():
+    """:func:`panderm.finetune.finetune`, the runner of ``--method finetune`` (a ConfigError when unavailable)."""
+    from panderm.errors import ConfigError
+
+    try:
+        from panderm.finetune import finetune
+    except ImportError as exc:
+        raise ConfigError(f"fine-tuning is not available: {exc}",
+                          hint="use --method probe on extracted features") from None
+    return finetune

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
 from panderm_cli.format import fmt
 
 _PATH = click.Path(path_type=Path)
@@ -28,8 +29,10 @@ def _bins(ctx, param, value):
 Examples:
   panderm evaluate --predictions probe/predictions.csv --csv data.csv --by sex,age,localization \\
       --binary --out subgroups/
-  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 0,40,60,120
-  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 4 --min-size 50
+  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 0,40,60,120 \\
+      --out subgroups-age/
+  panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 4 --min-size 50 \\
+      --out subgroups-age4/ --json
 
 \b
 Numeric columns are binned: --bins K = K quantile bins, --bins a,b,c = edges
@@ -46,8 +49,7 @@ sensitivity (TPR of the positive class), specificity, AUROC of P(positive);
 multi-class: macro_recall (balanced accuracy), one-vs-rest macro AUROC.""")
 @click.option("--predictions", required=True, type=_PATH, metavar="FILE",
               help="predictions.csv written by `panderm probe` (image, true_label, prob_<class>…).")
-@click.option("--csv", "csv_path", required=True, type=_PATH, metavar="FILE",
-              help="Dataset CSV with image and the subgroup columns.")
+@options.csv(required=True, help="Dataset CSV with image and the subgroup columns.")
 @click.option("--by", required=True, metavar="COL[,COL…]",
               help="Comma-separated subgroup columns of --csv, e.g. sex,age,localization.")
 @click.option("--bins", default=None, callback=_bins, metavar="K|EDGES",
@@ -58,22 +60,28 @@ multi-class: macro_recall (balanced accuracy), one-vs-rest macro AUROC.""")
               help="Binary metrics (sensitivity = TPR of the positive class, specificity); default: when there "
                    "are 2 classes.")
 @click.option("--positive", default=None, help="Positive class for binary metrics (default: the second, e.g. 1).")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              metavar="N", help="Bootstrap replicates per group (0 = no CIs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--out", type=_PATH, default=Path("subgroups"), show_default=True, metavar="DIR",
-              help="Output folder.")
-def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, n_bootstrap, seed, out):
+@options.bootstrap(help="Bootstrap replicates per group for the 95% CIs (0 = no CIs).")
+@options.seed(help="Bootstrap seed.")
+@options.out()
+@options.quiet()
+@options.json_output(help="Print subgroups.json (plus out and files) instead of the table.")
+def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, bootstrap, seed, out, quiet, as_json):
     """Per-subgroup metrics with 95% CIs for a predictions.csv (robustness across sex, age, site…)."""
     from panderm.eval.subgroups import WEIGHTED_RECALL_LABEL, evaluate_subgroups
 
     res = evaluate_subgroups(predictions, csv_path, out, by=[c for c in by.split(",")], bins=bins,
-                             min_size=min_size, n_bootstrap=n_bootstrap, seed=seed, binary=binary or None,
+                             min_size=min_size, n_bootstrap=bootstrap, seed=seed, binary=binary or None,
                              positive=positive)
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        import json
+
+        summary = json.loads((Path(out) / "subgroups.json").read_text(encoding="utf-8"))
+        options.echo_json({**summary, "out": str(out), "files": [str(p) for p in res.files]})
+        return
     task = f"binary (positive = {res.positive})" if res.binary else f"{len(res.classes)} classes"
-    click.echo(f"{res.overall['n']} predictions, {task}; 95% bootstrap CIs ({n_bootstrap} replicates)")
+    click.echo(f"{res.overall['n']} predictions, {task}; 95% bootstrap CIs ({bootstrap} replicates)")
     names = _column_names(res.positive)
     click.echo(f"columns: {WEIGHTED_RECALL_LABEL}"
                + (f"; sens = sensitivity (TPR of class {res.positive})" if res.binary else "; macro recall = "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
 from panderm_cli.format import fmt, printable
 
 _PATH = click.Path(path_type=Path)
@@ -32,26 +33,20 @@ exact commands run. See docs/reproduce.md for each dataset."""
 
 def _run_options(func, out_required: bool = True):
     """The options shared by one experiment and ``--all``."""
-    options = [
-        click.option("--out", required=out_required, type=_PATH, help="Output folder."),
-        click.option("--model", default="panderm_large_patch16_224", show_default=True,
-                     help="Encoder name (see `panderm models`)."),
-        click.option("--weights", default=None, help="Registered weights name, file path or hub spec."),
-        click.option("--random-init", is_flag=True,
-                     help="Use a randomly initialised encoder (for tests and ablations; features are meaningless)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Images per extraction batch."),
-        click.option("--workers", type=click.IntRange(min=0), default=None,
-                     help="DataLoader workers [default: min(2, CPUs)]."),
-        click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda if available]."),
-        click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-                     help="Bootstrap replicates of our 95% CIs (the paper: 1,000)."),
+    decorators = [
+        options.out(required=out_required, help=None if out_required else "With --all: output folder (one "
+                    "folder per experiment, summary.md, summary.json)."),
+        options.encoder(),
+        options.batch_size(help="Images per extraction batch."),
+        options.workers(),
+        options.device(),
+        options.bootstrap(help="Bootstrap replicates of our 95% CIs (the paper: 1,000; 0 = none)."),
         click.option("--overwrite", is_flag=True, help="Replace features of an earlier run with other weights."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar; only the result."),
-        click.option("--json", "as_json", is_flag=True, help="Print report.json (summary.json with --all)."),
+        options.quiet(),
+        options.json_output(help="Print report.json plus out (summary.json with --all) instead of the table."),
     ]
-    for option in reversed(options):
-        func = option(func)
+    for decorator in reversed(decorators):
+        func = decorator(func)
     return func
 
 
@@ -109,23 +104,20 @@ def reproduce_group(ctx, run_all, data_root, out, **options):
     _run_all(data_root, out, **options)
 
 
-@reproduce_group.command("list", context_settings=_SETTINGS)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (every published figure) instead of the table.")
+@reproduce_group.command("list", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  panderm reproduce list
+  panderm reproduce list --json | jq '.[] | select(.kind == "probe") | .name'""")
+@options.json_output(help="Print JSON (every published figure) instead of the table.")
 def list_cmd(as_json):
-    """Print the experiments: dataset, CSV layout, protocol and the paper's figures.
-
-    \b
-    Examples:
-      panderm reproduce list
-      panderm reproduce list --json | jq '.[] | select(.kind == "probe") | .name'
-    """
+    """Print the experiments: dataset, CSV layout, protocol and the paper's figures."""
     from dataclasses import asdict
 
     from panderm.reproduce.registry import list_benchmarks
 
     benches = list_benchmarks()
     if as_json:
-        click.echo(json.dumps([asdict(b) for b in benches], indent=2))
+        options.echo_json([asdict(b) for b in benches])
         return
     click.echo(f"{'name':<24} {'kind':<9} {'dataset':<9} {'metric':<11} {'PanDerm (95% CI)':<21} "
                f"{'best baseline (95% CI)':<33} source")
@@ -157,31 +149,43 @@ def _figure_text(fig) -> str:
 
 
 def _benchmark_command(bench) -> click.Command:
-    epilog = (f"\b\nExample:\n  panderm reproduce {bench.name} --data DIR --weights panderm-large --out rep/{bench.name}"
-              "\n\nSee `panderm reproduce --help` for the data folder and the outputs.")
+    epilog = _benchmark_epilog(bench)
     @click.command(bench.name, epilog=epilog, context_settings=_SETTINGS, help=_benchmark_help(bench))
     @click.option("--data", required=True, type=_PATH, help="Folder with the CSV and the images it names.")
-    @click.option("--csv", "csv_path", type=_PATH, default=None, help="The CSV [default: DATA/labels.csv].")
-    @click.option("--root", type=_PATH, default=None,
-                  help="Folder the CSV's image paths are relative to [default: DATA/images if present, else DATA].")
+    @options.csv(help="The CSV [default: DATA/labels.csv].")
+    @options.root(help="Folder the CSV's image paths are relative to [default: DATA/images if present, else DATA].")
     @_run_options
-    def command(data, csv_path, root, out, model, weights, random_init, batch_size, workers, device, n_bootstrap,
+    def command(data, csv_path, root, out, model, weights, random_init, batch_size, workers, device, bootstrap,
                 overwrite, quiet, as_json):
         from panderm.reproduce.run import reproduce
 
         result = reproduce(bench.name, data, out, csv=csv_path, root=root, model=model, weights=weights,
                            random_init=random_init,
-                           batch_size=batch_size, workers=workers, device=device, n_bootstrap=n_bootstrap,
+                           batch_size=batch_size, workers=workers, device=device, n_bootstrap=bootstrap,
                            overwrite=overwrite, progress=not quiet)
-        if as_json:
-            click.echo((Path(out) / "report.json").read_text(encoding="utf-8"))
-            return
         for w in result.warnings:
             click.secho(f"Warning: {printable(w)}", fg="yellow", err=True)
+        if as_json:
+            report = json.loads((Path(out) / "report.json").read_text(encoding="utf-8"))
+            options.echo_json({**report, "out": str(out), "files": [str(p) for p in result.files]}
+                              if isinstance(report, dict) else report)
+            return
         _print_rows(result.rows, bench.baseline)
         click.echo(f"Report: {Path(out) / 'report.md'} (and report.json, report.png)")
 
     return command
+
+
+def _benchmark_epilog(bench) -> str:
+    """``Examples:`` for one experiment's subcommand, with its own name and kind."""
+    lines = [f"  panderm reproduce {bench.name} --data DIR --weights panderm-large --out rep/{bench.name}",
+             f"  panderm reproduce {bench.name} --data DIR --csv DIR/labels.csv --root DIR/images \\\n"
+             f"      --weights panderm-large --out rep/{bench.name} --json"]
+    if bench.kind == "listed":
+        lines = [f"  panderm reproduce list --json | jq '.[] | select(.name == \"{bench.name}\")'"]
+    note = ("This experiment is listed with the paper's figures only: running it is refused (see the notes above)."
+            if bench.kind == "listed" else "See `panderm reproduce --help` for the data folder and the outputs.")
+    return "\b\nExamples:\n" + "\n".join(lines) + "\n\n" + note
 
 
 def _benchmark_help(bench) -> str:
@@ -202,15 +206,15 @@ def _print_rows(rows, baseline: str) -> None:
                              f"{inside}", one_line=True))
 
 
-def _run_all(data_root, out, model, weights, random_init, batch_size, workers, device, n_bootstrap, overwrite, quiet,
+def _run_all(data_root, out, model, weights, random_init, batch_size, workers, device, bootstrap, overwrite, quiet,
              as_json):
     from panderm.reproduce.run import reproduce_all
 
     summary = reproduce_all(data_root, out, model=model, weights=weights, random_init=random_init,
                             batch_size=batch_size, workers=workers,
-                            device=device, n_bootstrap=n_bootstrap, overwrite=overwrite, progress=not quiet)
+                            device=device, n_bootstrap=bootstrap, overwrite=overwrite, progress=not quiet)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        options.echo_json(summary)
         return
     for r in summary["runs"]:
         click.echo(f"{r['benchmark']:<20} {r['metric']:<12} paper {fmt(r.get('paper'), '.3f')}  "

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 _CTX = {"help_option_names": ["-h", "--help"]}
 SERVE_MAX_PIXELS = 16_000_000  # panderm.serve.uploads.SERVE_MAX_PIXELS (not imported: keeps --help light)
 
 EPILOG = """\b
 Examples:
   panderm serve --demo
-  panderm serve --classifier clf/ --port 8765
-  panderm serve --classifier clf/ --host 0.0.0.0 --token "$SECRET"
+  panderm serve --run clf/ --port 8765
+  panderm serve --run clf/ --host 0.0.0.0 --token "$SECRET"
   curl -F image=@lesion.jpg http://127.0.0.1:8765/api/v1/predict
   curl -H "Authorization: Bearer $SECRET" -F image=@lesion.jpg http://HOST:8765/api/v1/predict
 
@@ -32,12 +34,12 @@ log without image content. Research use only — not a diagnosis."""
 
 
 @click.command("serve", epilog=EPILOG, context_settings=_CTX)
-@click.option("--classifier", "classifier_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=None, help="Classifier folder (from the classifier training command).")
+@options.run(required=False, help="Classifier bundle folder (from `panderm classifier build`); or --demo.")
 @click.option("--demo", is_flag=True, help="Serve the bundled demo classifier.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; anything but loopback requires --token.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port to listen on (0: any free port).")
 @click.option("--token", envvar="PANDERM_SERVE_TOKEN", default=None,
               help="Access token for /api/* (Bearer or X-Panderm-Token header). Env: PANDERM_SERVE_TOKEN.")
 @click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.01, 1024),
@@ -52,29 +54,31 @@ log without image content. Research use only — not a diagnosis."""
 @click.option("--no-microbatch", is_flag=True, help="One model call per request (no micro-batching).")
 @click.option("--batch-window-ms", default=5.0, show_default=True, type=click.FloatRange(0, 1000),
               help="How long to gather concurrent requests into one model call.")
-@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1, 1024),
+              help="Most images in one micro-batched model call.")
 @click.option("--neighbours", default=5, show_default=True, type=click.IntRange(0, 20),
               help="Similar cases returned per prediction (0: none).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: best available).")
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Inference precision.")
+@options.device()
+@options.precision(help="Inference precision: auto = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32; "
+                        "fp16 needs CUDA.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False))
-def serve_cmd(classifier_dir, demo, host, port, token, max_upload_mb, max_pixels, keep_uploads, no_reference_images,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"], case_sensitive=False),
+              help="Server log level (the request log never holds image content).")
+def serve_cmd(run_dir, demo, host, port, token, max_upload_mb, max_pixels, keep_uploads, no_reference_images,
               no_microbatch, batch_window_ms, max_batch, neighbours, device, precision, log_level):
     """Local web page + HTTP API for a skin-lesion classifier (research use only)."""
     from panderm.serve.server import check_exposure
 
     check_exposure(host, token)  # before any slow loading
-    if bool(classifier_dir) == bool(demo):
-        raise click.UsageError("pass exactly one of --classifier DIR or --demo")
+    if bool(run_dir) == bool(demo):
+        raise click.UsageError("pass exactly one of --run DIR (a classifier bundle) or --demo")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from panderm.classifier import load_classifier
     from panderm.serve.app import create_app
     from panderm.serve.server import run
 
-    clf = load_classifier(None if demo else classifier_dir, device=device, precision=precision)
+    clf = load_classifier(None if demo else run_dir, device=device, precision=precision)
     app = create_app(clf, token=token, max_upload_mb=max_upload_mb, max_pixels=max_pixels, keep_uploads=keep_uploads,
                      batch_window_ms=batch_window_ms, max_batch=max_batch, microbatch=not no_microbatch,
                      neighbours=neighbours, host=host, reference_images=not no_reference_images)

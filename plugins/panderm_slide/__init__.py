@@ -1,4 +1,4 @@
-"""Built-in plugin: whole-slide pathology (``panderm slide tile|extract``; ``mil``/``heatmap`` when present).
+"""Built-in plugin: whole-slide pathology (``panderm slide tile|extract|mil|heatmap``).
 
 Import stays light: the command module loads only when ``panderm slide`` runs.
 """

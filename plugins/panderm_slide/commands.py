@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 TILE_EPILOG = """\b
@@ -13,6 +15,7 @@ Examples:
   panderm slide tile slides/ --out tiles/ --patch 256 --mag 20
   panderm slide tile slide.svs --out tiles/ --mag 10 --tissue-threshold 0.25
   panderm slide tile slides.csv --out tiles/ --mpp 0.25     (files without resolution metadata)
+  panderm slide tile slides/ --out tiles/ --json -q
 
 \b
 INPUT is a slide file, a folder of slides (searched recursively: .svs .ndpi
@@ -37,7 +40,7 @@ EXTRACT_EPILOG = """\b
 Examples:
   panderm slide extract tiles/ --model panderm_large_patch16_224 --weights W --out feats/
   panderm slide extract tiles/ --model panderm_tiny_patch16_224.demo --out feats/ --slides slides/
-  panderm slide extract tiles/ --weights W --out job/ --layout trident
+  panderm slide extract tiles/ --weights W --out job/ --layout trident --workers 4 --json
   torchrun --nproc_per_node 4 -m panderm_cli slide extract tiles/ --weights W --out feats/
 
 \b
@@ -70,9 +73,8 @@ def slide_group():
 
 @slide_group.command("tile", epilog=TILE_EPILOG, context_settings=_CTX)
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Folder a CSV's slide paths are relative to and must stay in (default: the CSV's folder).")
+@options.out(help="Output folder (coords/, thumbnails/, tiling.csv).")
+@options.root(help="Folder a CSV's slide paths are relative to and must stay in [default: the CSV's folder].")
 @click.option("--patch", type=click.IntRange(min=8), default=256, show_default=True, help="Patch side in pixels.")
 @click.option("--mag", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
               help="Target magnification (10, 20, 40, ...).")
@@ -83,8 +85,9 @@ def slide_group():
 @click.option("--sat-threshold", type=click.FloatRange(0, 255), default=None,
               help="Fixed HSV-saturation tissue threshold (0-255) [default: Otsu].")
 @click.option("--overwrite", is_flag=True, help="Re-tile slides that already have a coords file.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold, overwrite, quiet):
+@options.quiet()
+@options.json_output(help="Print the per-slide results (tiling.csv rows) and counts as JSON on stdout.")
+def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold, overwrite, quiet, as_json):
     """Tile slides into tissue patches: coordinates, thumbnails, tiling.csv."""
     from panderm.pathology.tiling import tile_slides
 
@@ -92,9 +95,15 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
                     sat_threshold=sat_threshold, overwrite=overwrite, progress=not quiet, root=root)
     if s.rank != 0:
         return
-    click.echo(f"{len(s.results)} slide(s): {s.count('ok')} tiled, {s.count('exists')} already tiled, "
-               f"{s.count('no tissue')} without tissue, {s.count('error')} failed; {s.n_patches} patches")
-    click.echo(f"Wrote coords/, thumbnails/ and {s.csv_path}")
+    if as_json and s.count("error") < len(s.results):  # all failed: the error below, no JSON
+        options.echo_json({"out": s.out, "tiling_csv": s.csv_path, "n_slides": len(s.results),
+                           "tiled": s.count("ok"), "exists": s.count("exists"), "no_tissue": s.count("no tissue"),
+                           "failed": s.count("error"), "n_patches": s.n_patches,
+                           "slides": [r.row() for r in s.results]})
+    elif not as_json:
+        click.echo(f"{len(s.results)} slide(s): {s.count('ok')} tiled, {s.count('exists')} already tiled, "
+                   f"{s.count('no tissue')} without tissue, {s.count('error')} failed; {s.n_patches} patches")
+        click.echo(f"Wrote coords/, thumbnails/ and {s.csv_path}")
     if s.count("error") == len(s.results):
         from panderm.errors import InputError
 
@@ -107,18 +116,14 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
 
 @slide_group.command("extract", epilog=EXTRACT_EPILOG, context_settings=_CTX)
 @click.argument("tiles", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Feature folder.")
-@click.option("--model", default="panderm_large_patch16_224", show_default=True, help="Encoder name.")
-@click.option("--weights", default=None, help="Encoder weights (registered name, file or hub spec).")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
+@options.out(help="Feature folder.")
+@options.encoder()
 @click.option("--slides", "slides_dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding the slides (default: the paths recorded at tiling).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Parallel slide readers (threads).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@options.batch_size(help="Patches per forward pass.")
+@options.workers(help="Parallel slide readers (threads, each with its own slide handle) [default: min(2, CPUs)].")
+@options.precision()
+@options.device()
 @click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Level-0 mpp override for the slide reader.")
 @click.option("--layout", type=click.Choice(["panderm", "trident", "clam"]), default="panderm", show_default=True,
@@ -126,9 +131,10 @@ def tile_cmd(input, out, root, patch, mag, tissue_threshold, mpp, sat_threshold,
 @click.option("--preset", default=None,
               help="Preprocessing preset (mean/std, interpolation) [default: the encoder's own].")
 @click.option("--overwrite", is_flag=True, help="Recompute slides whose feature file exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@options.quiet()
+@options.json_output(help="Print the per-slide results (features.csv rows) and counts as JSON on stdout.")
 def extract_cmd(tiles, out, model, weights, random_init, slides_dir, batch_size, workers, precision, device, mpp,
-                layout, preset, overwrite, quiet):
+                layout, preset, overwrite, quiet, as_json):
     """Encode the tissue patches of tiled slides: one features .h5 per slide."""
     from panderm.pathology.slide_features import extract_slide_features
 
@@ -137,12 +143,20 @@ def extract_cmd(tiles, out, model, weights, random_init, slides_dir, batch_size,
                                progress=not quiet, mpp=mpp, layout=layout, preset=preset, random_init=random_init)
     if s.rank != 0:
         return
-    click.echo(f"{len(s.rows)} slide(s): {s.count('ok')} extracted, {s.count('exists')} already done, "
-               f"{s.count('no patches')} without patches, {s.count('error')} failed; "
-               f"{s.patches_computed} patches encoded ({s.precision}, {s.device}, {s.seconds:.1f}s)")
-    where = {"panderm": "<slide>.h5", "trident": "<slide>.h5",
-             "clam": "<slide>.h5 and pt_files/<slide>.pt"}[s.layout]
-    click.echo(f"Wrote {s.folder}/{where} ({s.layout} layout, preset {s.preset}) and {s.csv_path}")
+    if as_json and s.count("error") < len(s.rows):  # all failed: the error below, no JSON
+        options.echo_json({"out": s.out, "folder": s.folder, "features_csv": s.csv_path, "layout": s.layout,
+                           "encoder": s.encoder, "preset": s.preset, "dim": s.dim, "precision": s.precision,
+                           "device": s.device, "seconds": s.seconds, "n_slides": len(s.rows),
+                           "extracted": s.count("ok"), "exists": s.count("exists"),
+                           "no_patches": s.count("no patches"), "failed": s.count("error"),
+                           "patches_computed": s.patches_computed, "slides": s.rows})
+    elif not as_json:
+        click.echo(f"{len(s.rows)} slide(s): {s.count('ok')} extracted, {s.count('exists')} already done, "
+                   f"{s.count('no patches')} without patches, {s.count('error')} failed; "
+                   f"{s.patches_computed} patches encoded ({s.precision}, {s.device}, {s.seconds:.1f}s)")
+        where = {"panderm": "<slide>.h5", "trident": "<slide>.h5",
+                 "clam": "<slide>.h5 and pt_files/<slide>.pt"}[s.layout]
+        click.echo(f"Wrote {s.folder}/{where} ({s.layout} layout, preset {s.preset}) and {s.csv_path}")
     if s.count("error") == len(s.rows):
         from panderm.errors import InputError
 
@@ -153,8 +167,8 @@ def extract_cmd(tiles, out, model, weights, random_init, slides_dir, batch_size,
         click.echo(f"Failed slides and reasons: see {s.csv_path}", err=True)
 
 
-try:
-    from panderm_slide.mil_commands import register as _register_mil
-    _register_mil(slide_group)
-except ImportError:
-    pass
+# ``mil`` and ``heatmap`` are part of ``panderm slide``: an import error here is a broken install and
+# must surface (when ``panderm slide`` loads), not drop the commands silently.
+from panderm_slide.mil_commands import register as _register_mil  # noqa: E402
+
+_register_mil(slide_group)

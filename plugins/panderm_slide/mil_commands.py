@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from panderm_cli import options
 
 from panderm_cli.format import fmt as _fmt
 from panderm_cli.format import metrics_table
@@ -49,7 +50,7 @@ two-sided paired t-test over the folds (comparison.json; printed)."""
 HEATMAP_EPILOG = """\b
 Examples:
   panderm slide heatmap --run runs/mil --slide s1.svs --out heat/
-  panderm slide heatmap --run runs/mil --slide s1.svs --out heat/ --alpha 0.4 --cmap viridis
+  panderm slide heatmap --run runs/mil --slide s1.svs --out heat/ --alpha 0.4 --cmap viridis --json
 
 \b
 Colours are the percentile rank of each patch's attention within the slide
@@ -60,43 +61,47 @@ blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 
 
 @click.command("mil", epilog=MIL_EPILOG, context_settings=_CTX)
-@click.option("--features", required=True, type=click.Path(path_type=Path),
-              help="Patch features: a folder of <slide>.h5 (slide extract, any --layout), a TRIDENT job folder "
-                   "(features_<encoder>/) or a CLAM folder (h5_files/, pt_files/).")
-@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="Slides CSV.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@options.features(required=True,
+                  help="Patch features: a folder of <slide>.h5 (slide extract, any --layout), a TRIDENT job folder "
+                       "(features_<encoder>/) or a CLAM folder (h5_files/, pt_files/).")
+@options.csv(required=True, help="Slides CSV (slide, label[, case_id, fold]).")
+@options.out(help="Run folder.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds.")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-5, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Training epochs per fold (at most; early stopping may end sooner).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="AdamW learning rate.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="AdamW weight decay.")
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Epochs without a lower validation loss before stopping.")
 @click.option("--hidden", type=click.IntRange(min=1), default=384, show_default=True, help="Attention hidden units.")
 @click.option("--embed", type=click.IntRange(min=1), default=512, show_default=True, help="Embedding width.")
-@click.option("--dropout-in", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True)
-@click.option("--dropout-attn", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True)
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for the CIs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dropout-in", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True,
+              help="Dropout on the patch features.")
+@click.option("--dropout-attn", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+              help="Dropout in the gated attention.")
+@options.bootstrap()
+@options.seed(help="Seed for the folds, initialisation and bootstrap.")
 @click.option("--compare", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Second features folder (same slides): same folds, paired t-test over the folds.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout instead of the table.")
-def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, hidden, embed, dropout_in,
-            dropout_attn, n_bootstrap, seed, compare, device, quiet, as_json):
+@options.device()
+@options.quiet()
+@options.json_output(help="Print metrics.json (pooled out-of-fold metrics) to stdout instead of the table.")
+def mil_cmd(features_dir, csv_path, out, folds, epochs, lr, weight_decay, patience, hidden, embed, dropout_in,
+            dropout_attn, bootstrap, seed, compare, device, quiet, as_json):
     """Cross-validated gated attention MIL (ABMIL) slide classification."""
     from panderm.io import jsonable
     from panderm.pathology.mil import train_mil
 
-    result = train_mil(features, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
+    result = train_mil(features_dir, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        patience=patience, hidden=hidden, embed=embed, dropout_in=dropout_in,
-                       dropout_attn=dropout_attn, seed=seed, device=device, n_bootstrap=n_bootstrap,
+                       dropout_attn=dropout_attn, seed=seed, device=device, n_bootstrap=bootstrap,
                        progress=not quiet and not as_json, compare=compare)
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps(jsonable(result.metrics), indent=2))
+        options.echo_json(jsonable(result.metrics))
         return
     s = result.summary
     click.echo(f"gated ABMIL, {s['config']['folds']} case-level folds; {s['n_slides']} slides "
@@ -115,24 +120,25 @@ def mil_cmd(features, csv_path, out, folds, epochs, lr, weight_decay, patience, 
 
 
 @click.command("heatmap", epilog=HEATMAP_EPILOG, context_settings=_CTX)
-@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="panderm slide mil run folder.")
+@options.run(help="A `panderm slide mil` run folder.")
 @click.option("--slide", "slide_path", required=True, type=click.Path(path_type=Path), help="The slide file.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@options.out(help="Output folder.")
 @click.option("--tiles", type=click.Path(path_type=Path), default=None,
               help="Tiles folder (patch size fallback when the attention file lacks it).")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--cmap", default="jet", show_default=True, help="Matplotlib colour map.")
 @click.option("--max-side", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Longer side of the thumbnail (pixels).")
-@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
-def heatmap_cmd(run_dir, slide_path, out, tiles, alpha, cmap, max_side, as_json):
+@options.quiet()
+@options.json_output(help="Print the written paths as JSON on stdout.")
+def heatmap_cmd(run_dir, slide_path, out, tiles, alpha, cmap, max_side, quiet, as_json):
     """Draw a MIL run's attention for one slide on its thumbnail."""
     from panderm.pathology.heatmap import slide_heatmap
 
     png = slide_heatmap(run_dir, slide_path, out, tiles=tiles, alpha=alpha, cmap=cmap, max_side=max_side)
     csv = png.with_name(f"{Path(slide_path).stem}_attention.csv")
     if as_json:
-        click.echo(json.dumps({"heatmap": str(png), "attention": str(csv)}))
+        options.echo_json({"out": out, "heatmap": png, "attention": csv})
     else:
         click.echo(f"wrote {png} and {csv}")
 

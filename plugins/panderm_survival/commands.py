@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from panderm_cli import options
+
 _PATH = click.Path(path_type=Path)
 
 
@@ -38,9 +40,13 @@ Examples:
   # the paper's multivariate Cox: stage I-II patients only
   panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
       --covariates age,sex,breslow,ulceration --subset stage=I,II --out surv-stage12/
+  # a fixed risk-group cut-off instead of the median score; the summary as JSON
+  panderm survival --scores meta/oof.csv --clinical clinical.csv --time rfi_years --event recurred \\
+      --risk-cutoff 0.4 --out surv-cut/ --json
 
 \b
-Outputs in --out: km.png (Kaplan–Meier, high vs low risk at the median score,
+Outputs in --out: km.png (Kaplan–Meier, high vs low risk at the median score
+or --risk-cutoff,
 log-rank p, numbers at risk), cox.csv (HR, 95% CI, p of the risk_group,
 score and multivariate Cox models), forest.png, td_auc.json (time-dependent
 AUC with bootstrap CIs; times beyond the follow-up are null), comparison.csv
@@ -63,19 +69,20 @@ subset, and survival.json records the rows before/after. See docs/prognosis.md."
               help="Join column [default: first of image, case_id, patient_id, lesion_id, id in both files].")
 @click.option("--years", default="3,5,7", show_default=True, metavar="T,…",
               help="Times for the time-dependent AUC, in the unit of --time.")
-@click.option("--split", default="median", show_default=True,
-              help="Risk-group threshold: 'median' or a score value.")
+@click.option("--risk-cutoff", default="median", show_default=True, metavar="median|VALUE",
+              help="Score separating the high and low risk groups: 'median' (of the scores) or a number.")
 @click.option("--cox-score", type=click.Choice(["group", "continuous"]), default="group", show_default=True,
               help="Score term of the multivariate Cox model: high/low risk group or the continuous score.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
-              metavar="N", help="Bootstrap replicates for the td-AUC 95% CIs (0 = none).")
+@options.bootstrap(help="Bootstrap replicates for the td-AUC 95% CIs (0 = none).")
 @click.option("--subset", "subset", multiple=True, metavar="COL=V1,V2",
               help="Analyse only rows whose clinical COL is one of the values, e.g. stage=I,II (the paper's "
                    "multivariate Cox); repeatable for several columns.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--out", type=_PATH, default=Path("survival"), show_default=True, metavar="DIR", help="Output folder.")
-def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, id_col, years, split, cox_score,
-                 n_bootstrap, subset, seed, out):
+@options.seed(help="Bootstrap seed.")
+@options.out()
+@options.quiet()
+@options.json_output(help="Print survival.json (plus out and files) instead of the tables.")
+def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, id_col, years, risk_cutoff, cox_score,
+                 bootstrap, subset, seed, out, quiet, as_json):
     """Prognostic value of a prediction score: Kaplan–Meier, Cox PH and time-dependent AUC.
 
     Joins the scores with the clinical table, splits patients at the median
@@ -89,10 +96,15 @@ def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, i
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {years!r}", param_hint="--years")
     res = survival_analysis(scores, clinical, out, time=time_col, event=event_col, covariates=_list(covariates),
-                            score_col=score_col, id_col=id_col, years=year_values, split=split,
-                            cox_score=cox_score, n_bootstrap=n_bootstrap, seed=seed, subset=_subsets(subset))
+                            score_col=score_col, id_col=id_col, years=year_values,
+                            risk_cutoff=risk_cutoff, cox_score=cox_score, n_bootstrap=bootstrap, seed=seed, subset=_subsets(subset))
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
+    if as_json:
+        from panderm.io import jsonable
+
+        options.echo_json({**jsonable(res.summary), "out": str(res.out), "files": [str(p) for p in res.files]})
+        return
     s = res.summary
     km = s["kaplan_meier"]
     for sub in s["subset"] or []:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from panderm_cli import options
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 _PATH = click.Path(path_type=Path)
@@ -19,21 +20,22 @@ def _warn(lines) -> None:
         click.secho(f"Warning: {printable(line)}", fg="yellow", err=True)
 
 
+_BUNDLE_WEIGHTS = "Encoder weights (registered name or path) when the bundle does not carry its own."
+
+
 def _common(f):
-    """Options shared by the three commands (input layout, encoder, compute)."""
+    """Options shared by the three commands (input layout, compute, output)."""
     opts = [
         click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True,
                      help="Input layout: auto (folder → patient/cohort, CSV → lesions CSV), isic2024."),
         click.option("--images", type=_PATH, default=None, metavar="DIR|HDF5",
                      help="ISIC 2024: image folder or HDF5 file keyed by isic_id (default: found beside the CSV)."),
-        click.option("--weights", default=None, metavar="W",
-                     help="Encoder weights (name or path) when the bundle does not carry its own."),
         click.option("--strict-measurements", is_flag=True,
                      help="Missing measurement columns are an error (default: imputed with a warning)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        options.batch_size(32, why="the TBP pipeline's (feature extraction and fine-tuning)"),
+        options.precision(),
+        options.device(),
+        options.quiet(),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -43,10 +45,10 @@ def _common(f):
 SCREEN_EPILOG = """\b
 Examples:
   panderm screen-tbp --demo --out report/
-  panderm screen-tbp patient_dir/ --bundle bundle/ --out report/
-  panderm screen-tbp cohort_dir/ --bundle bundle/ --out report/
-  panderm screen-tbp isic2024/ --format isic2024 --bundle bundle/ --out report/
-  panderm screen-tbp isic2024/ --format isic2024 --bundle b/ --out r/ --submission submission.csv
+  panderm screen-tbp patient_dir/ --run bundle/ --out report/
+  panderm screen-tbp cohort_dir/ --run bundle/ --out report/ --json
+  panderm screen-tbp isic2024/ --format isic2024 --run bundle/ --out report/
+  panderm screen-tbp isic2024/ --format isic2024 --run b/ --out r/ --submission submission.csv
 
 \b
 A patient folder holds lesion tiles (jpg/png) and measurements.csv
@@ -55,6 +57,8 @@ folder per patient. Paths may be relative to the working directory; image
 paths in measurements.csv stay inside the patient folder. A lesion is flagged
 when the risk head, the ugly-duckling outlier test or the measurement model
 says so (see docs/tbp.md). Patients whose id cannot be a file name are skipped.
+--run is a screening bundle from `panderm tbp train` (default: the bundled
+demo bundle).
 
 \b
 Lesions are ranked by the risk head's probability (rank 1 = highest risk in
@@ -72,10 +76,10 @@ order). Rerunning reuses the features in --out/.work."""
 
 @click.command("screen-tbp", context_settings=_CTX, epilog=SCREEN_EPILOG)
 @click.argument("input", required=False, type=_PATH)
-@click.option("--bundle", type=_PATH, default=None, metavar="DIR",
-              help="Screening bundle from `panderm tbp train` (default: the bundled demo bundle).")
-@click.option("--demo", is_flag=True, help="Screen the bundled demo patient (with the demo bundle unless --bundle).")
-@click.option("--out", type=_PATH, default=Path("tbp-report"), show_default=True, metavar="DIR")
+@options.run(required=False, help="Screening bundle folder from `panderm tbp train` [default: the bundled demo "
+                                  "bundle].")
+@click.option("--demo", is_flag=True, help="Screen the bundled demo patient (with the demo bundle unless --run).")
+@options.out(help="Output folder for lesions.csv, patients.json and the reports.")
 @click.option("--lesion-filter", is_flag=True,
               help="Apply the paper's Vectra filter first (majorAxisMM ≥ 2, deltaLBnorm ≥ 4.5, ...).")
 @click.option("--measure-from-image/--vectra-measurements", default=None,
@@ -83,26 +87,30 @@ order). Rerunning reuses the features in --out/.work."""
 @click.option("--no-reports", is_flag=True, help="Skip the HTML reports.")
 @click.option("--map", "map_method", type=click.Choice(["pca", "umap"]), default="pca", show_default=True,
               help="Feature-space map in the reports (umap needs umap-learn).")
-@click.option("--json", "as_json", is_flag=True, help="Print patients.json to stdout.")
+@options.json_output(help="Print patients.json (plus the output folder) as JSON on stdout.")
 @click.option("--submission", type=_PATH, default=None, metavar="FILE",
               help="Also write an ISIC 2024 submission CSV: isic_id,target (the risk head's probability), one row "
                    "per screened lesion in input order; the input needs isic_id.")
+@options.weights(help=_BUNDLE_WEIGHTS)
 @_common
-def screen_tbp_cmd(input, bundle, demo, out, lesion_filter, measure_from_image, no_reports, map_method, as_json,
-                   submission, fmt, images, weights, strict_measurements, batch_size, precision, device, quiet):
+def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image, no_reports, map_method, as_json,
+                   submission, weights, fmt, images, strict_measurements, batch_size, precision, device, quiet):
     """Screen the lesions of a patient (or a cohort) and rank them for dermoscopy."""
     from panderm.tbp.screen import screen_tbp
 
     if input is None and not demo:
         raise click.UsageError("give a patient/cohort folder, or --demo")
-    res = screen_tbp(input, out, bundle=bundle, demo=demo, fmt=fmt, images=images, weights=weights,
+    res = screen_tbp(input, out, bundle=run_dir, demo=demo, fmt=fmt, images=images, weights=weights,
                      measure_from_image=measure_from_image, lesion_filter=lesion_filter,
                      on_missing="error" if strict_measurements else "impute", reports=not no_reports,
                      map_method=map_method, batch_size=batch_size, precision=precision, device=device,
                      progress=not quiet, submission=submission)
     _warn(res.warnings)
     if as_json:
-        click.echo((res.out / "patients.json").read_text())
+        import json
+
+        options.echo_json({**json.loads((res.out / "patients.json").read_text()), "out": res.out,
+                           "submission": submission})
         return
     click.echo(f"{res.n_patients} patient(s), {res.n_lesions} lesions screened, {res.n_flagged} flagged for "
                f"dermoscopy, {res.n_skipped} skipped" + ("" if res.ml_used else " (measurement model off)"))
@@ -125,10 +133,11 @@ def tbp_group():
 
 TRAIN_EPILOG = """\b
 Examples:
-  panderm tbp train --lesions lesions.csv --root tiles/ --model panderm_base_patch16_224 --weights W --out bundle/
+  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --out bundle/
   panderm tbp train --lesions lesions.csv --root tiles/ --weights W --head finetune --epochs 10 --out bundle/
+  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --head finetune --out bundle/ --resume
   panderm tbp train --lesions train-metadata.csv --format isic2024 --images train-image.hdf5 --weights W --out b/
-  panderm tbp train --lesions lesions.csv --root tiles/ --measure-from-image --out bundle/
+  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --measure-from-image --out bundle/ --json
 
 \b
 Lesions CSV: patient_id, lesion_id, image (relative to --root, which it
@@ -151,14 +160,16 @@ record it.
 Outputs in --out (the bundle): bundle.json (with the sha256 of every member),
 risk_head.safetensors, extra_trees.safetensors (the trees' arrays), importance.csv,
 card.md, encoder.safetensors (fine-tuned only), metrics.json and
-validation_lesions.csv. --resume refuses a changed table or other weights."""
+validation_lesions.csv. --resume continues an interrupted fine-tuning in
+--out/.work and refuses a changed table or other weights. The default
+encoder is PanDerm-Large (ViT-L), the paper's TBP model."""
 
 
 @tbp_group.command("train", context_settings=_CTX, epilog=TRAIN_EPILOG)
 @click.option("--lesions", required=True, type=_PATH, metavar="CSV", help="Labelled lesions (or ISIC 2024 metadata).")
-@click.option("--root", type=_PATH, default=None, metavar="DIR", help="Folder image paths are relative to.")
-@click.option("--model", default="panderm_base_patch16_224", show_default=True, help="Encoder name.")
-@click.option("--out", type=_PATH, required=True, metavar="DIR", help="Bundle folder.")
+@options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
+@options.encoder(model_help="Encoder name (see `panderm models`); the paper screens with PanDerm-Large (ViT-L).")
+@options.out(help="Bundle folder.")
 @click.option("--head", type=click.Choice(["probe", "finetune"]), default="probe", show_default=True,
               help="probe: linear head on frozen features; finetune: encoder + head with the Trainer.")
 @click.option("--measure-from-image", is_flag=True, help="Train the measurement model on image-derived substitutes.")
@@ -168,23 +179,28 @@ validation_lesions.csv. --resume refuses a changed table or other weights."""
               help="Validation sensitivity each threshold reaches (risk head on risk_label, measurement model on "
                    "label).")
 @click.option("--ud-k", type=click.FloatRange(min=0), default=1.5, show_default=True, help="IQR multiplier.")
-@click.option("--ud-min-lesions", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--ud-metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--trees", "n_estimators", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--ud-min-lesions", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Ugly duckling: patients with fewer lesions get no outlier test.")
+@click.option("--ud-metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True,
+              help="Ugly duckling: distance from each lesion's features to the patient's mean.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Without a split column: StratifiedGroupKFold folds (one fold, grouped by patient, validates).")
+@click.option("--trees", "n_estimators", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Trees of the measurement model (ExtraTrees).")
 @click.option("--epochs", type=float, default=10, show_default=True, help="Fine-tuning epochs.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Fine-tuning optimizer steps instead.")
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Resume an interrupted fine-tuning run in --out/.work.")
+@click.option("--lr", type=float, default=5e-4, show_default=True,
+              help="Fine-tuning learning rate (not batch-scaled, as the paper).")
+@options.seed()
+@options.resume(help="Continue the interrupted run in --out (its fine-tuning in --out/.work); refused when the "
+                     "table or the weights changed.")
 @click.option("--keep-work", is_flag=True, help="Keep --out/.work (features, fine-tuning checkpoints) after success.")
-@click.option("--random-init", is_flag=True,
-              help="Use a randomly initialised encoder (for tests and ablations; features are meaningless).")
+@options.json_output(help="Print metrics.json (plus the bundle folder and counts) as JSON on stdout.")
 @_common
-def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, lesion_filter, target_sensitivity,
-                  ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr, seed, resume, keep_work,
-                  random_init, fmt,
-                  images, weights, strict_measurements, batch_size, precision, device, quiet):
+def tbp_train_cmd(lesions, root, model, weights, random_init, out, head, measure_from_image, no_ml, lesion_filter,
+                  target_sensitivity, ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr,
+                  seed, resume, keep_work, as_json, fmt, images, strict_measurements, batch_size, precision, device,
+                  quiet):
     """Train a screening bundle: risk head (on risk_label), ExtraTrees (on label), thresholds."""
     from panderm.tbp.train import train_tbp
 
@@ -197,6 +213,10 @@ def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, le
                     on_missing="error" if strict_measurements else "impute", progress=not quiet, resume=resume,
                     keep_work=keep_work)
     _warn(res.warnings)
+    if as_json:
+        options.echo_json({**res.metrics, "bundle": res.bundle, "n_train": res.n_train, "n_val": res.n_val,
+                           "skipped": res.skipped})
+        return
     v = res.metrics["validation"]
     click.echo(f"trained on {res.n_train} lesions, validated on {res.n_val} ({res.skipped} skipped); "
                f"risk head target: {res.metrics['risk_target']['column']}")
@@ -209,8 +229,8 @@ def tbp_train_cmd(lesions, root, model, out, head, measure_from_image, no_ml, le
 
 EVAL_EPILOG = """\b
 Examples:
-  panderm tbp eval --bundle bundle/ --lesions test.csv --root tiles/ --out eval/
-  panderm tbp eval --bundle bundle/ --lesions test-metadata.csv --format isic2024 --out eval/
+  panderm tbp eval --run bundle/ --lesions test.csv --root tiles/ --out eval/
+  panderm tbp eval --run bundle/ --lesions test-metadata.csv --format isic2024 --out eval/ --json
 
 \b
 Every metric is computed against label (pathology), whatever the bundle's
@@ -226,24 +246,26 @@ are evaluated (--split to choose)."""
 
 
 @tbp_group.command("eval", context_settings=_CTX, epilog=EVAL_EPILOG)
-@click.option("--bundle", type=_PATH, required=True, metavar="DIR")
-@click.option("--lesions", required=True, type=_PATH, metavar="CSV")
-@click.option("--root", type=_PATH, default=None, metavar="DIR")
+@options.run(help="Screening bundle folder from `panderm tbp train`.")
+@click.option("--lesions", required=True, type=_PATH, metavar="CSV",
+              help="Labelled lesions CSV (or ISIC 2024 metadata): patient_id, lesion_id, image, label.")
+@options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
 @click.option("--split", default=None, help="Rows to evaluate (default: test if present, else all).")
-@click.option("--out", type=_PATH, required=True, metavar="DIR")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
+@options.out()
+@options.json_output(help="Print metrics.json (plus the output folder) as JSON on stdout.")
+@options.weights(help=_BUNDLE_WEIGHTS)
 @_common
-def tbp_eval_cmd(bundle, lesions, root, split, out, as_json, fmt, images, weights, strict_measurements, batch_size,
+def tbp_eval_cmd(run_dir, lesions, root, split, out, as_json, weights, fmt, images, strict_measurements, batch_size,
                  precision, device, quiet):
     """Screening metrics of a bundle on labelled lesions."""
     from panderm.tbp.evaluate import evaluate_tbp
 
-    m = evaluate_tbp(bundle, lesions, out, root=root, fmt=fmt, images=images, split=split, weights=weights,
+    m = evaluate_tbp(run_dir, lesions, out, root=root, fmt=fmt, images=images, split=split, weights=weights,
                      on_missing="error" if strict_measurements else "impute", batch_size=batch_size,
                      precision=precision, device=device, progress=not quiet)
     _warn(m["warnings"])
     if as_json:
-        click.echo(json.dumps(m, indent=2))
+        options.echo_json({**m, "out": out})
         return
     s = m["summary"]
     click.echo(m["table_markdown"])

@@ -1,4 +1,4 @@
-"""torch.distributed helpers shared by training (and usable by extraction).
+"""torch.distributed helpers shared by training, feature extraction and slide features.
 
 Launch model: ``torchrun`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; without
 them (or with ``WORLD_SIZE=1``) everything runs in one process and no process

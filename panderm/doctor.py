@@ -47,7 +47,7 @@ def describe_extra(info: dict) -> str:
     from panderm.extras import install_hint
 
     if info["version"] is None:
-        return f"not installed ({install_hint(info['extra'])})"
+        return f"not installed ({install_hint(info['extra'])})" if info["extra"] else "not installed (not used)"
     broken = "" if info["available"] else f"  but import fails: {info['error']}"
     return f"{info['version']}{broken}"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from panderm.errors import ConfigError
 
-#: import name → (distribution name, pip extra of ``panderm`` that installs it).
-OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
+#: import name → (distribution name, pip extra of ``panderm`` that installs it; ``None``: no extra, reported only).
+OPTIONAL_MODULES: dict[str, tuple[str, str | None]] = {
     "open_clip": ("open_clip_torch", "train"),
     "openslide": ("openslide-python", "slide"),
     "tifffile": ("tifffile", "slide"),
@@ -22,7 +22,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "python_multipart": ("python-multipart", "serve"),
     "huggingface_hub": ("huggingface_hub", "hub"),
     "triton": ("triton", "gpu"),
-    "xformers": ("xformers", "gpu"),
+    "xformers": ("xformers", None),  # nothing uses it: attention runs on our kernels or torch SDPA
     "playwright": ("playwright", "dev"),
 }
 

@@ -18,7 +18,7 @@ Random baselines of the same architecture (``--inits``, each with ``--seeds``):
 
 Usage::
 
-    python benchmarks/pretrain_learns.py --weights panderm/weights/panderm_tiny_demo.safetensors \\
+    python benchmarks/pretrain_learns.py --weights panderm/bundled_weights/panderm_tiny_demo.safetensors \\
         --out runs/pretrain_learns            # table: demo vs every random init
     python benchmarks/pretrain_learns.py --run runs/tiny-demo --inits none --out runs/curve
                                               # curve: probe score of every checkpoint of a run

@@ -57,7 +57,7 @@ class PretrainedCfg:
         license: Licence of the weights.
         file_name: Name of the released checkpoint file, if any.
         hf_hub_id: Optional hub id for the opt-in ``hf-hub:`` loader.
-        bundled: File name under ``panderm/weights/`` of weights shipped in the
+        bundled: File name under ``panderm/bundled_weights/`` of weights shipped in the
             package; such a tag loads them when no ``--weights`` is given.
         notes: Free text shown by ``panderm models``.
     """

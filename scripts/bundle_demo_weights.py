@@ -2,7 +2,7 @@
 
 Loads ``RUN/checkpoint-last.pth`` strictly into the tiny encoder and writes its
 encoder tensors (fp16, to keep the package small) to
-``panderm/weights/panderm_tiny_demo.safetensors`` (or to OUT when given, e.g. a candidate
+``panderm/bundled_weights/panderm_tiny_demo.safetensors`` (or to OUT when given, e.g. a candidate
 file to evaluate before it replaces the bundled one). Usage:
 
     python scripts/bundle_demo_weights.py runs/tiny-demo [OUT.safetensors]
@@ -21,7 +21,7 @@ from panderm.io import atomic_path, sha256_file
 from panderm.models.checkpoint import encoder_state_dict, load_encoder_state
 from panderm.models.factory import create_encoder
 
-OUT = Path(__file__).resolve().parents[1] / "panderm" / "weights" / "panderm_tiny_demo.safetensors"
+OUT = Path(__file__).resolve().parents[1] / "panderm" / "bundled_weights" / "panderm_tiny_demo.safetensors"
 
 
 def main(run: Path, out: Path = OUT) -> None:

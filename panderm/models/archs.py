@@ -36,7 +36,7 @@ ARCHS = {
          PretrainedCfg(tag="demo", num_features=192, bundled="panderm_tiny_demo.safetensors",
                        license="CC BY-NC 4.0 (trained on HAM10000 / ISIC images; attribute, non-commercial)",
                        notes="demo encoder pretrained by `panderm pretrain` (hogplus teacher, 250 steps, ~15-45 CPU minutes) on "
-                             "../shared/data; a demo, not for clinical use (panderm/weights/panderm_tiny_demo.md)")],
+                             "../shared/data; a demo, not for clinical use (panderm/bundled_weights/panderm_tiny_demo.md)")],
         "ViT-Ti/16 sized PanDerm encoder for CPU demos",
     ),
     "panderm_test_patch16_224": (

@@ -28,10 +28,10 @@ def get_encoder_entry(name: str) -> tuple[EncoderEntry, PretrainedCfg]:
 
 
 def bundled_weights_path(cfg: PretrainedCfg) -> Path:
-    """Path of weights shipped inside the package for ``cfg`` (``panderm/weights/<file>``)."""
+    """Path of weights shipped inside the package for ``cfg`` (``panderm/bundled_weights/<file>``)."""
     from panderm.errors import CheckpointError
 
-    path = Path(__file__).resolve().parents[1] / "weights" / cfg.bundled
+    path = Path(__file__).resolve().parents[1] / "bundled_weights" / cfg.bundled
     if not path.is_file():
         raise CheckpointError(f"bundled weights {path} for tag '{cfg.tag}' are missing from the installation",
                               hint="reinstall panderm, or pass --weights explicitly")

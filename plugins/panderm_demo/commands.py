@@ -20,7 +20,7 @@ def demo_cmd(out, model: str, weights: str | None, random_init: bool, precision:
     """Extract features from 84 bundled HAM10000 images (7 classes) and linear-probe them.
 
     Everything is local: the images and the default encoder (a tiny ViT pretrained
-    with `panderm pretrain` on public skin images, see panderm/weights/) ship inside
+    with `panderm pretrain` on public skin images, see panderm/bundled_weights/) ship inside
     the package (CC BY-NC 4.0). 84 images are far too few to judge an encoder: the
     numbers show that the pipeline works end to end.
     """

@@ -59,7 +59,7 @@ def bench(fn, images, batch, device) -> dict:
 def run_one(config: str, args) -> dict:
     """Time one configuration in this process: ``classical`` or ``<model>:<fp32|bf16>``."""
     device = torch.device(args.device)
-    from panderm.longitudinal.preprocess import segment_lesion
+    from panderm.data.skin import segment_lesion
     from panderm.models.factory import create_encoder
     from panderm.segmentation.model import SegmentationModel
     from panderm.segmentation.train import predict_probability

@@ -151,3 +151,31 @@ def read_csv_frame(path: str | os.PathLike):
         return pd.DataFrame()
     except Exception as exc:
         raise InputError(f"cannot read {path} as CSV: {exc}") from None
+
+
+def write_skipped_csv(path_or_folder: str | os.PathLike, rows, columns=("path", "reason"), *,
+                      write_empty: bool = True) -> Path | None:
+    """Write ``skipped.csv``: one row per item left out of a run, with the reason, atomically.
+
+    Args:
+        path_or_folder: The CSV file (a name ending in ``.csv``) or the output folder
+            (then ``<folder>/skipped.csv``; the folder is created).
+        rows: Tuples in ``columns`` order, or dicts keyed by column (missing keys → empty cells,
+            other keys ignored).
+        columns: Header of the file (``path, reason`` for images; TBP lesions add their ids).
+        write_empty: Write a header-only file when ``rows`` is empty; ``False``: write nothing.
+
+    Returns:
+        The file written, or ``None`` when nothing was written.
+    """
+    import pandas as pd
+
+    path = Path(path_or_folder)
+    if path.suffix.lower() != ".csv":
+        path = path / "skipped.csv"
+    rows = list(rows)
+    if not rows and not write_empty:
+        return None
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False)
+    return path

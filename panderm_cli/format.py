@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import re
+
+from panderm.formatting import format_number
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_AND_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
@@ -19,8 +20,8 @@ def printable(text: object, *, one_line: bool = False) -> str:
 
 
 def fmt(v: float | None, spec: str = ".4f") -> str:
-    """``v`` formatted with ``spec``; ``n/a`` for None, NaN and infinities."""
-    return "n/a" if v is None or not math.isfinite(v) else format(v, spec)
+    """``v`` formatted with ``spec``; ``n/a`` for None, NaN and infinities (:func:`panderm.formatting.format_number`)."""
+    return format_number(v, spec)
 
 
 def metrics_table(metrics: dict, ci_label: str = "95% CI") -> str:

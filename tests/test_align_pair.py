@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from panderm.longitudinal import preprocess as pp
+from panderm.data import skin as pp
 from panderm.longitudinal.align import align_pair, align_pairs
 from panderm.longitudinal.ransac import (
     draw_samples,

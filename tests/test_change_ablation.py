@@ -54,7 +54,7 @@ def test_warp_caches_in_a_frame(pairs, tmp_path):
 
 
 def test_mask_blanks_background(pairs, tmp_path):
-    from panderm.longitudinal.preprocess import segment_lesion
+    from panderm.data.skin import segment_lesion
 
     rows = pd.read_csv(pairs / "pairs.csv").head(1)
     (a_p, _), = prepare_pairs(rows, pairs, "mask", tmp_path / "cache")

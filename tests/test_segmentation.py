@@ -258,7 +258,7 @@ class FakeSegmenterPlugin:
 
 
 def test_segmenter_registry_builtins_and_run(trained):
-    from panderm.longitudinal.preprocess import segment_lesion
+    from panderm.data.skin import segment_lesion
     from panderm.segmentation.segmenters import RunSegmenter, get_segmenter
 
     regs = registries()

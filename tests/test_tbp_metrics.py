@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from panderm.io import jsonable
 from panderm.tbp.metrics import (
     MODULES,
     combine_flags,
-    jsonable,
     module_table,
     partial_auroc,
     per_patient_table,

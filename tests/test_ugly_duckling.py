@@ -1,15 +1,12 @@
-"""panderm_kernels.ugly_duckling: numpy reference vs hand computation, Numba kernel vs reference."""
+"""panderm_kernels.patient_outliers (ugly duckling): numpy reference vs hand computation, Numba kernel vs reference."""
 
 from __future__ import annotations
-
-import importlib
 
 import numpy as np
 import panderm_kernels as pk
 import pytest
 from panderm_kernels import dispatch
-
-ud = importlib.import_module("panderm_kernels.ugly_duckling")  # pk.ugly_duckling is the function
+from panderm_kernels import patient_outliers as ud
 
 HAS_NUMBA = ud._numba_importable()
 needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")

@@ -11,8 +11,9 @@ for the rules and the per-layer caching pattern::
 The Triton modules are imported lazily, on the first call that needs them, so that
 ``import panderm_kernels`` stays cheap and ``TRITON_INTERPRET`` can still be set first.
 
-:func:`ugly_duckling` (per-patient outlier lesions on CPU numpy features) has a numpy
-reference and a Numba kernel, likewise compiled on first use.
+:func:`ugly_duckling` (per-patient outlier lesions on CPU numpy features,
+:mod:`panderm_kernels.patient_outliers`) has a numpy reference and a Numba kernel,
+likewise compiled on first use.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ from panderm_kernels.dispatch import (
 )
 
 # numpy-only module: Numba is imported (and the kernel compiled) on the first numba call.
-# Note: this binds the *function* over the submodule name; import the module itself
-# with ``importlib.import_module("panderm_kernels.ugly_duckling")``.
-from panderm_kernels.ugly_duckling import ugly_duckling, ugly_duckling_reference
+from panderm_kernels.patient_outliers import ugly_duckling, ugly_duckling_reference
 
 __all__ = [
     "KernelChoice",

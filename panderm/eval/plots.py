@@ -9,13 +9,18 @@ import numpy as np
 from panderm.io import atomic_path
 
 
-def new_figure(width: float, height: float):
-    """A matplotlib Figure on an Agg canvas (no pyplot state, no GUI backend)."""
-    # A bare Figure with an Agg canvas: no pyplot global state, no GUI backend.
+def new_figure(width: float, height: float, *, dpi: int = 120, layout: str | None = "constrained"):
+    """A matplotlib Figure on an Agg canvas (no pyplot state, no GUI backend).
+
+    Args:
+        width, height: Size in inches.
+        dpi: Dots per inch (the TBP report and body map use 100).
+        layout: Matplotlib layout engine; ``None`` for figures placed by hand (``subplots_adjust``).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -105,7 +105,7 @@ def process_pair(a_path, b_path, steps, align_preset: str = ALIGN_PRESET) -> tup
         InputError: an unreadable image.
     """
     from panderm.longitudinal.align import align_pair
-    from panderm.longitudinal.preprocess import segment_lesion
+    from panderm.data.skin import segment_lesion
 
     res = align_pair(a_path, b_path, steps=steps, fallback_identity=True, preset=align_preset)
     img = res.images

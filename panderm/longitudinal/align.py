@@ -17,13 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from panderm.data.skin import remove_dark_corners, remove_hair, segment_lesion
 from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json, read_csv_rows
-from panderm.longitudinal.preprocess import (
-    remove_dark_corners,
-    remove_hair,
-    segment_lesion,
-)
 from panderm.longitudinal.register import (
     BORDERS,
     TRANSFORMS,

@@ -16,6 +16,13 @@ Pairs CSV columns: ``image_a``, ``image_b`` (paths relative to ``root``, which t
 may not leave; without a root, relative to the CSV's folder or absolute), ``label`` (``0``/``1``, or the strings ``unchanged``/``changed``), ``split``
 (``train``/``val``/``test``; the ``val`` rows select the checkpoint, see :func:`train_change`)
 and optionally ``patient``.
+
+Training (:func:`train_change`) follows the paper by default (:data:`PAPER_RECIPE`): the whole
+preprocessing pipeline, lr 5e-4 (not scaled by the batch size), 50 epochs of which 10 warm up,
+evaluation on the ``val`` rows after every epoch and ``checkpoint-best.pth`` = the epoch of the best
+val AUROC (what ``change eval`` loads). Without val rows (or with one class only there) the last epoch
+is used and ``result.warnings`` says so. ``change_config.json`` records the choice under ``selection``
+(``checkpoint``, ``step``, ``epoch``, ``val_auroc``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panderm.errors import InputError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 from panderm.models.checkpoint import load_module_weights
 
 PAIR_COLUMNS = ("image_a", "image_b", "label")  # + optional split (absent: every row is used), patient
@@ -332,93 +339,116 @@ def train_change(pairs_csv: str | Path, root: str | Path, out: str | Path, model
                  align_preset: str = "default", random_init: bool = False, **train_kwargs):
     """Train a :class:`SiameseChangeModel` with the shared Trainer; keep the checkpoint of the best val AUROC.
 
-    Defaults follow the paper (:data:`PAPER_RECIPE`): the whole preprocessing pipeline, lr 5e-4
-    (not scaled by the batch size), 50 epochs of which 10 warm up, evaluation on the ``val`` rows
-    after every epoch and ``checkpoint-best.pth`` = the epoch of the best val AUROC (what
-    ``change eval`` loads). Without val rows (or with one class only there) the last epoch is used
-    and ``result.warnings`` says so. ``change_config.json`` records the choice under ``selection``
-    (``checkpoint``, ``step``, ``epoch``, ``val_auroc``).
+    Defaults and checkpoint selection: see "Training" in the module docstring.
 
     Args:
-        pairs_csv, root: Pairs CSV and the folder its image paths are relative to (``--root``;
-            rows may not leave it; None: the CSV's folder, absolute paths allowed).
+        pairs_csv, root: Pairs CSV and the folder its image paths are relative to (``--root``; rows may
+            not leave it; None: the CSV's folder, absolute paths allowed).
         out: Run folder (checkpoints, log.jsonl, config.json, ``change_config.json``).
-        model, weights: Encoder name and weights for :func:`create_encoder`.
-        random_init: Allow a randomly initialised encoder that ships no weights (tests and ablations).
-        steps: Preprocessing ablation (``--preprocess`` on the command line): a preset (``default`` = raw images, ``warp``,
-            ``mask``, ``whole``) or a comma list of align steps; see
-            :mod:`panderm.longitudinal.ablation`. Anything but ``default`` preprocesses each
-            train and val pair once into ``out/preprocessed/`` (with ``preprocess.csv``).
-            None: ``whole`` (``default`` with ``quick``).
-        align_preset: Registration of the ``register`` step: ``align-pair``'s ``default``
-            (similarity; registers real follow-up pairs) or ``paper`` (the release's Euclidean).
-        max_steps, epochs: Training length (``max_steps`` wins; None: 50 epochs, 3 with ``quick``).
-        quick: Use :data:`QUICK_RECIPE` for what is not given (raw images, 3 epochs, 1 warm-up epoch).
+        model, weights, random_init: :func:`create_encoder` arguments (``random_init``: tests and ablations).
+        steps: Preprocessing ablation (``--preprocess``): a preset (``default`` = raw images, ``warp``, ``mask``,
+            ``whole``) or a comma list of align steps (:mod:`panderm.longitudinal.ablation`). Anything but
+            ``default`` preprocesses each train and val pair once into ``out/preprocessed/`` (with
+            ``preprocess.csv``). None: ``whole`` (``default`` with ``quick``).
+        align_preset: Registration of the ``register`` step: ``align-pair``'s ``default`` (similarity;
+            registers real follow-up pairs) or ``paper`` (the release's Euclidean).
+        max_steps, epochs, warmup_epochs: Training length (``max_steps`` wins; None: 50 epochs, 10 of them
+            warm-up; 3 and 1 with ``quick``, which uses :data:`QUICK_RECIPE` for what is not given).
         batch_size, lr: Per-step batch and learning rate (used as given, no batch scaling).
-        hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options.
-        preset: Image transform preset (default: the encoder's).
+        hidden, margin, contrastive_weight: :class:`SiameseChangeModel` options; preset: image transform
+            preset (default: the encoder's).
         split: Rows of the pairs CSV to train on (the ``val`` rows select the checkpoint).
-        precision, device, num_workers, seed, progress: Trainer options (``precision`` ``auto``:
-            bf16 on CUDA and bf16-capable CPUs, else fp32; ``num_workers`` None: min(2, CPUs)).
-        warmup_epochs: Linear warm-up epochs (None: 10, 1 with ``quick``).
-        resume: Continue the run in ``out``; refused when the pairs (images, label, split), the
-            image files or the starting weights differ from the run's (``inputs.json``).
+        precision, device, num_workers, seed, progress: Trainer options (``precision`` ``auto``: bf16 on
+            CUDA and bf16-capable CPUs, else fp32; ``num_workers`` None: min(2, CPUs)).
+        resume: Continue the run in ``out``; refused when the pairs (images, label, split), the image
+            files or the starting weights differ from the run's (``inputs.json``).
         **train_kwargs: Further :class:`~panderm.train.trainer.TrainConfig` fields.
 
     Returns:
-        The Trainer's ``TrainResult`` plus ``preprocess`` (counts, None for ``default``),
-        ``selection`` (as in ``change_config.json``) and ``warnings``.
+        The Trainer's ``TrainResult`` plus ``preprocess`` (counts, None for ``default``), ``selection``
+        (as in ``change_config.json``) and ``warnings``.
     """
-    from panderm.data.transforms import build_transform
-    from panderm.longitudinal.ablation import ablation_name, parse_ablation
-    from panderm.longitudinal.align import resolve_preset
-    from panderm.models.factory import create_encoder
+    from panderm.longitudinal.ablation import parse_ablation
     from panderm.train.trainer import TrainConfig, Trainer
 
-    if num_workers is None:
-        num_workers = min(2, os.cpu_count() or 1)
+    num_workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
     recipe = change_recipe(quick, steps=steps, epochs=epochs, warmup_epochs=warmup_epochs)
     ablation = parse_ablation(recipe["steps"])
-    train_rows, val_rows, no_val = _train_and_val_rows(pairs_csv, split)
-    inputs_rows = resolve_pairs(pd.concat([train_rows, val_rows], ignore_index=True), root, pairs_csv)
     out = Path(out)
-    resolve_preset(align_preset)  # an unknown preset fails before any work
-    ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split, align_preset)
-    encoder = create_encoder(model, weights, random_init=random_init)
-    preset = preset or encoder.pretrained_cfg.preset
-    net = SiameseChangeModel(encoder, hidden=hidden, margin=margin, contrastive_weight=contrastive_weight)
-    transform = build_transform(preset)
-    dataset = PairDataset(ds_rows, "/", transform, split=split)
-    val_set = PairDataset(ds_rows, "/", transform, split="val")
+    inputs_rows, ds_rows, summary, n_val, no_val = _training_pairs(pairs_csv, root, split, ablation, out,
+                                                                   align_preset)
+    model_options = {"hidden": hidden, "margin": margin, "contrastive_weight": contrastive_weight}
+    net, preset, dataset, val_set = _change_model_and_data(model, weights, random_init, preset, ds_rows, split,
+                                                           **model_options)
     no_selection = _no_selection(val_set, pairs_csv, no_val)
     eval_fn = None if no_selection else val_auroc_fn(val_set, batch_size, num_workers)
     epochs = None if max_steps else recipe["epochs"]
     cfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, lr_base_batch=0,
                       precision=precision, device=device, num_workers=num_workers, seed=seed,
                       warmup_epochs=recipe["warmup_epochs"], progress=progress, **train_kwargs)
-    run_config = {"task": "change", "pairs_csv": str(pairs_csv), "root": None if root is None else str(root),
-                  "model": model, "weights": None if weights is None else str(weights), "hidden": hidden,
-                  "margin": margin, "contrastive_weight": contrastive_weight, "preset": preset, "split": split,
-                  "steps": list(ablation), "ablation": ablation_name(ablation),
-                  "align_preset": align_preset if "register" in ablation else None,
-                  "monitor": None if eval_fn is None else MONITOR, "n_val": len(val_rows)}
+    run_config = _change_run_config(pairs_csv, root, model, weights, model_options, preset, split, ablation,
+                                    align_preset, monitored=eval_fn is not None, n_val=n_val)
     record = {**run_config, "preprocess": summary,
               "recipe": {"quick": quick, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
                          "warmup_epochs": recipe["warmup_epochs"], "lr": lr, "lr_batch_scaling": False}}
-    inputs = describe_change_inputs(inputs_rows, pairs_csv, encoder)
+    inputs = _start_change_run(out, record, describe_change_inputs(inputs_rows, pairs_csv, net.encoder), resume)
+    trainer = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume,
+                      inputs=inputs, eval_fn=eval_fn, monitor=None if eval_fn is None else MONITOR)
+    result = trainer.fit()
+    result.preprocess, result.warnings = summary, [no_selection] if no_selection else []
+    result.selection = _selection(result, trainer, no_selection, n_val)
+    atomic_write_json(out / CONFIG_FILE, {**record, "selection": result.selection})
+    return result
+
+
+def _training_pairs(pairs_csv, root, split: str, ablation: tuple, out: Path, align_preset: str):
+    """The training and ``val`` pairs, resolved and preprocessed once:
+    ``(pairs, dataset rows, preprocessing summary, number of val rows, why there are none)``."""
+    from panderm.longitudinal.align import resolve_preset
+
+    train_rows, val_rows, no_val = _train_and_val_rows(pairs_csv, split)
+    inputs_rows = resolve_pairs(pd.concat([train_rows, val_rows], ignore_index=True), root, pairs_csv)
+    resolve_preset(align_preset)  # an unknown preset fails before any work
+    ds_rows, summary = _preprocess(inputs_rows, ablation, out, pairs_csv, split, align_preset)
+    return inputs_rows, ds_rows, summary, len(val_rows), no_val
+
+
+def _change_model_and_data(model: str, weights, random_init: bool, preset: str | None, ds_rows: pd.DataFrame,
+                           split: str, **model_options):
+    """The Siamese model on a new encoder, its transform preset, and the training and ``val`` pair datasets."""
+    from panderm.data.transforms import build_transform
+    from panderm.models.factory import create_encoder
+
+    encoder = create_encoder(model, weights, random_init=random_init)
+    preset = preset or encoder.pretrained_cfg.preset
+    net = SiameseChangeModel(encoder, **model_options)
+    transform = build_transform(preset)
+    return (net, preset, PairDataset(ds_rows, "/", transform, split=split),
+            PairDataset(ds_rows, "/", transform, split="val"))
+
+
+def _change_run_config(pairs_csv, root, model: str, weights, model_options: dict, preset: str, split: str,
+                       ablation: tuple, align_preset: str, *, monitored: bool, n_val: int) -> dict:
+    """The run's ``config.json`` fields: data, encoder, model options, preprocessing ablation, monitor."""
+    from panderm.longitudinal.ablation import ablation_name
+
+    return {"task": "change", "pairs_csv": str(pairs_csv), "root": None if root is None else str(root),
+            "model": model, "weights": None if weights is None else str(weights), **model_options,
+            "preset": preset, "split": split, "steps": list(ablation), "ablation": ablation_name(ablation),
+            "align_preset": align_preset if "register" in ablation else None,
+            "monitor": MONITOR if monitored else None, "n_val": n_val}
+
+
+def _start_change_run(out: Path, record: dict, inputs: dict, resume: bool) -> dict:
+    """Refuse a resume whose inputs changed, then write ``change_config.json`` (without ``selection``);
+    returns ``inputs``."""
     if resume and (out / "train-state.pt").is_file():  # refuse before change_config.json is rewritten
         from panderm.provenance import check_resume_inputs
 
         check_resume_inputs(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG_FILE, record)
-    trainer = Trainer(net, dataset, cfg, out, export_fn=_export, run_config=run_config, resume=resume,
-                      inputs=inputs, eval_fn=eval_fn, monitor=None if eval_fn is None else MONITOR)
-    result = trainer.fit()
-    result.preprocess, result.warnings = summary, [no_selection] if no_selection else []
-    result.selection = _selection(result, trainer, no_selection, len(val_rows))
-    atomic_write_json(out / CONFIG_FILE, {**record, "selection": result.selection})
-    return result
+    return inputs
 
 
 def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
@@ -462,27 +492,49 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
     Returns:
         The ``metrics.json`` content.
     """
-    from panderm.data.pretrain import skip_collate
     from panderm.data.transforms import build_transform
-    from panderm.eval.metrics import bootstrap_ci, threshold_metrics_ci
+    from panderm.longitudinal.ablation import ablation_name
 
     net, cfg = load_change_model(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(dev)
-    from panderm.longitudinal.ablation import ablation_name, apply_to_rows
-
-    rows = resolve_pairs(read_pairs(pairs_csv, split), root, pairs_csv)
     ablation = tuple(cfg.get("steps") or ())
     out = Path(out)
-    ds_rows, data_root, skipped, summary = rows, "/", [], None  # the paths are absolute
-    if ablation:
-        # runs from before align presets registered as the release does
-        align_preset = cfg.get("align_preset") or "paper"
-        rows, ds_rows, skipped, summary = apply_to_rows(rows, data_root, ablation, out / "preprocessed", align_preset)
-    dataset = PairDataset(ds_rows, data_root, build_transform(cfg["preset"]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
+    rows, ds_rows, skipped, summary = _evaluation_pairs(pairs_csv, split, root, ablation, cfg, out)
+    dataset = PairDataset(ds_rows, "/", build_transform(cfg["preset"]))  # the paths are absolute
+    idx, prob = _predict_pairs(net, dataset, batch_size, dev, progress, skipped)
+    if not len(idx):
+        raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv}")
+    y = rows["label"].to_numpy()[idx]
+    result = {"metrics": _change_metrics(y, prob, threshold, n_bootstrap, seed), "n_pairs": len(y),
+              "n_changed": int(y.sum()), "n_unchanged": int(len(y) - y.sum()), "n_skipped": len(skipped),
+              "threshold": threshold, "split": split, "ci": f"95% percentile bootstrap, {n_bootstrap} replicates",
+              "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged",
+              "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary,
+              "checkpoint": (cfg.get("selection") or {}).get("checkpoint", "checkpoint-last.pth"),
+              "selection": cfg.get("selection")}
+    _write_change_evaluation(out, rows.iloc[idx], prob, threshold, skipped, result)
+    return result
+
+
+def _evaluation_pairs(pairs_csv, split: str, root, ablation: tuple, cfg: dict, out: Path):
+    """The split's pairs, preprocessed by the run's ablation: ``(rows, dataset rows, skipped, summary)``."""
+    from panderm.longitudinal.ablation import apply_to_rows
+
+    rows = resolve_pairs(read_pairs(pairs_csv, split), root, pairs_csv)
+    if not ablation:
+        return rows, rows, [], None
+    # runs from before align presets registered as the release does
+    align_preset = cfg.get("align_preset") or "paper"
+    return apply_to_rows(rows, "/", ablation, out / "preprocessed", align_preset)
+
+
+def _predict_pairs(net, dataset, batch_size: int, dev, progress: bool, skipped: list):
+    """P(changed) of every readable pair: ``(dataset indices, probabilities)``; unreadable pairs go to ``skipped``."""
+    from panderm.data.pretrain import skip_collate
     from panderm.progress import progress_bar
 
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())
     idx, probs = [], []
     for batch, skip in progress_bar(loader, enabled=progress, desc="evaluate", unit="batch"):
         skipped.extend(skip)
@@ -491,27 +543,28 @@ def evaluate_change(run_dir: str | Path, pairs_csv: str | Path, root: str | Path
         probs.append(net.predict_proba(batch["a"].to(dev), batch["b"].to(dev)).cpu().numpy())
         idx.append(batch["index"].numpy())
     if not probs:
-        raise InputError(f"no readable image pairs in split '{split}' of {pairs_csv}")
-    idx, prob = np.concatenate(idx), np.concatenate(probs).astype(np.float64)
-    y = rows["label"].to_numpy()[idx]
+        return np.zeros(0, int), np.zeros(0)
+    return np.concatenate(idx), np.concatenate(probs).astype(np.float64)
+
+
+def _change_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, n_bootstrap: int, seed: int) -> dict:
+    """AUROC and the threshold metrics, each with a percentile bootstrap CI."""
+    from panderm.eval.metrics import bootstrap_ci, threshold_metrics_ci
+
     metrics = {"auroc": bootstrap_ci(y, np.stack([1 - prob, prob], 1), [0, 1], n=n_bootstrap, seed=seed,
                                      metrics=("auroc",))["auroc"]}
     metrics.update(threshold_metrics_ci(y, prob, threshold, n=n_bootstrap, seed=seed))
-    result = {"metrics": metrics, "n_pairs": len(y), "n_changed": int(y.sum()),
-              "n_unchanged": int(len(y) - y.sum()), "n_skipped": len(skipped), "threshold": threshold,
-              "split": split, "ci": f"95% percentile bootstrap, {n_bootstrap} replicates",
-              "run_dir": str(run_dir), "pairs_csv": str(pairs_csv), "label_convention": "1 = changed, 0 = unchanged",
-              "steps": list(ablation), "ablation": ablation_name(ablation), "preprocess": summary,
-              "checkpoint": (cfg.get("selection") or {}).get("checkpoint", "checkpoint-last.pth"),
-              "selection": cfg.get("selection")}
+    return metrics
+
+
+def _write_change_evaluation(out: Path, rows: pd.DataFrame, prob: np.ndarray, threshold: float, skipped: list,
+                             result: dict) -> None:
+    """Write ``predictions.csv``, ``skipped.csv`` (when any) and ``metrics.json`` (last)."""
     out.mkdir(parents=True, exist_ok=True)
-    preds = rows.iloc[idx].assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
+    preds = rows.assign(prob_changed=prob, pred=(prob >= threshold).astype(int))
     preds = preds.assign(image_a=preds["_image_a"], image_b=preds["_image_b"]).drop(
         columns=["_image_a", "_image_b", "_line"], errors="ignore")
     with atomic_path(out / "predictions.csv") as tmp:
         preds.to_csv(tmp, index=False)
-    if skipped:
-        with atomic_path(out / "skipped.csv") as tmp:
-            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
+    write_skipped_csv(out, skipped, write_empty=False)
     atomic_write_json(out / "metrics.json", json.loads(json.dumps(result, default=float).replace("NaN", "null")))
-    return result

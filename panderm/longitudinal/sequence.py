@@ -87,6 +87,24 @@ def read_predictions(path: str | Path, threshold: float = 0.5) -> pd.DataFrame:
     path = Path(path)
     if not (0.0 <= threshold <= 1.0):
         raise InputError(f"threshold {threshold} is outside [0, 1]")
+    df = _read_predictions_csv(path)
+    df = df.assign(prob_malignant=_probabilities(df, path), label=_lesion_labels(df, path))
+    # Time points are parsed per lesion (one lesion may use visit numbers, another dates);
+    # the key is the position within the lesion's time-ordered sequence.
+    df["timepoint_key"] = 0.0
+    for idx in df.groupby("lesion_id", sort=False).groups.values():
+        parsed = _parse_timepoints(df.loc[idx, "timepoint"], path)
+        df.loc[idx, "timepoint_key"] = parsed.rank(method="dense").to_numpy(dtype=float)
+    dup = df.duplicated(["lesion_id", "timepoint_key"])
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(f"{path}: lesion {df['lesion_id'].iloc[i]!r} has time point {df['timepoint'].iloc[i]!r} "
+                         f"twice (line {i + 2})", hint="each lesion needs one prediction per time point")
+    return df.sort_values(["lesion_id", "timepoint_key"], kind="stable").reset_index(drop=True)
+
+
+def _read_predictions_csv(path: Path) -> pd.DataFrame:
+    """The CSV as read, with every required column and a lesion id and time point on each row."""
     if not path.is_file():
         raise InputError(f"predictions file not found: {path}")
     try:
@@ -106,7 +124,11 @@ def read_predictions(path: str | Path, threshold: float = 0.5) -> pd.DataFrame:
         if df[col].isna().any():
             row = int(df.index[df[col].isna()][0]) + 2
             raise InputError(f"{path}: column '{col}' is empty on line {row}")
+    return df
 
+
+def _probabilities(df: pd.DataFrame, path: Path) -> pd.Series:
+    """``prob_malignant`` as floats, all in [0, 1]."""
     prob = pd.to_numeric(df["prob_malignant"], errors="coerce")
     if prob.isna().any():
         i = int(np.flatnonzero(prob.isna().to_numpy())[0])
@@ -115,30 +137,24 @@ def read_predictions(path: str | Path, threshold: float = 0.5) -> pd.DataFrame:
     if ((prob < 0) | (prob > 1)).any():
         i = int(np.flatnonzero(((prob < 0) | (prob > 1)).to_numpy())[0])
         raise InputError(f"{path}: prob_malignant {prob.iloc[i]} on line {i + 2} is outside [0, 1]")
+    return prob.astype(float)
+
+
+def _lesion_labels(df: pd.DataFrame, path: Path) -> pd.Series:
+    """``label`` as ints, each 0 or 1 and the same at every time point of a lesion."""
     label = pd.to_numeric(df["label"], errors="coerce")
     bad = label.isna() | ~label.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{path}: label {df['label'].iloc[i]!r} on line {i + 2} is not 0 or 1",
                          hint="label: 1 = melanoma / malignant lesion, 0 = benign")
-    df = df.assign(prob_malignant=prob.astype(float), label=label.astype(int))
-    varying = df.groupby("lesion_id")["label"].nunique()
+    label = label.astype(int)
+    varying = label.groupby(df["lesion_id"]).nunique()
     if (varying > 1).any():
         names = ", ".join(map(str, varying.index[varying > 1][:5]))
         raise InputError(f"{path}: label varies within lesion(s) {names}",
                          hint="the label is the lesion's diagnosis and must be the same at every time point")
-    # Time points are parsed per lesion (one lesion may use visit numbers, another dates);
-    # the key is the position within the lesion's time-ordered sequence.
-    df["timepoint_key"] = 0.0
-    for idx in df.groupby("lesion_id", sort=False).groups.values():
-        parsed = _parse_timepoints(df.loc[idx, "timepoint"], path)
-        df.loc[idx, "timepoint_key"] = parsed.rank(method="dense").to_numpy(dtype=float)
-    dup = df.duplicated(["lesion_id", "timepoint_key"])
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"{path}: lesion {df['lesion_id'].iloc[i]!r} has time point {df['timepoint'].iloc[i]!r} "
-                         f"twice (line {i + 2})", hint="each lesion needs one prediction per time point")
-    return df.sort_values(["lesion_id", "timepoint_key"], kind="stable").reset_index(drop=True)
+    return label
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import InputError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 from panderm.segmentation.model import (
     dice_from_counts,
     jaccard_from_counts,
@@ -103,12 +103,6 @@ def _batches(paths, batch_size):
         yield batch, skipped
 
 
-def _write_skipped(out: Path, skipped) -> None:
-    if skipped:
-        with atomic_path(out / "skipped.csv") as tmp:
-            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
-
-
 def _device(device):
     import torch
 
@@ -152,7 +146,7 @@ def predict_masks(run, inputs, out, *, threshold: float = 0.5, overlays: bool = 
     bar.close()
     with atomic_path(out / "predictions.csv") as tmp:
         pd.DataFrame(records, columns=["image", "mask", "lesion_fraction"]).to_csv(tmp, index=False)
-    _write_skipped(out, skipped)
+    write_skipped_csv(out, skipped, write_empty=False)
     return {"n_images": len(records), "n_skipped": len(skipped), "out": str(out)}
 
 
@@ -198,10 +192,8 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
     Returns:
         The ``metrics.json`` content.
     """
-    from panderm.data.images import ImageReadError, load_rgb
-    from panderm.progress import progress_bar
-    from panderm.segmentation.data import load_mask, read_segmentation_csv, scan_rows
-    from panderm.segmentation.train import load_segmentation_model, predict_probability
+    from panderm.segmentation.data import read_segmentation_csv, scan_rows
+    from panderm.segmentation.train import load_segmentation_model
 
     rows, skipped = scan_rows(read_segmentation_csv(csv, split), root, base=Path(csv).parent, source=str(csv))
     if rows.empty:
@@ -211,19 +203,58 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
     net.to(dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    per, counts, base_counts, overlays = _score_images(net, rows, dev, out, threshold=threshold,
+                                                       batch_size=batch_size, skipped=skipped, progress=progress)
+    if not counts:
+        raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}")
+    res = summarize_counts(np.array(counts), n_bootstrap, seed)
+    base = summarize_counts(np.array(base_counts), n_bootstrap, seed)
+    metrics = {**res, "baseline_whole_image": base, "n": len(counts), "skipped": len(skipped),
+               "headline": "dice and jaccard: mean over images; *_global: pooled pixels",
+               "ci": f"95% percentile bootstrap over images, {n_bootstrap} replicates", "threshold": threshold,
+               "split": split, "run": str(run), "checkpoint": cfg.get("checkpoint"), "model": cfg.get("model"),
+               "csv": str(csv), "resolution": "original image size (masks resized nearest if needed)"}
+    with atomic_path(out / "per_image.csv") as tmp:
+        pd.DataFrame(per).to_csv(tmp, index=False)
+    write_skipped_csv(out, skipped, write_empty=False)
+    _save_overlay_grid(out / "overlays_grid.png", overlays, grid_examples)
+    atomic_write_json(out / "metrics.json", json.loads(json.dumps(metrics, default=float).replace("NaN", "null")))
+    if skipped:
+        print(f"panderm: warning: {len(skipped)} row(s) skipped; see {out / 'skipped.csv'}", file=sys.stderr)
+    return metrics
+
+
+def _read_images_and_masks(rows: pd.DataFrame, skipped: list) -> tuple[list, list]:
+    """``([(row, truth mask)], [image])`` of the readable rows; unreadable ones go to ``skipped``."""
+    from panderm.data.images import ImageReadError, load_rgb
+    from panderm.segmentation.data import load_mask
+
+    chunk, imgs = [], []
+    for r in rows.itertuples(index=False):
+        try:
+            im = np.asarray(load_rgb(r.image_path))
+            truth, _ = load_mask(r.mask_path, (im.shape[1], im.shape[0]))
+        except ImageReadError as exc:
+            skipped.append((exc.path, exc.reason))
+            continue
+        chunk.append((r, truth))
+        imgs.append(im)
+    return chunk, imgs
+
+
+def _score_images(net, rows: pd.DataFrame, dev, out: Path, *, threshold: float, batch_size: int, skipped: list,
+                  progress: bool):
+    """Predict every row's mask, save its overlay: ``(per-image rows, counts, whole-image counts, overlays)``.
+
+    Counts are ``(intersection, |pred|, |truth|)``; ``overlays`` maps a stem to ``(picture, Dice)``.
+    """
+    from panderm.progress import progress_bar
+    from panderm.segmentation.train import predict_probability
+
     per, counts, base_counts, overlays = [], [], [], {}
     bar = progress_bar(total=len(rows), enabled=progress, desc="evaluate", unit="img")
     for s in range(0, len(rows), batch_size):
-        chunk, imgs = [], []
-        for r in rows.iloc[s:s + batch_size].itertuples(index=False):
-            try:
-                im = np.asarray(load_rgb(r.image_path))
-                truth, _ = load_mask(r.mask_path, (im.shape[1], im.shape[0]))
-            except ImageReadError as exc:
-                skipped.append((exc.path, exc.reason))
-                continue
-            chunk.append((r, truth))
-            imgs.append(im)
+        chunk, imgs = _read_images_and_masks(rows.iloc[s:s + batch_size], skipped)
         for (r, truth), im, prob in zip(chunk, imgs, predict_probability(net, imgs, dev)):
             pred = prob >= threshold
             c = overlap_counts(pred, truth)
@@ -237,25 +268,12 @@ def evaluate_segmentation(run, csv, root, out, *, split: str = "test", n_bootstr
             overlays[r.stem] = (pic, dv)
         bar.update(len(rows.iloc[s:s + batch_size]))
     bar.close()
-    if not counts:
-        raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}")
-    res = summarize_counts(np.array(counts), n_bootstrap, seed)
-    base = summarize_counts(np.array(base_counts), n_bootstrap, seed)
-    metrics = {**res, "baseline_whole_image": base, "n": len(counts), "skipped": len(skipped),
-               "headline": "dice and jaccard: mean over images; *_global: pooled pixels",
-               "ci": f"95% percentile bootstrap over images, {n_bootstrap} replicates", "threshold": threshold,
-               "split": split, "run": str(run), "checkpoint": cfg.get("checkpoint"), "model": cfg.get("model"),
-               "csv": str(csv), "resolution": "original image size (masks resized nearest if needed)"}
-    with atomic_path(out / "per_image.csv") as tmp:
-        pd.DataFrame(per).to_csv(tmp, index=False)
-    _write_skipped(out, skipped)
-    # Grid: examples spread over the Dice range (best to worst), so failures are visible too.
+    return per, counts, base_counts, overlays
+
+
+def _save_overlay_grid(path: Path, overlays: dict, examples: int) -> None:
+    """Grid of ``examples`` overlays spread over the Dice range (best to worst), so failures are visible too."""
     order = sorted(overlays, key=lambda k: -overlays[k][1])
-    pick = [order[round(i)] for i in np.linspace(0, len(order) - 1, min(grid_examples, len(order)))]
+    pick = [order[round(i)] for i in np.linspace(0, len(order) - 1, min(examples, len(order)))]
     pick = list(dict.fromkeys(pick))
-    save_png(out / "overlays_grid.png", overlay_grid([(overlays[k][0], f"{k[:22]}  Dice {overlays[k][1]:.2f}")
-                                                      for k in pick]))
-    atomic_write_json(out / "metrics.json", json.loads(json.dumps(metrics, default=float).replace("NaN", "null")))
-    if skipped:
-        print(f"panderm: warning: {len(skipped)} row(s) skipped; see {out / 'skipped.csv'}", file=sys.stderr)
-    return metrics
+    save_png(path, overlay_grid([(overlays[k][0], f"{k[:22]}  Dice {overlays[k][1]:.2f}") for k in pick]))

@@ -6,7 +6,7 @@ factories through the ``register_segmenters(register)`` hook:
 segmenter from the part of ``name:spec`` after the colon. Built-ins:
 
 * ``classical``: Otsu threshold on the blue channel + clean-up
-  (:func:`panderm.longitudinal.preprocess.segment_lesion`, the default);
+  (:func:`panderm.data.skin.segment_lesion`, the default);
 * ``run:<RUN_DIR>``: a UPerNet model trained by ``panderm segment train``.
 """
 
@@ -22,7 +22,7 @@ Segmenter = Callable[[Any], Any]
 
 def classical_segmenter(spec: str = "") -> Segmenter:
     """The Otsu segmenter used by align-pair (no options)."""
-    from panderm.longitudinal.preprocess import segment_lesion
+    from panderm.data.skin import segment_lesion
 
     if spec.strip():
         raise ConfigError(f"the classical segmenter takes no options (got 'classical:{spec}')")

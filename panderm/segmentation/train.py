@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 
 from panderm.errors import InputError, PandermError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_write_json, write_skipped_csv
 from panderm.models.checkpoint import load_module_weights
 from panderm.segmentation.data import (
     INPUT_SIZE,
@@ -79,16 +80,13 @@ def make_eval_fn(rows: pd.DataFrame, batch_size: int = 16):
     return eval_fn
 
 
-def _write_skipped(out: Path, extra: list[tuple[str, str]]) -> None:
+def _merge_skipped_csv(out: Path, extra: list[tuple[str, str]]) -> None:
     """Merge the rows skipped before training into the Trainer's ``skipped.csv``."""
     path = out / "skipped.csv"
     rows = []
     if path.is_file():
         rows = [tuple(r) for r in pd.read_csv(path, dtype=str, keep_default_na=False)[["path", "reason"]].values]
-    rows = list(dict.fromkeys([*extra, *rows]))
-    if rows:
-        with atomic_path(path) as tmp:
-            pd.DataFrame(rows, columns=["path", "reason"]).to_csv(tmp, index=False)
+    write_skipped_csv(path, dict.fromkeys([*extra, *rows]), write_empty=False)
 
 
 def describe_segmentation_inputs(table: pd.DataFrame, csv, net: SegmentationModel) -> dict:
@@ -140,27 +138,9 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_large_patch16_22
     if num_workers is None:
         num_workers = min(2, os.cpu_count() or 1)
     out = Path(out)
-    cfg_path = out / CONFIG_FILE
-    if resume and cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        if old.get("model") != model:
-            raise PandermError(f"cannot resume {out}: it was trained with model '{old.get('model')}', "
-                               f"not '{model}'", hint=f"resume with --model {old.get('model')}, or use a new --out")
-    base, source = Path(csv).parent, str(csv)
-    inputs_table = resolve_rows(read_segmentation_csv(csv), root, base=base, source=source)
-    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root, base=base, source=source)
-    if rows.empty:
-        raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}",
-                         hint="check the paths against --root (see docs/segmentation.md, path rule)")
-    eval_fn = None
-    try:
-        val_rows, _ = scan_rows(read_segmentation_csv(csv, val_split), root, warn=False, base=base, source=source)
-        eval_fn = make_eval_fn(val_rows) if not val_rows.empty else None
-    except InputError:
-        val_rows = None
-    if eval_fn is None:
-        print(f"panderm: warning: no '{val_split}' rows in {csv}: the best checkpoint is not tracked",
-              flush=True, file=__import__("sys").stderr)
+    _check_resume_model(out, model, resume)
+    inputs_table, rows, skipped = _training_rows(csv, root, split)
+    eval_fn = _validation_fn(csv, root, val_split)
     net = build_model(model, weights, channels, drop_path, random_init=random_init)
     if max_steps is None and epochs is None:
         epochs = 100
@@ -169,29 +149,76 @@ def train_segmentation(csv, root, out, *, model: str = "panderm_large_patch16_22
     tcfg = TrainConfig(steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr, lr_base_batch=0,
                        weight_decay=weight_decay, precision=precision, device=device, num_workers=num_workers,
                        seed=seed, progress=progress, **train_kwargs)
-    seg_cfg = {"task": "segmentation", "model": model, "encoder": net.model_name,
-               "weights": None if weights is None else str(weights), "taps": list(net.taps), "channels": channels,
-               "drop_path": drop_path, "input_size": INPUT_SIZE, "mean": list(MEAN), "std": list(STD),
-               "preset": "segment (resize to 224x224, mean = std = 0.5)", "num_classes": 1,
-               "loss": "bce+dice", "threshold": 0.5, "csv": str(csv), "root": None if root is None else str(root),
-               "split": split,
-               "val_split": val_split if eval_fn else None, "rotation": rotation}
+    seg_cfg = _segment_config(net, model, weights, channels, drop_path, csv, root, split,
+                              val_split if eval_fn else None, rotation)
     run_config = {k: seg_cfg[k] for k in ("task", "model", "weights", "taps", "channels", "drop_path", "split",
                                           "rotation")}
     inputs = describe_segmentation_inputs(inputs_table, csv, net)
+    _start_run(out, seg_cfg, inputs, resume)
+    dataset = SegmentationDataset(rows, augment=True, rotation=rotation)
+    result = Trainer(net, dataset, tcfg, out, export_fn=_export, run_config=run_config, resume=resume,
+                     eval_fn=eval_fn, monitor="jaccard" if eval_fn else None,
+                     inputs=inputs).fit()
+    _merge_skipped_csv(out, skipped)
+    result.n_train, result.n_skipped_rows = len(rows), len(skipped)
+    return result
+
+
+def _check_resume_model(out: Path, model: str, resume: bool) -> None:
+    """Refuse to resume a run that was trained with another encoder."""
+    cfg_path = out / CONFIG_FILE
+    if resume and cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        if old.get("model") != model:
+            raise PandermError(f"cannot resume {out}: it was trained with model '{old.get('model')}', "
+                               f"not '{model}'", hint=f"resume with --model {old.get('model')}, or use a new --out")
+
+
+def _training_rows(csv, root, split: str):
+    """``(every CSV row resolved, the readable rows of split, the skipped (path, reason) rows)``."""
+    base, source = Path(csv).parent, str(csv)
+    inputs_table = resolve_rows(read_segmentation_csv(csv), root, base=base, source=source)
+    rows, skipped = scan_rows(read_segmentation_csv(csv, split), root, base=base, source=source)
+    if rows.empty:
+        raise InputError(f"no readable image/mask pairs in split '{split}' of {csv}",
+                         hint="check the paths against --root (see docs/segmentation.md, path rule)")
+    return inputs_table, rows, skipped
+
+
+def _validation_fn(csv, root, val_split: str):
+    """The Trainer's ``eval_fn`` on the ``val_split`` rows, or None (with a warning) when there are none."""
+    eval_fn = None
+    try:
+        val_rows, _ = scan_rows(read_segmentation_csv(csv, val_split), root, warn=False, base=Path(csv).parent,
+                                source=str(csv))
+        eval_fn = make_eval_fn(val_rows) if not val_rows.empty else None
+    except InputError:
+        pass
+    if eval_fn is None:
+        print(f"panderm: warning: no '{val_split}' rows in {csv}: the best checkpoint is not tracked",
+              flush=True, file=sys.stderr)
+    return eval_fn
+
+
+def _segment_config(net: SegmentationModel, model: str, weights, channels: int, drop_path: float, csv, root,
+                    split: str, val_split: str | None, rotation: float) -> dict:
+    """``segment_config.json``: the model, its input preprocessing, loss and threshold, and the data."""
+    return {"task": "segmentation", "model": model, "encoder": net.model_name,
+            "weights": None if weights is None else str(weights), "taps": list(net.taps), "channels": channels,
+            "drop_path": drop_path, "input_size": INPUT_SIZE, "mean": list(MEAN), "std": list(STD),
+            "preset": "segment (resize to 224x224, mean = std = 0.5)", "num_classes": 1,
+            "loss": "bce+dice", "threshold": 0.5, "csv": str(csv), "root": None if root is None else str(root),
+            "split": split, "val_split": val_split, "rotation": rotation}
+
+
+def _start_run(out: Path, seg_cfg: dict, inputs: dict, resume: bool) -> None:
+    """Refuse a resume whose inputs changed, then write ``segment_config.json``."""
     if resume and (out / "train-state.pt").is_file():  # refuse before segment_config.json is rewritten
         from panderm.provenance import check_resume_inputs
 
         check_resume_inputs(out, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, seg_cfg)
-    dataset = SegmentationDataset(rows, augment=True, rotation=rotation)
-    result = Trainer(net, dataset, tcfg, out, export_fn=_export, run_config=run_config, resume=resume,
-                     eval_fn=eval_fn, monitor="jaccard" if eval_fn else None,
-                     inputs=inputs).fit()
-    _write_skipped(out, skipped)
-    result.n_train, result.n_skipped_rows = len(rows), len(skipped)
-    return result
+    atomic_write_json(out / CONFIG_FILE, seg_cfg)
 
 
 def load_segmentation_model(run_dir, which: str = "best") -> tuple[SegmentationModel, dict]:

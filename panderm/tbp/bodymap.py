@@ -181,13 +181,13 @@ def body_map_figure(lesions: pd.DataFrame):
     Returns:
         ``(figure, labels, mode)``; mode is ``"position"`` or ``"site"``.
     """
-    from panderm.tbp.report import _figure
+    from panderm.eval.plots import new_figure
 
     n = len(lesions)
     flagged = lesions["flagged"].fillna(False).astype(bool).to_numpy() if "flagged" in lesions else np.zeros(n, bool)
     rank = lesions["rank"].to_numpy(int) if "rank" in lesions else np.arange(1, n + 1)
     xy, mode = lesion_xy(lesions)
-    fig = _figure(5.0 if mode == "site" else 3.4, 5.0)
+    fig = new_figure(5.0 if mode == "site" else 3.4, 5.0, dpi=100, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     fig.subplots_adjust(left=0.2 if mode == "position" else 0.02, right=0.98, top=0.97,
                         bottom=0.13 if mode == "position" else 0.06)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 
-def _fmt(v) -> str:
-    return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+from panderm.formatting import format_number
+
+
+def _format_metric(v) -> str:
+    """A metric for the card: 3 decimals, integers and text as they are, an em dash when missing."""
+    return format_number(v, ".3f", missing="—")
 
 
 def risk_target_lines(meta: dict) -> tuple[list[str], str]:
@@ -12,7 +16,7 @@ def risk_target_lines(meta: dict) -> tuple[list[str], str]:
     target = meta["risk_head"].get("target", "label")  # bundles made before risk_label learnt label
     rt = meta["metrics"].get("risk_target") or {}
     stats = (f" {rt['n_train_positive']} training / {rt['n_val_positive']} validation positives; validation AUROC "
-             f"against it {_fmt(rt['val_auroc'])}." if rt else "")
+             f"against it {_format_metric(rt['val_auroc'])}." if rt else "")
     if target == "risk_label":
         return [], ("- Risk head target: `risk_label` (1 = the lesion was sent to dermoscopy), as in the paper; the "
                     f"measurement model and every metric below use the pathology `label`.{stats}")
@@ -57,7 +61,7 @@ def render_card(meta: dict) -> str:
         lines.append("- Measurement model: none.")
     th = meta["thresholds"]
     lines += [(f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}, each against its own target): "
-              f"risk {_fmt(th['risk'])}, measurement model {_fmt(th['ml'])}."), "",
+              f"risk {_format_metric(th['risk'])}, measurement model {_format_metric(th['ml'])}."), "",
               "## Training data",
               f"- Input: `{tr['lesions']}` ({tr['format']} layout); lesion filter: {'on' if tr['lesion_filter'] else 'off'}.",
               (f"- {m['n_patients']} patients; {m['n_train']} training lesions ({m['n_train_malignant']} malignant), "
@@ -66,13 +70,13 @@ def render_card(meta: dict) -> str:
     if tr.get("data_note"):
         lines.append(f"- {tr['data_note']}")
     lines += ["", "## Validation metrics (against the pathology `label`)", "",
-              (f"- Lesion sensitivity {_fmt(s['lesion_sensitivity'])}, patient sensitivity "
-              f"{_fmt(s['patient_sensitivity'])} ({s['patients_detected']} of {s['n_patients_with_malignant']} "
+              (f"- Lesion sensitivity {_format_metric(s['lesion_sensitivity'])}, patient sensitivity "
+              f"{_format_metric(s['patient_sensitivity'])} ({s['patients_detected']} of {s['n_patients_with_malignant']} "
               f"patients with a malignant lesion)."),
               (f"- Benign lesions flagged: {s['benign_flagged_total']} "
-              f"(mean {_fmt(s['benign_flagged_per_patient_mean'])} per patient)."),
-              "- AUROC: " + ", ".join(f"{k} {_fmt(v)}" for k, v in val["auroc"].items()) + ".",
+              f"(mean {_format_metric(s['benign_flagged_per_patient_mean'])} per patient)."),
+              "- AUROC: " + ", ".join(f"{k} {_format_metric(v)}" for k, v in val["auroc"].items()) + ".",
               "- Partial AUROC above 80% TPR (max 0.2): "
-              + ", ".join(f"{k} {_fmt(v)}" for k, v in val["partial_auroc_tpr80"].items()) + ".", "",
+              + ", ".join(f"{k} {_format_metric(v)}" for k, v in val["partial_auroc_tpr80"].items()) + ".", "",
               "Per module (layout of the paper's Extended Data Table 10):", "", val["table_markdown"], ""]
     return "\n".join(lines) + "\n"

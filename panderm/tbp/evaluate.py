@@ -26,9 +26,9 @@ def auroc_or_none(y, s) -> float | None:
 
 def validation_metrics(df: pd.DataFrame) -> dict:
     """Module table, screening summary, AUROC and partial AUROC of a scored, flagged lesion table."""
+    from panderm.io import jsonable
     from panderm.tbp.metrics import (
         combine_flags,
-        jsonable,
         module_table,
         partial_auroc,
         screening_summary,
@@ -79,7 +79,9 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
     from panderm.tbp.bundle import load_bundle
     from panderm.tbp.inputs import read_input
     from panderm.tbp.metrics import per_patient_table
-    from panderm.tbp.screen import _write_skipped, lesion_columns, score_lesions
+    from panderm.io import write_skipped_csv
+    from panderm.tbp.inputs import SKIPPED_COLUMNS
+    from panderm.tbp.screen import lesion_columns, score_lesions
 
     b = load_bundle(bundle)
     out = Path(out)
@@ -108,6 +110,6 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
         per_patient_table(df[["patient_id", "label", "flagged"]]).to_csv(tmp, index=False)
     with atomic_path(out / "lesions.csv") as tmp:
         df.sort_values(["patient_id", "rank"])[lesion_columns(df)].to_csv(tmp, index=False)
-    _write_skipped(out, table.skipped)
+    write_skipped_csv(out, table.skipped, SKIPPED_COLUMNS)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

@@ -1,7 +1,7 @@
 """``--measure-from-image``: image-derived substitutes for Vectra measurements.
 
 For users without a Vectra WB360, these are computed from a lesion tile and a
-lesion mask (given, or from :func:`panderm.longitudinal.preprocess.segment_lesion`).
+lesion mask (given, or from :func:`panderm.data.skin.segment_lesion`).
 Column names match Vectra's so the model schema is the same, but the values are
 **not** Vectra-calibrated: shape measures are in pixels, colour in CIE L*a*b* of
 the (uncalibrated) sRGB tile. A model trained on image measures must be used with
@@ -56,7 +56,7 @@ from skimage.color import rgb2lab
 
 from panderm.data.images import load_rgb
 from panderm.errors import InputError, PandermError
-from panderm.longitudinal.preprocess import segment_lesion
+from panderm.data.skin import segment_lesion
 
 IMAGE_MEASUREMENTS: tuple[str, ...] = (
     "A", "Aext", "B", "Bext", "C", "Cext", "H", "Hext", "L", "Lext",
@@ -153,7 +153,7 @@ def measure_image(rgb: np.ndarray, mask: np.ndarray | None = None) -> dict[str, 
     Args:
         rgb: RGB uint8 array (H, W, 3).
         mask: Lesion mask (H, W), nonzero = lesion; ``None`` segments with
-            :func:`~panderm.longitudinal.preprocess.segment_lesion`.
+            :func:`~panderm.data.skin.segment_lesion`.
 
     Returns:
         ``{name: value}`` for every :data:`IMAGE_MEASUREMENTS`; all NaN when the mask is empty.

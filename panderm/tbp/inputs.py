@@ -30,6 +30,8 @@ FORMATS = ("auto", "patient", "cohort", "isic2024")
 MAX_TILE_BYTES = 32 * MiB
 #: In an HDF5 tile cache: which file the tiles came from (see :func:`unpack_cached`).
 CACHE_RECORD = ".source.json"
+#: Columns of a TBP run's ``skipped.csv`` (the keys of :attr:`LesionTable.skipped` rows).
+SKIPPED_COLUMNS = ("patient_id", "lesion_id", "image", "reason")
 _LABEL_WORDS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
 #: The risk head's own target (paper: a lesion is high-risk "if subjected to dermoscopy examination").
 RISK_LABEL = "risk_label"

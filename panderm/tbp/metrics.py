@@ -3,7 +3,7 @@
 Labels are 1 = malignant, 0 = benign (bool or int accepted). A lesion is flagged when any
 module (risk head ``CLS``, ugly duckling ``UD``, measurement model ``ML``) is positive; the
 per-head table follows PanDerm Extended Data Table 10. All returned scalars are plain
-Python ``float``/``int``; undefined quantities are ``nan`` (see :func:`jsonable`).
+Python ``float``/``int``; undefined quantities are ``nan`` (see :func:`panderm.io.jsonable`).
 """
 
 from __future__ import annotations
@@ -215,16 +215,3 @@ def screening_summary(df: pd.DataFrame) -> dict:
         "benign_flagged_per_patient_median": float(np.median(ben)) if ben.size else float("nan"),
         "flagged_total": int(d["flagged"].sum()),
     }
-
-
-def jsonable(obj):
-    """Recursively convert NaN to None and numpy scalars to Python ones for ``json.dumps``."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj

@@ -20,6 +20,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from panderm.eval.plots import new_figure
+from panderm.formatting import format_number
 from panderm.io import atomic_write_text
 
 THUMB_PX = 160
@@ -108,28 +110,26 @@ def _is_nan(value: Any) -> bool:
         return False
 
 
-def _fmt(value: Any, digits: int = 3, missing: str = "\u2014") -> str:
-    """Format a score for display; NaN/None becomes ``missing`` (an em dash by default)."""
+def _format_score(value: Any, digits: int = 3, missing: str = "\u2014") -> str:
+    """A score for the HTML report: :func:`~panderm.formatting.format_number` with ``digits`` decimals,
+    ``digits`` significant digits below 1e-3, ``missing`` (an em dash) for NaN/None/NA, yes/no for
+    bools and escaped text for anything else."""
     if _is_nan(value):
         return missing
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
     try:
-        x = float(value)
+        float(value)
     except (TypeError, ValueError):
         return _esc(value)
-    if digits == 0 and x.is_integer():
-        return str(int(x))
-    return f"{x:.{max(digits, 1)}g}" if 0 < abs(x) < 1e-3 else f"{x:.{digits}f}"
+    return format_number(value, f".{digits}f", missing, tiny_spec=f".{max(digits, 1)}g")
 
 
 def _fmt_value(value: Any) -> str:
     """Compact display of a threshold/setting value (floats as 4 significant digits)."""
     if isinstance(value, (float, np.floating)) and not _is_nan(value):
         return f"{float(value):.4g}"
-    return _fmt(value) if not isinstance(value, str) else _esc(value)
+    return _format_score(value) if not isinstance(value, str) else _esc(value)
 
 
 def _as_bool(value: Any) -> bool:
@@ -157,15 +157,6 @@ def _thumbnail_uri(path: str | Path | None, size: int = THUMB_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -184,7 +175,7 @@ def importance_png(importance: pd.DataFrame, top: int = 20) -> bytes:
     """
     df = importance.dropna(subset=["importance"]).sort_values("importance", ascending=False).head(top)
     df = df.iloc[::-1]
-    fig = _figure(6.5, max(1.6, 0.28 * len(df) + 0.8))
+    fig = new_figure(6.5, max(1.6, 0.28 * len(df) + 0.8), dpi=100, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     xerr = df["std"].to_numpy(dtype=float) if "std" in df.columns else None
     ax.barh(np.arange(len(df)), df["importance"].to_numpy(dtype=float), xerr=xerr,
@@ -223,7 +214,7 @@ def _feature_map(features, outlier, flagged, labels, method, label_order=None) -
     coords, used = _embed_2d(features, method)
     outlier = np.asarray(outlier, dtype=bool)
     flagged = np.asarray(flagged, dtype=bool)
-    fig = _figure(5.2, 4.2)
+    fig = new_figure(5.2, 4.2, dpi=100, layout=None)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(coords[~flagged, 0], coords[~flagged, 1], s=36, c="#9aa5b1", label="not flagged", zorder=2)
     ax.scatter(coords[flagged, 0], coords[flagged, 1], s=60, c="#ef6c00", label="flagged", zorder=3)
@@ -411,7 +402,7 @@ def lesion_card(row: pd.Series, thumb: str | None, thresholds: dict) -> dict:
     isic = row.get("isic_id")
     if isinstance(isic, str) and isic and isic != lid:
         lid = f"{lid} ({isic})"
-    return {"rank": _fmt(row.get("rank"), 0), "lesion_id": lid, "thumb": thumb, "flagged": _as_bool(row.get("flagged")),
+    return {"rank": _format_score(row.get("rank"), 0), "lesion_id": lid, "thumb": thumb, "flagged": _as_bool(row.get("flagged")),
             "site": site_text(row) or "not recorded", "size": f"{size:.1f} mm" if size is not None else "not recorded",
             "position": _position(row), "image": display_name(row.get("image")), "modules": modules,
             "by": [m for m in modules if m["flag"]]}
@@ -573,9 +564,9 @@ def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None =
         pid = _esc(p.get("patient_id", ""))
         report = p.get("report")
         cell = f'<a href="{_esc(quote(str(report)))}">{pid}</a>' if report else pid
-        mal = f"<td>{_fmt(p.get('malignant_detected'))}</td>" if has_mal else ""
-        body.append(f"<tr><td>{cell}</td><td>{_fmt(p.get('lesions'))}</td>"
-                    f"<td>{_fmt(p.get('flagged'))}</td>{mal}</tr>")
+        mal = f"<td>{_format_score(p.get('malignant_detected'))}</td>" if has_mal else ""
+        body.append(f"<tr><td>{cell}</td><td>{_format_score(p.get('lesions'))}</td>"
+                    f"<td>{_format_score(p.get('flagged'))}</td>{mal}</tr>")
     banner, info = _bundle_block(bundle_info)
     total_flagged = sum(int(p.get("flagged") or 0) for p in rows if not _is_nan(p.get("flagged")))
     text = "\n".join([

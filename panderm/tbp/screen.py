@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 from panderm.paths import inside_out, safe_stem
 
 LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_fence", "ud_outlier",
@@ -160,7 +160,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
             the input must have ``isic_id``; skipped lesions are absent and a warning counts them).
     """
     from panderm.tbp.bundle import demo_patient_path, load_bundle
-    from panderm.tbp.inputs import read_input
+    from panderm.tbp.inputs import SKIPPED_COLUMNS, read_input
     from panderm.tbp.measurements import lesion_filter as filt
 
     if input is None:
@@ -177,7 +177,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     if submission is not None and "isic_id" not in table.df.columns:
         write_submission(submission, table.df)  # raises the InputError before any encoding
     if table.df.empty:
-        _write_skipped(out, table.skipped)
+        write_skipped_csv(out, table.skipped, SKIPPED_COLUMNS)
         raise InputError(f"no lesion tiles to screen in {input}",
                          hint=f"{len(table.skipped)} item(s) were left out; see {out / 'skipped.csv'}")
     df, X, warnings = score_lesions(table, b, work, model=model, weights=weights,
@@ -194,7 +194,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "lesions.csv") as tmp:
         df[lesion_columns(df)].to_csv(tmp, index=False)
-    _write_skipped(out, table.skipped)
+    write_skipped_csv(out, table.skipped, SKIPPED_COLUMNS)
     patients, paths = _patients(df, b, X, out, reports, map_method, warnings)
     atomic_write_json(out / "patients.json", {
         "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
@@ -202,12 +202,6 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
         "patients": patients})
     return ScreenResult(out, len(patients), len(df), int(df["flagged"].sum()), len(table.skipped), df, paths,
                         warnings, bool(df["ml_score"].notna().any()))
-
-
-def _write_skipped(out: Path, skipped: list[dict]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "skipped.csv") as tmp:
-        pd.DataFrame(skipped, columns=["patient_id", "lesion_id", "image", "reason"]).to_csv(tmp, index=False)
 
 
 def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str,

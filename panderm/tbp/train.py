@@ -15,7 +15,8 @@ the result, ``metrics.json`` and the bundle (``risk_head.target``, ``card.md``) 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_json
+from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 
 HEADS = ("probe", "finetune")
 FALLBACK_WARNING = ("{lesions} has no risk_label column: the risk head is trained and thresholded on the pathology "
@@ -149,24 +150,64 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
     """
     from panderm.models.factory import create_encoder
     from panderm.tbp import pipeline
-    from panderm.tbp.bundle import save_bundle
-    from panderm.tbp.card import render_card
-    from panderm.tbp.evaluate import validation_metrics
-    from panderm.tbp.inputs import read_input
-    from panderm.tbp.measurements import (
-        VECTRA_MEASUREMENTS,
-        fit_fill_values,
-        measurement_matrix,
-    )
-    from panderm.tbp.measurements import lesion_filter as filt
-    from panderm.tbp.metrics import threshold_for_sensitivity
 
+    _check_train_options(head, target_sensitivity)
+    out = Path(out)
+    work = out / ".work"
+    table, target, split_how = _read_training_table(lesions, work, fmt=fmt, root=root, images=images,
+                                                    lesion_filter=lesion_filter, folds=folds, seed=seed)
+    encoder = create_encoder(model, weights, random_init=random_init)
+    base_sha, base_spec = encoder.weights_info.sha256, encoder.weights_info.spec
+    if head == "finetune":
+        tr = table.df[~table.df["_val"]]
+        _check_classes(tr[target].to_numpy(), "training", target)
+        encoder, w, b = finetune_encoder(encoder, tr, work, epochs, max_steps, batch_size, lr, precision, device,
+                                         seed, progress, resume, training_inputs(tr, lesions, base_sha), target)
+        encoder.weights_info = None  # features must be fingerprinted by the new parameters
+    X = pipeline.encode_lesions(table, encoder, work / ("finetuned" if head == "finetune" else "frozen"),
+                                precision=precision, device=device, progress=progress)
+    y, val = table.df["label"].to_numpy().astype(int), table.df["_val"].to_numpy()
+    y_risk = table.df[target].to_numpy().astype(int)  # the risk head's target; y (pathology) is everything else's
+    _check_training_classes(y, y_risk, val, target)
+    if head == "probe":
+        w, b = _probe_head(X[~val], y_risk[~val], seed)
+    ml = _fit_measurement_model(table, lesions, work, y, val, measure_from_image=measure_from_image,
+                                on_missing=on_missing, n_estimators=n_estimators, seed=seed,
+                                progress=progress) if not no_ml else _MeasurementModel()
+    ud = {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric}
+    df, thresholds = _score_and_flag(table.df, X, w, b, ml, y, y_risk, val, target_sensitivity, ud)
+    metrics = _training_metrics(df, table, y, y_risk, val, target, split_how, ml.warnings)
+    meta = _bundle_meta(encoder, model, base_spec, base_sha, dim=int(X.shape[1]), head=head, target=target,
+                        ud=ud, ml_meta=ml.meta,
+                        thresholds=thresholds, demo=demo, metrics=metrics,
+                        training={"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter,
+                                  "seed": seed, "epochs": epochs if head == "finetune" else None,
+                                  "data_note": data_note})
+    # A fine-tuned or randomly initialised encoder cannot be re-created from a weights file: ship it.
+    state = encoder.state_dict() if (head == "finetune" or base_sha is None) else None
+    _write_training_outputs(out, meta, metrics, w, b, ml, state, df[val], table.skipped)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return TBPTrainResult(out, json.loads(json.dumps(metrics)), int((~val).sum()), int(val.sum()),
+                          len(table.skipped), table.warnings + ml.warnings)
+
+
+def _check_train_options(head: str, target_sensitivity: float) -> None:
+    """A known risk head and a target sensitivity in (0, 1], else a ConfigError."""
     if head not in HEADS:
         raise ConfigError(f"unknown head '{head}'", hint=f"choose one of: {', '.join(HEADS)}")
     if not 0 < target_sensitivity <= 1:
         raise ConfigError("target sensitivity must be in (0, 1]")
-    out = Path(out)
-    work = out / ".work"
+
+
+def _read_training_table(lesions, work: Path, *, fmt, root, images, lesion_filter: bool, folds: int, seed: int):
+    """Read the lesions, apply the lesion filter and split: ``(table, risk target column, split description)``.
+
+    ``table.df`` keeps only the train and validation rows, with a boolean ``_val`` column.
+    """
+    from panderm.tbp.inputs import read_input
+    from panderm.tbp.measurements import lesion_filter as filt
+
     table = read_input(lesions, fmt, root=root, images=images, cache=work / "tiles")
     if "label" not in table.df.columns:
         raise InputError(f"{lesions} has no label column", hint="label: 1 = malignant, 0 = benign")
@@ -180,95 +221,111 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
         else pd.Series(True, index=table.df.index)
     table.df = table.df[in_use.to_numpy()].reset_index(drop=True)
     table.df["_val"] = val_mask[in_use.to_numpy()]
+    return table, target, split_how
 
-    encoder = create_encoder(model, weights, random_init=random_init)
-    base_sha, base_spec = encoder.weights_info.sha256, encoder.weights_info.spec
-    if head == "finetune":
-        tr = table.df[~table.df["_val"]]
-        _check_classes(tr[target].to_numpy(), "training", target)
-        inputs = training_inputs(tr, lesions, base_sha)
-        encoder, w, b = finetune_encoder(encoder, tr, work, epochs, max_steps, batch_size, lr, precision, device,
-                                         seed, progress, resume, inputs, target)
-        encoder.weights_info = None  # features must be fingerprinted by the new parameters
-    X = pipeline.encode_lesions(table, encoder, work / ("finetuned" if head == "finetune" else "frozen"),
-                                precision=precision, device=device, progress=progress)
-    df, y, val = table.df, table.df["label"].to_numpy().astype(int), table.df["_val"].to_numpy()
-    y_risk = table.df[target].to_numpy().astype(int)  # the risk head's target; y (pathology) is everything else's
+
+def _check_training_classes(y: np.ndarray, y_risk: np.ndarray, val: np.ndarray, target: str) -> None:
+    """Both classes of ``label`` and of the risk target in the training and the validation rows."""
     _check_classes(y[~val], "training")
     _check_classes(y[val], "validation")
     _check_classes(y_risk[~val], "training", target)
     _check_classes(y_risk[val], "validation", target)
-    if head == "probe":
-        w, b = _probe_head(X[~val], y_risk[~val], seed)
 
-    ml, ml_meta, importance, report_lines = None, None, None, []
-    if not no_ml:
-        if measure_from_image:
-            pipeline.attach_image_measurements(table, work, progress)
-            from panderm.tbp.image_measures import IMAGE_MEASUREMENTS as columns
-        else:
-            columns = [c for c in VECTRA_MEASUREMENTS if c in df.columns]
-            if not columns:
-                raise InputError(f"{lesions} has none of the 32 measurement columns",
-                                 hint="use --measure-from-image to compute substitutes, or --no-ml")
-        df = table.df
-        fill = fit_fill_values(df[~val], list(columns))
-        Xm, rep = measurement_matrix(df, list(columns), fill_values=fill, on_missing=on_missing)
-        report_lines = rep.warnings()
-        ml = _fit_ml(Xm[~val], y[~val], n_estimators, seed)
-        importance = _importance(ml, Xm[val], y[val], list(columns), seed)
-        ml_meta = {"columns": list(columns), "fill_values": fill, "n_estimators": n_estimators,
-                   "measurement_source": "image" if measure_from_image else "vectra",
-                   "missing_in_training": [c for c in VECTRA_MEASUREMENTS if c not in columns]}
 
+@dataclass
+class _MeasurementModel:
+    """The measurement model (ExtraTrees) with its bundle metadata, or all None with ``--no-ml``."""
+
+    model: object = None
+    matrix: np.ndarray | None = None
+    meta: dict | None = None
+    importance: pd.DataFrame | None = None
+    warnings: list = field(default_factory=list)
+
+
+def _fit_measurement_model(table, lesions, work: Path, y: np.ndarray, val: np.ndarray, *, measure_from_image: bool,
+                           on_missing: str, n_estimators: int, seed: int, progress: bool) -> _MeasurementModel:
+    """Fit ExtraTrees on the Vectra measurements (or image-derived substitutes) of the training rows."""
+    from panderm.tbp import pipeline
+    from panderm.tbp.measurements import VECTRA_MEASUREMENTS, fit_fill_values, measurement_matrix
+
+    if measure_from_image:
+        pipeline.attach_image_measurements(table, work, progress)
+        from panderm.tbp.image_measures import IMAGE_MEASUREMENTS as columns
+    else:
+        columns = [c for c in VECTRA_MEASUREMENTS if c in table.df.columns]
+        if not columns:
+            raise InputError(f"{lesions} has none of the 32 measurement columns",
+                             hint="use --measure-from-image to compute substitutes, or --no-ml")
+    df = table.df
+    fill = fit_fill_values(df[~val], list(columns))
+    Xm, rep = measurement_matrix(df, list(columns), fill_values=fill, on_missing=on_missing)
+    ml = _fit_ml(Xm[~val], y[~val], n_estimators, seed)
+    meta = {"columns": list(columns), "fill_values": fill, "n_estimators": n_estimators,
+            "measurement_source": "image" if measure_from_image else "vectra",
+            "missing_in_training": [c for c in VECTRA_MEASUREMENTS if c not in columns]}
+    return _MeasurementModel(ml, Xm, meta, _importance(ml, Xm[val], y[val], list(columns), seed), rep.warnings())
+
+
+def _score_and_flag(df: pd.DataFrame, X: np.ndarray, w, b, ml: _MeasurementModel, y: np.ndarray,
+                    y_risk: np.ndarray, val: np.ndarray, target_sensitivity: float, ud: dict):
+    """Risk and measurement scores, validation thresholds, ugly-duckling columns, flags: ``(df, thresholds)``."""
+    from panderm.tbp import pipeline
     from panderm.tbp.bundle import linear_risk
+    from panderm.tbp.metrics import threshold_for_sensitivity
 
     df = df.assign(risk_score=linear_risk(X, w, b))
-    df["ml_score"] = ml.predict_proba(Xm)[:, 1] if ml is not None else np.nan
+    df["ml_score"] = ml.model.predict_proba(ml.matrix)[:, 1] if ml.model is not None else np.nan
     thresholds = {"risk": threshold_for_sensitivity(y_risk[val], df["risk_score"].to_numpy()[val],
                                                     target_sensitivity),
-                  "ml": None if ml is None else threshold_for_sensitivity(y[val], df["ml_score"].to_numpy()[val],
-                                                                           target_sensitivity),
+                  "ml": None if ml.model is None else threshold_for_sensitivity(
+                      y[val], df["ml_score"].to_numpy()[val], target_sensitivity),
                   "target_sensitivity": target_sensitivity}
-    d, o, f = pipeline.ugly_duckling_columns(df["patient_id"], X, k=ud_k, min_lesions=ud_min_lesions,
-                                             metric=ud_metric)
-    df = pipeline.flag_and_rank(df.assign(ud_distance=d, ud_outlier=o, ud_fence=f), thresholds)
-    metrics = {"validation": validation_metrics(df[val]), "split": split_how, "n_train": int((~val).sum()),
-               "n_val": int(val.sum()), "n_train_malignant": int(y[~val].sum()),
-               "n_val_malignant": int(y[val].sum()), "n_patients": int(df["patient_id"].nunique()),
-               "risk_target": risk_target_metrics(target, y_risk, df["risk_score"].to_numpy(), val),
-               "skipped": len(table.skipped), "measurement_warnings": report_lines, "warnings": table.warnings}
+    d, o, f = pipeline.ugly_duckling_columns(df["patient_id"], X, k=ud["k"], min_lesions=ud["min_lesions"],
+                                             metric=ud["metric"])
+    return pipeline.flag_and_rank(df.assign(ud_distance=d, ud_outlier=o, ud_fence=f), thresholds), thresholds
+
+
+def _training_metrics(df: pd.DataFrame, table, y: np.ndarray, y_risk: np.ndarray, val: np.ndarray, target: str,
+                      split_how: str, measurement_warnings: list) -> dict:
+    """``metrics.json``: validation metrics, split sizes, the risk target's AUROC, skipped rows, warnings."""
+    from panderm.tbp.evaluate import validation_metrics
+
+    return {"validation": validation_metrics(df[val]), "split": split_how, "n_train": int((~val).sum()),
+            "n_val": int(val.sum()), "n_train_malignant": int(y[~val].sum()),
+            "n_val_malignant": int(y[val].sum()), "n_patients": int(df["patient_id"].nunique()),
+            "risk_target": risk_target_metrics(target, y_risk, df["risk_score"].to_numpy(), val),
+            "skipped": len(table.skipped), "measurement_warnings": measurement_warnings, "warnings": table.warnings}
+
+
+def _bundle_meta(encoder, model: str, base_spec, base_sha: str | None, *, dim: int, head: str, target: str,
+                 ud: dict, ml_meta: dict | None, thresholds: dict, demo: bool, metrics: dict, training: dict) -> dict:
+    """The bundle's ``meta``: encoder (portable weights spec), heads, thresholds, metrics, training settings."""
+    import panderm
     from panderm.models.factory import portable_weights_spec
 
     name = getattr(encoder, "model_name", model)
-    meta = {"encoder": {"name": name, "weights_spec": portable_weights_spec(name, base_spec, base_sha),
+    return {"encoder": {"name": name, "weights_spec": portable_weights_spec(name, base_spec, base_sha),
                         "weights_sha256": base_sha, "preset": encoder.pretrained_cfg.preset,
-                        "dim": int(X.shape[1]), "finetuned": head == "finetune"},
-            "risk_head": {"mode": head, "target": target},
-            "ud": {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric},
-            "ml": ml_meta, "thresholds": thresholds, "demo": demo, "metrics": metrics,
-            "training": {"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter,
-                         "seed": seed, "epochs": epochs if head == "finetune" else None, "data_note": data_note},
-            "created": datetime.now(UTC).isoformat(timespec="seconds")}
-    import panderm
+                        "dim": dim, "finetuned": head == "finetune"},
+            "risk_head": {"mode": head, "target": target}, "ud": ud,
+            "ml": ml_meta, "thresholds": thresholds, "demo": demo, "metrics": metrics, "training": training,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), "panderm_version": panderm.__version__}
 
-    meta["panderm_version"] = panderm.__version__
-    # A fine-tuned or randomly initialised encoder cannot be re-created from a weights file: ship it.
-    state = encoder.state_dict() if (head == "finetune" or base_sha is None) else None
-    save_bundle(out, meta=meta, risk_weight=w, risk_bias=b, ml=ml, importance=importance, encoder_state=state,
-                card=render_card(meta))
+
+def _write_training_outputs(out: Path, meta: dict, metrics: dict, w, b, ml: _MeasurementModel, encoder_state,
+                            validation_rows: pd.DataFrame, skipped: list) -> None:
+    """Save the bundle (with ``card.md``), ``metrics.json``, ``validation_lesions.csv`` and ``skipped.csv``."""
+    from panderm.tbp.bundle import save_bundle
+    from panderm.tbp.card import render_card
+    from panderm.tbp.inputs import SKIPPED_COLUMNS
+
+    save_bundle(out, meta=meta, risk_weight=w, risk_bias=b, ml=ml.model, importance=ml.importance,
+                encoder_state=encoder_state, card=render_card(meta))
     atomic_write_json(out / "metrics.json", metrics)
     with atomic_path(out / "validation_lesions.csv") as tmp:
-        df[val].drop(columns=["_val"]).to_csv(tmp, index=False)
-    if table.skipped:
-        with atomic_path(out / "skipped.csv") as tmp:
-            pd.DataFrame(table.skipped).to_csv(tmp, index=False)
-    if not keep_work:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    return TBPTrainResult(out, json.loads(json.dumps(metrics)), int((~val).sum()), int(val.sum()),
-                          len(table.skipped), table.warnings + report_lines)
+        validation_rows.drop(columns=["_val"]).to_csv(tmp, index=False)
+    write_skipped_csv(out, skipped, SKIPPED_COLUMNS, write_empty=False)
 
 
 def risk_target_metrics(target: str, y_risk: np.ndarray, score: np.ndarray, val: np.ndarray) -> dict:

@@ -93,7 +93,7 @@ def evaluate_cmd(predictions, csv_path, by, bins, min_size, binary, positive, bo
         line = f"{str(r['column'])[:14]:<14} {str(r['group'])[:22]:<22} {r['n']:>5}"
         line += f" {r['n_positive']:>4}" if res.binary else ""
         for m in res.metrics:
-            line += f" {_fmt(r[m]):>5} [{_fmt(r[f'{m}_ci_low'])}, {_fmt(r[f'{m}_ci_high'])}]"
+            line += f" {fmt(r[m], '.3f'):>5} [{fmt(r[f'{m}_ci_low'], '.3f')}, {fmt(r[f'{m}_ci_high'], '.3f')}]"
         click.echo(line + ("  small" if r["small"] else ""))
     click.echo(f"\nspread (best − worst, groups with n ≥ {min_size}):")
     for col, per in res.spreads.items():
@@ -111,7 +111,3 @@ def _column_names(positive) -> dict[str, str]:
     """Short table headers; the legend line above the table spells out weighted recall and sens."""
     return {"weighted_f1": "weighted F1", "weighted_recall": "weighted recall", "macro_recall": "macro recall",
             "sensitivity": f"sens (TPR of {positive})", "specificity": "spec (TNR)", "auroc": "AUROC"}
-
-
-def _fmt(v, spec: str = ".3f") -> str:
-    return fmt(v, spec)

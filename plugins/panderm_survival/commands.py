@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
+from panderm.formatting import format_number
 from panderm_cli import options
 
 _PATH = click.Path(path_type=Path)
@@ -112,17 +112,13 @@ def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, i
                    f"{sub['rows_before']} -> {sub['rows_after']} rows")
     click.echo(f"{s['n']} rows ({s['events']} events) joined on {s['join']['id_col']}; "
                f"risk groups split at {s['threshold']:.4g}: low {km['n']['low']} ({km['events']['low']} events), "
-               f"high {km['n']['high']} ({km['events']['high']} events); log-rank p = {_f(km['logrank']['p'], '.3g')}")
+               f"high {km['n']['high']} ({km['events']['high']} events); log-rank p = {format_number(km['logrank']['p'], '.3g')}")
     click.echo(f"\n{'model':<13} {'covariate':<24} {'HR':>7}  {'95% CI':<17} {'p':>9}")
     for r in res.cox.itertuples():
-        click.echo(f"{r.model:<13} {r.covariate:<24} {_f(r.hr)}  [{_f(r.hr_ci_low, '.3f')}, {_f(r.hr_ci_high, '.3f')}] "
-                   f"{_f(r.p, '.3g'):>9}")
+        click.echo(f"{r.model:<13} {r.covariate:<24} {format_number(r.hr, '7.3f')}  [{format_number(r.hr_ci_low, '.3f')}, {format_number(r.hr_ci_high, '.3f')}] "
+                   f"{format_number(r.p, '.3g'):>9}")
     keys = [f"{y:g}" for y in res.td_auc["times"]]
     click.echo(f"\n{'model':<28} {'C-index':>7}  " + "  ".join(f"{'AUC@' + k:>8}" for k in keys))
     for r in res.comparison.to_dict(orient="records"):
-        click.echo(f"{r['model'][:28]:<28} {_f(r['c_index'])}  " + "  ".join(f"{_f(r[f'auc_{k}']):>8}" for k in keys))
+        click.echo(f"{r['model'][:28]:<28} {format_number(r['c_index'], '7.3f')}  " + "  ".join(f"{format_number(r[f'auc_{k}'], '7.3f'):>8}" for k in keys))
     click.echo(f"\nwrote {', '.join(p.name for p in res.files)} to {res.out}/")
-
-
-def _f(v, spec: str = "7.3f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)

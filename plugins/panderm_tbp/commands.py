@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from panderm.formatting import format_number
 from panderm_cli import options
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -222,8 +223,8 @@ def tbp_train_cmd(lesions, root, model, weights, random_init, out, head, measure
                f"risk head target: {res.metrics['risk_target']['column']}")
     click.echo(v["table_markdown"])
     s = v["summary"]
-    click.echo(f"validation: lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity "
-               f"{_f(s['patient_sensitivity'])}, {s['benign_flagged_total']} benign flagged")
+    click.echo(f"validation: lesion sensitivity {format_number(s['lesion_sensitivity'])}, patient sensitivity "
+               f"{format_number(s['patient_sensitivity'])}, {s['benign_flagged_total']} benign flagged")
     click.echo(f"wrote the bundle to {res.bundle}/ (card.md describes it)")
 
 
@@ -269,16 +270,12 @@ def tbp_eval_cmd(run_dir, lesions, root, split, out, as_json, weights, fmt, imag
         return
     s = m["summary"]
     click.echo(m["table_markdown"])
-    click.echo(f"lesion sensitivity {_f(s['lesion_sensitivity'])}, patient sensitivity {_f(s['patient_sensitivity'])} "
+    click.echo(f"lesion sensitivity {format_number(s['lesion_sensitivity'])}, patient sensitivity {format_number(s['patient_sensitivity'])} "
                f"({s['patients_detected']}/{s['n_patients_with_malignant']}), benign flagged "
-               f"{s['benign_flagged_total']} ({_f(s['benign_flagged_per_patient_mean'])} per patient)")
-    click.echo(f"ISIC 2024 pAUC above 80% TPR (risk score, max 0.2): {_f(m['isic2024_pauc'])}")
-    click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {_f(v)}" for k, v in m["partial_auroc_tpr80"].items()))
+               f"{s['benign_flagged_total']} ({format_number(s['benign_flagged_per_patient_mean'])} per patient)")
+    click.echo(f"ISIC 2024 pAUC above 80% TPR (risk score, max 0.2): {format_number(m['isic2024_pauc'])}")
+    click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {format_number(v)}" for k, v in m["partial_auroc_tpr80"].items()))
     rt = m["risk_target"]
-    own = f" (risk score AUROC against {rt['column']}: {_f(rt['auroc'])})" if rt["column"] != "label" else ""
+    own = f" (risk score AUROC against {rt['column']}: {format_number(rt['auroc'])})" if rt["column"] != "label" else ""
     click.echo(f"risk head trained on {rt['column']}; the metrics above use label{own}")
     click.echo(f"wrote metrics.json, table10.csv, table10.md, per_patient.csv, lesions.csv to {out}/")
-
-
-def _f(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"

@@ -1,8 +1,10 @@
-"""Sequential preprocessing of dermoscopic images (PanDerm Methods, "Sequential data preprocessing").
+"""Classical image operations on dermoscopic images: dark-corner and hair removal, lesion segmentation.
 
 Each step is a plain function on an RGB ``uint8`` array of shape (H, W, 3) so it
-can be used, tested and tuned on its own. The order used by the paper is dark
-corner removal -> hair removal -> registration -> lesion segmentation.
+can be used, tested and tuned on its own. The order used by the paper's sequential
+preprocessing (PanDerm Methods) is dark corner removal -> hair removal -> registration
+-> lesion segmentation; registration lives in :mod:`panderm.longitudinal.register`.
+This is a data-layer module: it imports no feature package.
 """
 
 from __future__ import annotations

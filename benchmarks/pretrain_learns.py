@@ -141,7 +141,7 @@ def trained_encoder(weights: str | Path):
 
 def run_checkpoints(run: Path, every: int = 1) -> list[tuple[int, Path]]:
     """``(step, file)`` for the periodic checkpoints of a run folder whose step is a multiple of ``every``."""
-    from panderm.train.checkpointing import periodic_checkpoints
+    from panderm.train.run_state import periodic_checkpoints
 
     found = [(step, path) for step, path in periodic_checkpoints(run) if step % every == 0]
     if not found:

@@ -203,7 +203,7 @@ def load_init_weights(encoder, path: str | Path):
 
 def build_dataset(config: dict[str, Any], model) -> Any:
     """The two-view, masked pretraining dataset for ``config``."""
-    from panderm.data.pretrain import PretrainDataset, TwoViewTransform, resolve_data
+    from panderm.data.unlabelled import PretrainDataset, TwoViewTransform, resolve_data
     from panderm.train.masking import BlockMaskGenerator, RandomMaskGenerator
 
     items = resolve_data(config["data"])

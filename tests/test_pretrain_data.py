@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import panderm
-from panderm.data.pretrain import (
+from panderm.data.unlabelled import (
     PretrainDataset,
     TwoViewTransform,
     builtin_data_sources,

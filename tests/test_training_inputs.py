@@ -138,7 +138,7 @@ def test_pretrain_resume_refuses_replaced_init_weights(cli, manifest, tmp_path):
 
 
 def test_manifest_row_leaving_root_is_refused(tmp_path):
-    from panderm.data.pretrain import manifest_source
+    from panderm.data.unlabelled import manifest_source
 
     csv = tmp_path / "m.csv"
     csv.write_text("path,modality\nimgs/a.jpg,x\n../secret/b.jpg,x\n")

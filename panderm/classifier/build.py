@@ -345,7 +345,7 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
     from panderm.finetune.run import read_run_config, read_splits, load_run_network
     from panderm.hardware import default_device, resolve_precision
     from panderm.models.factory import portable_weights_spec
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
     from panderm.weights import resolve_weights_path, weights_sha256
 
     run = Path(run)

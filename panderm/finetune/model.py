@@ -186,10 +186,10 @@ def weighted_sampler_factory(labels: np.ndarray):
     split, so with ``percent_data < 1`` its sampler had the wrong length and
     weights (docs/reference/finetuning.md); here both come from the used subset. Draws are
     a pure function of (seed, epoch) and are sharded across ranks
-    (:class:`~panderm.data.pretrain.EpochSampler` with ``balance="weight"``), so
+    (:class:`~panderm.data.sampling.EpochSampler` with ``balance="weight"``), so
     resume replays them exactly.
     """
-    from panderm.data.pretrain import EpochSampler
+    from panderm.data.sampling import EpochSampler
 
     weights = class_balance_weights(labels)
 

@@ -79,7 +79,7 @@ def _infer(net, paths, labels, preset: str, *, tta: bool, batch_size: int, num_w
     """Probabilities of the readable images (eval transform), their row indices and the skipped ones."""
     import contextlib
 
-    from panderm.data.pretrain import skip_collate
+    from panderm.data.sampling import skip_collate
     from panderm.data.transforms import build_transform
     from panderm.finetune.model import ImageLabelDataset, predict_proba
 
@@ -201,7 +201,7 @@ def finetune(csv, root, out, *, model="panderm_large_patch16_224", weights=None,
     """
     from panderm.finetune.model import build_classifier
     from panderm.hardware import resolve_precision
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
     from panderm import distributed as D
 
     csv, root, out = Path(csv), None if root is None else Path(root), Path(out)
@@ -304,7 +304,7 @@ def _make_trainer(net, k: int, train: pd.DataFrame, val: pd.DataFrame, out: Path
         train_transform,
         weighted_sampler_factory,
     )
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
     from panderm.train.trainer import DEFAULT_RESUME_IGNORE, TrainConfig, Trainer
 
     r = recipe
@@ -344,7 +344,7 @@ def _val_eval_fn(val: pd.DataFrame, preset: str, k: int, *, eval_bs: int, num_wo
 def _finetune_summary(run_config: dict, recipe: dict, res, spe: int, *, csv: Path, root: Path | None,
                       n_full: int, n_val: int, y_train: np.ndarray) -> dict:
     """``finetune.json`` before the test evaluation: model, recipe, data sizes, steps and the selected checkpoint."""
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
 
     best, classes = res.best, run_config["classes"]
     return {"model": run_config["model"], "weights": run_config["weights"], "recipe": recipe, "classes": classes,
@@ -380,7 +380,7 @@ def evaluate_run(run, csv=None, root=None, out=None, *, split="test", tta=False,
         tta: Average the probabilities of the 5 TTA views.
     """
     from panderm.hardware import resolve_precision
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
     from panderm import distributed as D
 
     run = Path(run)

@@ -280,7 +280,7 @@ def val_auroc_fn(dataset: PairDataset, batch_size: int, num_workers: int = 0):
     """``eval_fn`` for the Trainer: ``{"val_auroc"}`` of the model on ``dataset`` (NaN with one class)."""
     from sklearn.metrics import roc_auc_score
 
-    from panderm.data.pretrain import skip_collate
+    from panderm.data.sampling import skip_collate
 
     labels = dataset.rows["label"].to_numpy()
 
@@ -303,7 +303,7 @@ def val_auroc_fn(dataset: PairDataset, batch_size: int, num_workers: int = 0):
 
 def _selection(result, trainer, reason: str | None, n_val: int) -> dict:
     """Which checkpoint ``change eval`` uses and why (stored in ``change_config.json``)."""
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
 
     best = result.best
     if best is None:
@@ -455,7 +455,7 @@ def load_change_model(run_dir: str | Path) -> tuple[SiameseChangeModel, dict]:
     """Rebuild the trained model of ``run_dir`` from ``change_config.json`` and its selected checkpoint
     (``selection.checkpoint``: the best val AUROC's, else ``checkpoint-last.pth``)."""
     from panderm.models.factory import create_encoder
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE
@@ -531,7 +531,7 @@ def _evaluation_pairs(pairs_csv, split: str, root, ablation: tuple, cfg: dict, o
 
 def _predict_pairs(net, dataset, batch_size: int, dev, progress: bool, skipped: list):
     """P(changed) of every readable pair: ``(dataset indices, probabilities)``; unreadable pairs go to ``skipped``."""
-    from panderm.data.pretrain import skip_collate
+    from panderm.data.sampling import skip_collate
     from panderm.progress import progress_bar
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=skip_collate())

@@ -226,7 +226,7 @@ def load_segmentation_model(run_dir, which: str = "best") -> tuple[SegmentationM
 
     ``which="best"`` uses ``checkpoint-best.pth`` when it exists, else ``checkpoint-last.pth``.
     """
-    from panderm.train import checkpointing as ckpt
+    from panderm.train import run_state as ckpt
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG_FILE

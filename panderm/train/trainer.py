@@ -22,8 +22,6 @@ just the step number and a resumed run replays exactly the same batches.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import random
@@ -39,9 +37,9 @@ import torch
 from panderm.data.sampling import EpochSampler, SeededIndexDataset, skip_collate
 from panderm.errors import ConfigError, PandermError
 from panderm.hardware import PRECISIONS, resolve_precision, torch_dtype
-from panderm.io import atomic_write_json, atomic_write_text
+from panderm.io import atomic_write_json, atomic_write_text, write_skipped_csv
 from panderm.provenance import check_resume_inputs, save_inputs
-from panderm.train import checkpointing as ckpt
+from panderm.train import run_state as ckpt
 from panderm import distributed as D
 from panderm.train.optim import WarmupCosine, build_adamw, default_param_groups, scaled_lr
 
@@ -330,11 +328,7 @@ class Trainer:
 
     def _write_skipped(self, skipped) -> None:
         if skipped or (self.out / "skipped.csv").exists():
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["path", "reason"])
-            w.writerows(dict.fromkeys(tuple(r) for r in skipped))
-            atomic_write_text(self.out / "skipped.csv", buf.getvalue())
+            write_skipped_csv(self.out, dict.fromkeys(tuple(r) for r in skipped))  # once per (path, reason)
 
     # ------------------------------------------------------------------ training
     def _micro(self, batch, weight: float, sync: bool) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Built-in plugin: CAE v2 pretraining: teachers, data sources and the ``pretrain`` command.
 
 Import stays light: no torch here. The teachers' factories live in
-:mod:`panderm.train.builtin_teachers`, the data sources in :mod:`panderm.data.pretrain`; this plugin forwards them.
+:mod:`panderm.train.builtin_teachers`, the data sources in :mod:`panderm.data.unlabelled`; this plugin forwards them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,6 @@ def register_commands(cli):
 
 @panderm.hookimpl
 def register_data_sources(register):
-    from panderm.data.pretrain import builtin_data_sources
+    from panderm.data.unlabelled import builtin_data_sources
 
     builtin_data_sources(register)

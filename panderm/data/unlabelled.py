@@ -1,4 +1,4 @@
-"""Pretraining data: image sources and the two-view augmentation (sampling: :mod:`panderm.data.sampling`).
+"""Unlabelled images for pretraining: image sources (manifest, folders, plugins) and the two-view augmentation.
 
 Determinism contract (what makes ``--resume`` bit-identical): every random
 choice is a pure function of ``(seed, epoch, sample index)``. The
@@ -21,7 +21,7 @@ import numpy as np
 
 from panderm.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
 from panderm.data.inputs import IMAGE_EXTENSIONS
-from panderm.data.sampling import BALANCE_MODES, EpochSampler, SeededIndexDataset, skip_collate  # noqa: F401
+from panderm.data.sampling import EpochSampler
 from panderm.errors import ConfigError, InputError
 from panderm.paths import resolve_under_root
 

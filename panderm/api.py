@@ -157,7 +157,7 @@ def _extract_kwargs(modality: str | None, preset: str | None, max_pixels: int | 
 
 def read_features(folder: str | os.PathLike) -> Features:
     """Load a folder written by ``panderm extract`` (``features.npy``, ``index.csv``, ``meta.json``)."""
-    from panderm.eval.probe import load_features
+    from panderm.data.tables import load_features
 
     import pandas as pd
 

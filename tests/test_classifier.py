@@ -79,7 +79,7 @@ def test_probabilities_are_calibrated_softmax(clf_dir, ham):
     soft = np.exp(z - z.max(axis=1, keepdims=True))
     assert np.allclose(p, soft / soft.sum(axis=1, keepdims=True), atol=1e-6)
     # the features of the bundle encoder are those `panderm extract` wrote
-    from panderm.eval.probe import load_features
+    from panderm.data.tables import load_features
 
     f = load_features(ham / "feats")
     row = f.keys.index("images/" + min((ham / "images").iterdir()).name)

@@ -70,7 +70,7 @@ def test_layer_decay_groups_and_head_init():
 
 
 def test_weighted_sampler_uses_the_subset_actually_trained_on():
-    from panderm.eval.probe import subsample
+    from panderm.data.tables import subsample
     from panderm.finetune.model import class_balance_weights, weighted_sampler_factory
 
     labels = np.array([0] * 90 + [1] * 10)

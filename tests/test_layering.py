@@ -56,3 +56,12 @@ def test_no_private_name_is_imported_across_modules():
            for line, module, names in _imports(path)
            for name in names if name.startswith("_") and not name.startswith("__")]
     assert not bad, "\n".join(bad)
+
+
+def test_no_function_runs_over_100_lines():
+    """Long procedures are split into named steps (validate, load, run, write); docstrings count."""
+    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for root in CODE_ROOTS for path in _modules(REPO / root)
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 100]
+    assert not long, "\n".join(long)

@@ -19,7 +19,8 @@ import torch
 import panderm
 from panderm.errors import InputError
 from panderm.eval.linear import LBFGSLogisticRegression, default_C
-from panderm.eval.probe import run_probe, subsample
+from panderm.eval.probe import run_probe
+from panderm.data.tables import subsample
 from panderm.plugins import plugin_context
 from panderm.registry import ProbeHeadSpec
 

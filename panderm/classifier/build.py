@@ -182,7 +182,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
            n_bootstrap) -> Path:
     """A probe bundle: head fitted on the train rows, calibrated on val, evaluated on test, plus references."""
     from panderm.eval.metrics import ALL_METRICS, bootstrap_ci
-    from panderm.eval.probe import load_features
+    from panderm.data.tables import load_features
 
     if csv is None:
         raise ConfigError("building from --features needs the dataset --csv (image, split, label)")
@@ -251,7 +251,7 @@ def _probe_rows(csv: Path, binary, feats):
 
     ``val`` keeps only rows of the training classes (the temperature is fitted on them).
     """
-    from panderm.eval.probe import load_dataset, select_rows
+    from panderm.data.tables import load_dataset, select_rows
 
     df, label_col = load_dataset(csv, binary)
     rows, excluded = select_rows(df, feats, csv, True, "features")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from panderm.data.tables import load_dataset, load_features, select_rows
 from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.linear import penalty_for
 from panderm.eval.metrics import (
@@ -47,14 +48,7 @@ from panderm.eval.metrics import (
     classification_metrics,
     paired_t_tests,
 )
-from panderm.eval.probe import (
-    fit_predict,
-    select_rows,
-    features_precision,
-    load_dataset,
-    load_features,
-    solver_record,
-)
+from panderm.eval.probe import features_precision, fit_predict, solver_record
 from panderm.io import atomic_path, atomic_write_json, jsonable
 
 

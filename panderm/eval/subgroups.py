@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
-from panderm.eval.probe import drop_repeated_keys
+from panderm.data.tables import drop_repeated_keys
 from panderm.io import read_csv_frame
 from panderm.io import jsonable
 from panderm.paths import normalise_path

@@ -157,7 +157,7 @@ def read_splits(csv, binary: bool, classes: list | None = None, root: Path | Non
 
     Returns ``(df, label_column, classes)``; ``classes`` defaults to the sorted train labels.
     """
-    from panderm.eval.probe import load_dataset
+    from panderm.data.tables import load_dataset
 
     df, label_col = load_dataset(csv, binary)
     df["_path"] = _image_paths(df, Path(csv), root)
@@ -261,7 +261,7 @@ def _check_finetune_options(out: Path, model: str, *, monitor: str, percent_data
 def _finetune_splits(csv: Path, binary: bool, root: Path | None, percent_data: float, seed: int):
     """``(df, label_column, classes, (train, val, test), n_train_full)``, refusing unusable splits and unseen
     labels; ``train`` is the stratified, seeded ``percent_data`` subsample of the train rows."""
-    from panderm.eval.probe import subsample
+    from panderm.data.tables import subsample
 
     df, label_col, classes = read_splits(csv, binary, root=root)
     train, val, test = (df[df["split"] == s] for s in ("train", "val", "test"))

@@ -195,8 +195,8 @@ def load_init_weights(encoder, path: str | Path):
         return load_encoder_state(encoder, path)
     except CheckpointError as exc:
         raise CheckpointError(
-            f"init_weights: {exc.message}",
-            hint=(f"{exc.hint} " if exc.hint else "") + "init_weights must hold this encoder with layer scale "
+            f"--weights (init_weights): {exc.message}",
+            hint=(f"{exc.hint} " if exc.hint else "") + "--weights must hold this encoder with layer scale "
                  "(gamma_1/gamma_2) and q/v biases only: a PanDerm or CAE v2 checkpoint of the same size "
                  "(see docs/pretraining.md)") from None
 

@@ -55,6 +55,17 @@ def missing_extra(exc: BaseException):
     return None
 
 
+def _renamed_or(exc: click.exceptions.NoSuchOption) -> click.ClickException:
+    """A usage error naming the new spelling when ``exc`` is an option renamed in 0.1, else ``exc`` itself."""
+    from panderm_cli.options import renamed_option
+
+    command = " ".join((exc.ctx.command_path if exc.ctx else "").split()[1:])
+    new = renamed_option(command, exc.option_name)
+    if new is None:
+        return exc
+    return click.UsageError(f"No such option: {exc.option_name} (renamed: use {new})", ctx=exc.ctx)
+
+
 class PandermGroup(LazyGroup):
     """Root group: turns expected errors into one clean message."""
 
@@ -68,6 +79,8 @@ class PandermGroup(LazyGroup):
                 raise
             echo_error(exc)
             ctx.exit(2)
+        except click.exceptions.NoSuchOption as exc:
+            raise _renamed_or(exc) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:

@@ -9,8 +9,10 @@ import click
 from panderm_cli import options
 
 
-@click.command("plugins", epilog="\b\nExamples:\n  panderm plugins\n  panderm plugins | jq '.[].name'")
-def plugins_cmd() -> None:
+@click.command("plugins", epilog="\b\nExamples:\n  panderm plugins\n  panderm plugins | jq '.[].name'\n"
+                                 "  panderm plugins --json    # the same: plugins always prints JSON")
+@options.json_output(help="Accepted for symmetry: plugins always prints JSON.")
+def plugins_cmd(as_json: bool) -> None:
     """Print JSON: each plugin, its hooks, and what it registered."""
     from panderm.plugins import describe_plugins
     from panderm_cli.app import build_cli

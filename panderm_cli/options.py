@@ -78,6 +78,32 @@ SHARED: dict[str, SharedOption] = {o.name: o for o in (
 )}
 
 
+#: Options renamed in 0.1 so that each word means one thing: ``(command or "*", old) -> the new spelling``.
+#: The CLI answers an old name with the new one instead of a bare "No such option".
+RENAMED: dict[tuple[str, str], str] = {
+    ("*", "--steps"): "--max-steps (optimizer steps) or, in align-pair and change train, --preprocess",
+    ("pretrain", "--steps"): "--max-steps",
+    ("align-pair", "--steps"): "--preprocess",
+    ("change train", "--steps"): "--preprocess",
+    ("*", "--finetune-run"): "--run",
+    ("*", "--bundle"): "--run",
+    ("*", "--classifier"): "--run",
+    ("*", "--task"): "--head (the probe head)",
+    ("*", "--init-weights"): "--weights",
+    ("*", "--lesions"): "--csv",
+    ("survival", "--split"): "--risk-cutoff (--split always names rows of the CSV's split column)",
+    ("align-pair", "--preset"): "--align-preset",
+    ("classifier build", "--demo"): "--mark-demo",
+    ("evaluate", "--binary"): "--binary-metrics",
+    ("tbp train", "--head"): "--risk-head",
+}
+
+
+def renamed_option(command: str, option: str) -> str | None:
+    """The new spelling of ``option`` in ``command`` (``"change train"``) if it was renamed, else ``None``."""
+    return RENAMED.get((command, option)) or RENAMED.get(("*", option))
+
+
 def shared_option(name: str, *, help: str | None = None, default: Any = ..., why: str | None = None,
                   required: bool | None = None, from_recipe: bool = False, multiple: bool = False) -> Callable:
     """A Click option built from its ``SHARED`` row; ``help`` may say more about this command's use."""

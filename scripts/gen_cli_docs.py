@@ -31,18 +31,33 @@ def _type_name(row) -> str:
     return {"integer range": "integer", "text": "text"}.get(row.type.name, row.type.name)
 
 
-def convention_table() -> list[str]:
+def _optional_somewhere(cli: click.Group) -> set[str]:
+    """Shared option names that some command makes optional although SHARED requires them."""
+    found, stack = set(), [cli]
+    while stack:
+        cmd = stack.pop()
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            stack += [cmd.get_command(ctx, n) for n in cmd.list_commands(ctx)]
+            continue
+        found |= {p.panderm_shared for p in cmd.params if getattr(p, "panderm_shared", None) and not p.required}
+    return found
+
+
+def convention_table(cli: click.Group | None = None) -> list[str]:
     """The shared options (panderm_cli.options.SHARED) as a Markdown table."""
     from panderm_cli.options import SHARED
 
+    optional = _optional_somewhere(cli) if cli is not None else set()
     lines = ["## Shared options", "",
              "Every command builds these from `panderm_cli/options.py`; `tests/test_cli_conventions.py` checks",
              "each registered command (plugins included) against this table. A command that changes a default",
              "says why in its help (`[default: 16, the paper's segmentation recipe]`).", "",
              "| Option | Type | Default | Meaning |", "|---|---|---|---|"]
     for row in SHARED.values():
-        default = "required" if row.required else ("off" if row.is_flag else
-                                                   "—" if row.default is None else f"`{row.default}`")
+        default = ("required" + (" (some commands have a default, see their help)" if row.name in optional else "")
+                   if row.required else "off" if row.is_flag else
+                   "—" if row.default is None else f"`{row.default}`")
         meaning = row.help.replace("|", "/")
         lines.append(f"| `{', '.join(row.decls)}` | {_type_name(row)} | {default} | {meaning} |")
     return lines + [""]
@@ -54,7 +69,7 @@ def render() -> str:
 
     cli = build_cli()
     ctx = click.Context(cli, info_name="panderm")
-    parts = [MARK, "", *convention_table(), "## `panderm`", "", "```", _help(cli, []), "```", ""]
+    parts = [MARK, "", *convention_table(cli), "## `panderm`", "", "```", _help(cli, []), "```", ""]
     for name in cli.list_commands(ctx):
         cmd = cli.get_command(ctx, name)
         parts += [f"## `panderm {name}`", "", "```", _help(cli, [name]), "```", ""]

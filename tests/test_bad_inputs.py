@@ -1113,7 +1113,7 @@ def _tbp_lesions(a: Assets, t: Path) -> pd.DataFrame:
 
 
 def _tbp_train(csv: Path, root: Path, out: Path) -> list[str]:
-    return ["tbp", "train", "--lesions", str(csv), "--root", str(root), "--model", TINY, "--out", str(out),
+    return ["tbp", "train", "--csv", str(csv), "--root", str(root), "--model", TINY, "--out", str(out),
             "--measure-from-image", "--folds", "2", "--trees", "5", "--quiet", "--device", "cpu"]
 
 
@@ -1437,8 +1437,8 @@ def _(t, a):
     _invoke(_ft(csv, t / "imgs", t / "run"))
     for ckpt in (t / "run").glob("checkpoint-*.pth"):
         torch_payload(ckpt, marker)
-    return Case(["finetune", "--out", str(t / "run"), "--eval", "--bootstrap", "0", "--device", "cpu",
-                 "--workers", "0", "--quiet"], names="checkpoint-", out=t / "run", marker=marker)
+    return Case(["finetune", "--eval", "--run", str(t / "run"), "--out", str(t / "eval"), "--bootstrap", "0",
+                 "--device", "cpu", "--workers", "0", "--quiet"], names="checkpoint-", out=t / "eval", marker=marker)
 
 
 @case("finetune-csv-without-split-column")
@@ -1556,7 +1556,7 @@ def _(t, a):
 def _(t, a):
     marker = t / "PWNED_init"
     w = torch_payload(t / "evil_init.pth", marker)
-    return Case(_pretrain(t, a, "--teacher", "hog", "--init-weights", str(w)), names="evil_init.pth",
+    return Case(_pretrain(t, a, "--teacher", "hog", "--weights", str(w)), names="evil_init.pth",
                 out=t / "out", marker=marker)
 
 

@@ -243,19 +243,23 @@ def test_cli_build_and_info(ham, tmp_path, cli, monkeypatch):
         assert "wrote" in res.output
         res = cli(["classifier", "build", "--features", str(ham / "feats"), "--csv", str(ham / "data.csv"),
                    "--root", str(ham), "--reference-size", "6", "--bootstrap", "10", "--out", str(tmp_path / "d"),
-                   "-q", "--json"])
+                   "--mark-demo", "-q", "--json"])
         assert res.exit_code == 0, res.output
         built = json.loads(res.stdout)
         assert built["out"] == str(tmp_path / "d") and built["classes"] == ["bkl", "mel", "nv"]
+        assert built["demo"] is True  # --mark-demo (it was --demo, which elsewhere means "use the bundled demo")
         assert "temperature" in built and "acc" in built["metrics"]
         res = cli(["classifier", "info", "--run", str(tmp_path / "c"), "--json"])
         info = json.loads(res.stdout)
         assert info["classes"] == ["bkl", "mel", "nv"] and info["descriptions"]["mel"] == "melanoma"
+        assert info["demo"] is False
         res = cli(["classifier", "info", "--run", str(tmp_path / "c")])  # the human summary
         assert res.exit_code == 0 and "classes (3): bkl, mel, nv" in res.output and "temperature" in res.output
         assert cli(["classifier", "info", str(tmp_path / "c")]).exit_code == 2  # positional CLF is gone: --run
         old = cli(["classifier", "build", "--finetune-run", str(tmp_path / "c"), "--out", str(tmp_path / "e")])
         assert old.exit_code == 2 and "No such option" in old.output  # renamed to --run
+        old = cli(["classifier", "build", "--features", str(ham / "feats"), "--demo", "--out", str(tmp_path / "e")])
+        assert old.exit_code == 2 and "No such option" in old.output and "use --mark-demo" in old.output
         both = cli(["classifier", "build", "--run", str(tmp_path / "c"), "--features", str(ham / "feats"),
                     "--out", str(tmp_path / "e")])
         assert both.exit_code == 2 and "--run" in both.output

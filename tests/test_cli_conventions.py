@@ -5,15 +5,16 @@ from __future__ import annotations
 import click
 import pytest
 
-from panderm_cli.options import SHARED
+from panderm_cli.options import RENAMED, SHARED
 
 # Commands that list or configure rather than compute: no progress, nothing to quieten.
 LISTING = {"models", "plugins", "doctor", "weights list", "weights add", "weights remove", "classifier info",
            "reproduce list", "serve"}
 # Commands that produce no result to print as JSON (plugins always prints JSON; serve runs a server).
 NO_RESULT = {"plugins", "serve", "weights add", "weights remove"}
-# Words retired because they meant two things or named a run folder another way ("task": a probe head).
-RETIRED = {"--steps", "--finetune-run", "--bundle", "--classifier", "--no-quiet", "--task"}
+# Words retired because they meant two things or named a run folder another way: everywhere ("*"), or in
+# one command (e.g. survival's --split, which was a risk cut-off).
+RETIRED = {(command, old) for command, old in RENAMED} | {("*", "--no-quiet")}
 
 
 def _walk(cmd: click.Command, path: list[str]):
@@ -61,6 +62,21 @@ def test_every_command_has_examples(commands):
     assert not missing, f"commands without an Examples epilog: {missing}"
 
 
+def test_every_group_has_examples():
+    from panderm_cli.app import build_cli
+
+    root, missing, stack = build_cli(), [], []
+    stack.append(("panderm", root))
+    while stack:
+        path, group = stack.pop()
+        if "Examples:" not in (group.epilog or ""):
+            missing.append(path)
+        ctx = click.Context(group)
+        stack += [(f"{path} {n}", c) for n in group.list_commands(ctx)
+                  if isinstance(c := group.get_command(ctx, n), click.Group)]
+    assert not missing, f"groups without an Examples epilog: {missing}"
+
+
 def test_shared_names_come_from_the_shared_decorators(commands):
     by_flag = {flag: row for row in SHARED.values() for flag in row.decls}
     problems = []
@@ -93,8 +109,25 @@ def test_out_is_always_a_required_folder(commands):
 
 def test_retired_words_are_gone(commands):
     used = [f"{path} {flag}" for path, cmd in commands.items() for p in _options(cmd)
-            for flag in p.opts + p.secondary_opts if flag in RETIRED]
+            for flag in p.opts + p.secondary_opts if ("*", flag) in RETIRED or (path, flag) in RETIRED]
     assert not used, f"retired option names still in use: {used}"
+
+
+@pytest.mark.parametrize("args, new", [
+    (["change", "train", "--pairs", "p.csv", "--steps", "whole", "--out", "o"], "--preprocess"),
+    (["pretrain", "--steps", "2", "--out", "o"], "--max-steps"),
+    (["survival", "--split", "0.5", "--out", "o"], "--risk-cutoff"),
+    (["probe", "--features", "f", "--csv", "c", "--out", "o", "--task", "logreg"], "--head"),
+    (["classifier", "build", "--finetune-run", "r", "--out", "o"], "--run"),
+])
+def test_an_old_option_name_answers_with_the_new_one(cli, args, new):
+    res = cli(args)
+    assert res.exit_code == 2 and f"renamed: use {new}" in res.output and "Traceback" not in res.output
+
+
+def test_an_unknown_option_keeps_clicks_suggestion(cli):
+    res = cli(["probe", "--features", "f", "--csv", "c", "--out", "o", "--tsk", "x"])
+    assert res.exit_code == 2 and "No such option '--tsk'" in res.output and "renamed" not in res.output
 
 
 def test_quiet_on_every_working_command(commands):

@@ -233,6 +233,16 @@ def test_cli_repeatable_features_and_models_keep_their_syntax(cli, data, tmp_pat
     assert res.exit_code == 2 and "stop here" in res.output
     assert got[-1]["models"] == [("m1=w.pth", "m1", "w.pth"), ("m2", "m2", None)]
     assert got[-1]["finetune_kwargs"] == {"random_init": True}
+    # --epochs is a float like finetune's (fractional epochs), whole numbers stay ints; > 0 like finetune's
+    for value, want in (("0.5", 0.5), ("20", 20)):
+        res = cli(["curve", "--csv", str(csv), "--method", "finetune", "--root", str(tmp_path), "--model", "m1",
+                   "--epochs", value, "--out", str(tmp_path)])
+        assert res.exit_code == 2 and "stop here" in res.output
+        epochs = got[-1]["finetune_kwargs"]["epochs"]
+        assert got[-1]["finetune_kwargs"] == {"epochs": want} and type(epochs) is type(want)
+    res = cli(["curve", "--csv", str(csv), "--method", "finetune", "--root", str(tmp_path), "--model", "m1",
+               "--epochs", "0", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--epochs" in res.output
 
 
 # --------------------------------------------------------------------------- paper grid, protocol, t-tests

@@ -187,6 +187,17 @@ def test_cli_extract_summary_and_warning(assets, tmp_path, cli):
     assert result["features"] == str(tmp_path / "j" / "features.npy")
 
 
+def test_cli_weights_note_is_on_stderr_and_quiet_hides_it(assets, tmp_path, cli):
+    imgs, weights = assets
+    args = ["extract", str(imgs), "--model", MODEL, "--weights", str(weights), "--workers", "0"]
+    r = cli([*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "weights: loaded" in r.stderr and "weights: loaded" not in r.stdout
+    assert "Wrote 8 feature vectors" in r.stdout  # the summary stays on stdout
+    r = cli([*args, "--out", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0 and "weights: loaded" not in r.output and "Wrote 8 feature vectors" in r.stdout
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "badcsv", "badpreset"])
 def test_cli_bad_inputs_exit_2(case, tmp_path, cli, assets):
     imgs, _ = assets

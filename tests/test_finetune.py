@@ -196,16 +196,24 @@ def test_cli_end_to_end_eval_and_resume(ham, cli, tmp_path):
     assert info["recipe"]["weighted_sampler"] is True  # the release always passed --weights
     assert len(pd.read_csv(out / "predictions.csv")) == 8
 
-    r = cli(["finetune", "--out", str(out), "--eval", "--tta", "--bootstrap", "20", "--json"])
+    ev = tmp_path / "ft-eval"  # --eval: the run comes as --run, the evaluation goes to --out
+    r = cli(["finetune", "--eval", "--run", str(out), "--out", str(ev), "--tta", "--bootstrap", "20", "--json"])
     assert r.exit_code == 0, r.output
     shown = json.loads(r.stdout)  # stdout holds nothing but the JSON
-    assert "auroc" in shown and shown["out"] == str(out / "eval-test-tta")
-    assert json.loads((out / "eval-test-tta" / "finetune.json").read_text())["tta_views"][1] == "hflip"
+    assert "auroc" in shown and shown["out"] == str(ev)
+    assert json.loads((ev / "finetune.json").read_text())["tta_views"][1] == "hflip"
+    assert (ev / "metrics.json").is_file() and not (out / "eval-test-tta").exists()
 
     r = cli(["finetune", "--resume", str(out), "--max-steps", "4"])  # --resume is a flag now: --out DIR --resume
     assert r.exit_code == 2 and "--out" in r.output
-    r = cli(["finetune", "--out", str(out), "--resume", "--eval"])
+    r = cli(["finetune", "--out", str(out), "--resume", "--eval", "--run", str(out)])
     assert r.exit_code == 2 and "without --resume" in r.output
+    r = cli(["finetune", "--out", str(ev), "--eval"])  # the run to evaluate is --run, no longer --out
+    assert r.exit_code == 2 and "--eval needs --run" in r.output
+    r = cli(["finetune", "--out", str(ev), "--run", str(out), "--max-steps", "4"])  # --run only with --eval
+    assert r.exit_code == 2 and "--run is the run to evaluate with --eval" in r.output
+    r = cli(["finetune", "--eval", "--run", str(out), "--out", str(out)])  # would overwrite the run's metrics
+    assert r.exit_code == 2 and "the run itself" in r.output
     r = cli(["finetune", "--out", str(out), "--resume", "--max-steps", "4", "--quiet", "--workers", "0"])  # run's options
     assert r.exit_code == 0, r.output
     steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]

@@ -40,14 +40,15 @@ class FakeTaskPlugin:
                           factory=lambda **kw: __import__("sklearn.neighbors").neighbors.NearestCentroid()))
 
 
-def test_builtin_plugins_register_through_entry_points():
+def test_builtin_plugins_register_from_default_plugins():
+    from panderm.plugins import DEFAULT_PLUGINS, get_plugin_manager
+
     regs = registries()
     assert {"panderm_large_patch16_224", "panderm_base_patch16_224", "panderm_test_patch16_224"} <= set(regs.encoders)
     assert regs.encoders.owner("panderm_large_patch16_224") == "encoders"
-    from importlib.metadata import entry_points
-
-    names = {ep.name for ep in entry_points(group="panderm")}
-    assert {"encoders", "features", "probe", "hfhub"} <= names
+    loaded = dict(get_plugin_manager().list_name_plugin())
+    for name, module in DEFAULT_PLUGINS:  # the same names PANDERM_DISABLE_PLUGINS takes
+        assert loaded[name].__name__ == module
 
 
 def test_inline_plugin_adds_command_and_task(cli):
@@ -59,6 +60,8 @@ def test_inline_plugin_adds_command_and_task(cli):
         records = {r["name"]: r for r in json.loads(cli(["plugins"]).output)}
         assert records["fake"]["probe_heads"] == ["nearest-centroid"]
         assert records["fake"]["commands"] == ["hello"]
+        as_json = cli(["plugins", "--json"])  # accepted like models --json / doctor --json: the same JSON
+        assert as_json.exit_code == 0 and json.loads(as_json.output) == json.loads(cli(["plugins"]).output)
     assert "nearest-centroid" not in registries().probe_heads
 
 

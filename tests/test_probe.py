@@ -327,6 +327,14 @@ def _bad_cases(feats: Path, csv: Path, df: pd.DataFrame, tmp: Path):
     return cases
 
 
+def test_percent_data_out_of_range_names_the_option(cli, tmp_path):
+    for bad in ("5", "0", "-0.1"):
+        res = cli(["probe", "--features", str(tmp_path / "f"), "--csv", str(tmp_path / "l.csv"),
+                   "--out", str(tmp_path / "o"), "--percent-data", bad])
+        assert res.exit_code == 2 and "--percent-data" in res.output and "percent_data must" not in res.output, bad
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_inputs_give_exit_2_clear_message_and_no_metrics(cli, ham, tmp_path):
     feats, csv, df = ham
     for name, (f, c, fragments) in _bad_cases(feats, csv, df, tmp_path).items():

@@ -41,7 +41,9 @@ def registered(tmp_path):
 def _refusal(output: str) -> None:
     assert "Traceback" not in output
     assert "ships no weights" in output and "--weights" in output and "--random-init" in output
-    assert "panderm_tiny_patch16_224.demo" in output  # a bundled tag is a registered weight too
+    # a bundled tag is offered as a model, never as a --weights name (which would not resolve)
+    assert "models that ship weights (--model NAME, no --weights): panderm_tiny_patch16_224.demo" in output
+    assert "(--weights NAME): panderm_tiny" not in output
     assert "panderm weights add" in output and "panderm_bb_data6_checkpoint-499.pth" in output
 
 
@@ -50,7 +52,7 @@ def test_extract_without_weights_is_refused_and_writes_nothing(cli, images, regi
     res = cli(["extract", str(images), "--model", BASE, "--out", str(out), *FAST])
     assert res.exit_code == 2, res.output
     _refusal(res.output)
-    assert registered in res.output  # the names of `panderm weights list`
+    assert f"registered weights (--weights NAME): {registered}" in res.output  # `panderm weights list`
     assert not out.exists()
 
 

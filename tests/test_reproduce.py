@@ -52,6 +52,20 @@ def test_list_shows_every_table1_dataset_with_the_papers_figures(cli):
     assert "--data DIR --weights panderm-large --out rep/ham10000" in cli(["reproduce", "ham10000", "--help"]).output
 
 
+def test_group_options_before_an_experiment_name_are_refused_not_dropped(cli, tmp_path):
+    res = cli(["reproduce", "--json", "list"])  # used to print the table
+    assert res.exit_code == 2 and "--json" in res.output and "after the experiment name" in res.output
+    assert "panderm reproduce list --json" in res.output
+    res = cli(["reproduce", "--out", str(tmp_path / "x"), "--weights", "W", "ham10000", "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "Missing option" not in res.output
+    assert "--out, --weights" in res.output and "panderm reproduce ham10000 --out" in res.output
+    res = cli(["reproduce", "--out", str(tmp_path / "x"), "--weights", "foo"])  # used to print help, exit 0
+    assert res.exit_code == 2 and "--all" in res.output and "experiment name" in res.output
+    assert not (tmp_path / "x").exists()
+    res = cli(["reproduce"])  # bare: the help
+    assert res.exit_code == 0 and "Experiments" in res.output
+
+
 def test_ham10000_report_equals_a_separate_release_probe(cli, ham_subset, tmp_path, monkeypatch):
     data, _ = ham_subset
     monkeypatch.chdir(tmp_path)

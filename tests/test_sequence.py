@@ -139,3 +139,19 @@ def test_cli_bad_input_exit_2(case, tmp_path, cli):
 def test_cli_missing_file(tmp_path, cli):
     r = cli(["sequence", "eval", "--predictions", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("group", ["change", "classifier", "segment", "sequence", "slide", "tbp"])
+def test_group_help_pages_show_examples_that_parse(cli, group):
+    """Each group's --help ends with examples; every example names real options (pasted with --help)."""
+    import shlex
+
+    res = cli([group, "--help"])
+    assert res.exit_code == 0 and "Examples:" in res.output
+    lines = [line.strip() for line in res.output.split("Examples:", 1)[1].splitlines()
+             if line.strip().startswith("panderm ")]
+    assert 2 <= len(lines) <= 4, lines
+    for line in lines:
+        args = shlex.split(line, comments=True)[1:]
+        ran = cli([*args, "--help"])  # unknown options and commands still fail before --help is honoured
+        assert ran.exit_code == 0, (line, ran.output)

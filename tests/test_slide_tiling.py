@@ -173,3 +173,11 @@ def test_slide_extract(slides, tmp_path, cli):
     r = cli(args)  # resumable: the finished slide is skipped
     assert _rows(feats / "features.csv")["a"]["status"] == "exists" and (feats / "a.h5").stat().st_mtime_ns == mtime
     assert "1 already done" in r.output
+
+
+def test_tile_help_examples_paste_as_commands(cli):
+    """The --mpp example's note is a shell comment, so the line runs when pasted."""
+    res = cli(["slide", "tile", "--help"])
+    assert res.exit_code == 0
+    assert "--mpp 0.25    # files without resolution metadata" in res.output
+    assert "(files without resolution metadata)" not in res.output

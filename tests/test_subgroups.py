@@ -165,7 +165,7 @@ def test_real_ham10000_end_to_end(cli, shared_data, tmp_path):
     pred.to_csv(tmp_path / "predictions.csv", index=False)
     out = tmp_path / "sub"
     res = cli(["evaluate", "--predictions", str(tmp_path / "predictions.csv"), "--csv", str(csv),
-               "--by", "sex,age,localization", "--binary", "--bootstrap", "200", "--out", str(out)])
+               "--by", "sex,age,localization", "--binary-metrics", "--bootstrap", "200", "--out", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "subgroups.json").read_text())
     assert summary["n_evaluated"] == len(test) == 429 and summary["binary"] is True
@@ -281,3 +281,15 @@ def test_cli_binary_labels_sensitivity_as_tpr_of_the_positive_class(cli, tiny, t
     summary = json.loads((tmp_path / "o" / "subgroups.json").read_text())
     assert summary["definitions"]["sensitivity"].startswith("sensitivity (TPR of class 1)")
     assert summary["metrics"] == ["weighted_f1", "weighted_recall", "sensitivity", "specificity", "auroc"]
+
+
+def test_cli_binary_metrics_option_name(cli, tiny, tmp_path):
+    """`--binary-metrics` asks for the binary metrics; `--binary` (binary_label elsewhere) is not evaluate's."""
+    pred, csv = tiny
+    res = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "site", "--min-size", "1",
+               "--binary-metrics", "--bootstrap", "0", "--out", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["binary"] is True
+    old = cli(["evaluate", "--predictions", str(pred), "--csv", str(csv), "--by", "site", "--binary",
+               "--out", str(tmp_path / "o2")])
+    assert old.exit_code == 2 and "No such option" in old.output and "use --binary-metrics" in old.output

@@ -103,7 +103,7 @@ def test_measurement_model_and_metrics_still_follow_label(two_bundles):
 def test_eval_scores_against_label_and_records_the_target(cli, two_bundles, tmp_path):
     flipped, tiles, _, (risk, _) = two_bundles
     out = tmp_path / "eval"
-    res = cli(["tbp", "eval", "--run", str(risk), "--lesions", str(flipped), "--root", str(tiles),
+    res = cli(["tbp", "eval", "--run", str(risk), "--csv", str(flipped), "--root", str(tiles),
                "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "risk head trained on risk_label; the metrics above use label" in res.output

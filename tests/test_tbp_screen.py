@@ -270,8 +270,9 @@ def test_bundle_encoder_mismatch(cli, tmp_path):
     res = cli(["screen-tbp", "--demo", "--run", str(not_bundle), "--out", str(tmp_path / "o4"), "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "is not a TBP screening bundle" in res.output and str(not_bundle) in res.output
+    assert "leave out --run" in res.output  # screen-tbp's own hint: without --run it uses the demo bundle
     res = cli(["screen-tbp", "--demo", "--bundle", str(not_bundle), "--out", str(tmp_path / "o6")])
-    assert res.exit_code == 2 and "No such option '--bundle'" in res.output  # renamed to --run
+    assert res.exit_code == 2 and "No such option" in res.output and "--bundle" in res.output  # renamed to --run
     res = cli(["screen-tbp", "--demo", "--quiet"])
     assert res.exit_code == 2 and "Missing option '--out'" in res.output  # no silent ./tbp-report
     with pytest.raises(InputError):

@@ -64,7 +64,7 @@ def add_vectra_columns(csv: Path, dest: Path, seed: int = 0) -> Path:
 
 
 def train_args(csv: Path, root: Path, out: Path, *extra: str) -> list[str]:
-    return ["tbp", "train", "--lesions", str(csv), "--root", str(root), "--model", MODEL, "--trees", "20",
+    return ["tbp", "train", "--csv", str(csv), "--root", str(root), "--model", MODEL, "--trees", "20",
             "--folds", "3", "--out", str(out), "--quiet", *extra]
 
 
@@ -184,16 +184,23 @@ def test_train_bundle_contents(trained):
 def test_eval_outputs(cli, trained, tmp_path):
     csv, tiles, bundle, _ = trained
     out = tmp_path / "eval"
-    res = cli(["tbp", "eval", "--run", str(bundle), "--lesions", str(csv), "--root", str(tiles), "--out",
+    res = cli(["tbp", "eval", "--run", str(bundle), "--csv", str(csv), "--root", str(tiles), "--out",
                str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
-    js = cli(["tbp", "eval", "--run", str(bundle), "--lesions", str(csv), "--root", str(tiles), "--out",
+    js = cli(["tbp", "eval", "--run", str(bundle), "--csv", str(csv), "--root", str(tiles), "--out",
               str(tmp_path / "eval-json"), "-q", "--json"])
     assert js.exit_code == 0, js.output
     assert json.loads(js.stdout) == {**m, "out": str(tmp_path / "eval-json")}  # --json: metrics.json, nothing else
-    old = cli(["tbp", "eval", "--bundle", str(bundle), "--lesions", str(csv), "--out", str(tmp_path / "e2")])
-    assert old.exit_code == 2 and "No such option '--bundle'" in old.output  # renamed to --run
+    old = cli(["tbp", "eval", "--bundle", str(bundle), "--csv", str(csv), "--out", str(tmp_path / "e2")])
+    assert old.exit_code == 2 and "No such option" in old.output and "--bundle" in old.output  # renamed to --run
+    old = cli(["tbp", "eval", "--run", str(bundle), "--lesions", str(csv), "--out", str(tmp_path / "e3")])
+    assert old.exit_code == 2 and "No such option" in old.output and "use --csv" in old.output  # renamed
+    not_bundle = tmp_path / "not_a_bundle"
+    not_bundle.mkdir()
+    nb = cli(["tbp", "eval", "--run", str(not_bundle), "--csv", str(csv), "--out", str(tmp_path / "e4")])
+    assert nb.exit_code == 2 and "is not a TBP screening bundle" in nb.output
+    assert "panderm tbp train" in nb.output and "--demo" not in nb.output  # tbp eval has no --demo
     for key in ("lesion_sensitivity", "patient_sensitivity", "benign_flagged_total"):
         assert key in m["summary"]
     assert m["summary"]["n_lesions"] == N_PATIENTS * PER_PATIENT
@@ -270,7 +277,7 @@ def test_train_input_errors(cli, shared_data, tmp_path, edit, expected):
 def test_finetune_bundle(cli, trained, tmp_path):
     csv, tiles, _, _ = trained
     out = tmp_path / "ft"
-    res = cli(train_args(csv, tiles, out, "--no-ml", "--head", "finetune", "--max-steps", "2",
+    res = cli(train_args(csv, tiles, out, "--no-ml", "--risk-head", "finetune", "--max-steps", "2",
                          "--batch-size", "4"))
     assert res.exit_code == 0, res.output
     assert (out / "encoder.safetensors").is_file()
@@ -333,3 +340,14 @@ def test_vectra_bundle(cli, trained, tmp_path):
                "--measure-from-image", "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "vectra" in res.output.lower() and "--measure-from-image" in res.output
+
+
+def test_renamed_options_are_refused(cli, tmp_path):
+    """The lesions table is --csv (the dataset-table convention); the risk head is --risk-head."""
+    for old, new in (("--lesions", "--csv"), ("--head", "--risk-head")):
+        res = cli(["tbp", "train", old, "x", "--out", str(tmp_path / "b")])
+        assert res.exit_code == 2 and "No such option" in res.output and f"{old} (renamed: use {new})" in res.output
+        assert new in cli(["tbp", "train", "--help"]).output
+    res = cli(["tbp", "train", "--csv", str(tmp_path / "missing.csv"), "--risk-head", "nope",
+               "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "'nope' is not one of 'probe', 'finetune'" in res.output

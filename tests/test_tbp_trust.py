@@ -372,7 +372,7 @@ def test_train_relative_root_from_any_cwd(cli, shared_data, tmp_path, monkeypatc
     df["image"] = ["./" + i if k % 2 else i for k, i in enumerate(df["image"])]
     df.to_csv(csv, index=False)
     monkeypatch.chdir(tmp_path / "data")
-    res = cli(["tbp", "train", "--lesions", "lesions.csv", "--root", "tiles/", "--model", MODEL, "--trees", "5",
+    res = cli(["tbp", "train", "--csv", "lesions.csv", "--root", "tiles/", "--model", MODEL, "--trees", "5",
                "--folds", "3", "--measure-from-image", "--out", "../bundle", "--quiet"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "bundle" / "metrics.json").read_text())
@@ -582,7 +582,7 @@ def test_finetune_resume_refuses_a_changed_table(cli, shared_data, tmp_path):
     df["split"] = np.where(df["patient_id"].isin(["P4", "P5"]), "val", "train")
     df.to_csv(csv, index=False)
     out = tmp_path / "ft"
-    args = ["--no-ml", "--head", "finetune", "--max-steps", "1", "--batch-size", "4"]
+    args = ["--no-ml", "--risk-head", "finetune", "--max-steps", "1", "--batch-size", "4"]
     res = cli(train_args(csv, tiles, out, *args, "--keep-work"))
     assert res.exit_code == 0, res.output
     assert (out / ".work" / "finetune" / "inputs.json").is_file()

@@ -130,7 +130,7 @@ def test_pretrain_resume_refuses_replaced_init_weights(cli, manifest, tmp_path):
     torch.manual_seed(1)
     torch.save(create_encoder(TINY).state_dict(), weights)
     out = tmp_path / "run"
-    assert cli(_pretrain_args(manifest, out, "--max-steps", "1", "--init-weights", str(weights))).exit_code == 0
+    assert cli(_pretrain_args(manifest, out, "--max-steps", "1", "--weights", str(weights))).exit_code == 0
     torch.manual_seed(2)
     torch.save(create_encoder(TINY).state_dict(), weights)  # same size, other numbers
     bad = cli(["pretrain", "--out", str(out), "--resume", "--max-steps", "2", "--quiet"])

@@ -48,28 +48,32 @@ UNTRAINED_TAG = "untrained"
 
 
 def registered_weights_names() -> list[str]:
-    """Weights usable without a path: ``panderm weights list`` names, then bundled ``arch.tag`` names."""
+    """The names ``--weights`` accepts without a path (``panderm weights list``)."""
     from panderm.errors import PandermError
     from panderm.weights import list_weights
 
     try:
-        names = [r.name for r in list_weights()]
+        return [r.name for r in list_weights()]
     except PandermError:  # an unreadable weights.json must not hide the error being reported
-        names = []
-    for entry in registries().encoders.entries():
-        names += [f"{entry.name}.{c.tag}" for c in entry.pretrained_cfgs if c.bundled]
-    return names
+        return []
+
+
+def bundled_model_names() -> list[str]:
+    """``arch.tag`` names whose weights ship inside the package: pass them as ``--model``, no ``--weights``."""
+    return [f"{entry.name}.{c.tag}" for entry in registries().encoders.entries()
+            for c in entry.pretrained_cfgs if c.bundled]
 
 
 def _no_weights_error(entry: EncoderEntry, cfg: PretrainedCfg):
     from panderm.errors import ConfigError, examples
 
-    names = registered_weights_names()
-    have = f"registered weights: {examples(names, 8)}" if names else "no weights are registered"
+    names, bundled = registered_weights_names(), bundled_model_names()
+    have = f"registered weights (--weights NAME): {examples(names, 8)}" if names else "no weights are registered"
+    ships = f"; models that ship weights (--model NAME, no --weights): {examples(bundled, 8)}" if bundled else ""
     release = f"the released file {cfg.file_name}" if cfg.file_name else "a weights file"
     return ConfigError(
         f"encoder {entry.name}.{cfg.tag} ships no weights: pass --weights, or --random-init for a randomly "
-        f"initialised encoder (tests and ablations only; its features are meaningless); {have}",
+        f"initialised encoder (tests and ablations only; its features are meaningless); {have}{ships}",
         hint=f"add {release} with `panderm weights add NAME PATH`, then pass --weights NAME")
 
 

@@ -199,14 +199,18 @@ def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bi
     return out
 
 
-def _read_meta(path: Path) -> dict:
+#: The hint when a folder is not a bundle; callers with more options (screen-tbp: its demo bundle) pass their own.
+NOT_A_BUNDLE_HINT = "train one with `panderm tbp train`"
+
+
+def _read_meta(path: Path, hint: str = NOT_A_BUNDLE_HINT) -> dict:
     """``bundle.json``, refusing older (skops) bundles and anything that does not match the schema."""
     from panderm.manifest import FILES_KEY, validate_json
 
     meta_path = path / BUNDLE_FILE
     if not meta_path.is_file():
         raise InputError(f"{path} is not a TBP screening bundle (no {BUNDLE_FILE})",
-                         hint="train one with `panderm tbp train`, or use --demo")
+                         hint=hint)
     if (path / LEGACY_ML_FILE).exists():
         raise CheckpointError(f"bundle {path} holds {path / LEGACY_ML_FILE}, a measurement model in the skops "
                               "format, which panderm no longer reads (loading it could run code)", hint=RETRAIN_HINT)
@@ -267,8 +271,11 @@ def _load_importance(path: Path) -> pd.DataFrame | None:
     return imp
 
 
-def load_bundle(path: str | Path | None = None) -> Bundle:
+def load_bundle(path: str | Path | None = None, *, not_a_bundle_hint: str = NOT_A_BUNDLE_HINT) -> Bundle:
     """Load a bundle folder (default: the bundled demo bundle).
+
+    ``not_a_bundle_hint`` is the hint of the error for a folder without ``bundle.json`` (the caller
+    knows what else its user can do).
 
     Order: ``bundle.json`` against the schema, every member's sha256, then the arrays.
 
@@ -279,7 +286,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     from panderm.tbp.forest import load_forest
 
     path = Path(path) if path is not None else demo_bundle_path()
-    meta = _read_meta(path)
+    meta = _read_meta(path, not_a_bundle_hint)
     _check_members(path, meta)
     weight, bias = _load_head(path, meta["encoder"]["dim"])
     ml = load_forest(path / ML_FILE, meta["ml"]["model"]) if meta["ml"] else None

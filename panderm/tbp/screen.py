@@ -167,7 +167,8 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
         if not demo:
             raise InputError("no input given", hint="pass a patient or cohort folder, or --demo")
         input = demo_patient_path()
-    b = load_bundle(bundle)
+    b = load_bundle(bundle, not_a_bundle_hint="train one with `panderm tbp train`, or leave out --run to screen "
+                                              "with the bundled demo bundle")
     out = Path(out)
     work = out / ".work"
     table = read_input(input, fmt, images=images, cache=work / "tiles", strict_labels=False)

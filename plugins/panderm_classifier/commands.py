@@ -13,7 +13,15 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 _PATH = click.Path(path_type=Path)
 
 
-@click.group("classifier", context_settings=_CTX)
+GROUP_EPILOG = """\b
+Examples:
+  panderm classifier build --features feats/ --csv data.csv --root images/ --out clf/
+  panderm classifier build --run runs/ft --out clf/
+  panderm classifier info --run clf/
+  panderm classifier info --demo --json"""
+
+
+@click.group("classifier", context_settings=_CTX, epilog=GROUP_EPILOG)
 def classifier_group():
     """Build and inspect classifier bundles (encoder + calibrated head + reference set)."""
 
@@ -56,15 +64,15 @@ class,description[,malignant]."""
 @click.option("--reference-size", type=click.IntRange(min=0), default=200, show_default=True,
               help="Reference ('similar cases') images kept, stratified by class.")
 @click.option("--descriptions", type=_PATH, default=None, help="CSV class,description[,malignant].")
-@click.option("--demo", is_flag=True, help="Mark the bundle as a demo (card says so).")
+@click.option("--mark-demo", "mark_demo", is_flag=True, help="Mark the bundle as a demo (its card says so).")
 @options.seed(help="Seed for the probe, the reference sampling and the bootstrap.")
 @options.bootstrap(help="Bootstrap replicates for the test-metric 95% CIs (0 = none).")
 @options.device(help="cpu, cuda or cuda:N for the image passes of a --run build [default: cuda if available].")
 @options.out(help="Bundle folder to write.")
 @options.quiet()
 @options.json_output(help="Print the bundle's summary (classes, temperature, test metrics) and path as JSON.")
-def build_cmd(features_dir, csv_path, root, model, weights, run_dir, binary, reference_size, descriptions, demo, seed,
-              bootstrap, device, out, quiet, as_json):
+def build_cmd(features_dir, csv_path, root, model, weights, run_dir, binary, reference_size, descriptions, mark_demo,
+              seed, bootstrap, device, out, quiet, as_json):
     """Build a classifier bundle from a features folder + CSV, or from a finetune run."""
     from panderm.classifier import build_classifier, load_classifier
 
@@ -72,7 +80,7 @@ def build_cmd(features_dir, csv_path, root, model, weights, run_dir, binary, ref
         warnings.simplefilter("always")
         path = build_classifier(out, features=features_dir, csv=csv_path, model=model, weights=weights,
                                 finetune_run=run_dir, root=root, binary=binary, reference_size=reference_size,
-                                descriptions=descriptions, demo=demo, seed=seed, n_bootstrap=bootstrap,
+                                descriptions=descriptions, demo=mark_demo, seed=seed, n_bootstrap=bootstrap,
                                 device=device)
     for w in caught:
         click.secho(f"Warning: {w.message}", fg="yellow", err=True)

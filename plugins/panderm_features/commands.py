@@ -97,8 +97,10 @@ def extract_cmd(input, out, root, model, weights, preset, modality, precision, b
                            "shards_reused": result.shards_reused, "up_to_date": result.up_to_date,
                            "weights": result.weights_summary})
         return
-    if result.weights_summary:
-        click.echo(f"weights: {result.weights_summary}")
+    if result.weights_summary:  # a note (stderr, hidden by -q); the summary lines below stay on stdout
+        from panderm.progress import note
+
+        note(f"weights: {result.weights_summary}", enabled=not quiet)
     if result.up_to_date:
         click.echo(f"{result.out}: already complete ({result.n_images} images, dim {result.dim}); nothing to do.")
         return

@@ -17,7 +17,7 @@ Examples:
   panderm finetune --csv data.csv --root images/ --model panderm_tiny_patch16_224.demo --binary \\
                    --epochs 5 --warmup-epochs 1 --batch-size 32 --out runs/ft-demo
   panderm finetune --out runs/ft --resume --epochs 80    # other options default to the run's
-  panderm finetune --out runs/ft --eval --tta --json    # test the run's best checkpoint again
+  panderm finetune --eval --run runs/ft --out runs/ft-eval --tta --json  # test the run's best checkpoint again
   torchrun --nproc_per_node 4 -m panderm_cli finetune --csv data.csv --root images/ \\
                    --model panderm_large_patch16_224 --weights W --out runs/ft
 
@@ -37,7 +37,8 @@ Outputs in --out: metrics.json (value, ci_low, ci_high per metric; written
 last), predictions.csv, confusion_matrix.png, roc.png, finetune.json (recipe,
 classes, counts, best epoch/value, warnings), checkpoint-best.pth (classifier
 state dict), checkpoint-last.pth, best.json, log.jsonl, config.json,
-train-state.pt (for --resume), inputs.json. --eval writes into OUT/eval-test[-tta]/.
+train-state.pt (for --resume), inputs.json. --eval --run RUN writes the same
+evaluation files (metrics.json, predictions.csv, ...) into --out.
 --resume is refused when the CSV rows (image, label, split), the image files
 or the --weights file changed since the run started; the message lists what.
 TTA views: identity, horizontal flip, vertical flip, rot90, rot270
@@ -50,11 +51,12 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 @options.root(help="Folder the image paths are relative to; rows may not leave it [default: the CSV's folder, "
                    "absolute paths allowed; with --resume/--eval: the run's].")
 @options.encoder()
-@options.out(help="Run folder (with --resume or --eval: the run to continue or evaluate).")
+@options.out(help="Run folder (with --resume: the run to continue; with --eval: the evaluation's output folder).")
+@options.run(required=False, help="With --eval: the finetune run to evaluate (its best checkpoint, else the last).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True,
               help="Training epochs (total, counting a resumed run's).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
-@options.batch_size(128, why="the paper's fine-tuning recipe",
+@options.batch_size(128, why="the release's fine-tuning script",
                     help="Images per batch and process (the global batch under torchrun is N ×).")
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (not batch-scaled).")
 @click.option("--weight-decay", type=float, default=0.05, show_default=True, help="AdamW weight decay.")
@@ -72,8 +74,8 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
               help="Label smoothing.")
 @click.option("--rel-pos-bias", is_flag=True, help="Add zero-init relative position bias (the release's default).")
 @click.option("--weighted-sampler/--no-weighted-sampler", default=True, show_default=True,
-              help="Class-balanced sampling with replacement (N/(K·n_c)), as the release (--weights); "
-                   "--no-weighted-sampler: plain shuffled epochs.")
+              help="Class-balanced sampling with replacement (N/(K·n_c)), as the release's run script, which "
+                   "passed its --weights flag for the sampler; --no-weighted-sampler: plain shuffled epochs.")
 @click.option("--monitor", type=click.Choice(["auto", "acc", "recall", "auroc"]), default="auto", show_default=True,
               help="Val metric selecting the best checkpoint (auto: auroc for 2 classes, else acc).")
 @click.option("--percent-data", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
@@ -87,10 +89,11 @@ TTA views: identity, horizontal flip, vertical flip, rot90, rot270
 @options.bootstrap(help="Bootstrap replicates for the test 95% CIs (0 = none).")
 @options.resume(help="Continue the interrupted run in --out; options not given default to the run's. Refused "
                      "when the CSV rows, image files or weights changed since it started.")
-@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate the run in --out on the test split.")
+@click.option("--eval", "eval_only", is_flag=True,
+              help="Only evaluate the run in --run on the test split, writing the results to --out.")
 @options.quiet()
 @options.json_output(help="Print metrics.json (plus out) to stdout instead of the table.")
-def finetune_cmd(csv_path, root, out, resume, eval_only, quiet, as_json, **opts):
+def finetune_cmd(csv_path, root, out, run_dir, resume, eval_only, quiet, as_json, **opts):
     """Fine-tune a PanDerm encoder end to end with the official recipe, then test the best checkpoint.
 
     Trains on the CSV's train rows, selects the checkpoint on val, reports the
@@ -100,10 +103,18 @@ def finetune_cmd(csv_path, root, out, resume, eval_only, quiet, as_json, **opts)
     from panderm.errors import ConfigError
     from panderm.finetune import evaluate_run, finetune
 
+    if run_dir is not None and not eval_only:
+        raise click.UsageError("--run is the run to evaluate with --eval (to continue a run: --out RUN --resume)")
     if eval_only:
         if resume:
-            raise click.UsageError("--eval evaluates the run in --out; give it without --resume")
-        result = evaluate_run(out, csv_path, root, tta=opts["tta"], n_bootstrap=opts["bootstrap"],
+            raise click.UsageError("--eval evaluates the run in --run; give it without --resume")
+        if run_dir is None:
+            raise click.UsageError("--eval needs --run RUN (the finetune run to evaluate) and --out DIR "
+                                   "(where its evaluation goes)")
+        if Path(out).resolve() == Path(run_dir).resolve():
+            raise click.UsageError("--out is the run itself: its metrics.json and predictions.csv would be "
+                                   "overwritten; give another folder (e.g. --out RUN/eval-test)")
+        result = evaluate_run(run_dir, csv_path, root, out, tta=opts["tta"], n_bootstrap=opts["bootstrap"],
                               device=opts["device"], precision=opts["precision"])
     else:
         if resume:  # options not given on the command line default to the run's

@@ -14,7 +14,7 @@ Examples:
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preprocess dark-corner,register
   panderm align-pair --pairs pairs.csv --root imgs/ --out aligned/ --workers 2
   panderm align-pair visit1.jpg visit2.jpg --out aligned/ --segmenter run:runs/seg
-  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --preset paper
+  panderm align-pair visit1.jpg visit2.jpg --out aligned/ --align-preset paper
   panderm align-pair --pairs pairs.csv --out aligned/ --json -q
 
 \b
@@ -23,7 +23,7 @@ Examples:
               in zoom and angle (the default)
   euclidean   rotation and translation only (the paper's model)
   affine      any linear map and translation (skin stretch, oblique views)
---preset picks everything else:
+--align-preset picks everything else:
   default     keypoints on copies resized to 600 px (small images enlarged),
               AKAZE threshold 2e-5, similarity, warp border cv2 REFLECT
   paper       as the released code: Euclidean, AKAZE threshold 9e-5 on the
@@ -63,13 +63,14 @@ registration fails (its outputs are still written with success=false)."""
               help="Lesion segmenter for the segment step: classical, run:RUN_DIR, or a plugin's name[:spec].")
 @click.option("--fallback-identity", is_flag=True, help="Use the identity transform when registration fails.")
 @click.option("--transform", type=click.Choice(["similarity", "euclidean", "affine"]), default=None,
-              help="Transform model [default: the preset's: default similarity, paper euclidean].")
-@click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="Transform model [default: the --align-preset's: default similarity, paper euclidean].")
+@click.option("--align-preset", "preset", type=click.Choice(["default", "paper"]), default="default",
+              show_default=True,
               help="Registration settings: default (works on real follow-up pairs) or paper (the release's "
                    "Euclidean AKAZE at full resolution, REFLECT_101 border).")
 @click.option("--detect-side", type=click.IntRange(min=0), default=None,
               help="Find keypoints on copies resized to this long side (0: full resolution) "
-                   "[default: the preset's: default 600, paper 0].")
+                   "[default: the --align-preset's: default 600, paper 0].")
 @options.workers(help="Pairs aligned in parallel with --pairs (threads) [default: min(2, CPUs)].")
 @options.quiet()
 @options.json_output(help="Print transform.json (one pair) or {out, n_pairs, n_registered, summary, pairs} "

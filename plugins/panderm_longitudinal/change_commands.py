@@ -86,7 +86,14 @@ def _ablation(ctx, param, value):
         raise click.BadParameter(str(exc).replace("\nHint: ", "; ")) from None
 
 
-@click.group("change", context_settings=_CTX)
+GROUP_EPILOG = """\b
+Examples:
+  panderm change train --pairs pairs.csv --root raw/ --out change_run/ --weights panderm-large
+  panderm change train --pairs pairs.csv --root raw/ --out run/ --align-preset paper --preprocess warp
+  panderm change eval --run change_run/ --pairs pairs.csv --root raw/ --out change_eval/"""
+
+
+@click.group("change", context_settings=_CTX, epilog=GROUP_EPILOG)
 def change_group():
     """Siamese change detection on registered image pairs (train, eval)."""
 

@@ -28,7 +28,13 @@ specificity over benign lesions, per-image accuracy) and sequence_plot.png
 (as the paper's Fig. 2e)."""
 
 
-@click.group("sequence", context_settings={"help_option_names": ["-h", "--help"]})
+GROUP_EPILOG = """\b
+Examples:
+  panderm sequence eval --predictions preds.csv --out seq/
+  panderm sequence eval --predictions preds.csv --out seq/ --threshold 0.3 --json"""
+
+
+@click.group("sequence", epilog=GROUP_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 def sequence_group():
     """Evaluate per-lesion image sequences: earliest correct melanoma call."""
 

@@ -53,7 +53,7 @@ paired t-test over the folds. See docs/prognosis.md.""")
 @options.csv(required=True, help="Dataset CSV with image, split (train/val/test) and label columns.")
 @options.out()
 @click.option("--binary", is_flag=True, help="Use the binary_label column (0/1) instead of label.")
-@click.option("--percent-data", type=float, default=1.0, show_default=True,
+@click.option("--percent-data", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Fraction of training rows to use (stratified by class, seeded).")
 @options.seed(help="Seed for init, subsample and bootstrap.")
 @click.option("--use-val", is_flag=True, help="Also train on the val split (the paper trains on train only).")

@@ -72,7 +72,7 @@ scores are comparable with the paper's; sklearn is scikit-learn's objective.""")
 @options.root(help="Image folder (--method finetune).")
 @options.model(multiple=True, help="NAME[=WEIGHTS]: encoder to fine-tune (repeatable; --method finetune), "
                                    "optionally with its weights; the spec names the line.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Fine-tuning epochs (--method finetune; default: the fine-tuner's).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Fine-tuning optimizer steps instead of epochs (--method finetune).")
@@ -111,7 +111,9 @@ def curve_cmd(csv_path, features_dir, percents, seeds, binary, metric, method, p
         for v in models:
             name, _, weights = v.partition("=")
             parsed_models.append((v, name, weights or None))
-    kwargs = {"epochs": epochs} if epochs is not None else {}
+    kwargs = {}
+    if epochs is not None:  # a float like finetune's; whole numbers stay ints (stable run fingerprints)
+        kwargs["epochs"] = int(epochs) if float(epochs).is_integer() else epochs
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
     if random_init:

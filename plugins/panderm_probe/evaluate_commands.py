@@ -28,7 +28,7 @@ def _bins(ctx, param, value):
 @click.command("evaluate", epilog="""\b
 Examples:
   panderm evaluate --predictions probe/predictions.csv --csv data.csv --by sex,age,localization \\
-      --binary --out subgroups/
+      --binary-metrics --out subgroups/
   panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 0,40,60,120 \\
       --out subgroups-age/
   panderm evaluate --predictions probe/predictions.csv --csv data.csv --by age --bins 4 --min-size 50 \\
@@ -45,7 +45,8 @@ groups with n ≥ --min-size), subgroups.png (forest plot).
 \b
 Metrics: weighted_f1; weighted_recall = weighted recall (the paper's
 'Sensitivity', Ext. Data Tables 21–22; equals accuracy); binary:
-sensitivity (TPR of the positive class), specificity, AUROC of P(positive);
+sensitivity (TPR of the positive class), specificity, AUROC of P(positive)
+(--binary-metrics, or automatically with 2 classes);
 multi-class: macro_recall (balanced accuracy), one-vs-rest macro AUROC.""")
 @click.option("--predictions", required=True, type=_PATH, metavar="FILE",
               help="predictions.csv written by `panderm probe` (image, true_label, prob_<class>…).")
@@ -56,7 +57,7 @@ multi-class: macro_recall (balanced accuracy), one-vs-rest macro AUROC.""")
               help="Numeric columns: K quantile bins, or comma-separated bin edges.")
 @click.option("--min-size", type=click.IntRange(min=1), default=30, show_default=True,
               help="Groups smaller than this are flagged and left out of the spreads.")
-@click.option("--binary", is_flag=True, default=None,
+@click.option("--binary-metrics", "binary", is_flag=True, default=None,
               help="Binary metrics (sensitivity = TPR of the positive class, specificity); default: when there "
                    "are 2 classes.")
 @click.option("--positive", default=None, help="Positive class for binary metrics (default: the second, e.g. 1).")

@@ -92,16 +92,42 @@ def reproduce_group(ctx, run_all, data_root, out, **options):
     Run `panderm reproduce list` for the experiments, then `panderm reproduce
     NAME --data DIR --weights W --out OUT` for one of them.
     """
+    given = _given_options(ctx)
     if ctx.invoked_subcommand is not None:
         if run_all:
             raise click.UsageError("--all runs every experiment; give it without an experiment name")
+        if given:
+            names = ", ".join(name for name, _ in given)
+            example = " ".join(text for _, text in given)
+            raise click.UsageError(
+                f"{names} given before the experiment name would be ignored: put "
+                f"{'it' if len(given) == 1 else 'them'} after the experiment name "
+                f"(e.g. `panderm reproduce {ctx.invoked_subcommand} {example}`)")
         return
     if not run_all:
+        if given:
+            names = ", ".join(name for name, _ in given)
+            raise click.UsageError(f"{names} given without --all or an experiment name: add --all to run every "
+                                   "experiment, or an experiment name (see `panderm reproduce list`), e.g. "
+                                   "`panderm reproduce ham10000 --data DIR --out OUT ...`")
         click.echo(ctx.get_help())
         return
     if data_root is None or out is None:
         raise click.UsageError("--all needs --data-root DIR and --out DIR")
     _run_all(data_root, out, **options)
+
+
+def _given_options(ctx) -> list[tuple[str, str]]:
+    """The group's own options typed on the command line (not left at their defaults): (name, example text)."""
+    given = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source != click.core.ParameterSource.DEFAULT:
+            name = max(param.opts, key=len)
+            given.append((name, name if param.is_flag else f"{name} {param.name.upper()}"))
+    return given
 
 
 @reproduce_group.command("list", context_settings=_SETTINGS, epilog="""\b

@@ -55,7 +55,14 @@ whole image as lesion), per_image.csv, overlays/<stem>.png (truth green,
 prediction red), overlays_grid.png, skipped.csv."""
 
 
-@click.group("segment", context_settings=_CTX)
+GROUP_EPILOG = """\b
+Examples:
+  panderm segment train --csv seg.csv --root data/ --weights W --epochs 100 --out runs/seg
+  panderm segment predict --run runs/seg images/ --out masks/
+  panderm segment eval --run runs/seg --csv seg.csv --root data/ --out seg-eval/"""
+
+
+@click.group("segment", context_settings=_CTX, epilog=GROUP_EPILOG)
 def segment_group():
     """Lesion segmentation: UPerNet on PanDerm features (train, predict, eval)."""
 

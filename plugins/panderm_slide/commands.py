@@ -14,7 +14,7 @@ TILE_EPILOG = """\b
 Examples:
   panderm slide tile slides/ --out tiles/ --patch 256 --mag 20
   panderm slide tile slide.svs --out tiles/ --mag 10 --tissue-threshold 0.25
-  panderm slide tile slides.csv --out tiles/ --mpp 0.25     (files without resolution metadata)
+  panderm slide tile slides.csv --out tiles/ --mpp 0.25    # files without resolution metadata
   panderm slide tile slides/ --out tiles/ --json -q
 
 \b
@@ -66,7 +66,15 @@ reported and skipped. Under torchrun
 list goes to rank i % world size and rank 0 writes features.csv."""
 
 
-@click.group("slide", context_settings=_CTX)
+GROUP_EPILOG = """\b
+Examples:
+  panderm slide tile slides/ --out tiles/ --patch 256 --mag 20
+  panderm slide extract tiles/ --model panderm_large_patch16_224 --weights W --out feats/
+  panderm slide mil --features feats/ --csv slides.csv --folds 5 --out runs/mil
+  panderm slide heatmap --run runs/mil --slide s1.svs --out heat/"""
+
+
+@click.group("slide", context_settings=_CTX, epilog=GROUP_EPILOG)
 def slide_group():
     """Whole-slide images: tile into patches, extract per-slide patch features."""
 

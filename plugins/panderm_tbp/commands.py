@@ -127,26 +127,34 @@ def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image,
         click.echo(f"wrote the ISIC 2024 submission (isic_id,target) to {submission}")
 
 
-@click.group("tbp", context_settings=_CTX)
+TBP_EPILOG = """\b
+Examples:
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --out bundle/
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --risk-head finetune --out bundle/
+  panderm tbp eval --run bundle/ --csv test.csv --root tiles/ --out eval/
+  panderm screen-tbp patient_dir/ --run bundle/ --out report/"""
+
+
+@click.group("tbp", context_settings=_CTX, epilog=TBP_EPILOG)
 def tbp_group():
     """Train and evaluate TBP screening bundles."""
 
 
 TRAIN_EPILOG = """\b
 Examples:
-  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --out bundle/
-  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --head finetune --epochs 10 --out bundle/
-  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --head finetune --out bundle/ --resume
-  panderm tbp train --lesions train-metadata.csv --format isic2024 --images train-image.hdf5 --weights W --out b/
-  panderm tbp train --lesions lesions.csv --root tiles/ --weights W --measure-from-image --out bundle/ --json
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --out bundle/
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --risk-head finetune --epochs 10 --out bundle/
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --risk-head finetune --out bundle/ --resume
+  panderm tbp train --csv train-metadata.csv --format isic2024 --images train-image.hdf5 --weights W --out b/
+  panderm tbp train --csv lesions.csv --root tiles/ --weights W --measure-from-image --out bundle/ --json
 
 \b
-Lesions CSV: patient_id, lesion_id, image (relative to --root, which it
-may not leave), label (1/malignant, 0/benign), optional risk_label (1 =
-the lesion was sent to dermoscopy, 0 = not), optional split (train/val;
-other rows unused) and measurement columns (Vectra names or ISIC 2024
-tbp_lv_* names). Without a split column one patient-grouped
-StratifiedGroupKFold fold is the validation set.
+--csv, the lesions table: patient_id, lesion_id, image (relative to
+--root, which it may not leave), label (1/malignant, 0/benign), optional
+risk_label (1 = the lesion was sent to dermoscopy, 0 = not), optional
+split (train/val; other rows unused) and measurement columns (Vectra
+names or ISIC 2024 tbp_lv_* names). Without a split column one
+patient-grouped StratifiedGroupKFold fold is the validation set.
 
 \b
 Two targets, as in the paper: the risk head learns risk_label (which
@@ -167,12 +175,14 @@ encoder is PanDerm-Large (ViT-L), the paper's TBP model."""
 
 
 @tbp_group.command("train", context_settings=_CTX, epilog=TRAIN_EPILOG)
-@click.option("--lesions", required=True, type=_PATH, metavar="CSV", help="Labelled lesions (or ISIC 2024 metadata).")
+@options.csv(required=True, help="Labelled lesions CSV (or ISIC 2024 metadata): patient_id, lesion_id, image, label[, "
+                                "risk_label, split, measurement columns].")
 @options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
 @options.encoder(model_help="Encoder name (see `panderm models`); the paper screens with PanDerm-Large (ViT-L).")
 @options.out(help="Bundle folder.")
-@click.option("--head", type=click.Choice(["probe", "finetune"]), default="probe", show_default=True,
-              help="probe: linear head on frozen features; finetune: encoder + head with the Trainer.")
+@click.option("--risk-head", "risk_head", type=click.Choice(["probe", "finetune"]), default="probe",
+              show_default=True,
+              help="Risk head: probe = linear head on frozen features; finetune = encoder + head with the Trainer.")
 @click.option("--measure-from-image", is_flag=True, help="Train the measurement model on image-derived substitutes.")
 @click.option("--no-ml", is_flag=True, help="No measurement model.")
 @click.option("--lesion-filter", is_flag=True, help="Apply the paper's Vectra lesion filter first.")
@@ -198,15 +208,15 @@ encoder is PanDerm-Large (ViT-L), the paper's TBP model."""
 @click.option("--keep-work", is_flag=True, help="Keep --out/.work (features, fine-tuning checkpoints) after success.")
 @options.json_output(help="Print metrics.json (plus the bundle folder and counts) as JSON on stdout.")
 @_common
-def tbp_train_cmd(lesions, root, model, weights, random_init, out, head, measure_from_image, no_ml, lesion_filter,
+def tbp_train_cmd(csv_path, root, model, weights, random_init, out, risk_head, measure_from_image, no_ml, lesion_filter,
                   target_sensitivity, ud_k, ud_min_lesions, ud_metric, folds, n_estimators, epochs, max_steps, lr,
                   seed, resume, keep_work, as_json, fmt, images, strict_measurements, batch_size, precision, device,
                   quiet):
     """Train a screening bundle: risk head (on risk_label), ExtraTrees (on label), thresholds."""
     from panderm.tbp.train import train_tbp
 
-    res = train_tbp(lesions, out, root=root, fmt=fmt, images=images, model=model, weights=weights,
-                    random_init=random_init, head=head,
+    res = train_tbp(csv_path, out, root=root, fmt=fmt, images=images, model=model, weights=weights,
+                    random_init=random_init, head=risk_head,
                     measure_from_image=measure_from_image, no_ml=no_ml, lesion_filter=lesion_filter,
                     target_sensitivity=target_sensitivity, ud_k=ud_k, ud_min_lesions=ud_min_lesions,
                     ud_metric=ud_metric, folds=folds, seed=seed, n_estimators=n_estimators, epochs=epochs,
@@ -230,8 +240,8 @@ def tbp_train_cmd(lesions, root, model, weights, random_init, out, head, measure
 
 EVAL_EPILOG = """\b
 Examples:
-  panderm tbp eval --run bundle/ --lesions test.csv --root tiles/ --out eval/
-  panderm tbp eval --run bundle/ --lesions test-metadata.csv --format isic2024 --out eval/ --json
+  panderm tbp eval --run bundle/ --csv test.csv --root tiles/ --out eval/
+  panderm tbp eval --run bundle/ --csv test-metadata.csv --format isic2024 --out eval/ --json
 
 \b
 Every metric is computed against label (pathology), whatever the bundle's
@@ -248,20 +258,19 @@ are evaluated (--split to choose)."""
 
 @tbp_group.command("eval", context_settings=_CTX, epilog=EVAL_EPILOG)
 @options.run(help="Screening bundle folder from `panderm tbp train`.")
-@click.option("--lesions", required=True, type=_PATH, metavar="CSV",
-              help="Labelled lesions CSV (or ISIC 2024 metadata): patient_id, lesion_id, image, label.")
+@options.csv(required=True, help="Labelled lesions CSV (or ISIC 2024 metadata): patient_id, lesion_id, image, label.")
 @options.root(help="Folder the image paths are relative to and must stay in [default: the CSV's folder].")
 @click.option("--split", default=None, help="Rows to evaluate (default: test if present, else all).")
 @options.out()
 @options.json_output(help="Print metrics.json (plus the output folder) as JSON on stdout.")
 @options.weights(help=_BUNDLE_WEIGHTS)
 @_common
-def tbp_eval_cmd(run_dir, lesions, root, split, out, as_json, weights, fmt, images, strict_measurements, batch_size,
+def tbp_eval_cmd(run_dir, csv_path, root, split, out, as_json, weights, fmt, images, strict_measurements, batch_size,
                  precision, device, quiet):
     """Screening metrics of a bundle on labelled lesions."""
     from panderm.tbp.evaluate import evaluate_tbp
 
-    m = evaluate_tbp(run_dir, lesions, out, root=root, fmt=fmt, images=images, split=split, weights=weights,
+    m = evaluate_tbp(run_dir, csv_path, out, root=root, fmt=fmt, images=images, split=split, weights=weights,
                      on_missing="error" if strict_measurements else "impute", batch_size=batch_size,
                      precision=precision, device=device, progress=not quiet)
     _warn(m["warnings"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from panderm.errors import InputError
-from panderm.longitudinal import change
+from panderm.longitudinal import change_eval, change_train
 from panderm.longitudinal.change import (
     PairDataset,
     SiameseChangeModel,
@@ -174,7 +174,7 @@ def _fast(**kw) -> dict:
 def test_default_recipe_is_the_papers(val_pairs, tmp_path):
     """Whole pipeline, lr 5e-4 unscaled, 50 epochs with 10 warm-up, selection on val AUROC."""
     out = tmp_path / "run"
-    res = change.train_change(val_pairs / "pairs.csv", None, out, stop_after_steps=1, **_fast())
+    res = change_train.train_change(val_pairs / "pairs.csv", None, out, stop_after_steps=1, **_fast())
     assert res.steps == 1 and res.interrupted
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["epochs"] == 50 and cfg["train"]["warmup_epochs"] == 10
@@ -197,7 +197,7 @@ def test_quick_preset_and_explicit_options_win(val_pairs, tmp_path, cli):
     run = json.loads((tmp_path / "q" / "change_config.json").read_text())
     assert run["ablation"] == "default" and not (tmp_path / "q" / "preprocessed").exists()
     assert cfg["train"]["warmup_epochs"] == 1 and cfg["resolved"]["lr"] == 5e-4
-    assert change.change_recipe(quick=True) == {"steps": "default", "epochs": 3, "warmup_epochs": 1}
+    assert change_train.change_recipe(quick=True) == {"steps": "default", "epochs": 3, "warmup_epochs": 1}
     r = cli([*base, "--steps", "warp", "--max-steps", "1", "--out", str(tmp_path / "old")])
     assert r.exit_code == 2 and "No such option" in r.output and "--steps" in r.output  # renamed to --preprocess
     r = cli([*base, "--preprocess", "warp", "--warmup-epochs", "0", "--max-steps", "1", "--out", str(tmp_path / "w"),
@@ -213,7 +213,7 @@ def test_quick_preset_and_explicit_options_win(val_pairs, tmp_path, cli):
 def test_best_val_checkpoint_is_kept_and_evaluated(val_pairs, tmp_path, cli, monkeypatch):
     """Val AUROC peaks at epoch 2 of 3: checkpoint-best.pth holds epoch 2's weights and `change eval` uses them."""
     scripted, states = iter([0.6, 0.9, 0.7]), []
-    real = change.val_auroc_fn
+    real = change_train.val_auroc_fn
 
     def scripted_auroc(dataset, batch_size, num_workers=0):
         real_eval = real(dataset, batch_size, num_workers)
@@ -225,7 +225,7 @@ def test_best_val_checkpoint_is_kept_and_evaluated(val_pairs, tmp_path, cli, mon
 
         return evaluate
 
-    monkeypatch.setattr(change, "val_auroc_fn", scripted_auroc)
+    monkeypatch.setattr(change_train, "val_auroc_fn", scripted_auroc)
     run = tmp_path / "run"
     r = cli(["change", "train", "--pairs", str(val_pairs / "pairs.csv"), "--out", str(run), "--model", TINY,
              "--quick", "--epochs", "3", "--warmup-epochs", "0", "--lr", "1e-3", "--hidden", "8", "--batch-size", "2",
@@ -239,7 +239,7 @@ def test_best_val_checkpoint_is_kept_and_evaluated(val_pairs, tmp_path, cli, mon
     last = torch.load(run / "checkpoint-last.pth", weights_only=True)
     assert all(torch.equal(best[k], states[1][k]) for k in states[1])  # epoch 2's weights
     assert not all(torch.equal(last[k], states[1][k]) for k in states[1])  # training went on after it
-    net, _ = change.load_change_model(run)
+    net, _ = change_eval.load_change_model(run)
     assert all(torch.equal(v, best[k]) for k, v in net.state_dict().items())
 
     r = cli(["change", "eval", "--run", str(run), "--pairs", str(val_pairs / "pairs.csv"), "--out",
@@ -260,11 +260,11 @@ def test_val_auroc_fn_scores_readable_val_pairs(val_pairs):
     rows = pd.concat([rows[rows["split"].isin(["val", "test"])].assign(split="val"), bad], ignore_index=True)
     ds = PairDataset(rows, val_pairs, build_transform("panderm"), split="val")
     model = _tiny_model().eval()
-    got = change.val_auroc_fn(ds, batch_size=3)(model)["val_auroc"]
+    got = change_train.val_auroc_fn(ds, batch_size=3)(model)["val_auroc"]
     readable = [ds[i] for i in range(len(ds)) if not ds[i].get("skip")]
     assert len(readable) == len(ds) - 1
     probs = model.predict_proba(torch.stack([r["a"] for r in readable]), torch.stack([r["b"] for r in readable]))
     want = roc_auc_score([int(r["label"]) for r in readable], probs.numpy())
     assert got == pytest.approx(want, abs=1e-6)
     one_class = PairDataset(rows[rows["label"] == 1], val_pairs, build_transform("panderm"), split="val")
-    assert math.isnan(change.val_auroc_fn(one_class, batch_size=2)(model)["val_auroc"])
+    assert math.isnan(change_train.val_auroc_fn(one_class, batch_size=2)(model)["val_auroc"])

@@ -12,7 +12,8 @@ import pytest
 
 from panderm.errors import ConfigError
 from panderm.eval import probe as probe_mod
-from panderm.eval.curve import DEFAULT_PERCENTS, compare_encoders, find_matches, label_efficiency, summarise
+from panderm.eval.curve import DEFAULT_PERCENTS, label_efficiency
+from panderm.eval.curve_summary import compare_encoders, find_matches, summarise
 
 
 def _dataset(tmp: Path, n=360, seed=0) -> tuple[Path, pd.DataFrame]:

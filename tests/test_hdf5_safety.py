@@ -224,7 +224,7 @@ def test_feature_bags_refuse_links_external_data_and_bombs(tmp_path, secret):
 
 
 def test_mil_batch_skips_a_linked_bag_and_finishes(tmp_path, secret):
-    from panderm.pathology.mil import train_mil
+    from panderm.pathology.mil_train import train_mil
 
     feats = tmp_path / "feats"
     feats.mkdir()

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from panderm.reproduce.benchmarks import KINDS, PAPER_METRICS, Benchmark
-from panderm.reproduce.paper import SUBGROUP_SETTINGS, paper_benchmarks
+from panderm.reproduce.paper import paper_benchmarks
+from panderm.reproduce.paper_tables import SUBGROUP_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1_DATASETS = ("PAD", "HAM10000", "DermC", "BCN20000", "DDI", "HIBA", "MSKCC", "PATCH16", "ISIC2024", "WSI")
@@ -123,9 +124,9 @@ def test_every_figure_is_the_printed_one(paper_lines, bench, result):
 @pytest.mark.parametrize("number", [1, 11, 12, 13, 15, 16, 17, 18, 19, 20, 21, 22])
 def test_every_transcribed_row_is_the_printed_one(paper_lines, number):
     """The whole transcriptions (every model, also those not chosen as baseline) match the paper."""
-    from panderm.reproduce import paper
+    from panderm.reproduce import paper_tables
 
-    transcribed = getattr(paper, f"_TABLE_{number}")
+    transcribed = getattr(paper_tables, f"TABLE_{number}")
     header, printed = printed_table(paper_lines, number)
     rows = {(group, key): cells for group, keyed in transcribed.items() for key, cells in keyed.items()}
     printed_rows = {k for k, row in printed.items() if any(parse_cell(c) is not None for c in row.values())}

@@ -14,7 +14,8 @@ import torch
 from panderm.data.transforms import get_preset
 from panderm.errors import InputError
 from panderm.pathology.layouts import FeatureLayout, resolve_features_dir
-from panderm.pathology.mil import _read_bag, _read_bags, load_slides, train_mil
+from panderm.pathology.mil import _read_bag, _read_bags, load_slides
+from panderm.pathology.mil_train import train_mil
 from panderm.pathology.patches import read_coords
 from panderm.pathology.slide_features import extract_slide_features
 from tests.helpers import tiled_synthetic_slide

@@ -136,7 +136,7 @@ def test_case_with_two_labels_is_refused(tmp_path, slide_cli):
 
 
 def test_case_in_two_explicit_folds_is_refused(tmp_path):
-    from panderm.pathology.mil import train_mil
+    from panderm.pathology.mil_train import train_mil
 
     _make(tmp_path, n=8)
     df = pd.read_csv(tmp_path / "slides.csv")
@@ -150,7 +150,8 @@ def test_case_in_two_explicit_folds_is_refused(tmp_path):
 def test_early_stopping_keeps_best_val_weights(tmp_path):
     import torch
 
-    from panderm.pathology.mil import _read_bag, load_fold_model, train_mil
+    from panderm.pathology.mil import _read_bag, load_fold_model
+    from panderm.pathology.mil_train import train_mil
 
     _make(tmp_path, n=16, random_labels=True, seed=3)
     r = train_mil(tmp_path / "feats", tmp_path / "slides.csv", tmp_path / "run", folds=2, epochs=40, lr=2e-3,
@@ -174,7 +175,7 @@ def test_early_stopping_keeps_best_val_weights(tmp_path):
 
 
 def test_missing_features_folder_and_all_missing(tmp_path):
-    from panderm.pathology.mil import train_mil
+    from panderm.pathology.mil_train import train_mil
 
     with pytest.raises(InputError, match="does not exist"):
         train_mil(tmp_path / "nope", tmp_path / "slides.csv", tmp_path / "run", progress=False)
@@ -259,7 +260,7 @@ def test_compare_trains_on_the_same_folds_and_t_tests_per_fold(tmp_path, slide_c
 
 
 def test_compare_lacking_a_slide_is_refused_before_training(tmp_path):
-    from panderm.pathology.mil import train_mil
+    from panderm.pathology.mil_train import train_mil
 
     _make(tmp_path, n=8)
     _make(tmp_path / "b", n=8, seed=5)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from panderm.errors import ConfigError, InputError
-from panderm.eval.subgroups import evaluate_subgroups, group_metrics, subgroup_metrics
+from panderm.eval.subgroup_stats import group_metrics
+from panderm.eval.subgroups import evaluate_subgroups, subgroup_metrics
 
 
 def _write(tmp: Path, pred: pd.DataFrame, data: pd.DataFrame) -> tuple[Path, Path]:

@@ -10,12 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panderm.tbp.report import (
-    feature_map_png,
-    importance_png,
-    write_cohort_index,
-    write_patient_report,
-)
+from panderm.tbp.report import write_cohort_index, write_patient_report
+from panderm.tbp.report_plots import feature_map_png, importance_png
 
 EVIL = "<script>alert(1)</script>"
 JPEG_URI = "data:image/jpeg;base64,"

@@ -452,7 +452,7 @@ def test_unsafe_isic_ids_in_hdf5_are_skipped_and_nothing_escapes(cli, shared_dat
 
 def test_unpack_hdf5_never_writes_outside_dest(tmp_path):
     h5py = pytest.importorskip("h5py")
-    from panderm.tbp.inputs import unpack_hdf5
+    from panderm.tbp.isic_tiles import unpack_hdf5
 
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f.create_group("a").create_dataset("b", data=np.void(b"\xff\xd8x"))

@@ -259,7 +259,7 @@ def pairs(shared_data, tmp_path):
 
 
 def test_change_resume_refuses_flipped_labels_and_other_weights(pairs, tmp_path, monkeypatch):
-    from panderm.longitudinal.change import train_change
+    from panderm.longitudinal.change_train import train_change
     from panderm.models.factory import create_encoder
 
     weights = tmp_path / "enc.pth"

@@ -41,7 +41,6 @@ groups are named. Groups with ``n < min_size`` are flagged ``small`` and warned.
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,18 +51,15 @@ import pandas as pd
 
 from panderm.errors import ConfigError, InputError, examples
 from panderm.data.tables import drop_repeated_keys
+from panderm.eval.subgroup_stats import BINARY_METRICS, MULTI_METRICS, group_metrics
 from panderm.io import read_csv_frame
-from panderm.io import jsonable
 from panderm.paths import normalise_path
-from panderm.io import atomic_path, atomic_write_json
 
 MISSING = "(missing)"
 OUT_OF_RANGE = "(out of range)"
 #: numeric columns with more distinct values than this are auto-binned when no bins are given
 MAX_LEVELS = 10
 AUTO_BINS = 4
-BINARY_METRICS = ("weighted_f1", "weighted_recall", "sensitivity", "specificity", "auroc")
-MULTI_METRICS = ("weighted_f1", "weighted_recall", "macro_recall", "auroc")
 #: the paper's name for weighted recall, used wherever the column is labelled
 WEIGHTED_RECALL_LABEL = "weighted recall (the paper's 'Sensitivity', Ext. Data Tables 21–22)"
 
@@ -201,88 +197,6 @@ def _category_groups(series: pd.Series) -> tuple[pd.Series, list[str]]:
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def group_metrics(y: np.ndarray, proba: np.ndarray, binary: bool, positive: int | None,
-                  n_bootstrap: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Metrics of one group with 95% bootstrap CIs (see the module doc).
-
-    Args:
-        y: ``(n,)`` class indices (columns of ``proba``).
-        proba: ``(n, K)`` probabilities.
-        binary: Two-class task: sensitivity/specificity/AUROC of ``positive``; else macro recall, OvR AUROC.
-        positive: Index of the positive class (binary).
-        n_bootstrap: Bootstrap replicates (0: no CIs).
-        seed: Resampling seed.
-
-    Returns:
-        ``{metric: {"value", "ci_low", "ci_high"}}`` with NaN where undefined; the metrics are
-        :data:`BINARY_METRICS` or :data:`MULTI_METRICS`.
-    """
-    from panderm.eval.metrics import bootstrap_counts
-
-    y = np.asarray(y, dtype=np.int64)
-    P = np.asarray(proba, dtype=np.float64)
-    W = np.ones((1, len(y)))
-    if n_bootstrap > 0 and len(y):
-        W = np.vstack([W, bootstrap_counts(y, n_bootstrap, np.random.default_rng(seed))])
-    vals = _replicate_metrics(y, P, W, binary, positive)
-    return {m: _point_and_ci(vals[m]) for m in (BINARY_METRICS if binary else MULTI_METRICS)}
-
-
-def _replicate_metrics(y: np.ndarray, P: np.ndarray, W: np.ndarray, binary: bool,
-                       positive: int | None) -> dict[str, np.ndarray]:
-    """Every metric for each row of the weights ``W`` (row 0: the point estimate)."""
-    from panderm.eval.metrics import batch_metrics
-
-    if not len(y):
-        return {m: np.full(len(W), np.nan) for m in BINARY_METRICS + MULTI_METRICS}
-    base = batch_metrics(y, P, W, ("weighted_f1", "acc", "bacc"))
-    # support-weighted recall = Σ_c (n_c/n)·TP_c/n_c = accuracy, as sklearn's recall_score(average="weighted")
-    vals = {"weighted_f1": base["weighted_f1"], "weighted_recall": base["acc"]}
-    if binary:
-        vals.update(_binary_rates(y, P, W, positive))
-    else:
-        vals["macro_recall"] = base["bacc"]
-        vals["auroc"] = _ovr_auroc_present(y, P, W)
-    return vals
-
-
-def _binary_rates(y, P, W, positive: int) -> dict[str, np.ndarray]:
-    """Sensitivity (TPR of ``positive``), specificity (TNR) and AUROC of P(positive)."""
-    from panderm.eval.metrics import weighted_auc
-
-    neg = 1 - positive
-    pred = P.argmax(axis=1)
-    pos_w, neg_w = W * (y == positive), W * (y == neg)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens = (pos_w * (pred == positive)).sum(axis=1) / pos_w.sum(axis=1)
-        spec = (neg_w * (pred == neg)).sum(axis=1) / neg_w.sum(axis=1)
-    return {"sensitivity": sens, "specificity": spec, "auroc": weighted_auc(P[:, positive], pos_w, neg_w)}
-
-
-def _ovr_auroc_present(y, P, W) -> np.ndarray:
-    """One-vs-rest macro AUROC over the classes present in ``y``; NaN with fewer than 2."""
-    from panderm.eval.metrics import weighted_auc
-
-    onehot = y[:, None] == np.arange(P.shape[1])
-    present = [c for c in range(P.shape[1]) if onehot[:, c].any()]
-    if len(present) < 2:
-        return np.full(len(W), np.nan)
-    per = np.array([weighted_auc(P[:, c], W * onehot[:, c], W * ~onehot[:, c]) for c in present])
-    with warnings.catch_warnings():  # replicates where no class is scorable: NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(per, axis=0)
-
-
-def _point_and_ci(v: np.ndarray) -> dict[str, float]:
-    from panderm.eval.metrics import percentile_interval
-
-    lo, hi = percentile_interval(v[1:], 0.05) if len(v) > 1 else (float("nan"), float("nan"))
-    point = float(v[0])
-    if not np.isfinite(point):
-        lo = hi = float("nan")
-    return {"value": point, "ci_low": lo, "ci_high": hi}
 
 
 def _group_records(y: np.ndarray, P: np.ndarray, groups: pd.Series, order: Sequence[str], binary: bool,
@@ -440,7 +354,9 @@ def evaluate_subgroups(predictions, csv, out=None, *, by: list[str], bins: int |
                             classes=classes, metrics=metric_names, columns=columns, warnings=warns)
     if out is not None:
         result.out = Path(out)
-        result.files = _write(Path(out), result, predictions, csv, n_bootstrap, seed, min_size, n_unmatched)
+        from panderm.eval.subgroups_report import write_report
+
+        result.files = write_report(Path(out), result, predictions, csv, n_bootstrap, seed, min_size, n_unmatched)
     return result
 
 
@@ -524,106 +440,3 @@ def _spreads(records: list[dict], metrics: Sequence[str]) -> dict[str, dict[str,
         out[m] = {"spread": best[m] - worst[m], "best_group": best["group"], "best": best[m],
                   "worst_group": worst["group"], "worst": worst[m], "n_groups": len(ok)}
     return out
-
-
-def _write(out: Path, result: SubgroupResult, predictions: Path, csv: Path, n_bootstrap: int, seed: int,
-           min_size: int, n_unmatched: int) -> list[Path]:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "subgroups.csv") as tmp:
-        result.table.to_csv(tmp, index=False)
-    png = subgroups_png(out / "subgroups.png", result)
-    atomic_write_json(out / "subgroups.json", jsonable({
-        "predictions": str(predictions), "csv": str(csv), "binary": result.binary, "positive": result.positive,
-        "classes": result.classes, "metrics": list(result.metrics),
-        "definitions": {**metric_definitions(result.binary, result.positive),
-                        "ci": "95% percentile bootstrap over the group's rows",
-                        "spread": f"max − min over groups with n ≥ {min_size}, excluding {MISSING} and "
-                                  f"{OUT_OF_RANGE}"},
-        "bootstrap": {"n": n_bootstrap, "seed": seed, "ci": 0.95}, "min_size": min_size,
-        "n_evaluated": result.overall["n"], "n_unmatched": n_unmatched, "overall": result.overall,
-        "columns": result.columns, "groups": result.table.to_dict("records"), "spreads": result.spreads,
-        "warnings": result.warnings}))
-    return [out / "subgroups.csv", out / "subgroups.json", png]
-
-
-def metric_definitions(binary: bool, positive: str | None = None) -> dict[str, str]:
-    """What each reported metric means, for ``subgroups.json`` and printed legends."""
-    weighted_recall = f"{WEIGHTED_RECALL_LABEL}: support-weighted recall (= accuracy)"
-    if binary:
-        return {"weighted_f1": "support-weighted F1 of the argmax prediction",
-                "weighted_recall": weighted_recall,
-                "sensitivity": f"sensitivity (TPR of class {positive}): recall of the positive class",
-                "specificity": "specificity (TNR): recall of the negative class",
-                "auroc": f"ROC AUC of P({positive})"}
-    return {"weighted_f1": "support-weighted F1 of the argmax prediction",
-            "weighted_recall": weighted_recall,
-            "macro_recall": "macro recall: unweighted mean recall over the classes present in the group "
-                            "(balanced accuracy)",
-            "auroc": "one-vs-rest macro AUROC over the classes present in the group (null if < 2)"}
-
-
-def metric_labels(result: SubgroupResult) -> dict[str, str]:
-    """Plot panel titles: weighted recall carries the paper's name, sensitivity its class."""
-    return {"weighted_f1": "Weighted F1",
-            "weighted_recall": "Weighted recall\n(the paper's 'Sensitivity',\nExt. Data Tables 21–22)",
-            "macro_recall": "Macro recall\n(balanced accuracy)",
-            "sensitivity": f"Sensitivity\n(TPR of class {result.positive})",
-            "specificity": "Specificity\n(TNR)",
-            "auroc": "AUROC"}
-
-
-def subgroups_png(path, result: SubgroupResult) -> Path:
-    """Forest plot: one panel per metric, one row per group (grouped by column), point + 95% CI.
-
-    Groups flagged ``small`` are drawn hollow and grey; the dashed line is the metric on all rows.
-    """
-    from panderm.eval.plots import new_figure, save_png
-
-    t = result.table
-    rows: list[tuple[str, dict | None]] = []  # (label, record or None for a column header)
-    for col in dict.fromkeys(t["column"]):
-        rows.append((col, None))
-        for r in t[t["column"] == col].to_dict("records"):
-            rows.append((f"{r['group']}  (n={r['n']})", r))
-    metrics = result.metrics
-    labels = metric_labels(result)
-    height = max(3.0, 0.24 * len(rows) + 1.4)
-    fig = new_figure(3.1 * len(metrics) + 2.6, height)
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    ypos = np.arange(len(rows))[::-1]
-    for ax, m in zip(axes, metrics):
-        for yv, (label, r) in zip(ypos, rows):
-            if r is None:
-                ax.axhline(yv, color="0.85", linewidth=0.8)
-                continue
-            v, lo, hi = r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]
-            if v is None or not np.isfinite(v):
-                ax.text(0.5, yv, "n/a", transform=ax.get_yaxis_transform(), ha="center", va="center",
-                        fontsize=7, color="0.5")
-                continue
-            color = "0.6" if r["small"] else "C0"
-            if lo is not None and np.isfinite(lo) and np.isfinite(hi):
-                ax.plot([lo, hi], [yv, yv], color=color, linewidth=1.4)
-            ax.plot([v], [yv], marker="s" if not r["small"] else "o", markersize=5, color=color,
-                    markerfacecolor=color if not r["small"] else "white", linestyle="none")
-        ov = result.overall[m]["value"]
-        title = labels.get(m, m)
-        if ov is not None and np.isfinite(ov):
-            ax.axvline(ov, color="C3", linestyle="--", linewidth=1)
-            title += f"\n(dashed: all rows, {ov:.3f})"
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-        ax.set_xlim(-0.02, 1.02)
-        ax.tick_params(axis="x", labelsize=8)
-    axes[0].set_yticks(ypos, [lbl for lbl, _ in rows], fontsize=8)
-    for tick, (_, r) in zip(axes[0].get_yticklabels(), rows):
-        if r is None:
-            tick.set_fontweight("bold")
-            tick.set_fontsize(9)
-    axes[0].set_ylim(-0.7, len(rows) - 0.3)
-    task = f"binary, positive = {result.positive}" if result.binary else f"{len(result.classes)} classes"
-    fig.suptitle(f"Subgroup performance ({task}; n = {result.overall['n']}; bars: 95% bootstrap CI; "
-                 f"hollow grey: small groups)", fontsize=10)
-    return save_png(fig, path)

@@ -1,4 +1,4 @@
-"""``panderm change train|eval``: thin Click wrappers around :mod:`panderm.longitudinal.change`."""
+"""``panderm change train|eval``: Click wrappers around :mod:`panderm.longitudinal.change_train`/``change_eval``."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation
               warmup_epochs, batch_size, lr, hidden, margin, contrastive_weight, split, precision, device, workers,
               seed, resume, quiet, as_json):
     """Train a Siamese change detector (shared-weight encoder + 2-layer head); keep the best val AUROC epoch."""
-    from panderm.longitudinal.change import train_change
+    from panderm.longitudinal.change_train import train_change
 
     result = train_change(pairs_csv, root, out, model=model, weights=weights, random_init=random_init,
                           steps=ablation, quick=quick,
@@ -187,7 +187,7 @@ def train_cmd(pairs_csv, root, out, model, weights, random_init, quick, ablation
 @options.json_output(help="Print metrics.json (plus the output paths) as JSON on stdout.")
 def eval_cmd(run_dir, pairs_csv, root, out, split, threshold, batch_size, device, bootstrap, quiet, as_json):
     """Evaluate a trained change detector: AUROC, sensitivity, specificity, BACC with 95% CIs."""
-    from panderm.longitudinal.change import evaluate_change
+    from panderm.longitudinal.change_eval import evaluate_change
 
     res = evaluate_change(run_dir, pairs_csv, root, out, split=split, threshold=threshold,
                           batch_size=batch_size, device=device, n_bootstrap=bootstrap, progress=not quiet)

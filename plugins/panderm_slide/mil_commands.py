@@ -1,4 +1,4 @@
-"""``panderm slide mil`` and ``panderm slide heatmap``: wrappers around :mod:`panderm.pathology.mil`/``heatmap``."""
+"""``panderm slide mil`` and ``slide heatmap``: wrappers around :mod:`panderm.pathology.mil_train`/``heatmap``."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def mil_cmd(features_dir, csv_path, out, folds, epochs, lr, weight_decay, patien
             dropout_attn, bootstrap, seed, compare, device, quiet, as_json):
     """Cross-validated gated attention MIL (ABMIL) slide classification."""
     from panderm.io import jsonable
-    from panderm.pathology.mil import train_mil
+    from panderm.pathology.mil_train import train_mil
 
     result = train_mil(features_dir, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        patience=patience, hidden=hidden, embed=embed, dropout_in=dropout_in,

@@ -22,7 +22,7 @@ The gate says whether an image can be assessed; it is **not** a diagnosis, and i
 is not an out-of-distribution detector: a sharp, well-exposed photo of a cat with
 skin-coloured fur passes it (the feature-space OOD score is the gate for that).
 
-Core layer: numpy and OpenCV (imported lazily) and :mod:`panderm.errors` only.
+Core layer: numpy, OpenCV (imported lazily), :mod:`panderm.errors` and the size floor of :mod:`panderm.data.images`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from panderm.data.images import MIN_SIDE
 from panderm.errors import InputError
 
-MIN_SHORT_SIDE_PX = 32
-"""Hard floor on the short side, in pixels (the CLI refuses smaller images too)."""
+MIN_SHORT_SIDE_PX = MIN_SIDE
+"""Hard floor on the short side, in pixels: the one extract and serve apply (:data:`panderm.data.images.MIN_SIDE`)."""
 
 ANALYSIS_SHORT_SIDE_PX = 224
 """Short side the image is resized to before sharpness, noise, exposure and skin."""

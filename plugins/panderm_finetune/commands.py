@@ -138,9 +138,7 @@ def finetune_cmd(csv_path, root, out, run_dir, resume, eval_only, quiet, as_json
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        from panderm.io import jsonable
-
-        options.echo_json({**jsonable(result.metrics), "out": str(result.out)})
+        options.echo_json({**result.metrics, "out": str(result.out)})
         return
     if result.best:
         b = result.best

@@ -122,9 +122,7 @@ def probe_cmd(ctx, features_dir, csv_path, out, binary, percent_data, seed, use_
 
 def _json_result(result) -> dict:
     """``--json``: metrics.json as written (metrics, then the run record) plus the output folder and files."""
-    from panderm.io import jsonable
-
-    return {**jsonable(result.metrics), **jsonable(result.record), "out": str(result.out),
+    return {**result.metrics, **result.record, "out": str(result.out),
             "files": [str(p) for p in result.files]}
 
 

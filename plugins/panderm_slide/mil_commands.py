@@ -91,7 +91,6 @@ blended with --alpha. Writes <stem>_heatmap.png (thumbnail + colour bar) and
 def mil_cmd(features_dir, csv_path, out, folds, epochs, lr, weight_decay, patience, hidden, embed, dropout_in,
             dropout_attn, bootstrap, seed, compare, device, quiet, as_json):
     """Cross-validated gated attention MIL (ABMIL) slide classification."""
-    from panderm.io import jsonable
     from panderm.pathology.mil_train import train_mil
 
     result = train_mil(features_dir, csv_path, out, folds=folds, epochs=epochs, lr=lr, weight_decay=weight_decay,
@@ -101,7 +100,7 @@ def mil_cmd(features_dir, csv_path, out, folds, epochs, lr, weight_decay, patien
     for line in result.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        options.echo_json(jsonable(result.metrics))
+        options.echo_json(result.metrics)
         return
     s = result.summary
     click.echo(f"gated ABMIL, {s['config']['folds']} case-level folds; {s['n_slides']} slides "

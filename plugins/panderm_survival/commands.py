@@ -101,9 +101,7 @@ def survival_cmd(scores, clinical, time_col, event_col, covariates, score_col, i
     for line in res.warnings:
         click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
-        from panderm.io import jsonable
-
-        options.echo_json({**jsonable(res.summary), "out": str(res.out), "files": [str(p) for p in res.files]})
+        options.echo_json({**res.summary, "out": str(res.out), "files": [str(p) for p in res.files]})
         return
     s = res.summary
     km = s["kaplan_meier"]

@@ -18,7 +18,7 @@ import pytest
 from panderm.classifier import demo_classifier_path, load_classifier
 from panderm.errors import CheckpointError
 
-MEMBERS = ("head.safetensors", "reference.safetensors", "reference.json", "card.md")
+MEMBERS = ("head.safetensors", "reference.safetensors", "reference.json", "card.md", "ood.safetensors")
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def _assert_clean_cli_failure(result, *needles):
 def test_demo_bundle_records_every_member_hash():
     path = demo_classifier_path()
     meta = _meta(path)
-    assert meta["version"] == 2
+    assert meta["version"] == 3
     assert set(meta["files"]) == set(MEMBERS)
     for name, digest in meta["files"].items():
         assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest, name

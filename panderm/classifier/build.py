@@ -5,7 +5,8 @@ C = D·K/100, ``sklearn`` penalty) on the ``train`` rows; the temperature is
 fitted on the ``val`` rows' logits (NLL; T = 1 with a warning when there are
 none); test metrics (95% bootstrap CIs) use the calibrated probabilities.
 The reference set (for "similar cases") is a class-stratified sample of the
-training rows.
+training rows. The out-of-distribution gate (:mod:`panderm.eval.ood`) is fitted on
+the training rows' features and calibrated on the ``val`` rows (95% pass).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def render_card(meta: dict) -> str:
               (f"- Encoder: `{enc['name']}` (weights sha256 `{enc.get('weights_sha256')}`), preprocessing preset "
               f"`{enc['preset']}`, {enc['dim']}-d features."),
               f"- Head: {head}.",
+              f"- {_gate_line(meta.get('ood'), data)}",
               (f"- Calibration: temperature scaling on the validation split, T = {meta['temperature']:.3f}"
               f"{' (no validation rows: T fixed at 1)' if not data.get('n_val') else ''}."),
               "", "## Classes", "", "| class | description | malignant |", "|---|---|---|"]
@@ -143,6 +145,15 @@ def render_card(meta: dict) -> str:
               "miscalibrated on other populations, devices or image types (dermoscopic vs clinical). "
               "The \"similar cases\" are the nearest reference images in the encoder's feature space."), ""]
     return "\n".join(parts)
+
+
+def _gate_line(ood: dict | None, data: dict) -> str:
+    if not ood:
+        return f"Out-of-distribution gate: none ({data.get('ood_missing') or 'not fitted'})."
+    return (f"Out-of-distribution gate: nearest-training-image distance after Ledoit-Wolf whitening, fitted on "
+            f"{ood['n_reference']} training images; threshold {ood['threshold']:.3f}, passed by "
+            f"{ood['pass_rate']:.0%} of {ood['n_calibration']} {ood['calibration_source']}. Images above it, "
+            "or failing the image-quality gate, are reported as not assessable.")
 
 
 def _dataset_name(csv: Path) -> str:
@@ -166,6 +177,24 @@ def _finish_meta(*, name, encoder, kind, classes, binary, descriptions, demo, te
             "metrics": jsonable(metrics), "data": jsonable(data),
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "demo": bool(demo)}
     return meta
+
+
+#: A fine-tune build encodes at most this many training images (a seeded sample) to fit its OOD gate.
+OOD_FIT_IMAGES = 2000
+
+
+def _fit_gate(fit: np.ndarray, calibration: np.ndarray, reference: str, seed: int, warn: list[str], data: dict):
+    """The bundle's OOD gate, or ``None`` with the reason in ``data["ood_missing"]`` (too few images)."""
+    from panderm.eval.ood import fit_ood_gate
+
+    try:
+        return fit_ood_gate(fit, calibration, seed=seed, reference=f"the {reference} training images")
+    except ConfigError as exc:
+        data["ood_missing"] = str(exc)
+        msg = f"no out-of-distribution gate: {exc}"
+        warn.append(msg)
+        warnings.warn(msg, ClassifierWarning, stacklevel=3)
+        return None
 
 
 def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[float, dict]:
@@ -209,10 +238,13 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     if demo:
         meta["data"]["licence"] = HAM_LICENCE
         meta["name"] = "panderm-demo-ham10000"
+    gate = _fit_gate(feats.X[train["row"].to_numpy()], feats.X[val["row"].to_numpy()], meta["data"]["dataset"],
+                     seed, meta["data"]["warnings"], meta["data"])
+    meta["ood"] = None if gate is None else gate.info
     index = {c: i for i, c in enumerate(classes_raw)}
     ref_labels = np.array([index[v] for v in ref["_label"]], np.int64)
     return save_classifier(out, meta=meta, weight=head.W, bias=head.b, ref_feats=feats.X[ref["row"].to_numpy()],
-                           ref_labels=ref_labels, ref_rows=ref_rows, card=render_card(meta))
+                           ref_labels=ref_labels, ref_rows=ref_rows, card=render_card(meta), ood_gate=gate)
 
 
 def _probe_encoder(features: Path, fmeta: dict, model, weights):
@@ -365,7 +397,7 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
     warn: list[str] = []
     train, val = df[(df["split"] == "train") & (df["_y"] >= 0)], df[(df["split"] == "val") & (df["_y"] >= 0)]
     preset = net.pretrained_cfg.preset
-    _, vlog, vok = _run_images(net, [Path(p) for p in val["_path"]], preset, device, precision)
+    vfeat, vlog, vok = _run_images(net, [Path(p) for p in val["_path"]], preset, device, precision)
     t, calib = _temperature(vlog, val["_y"].to_numpy()[vok], warn)
     ref_idx = _stratified(train["_y"].to_numpy(), reference_size, seed)
     ref = train.iloc[ref_idx]
@@ -403,10 +435,14 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
     meta = _finish_meta(name=Path(out).name, encoder=encoder, kind="finetune", classes=classes, binary=binary,
                         descriptions=descriptions, demo=demo, temperature=t, metrics=summary.get("metrics"),
                         data=data, extra={"steps": summary.get("steps")})
+    sample = train.iloc[np.sort(np.random.default_rng(seed).permutation(len(train))[:OOD_FIT_IMAGES])]
+    fit_feats, _, _ = _run_images(net, [Path(p) for p in sample["_path"]], preset, device, precision)
+    gate = _fit_gate(fit_feats, vfeat, meta["data"]["dataset"], seed, meta["data"]["warnings"], meta["data"])
+    meta["ood"] = None if gate is None else gate.info
     state = {k: v for k, v in net.state_dict().items()}
     labels = np.array(ref["_y"].to_numpy(), np.int64)
     return save_classifier(out, meta=meta, model_state=state, ref_feats=rfeat, ref_labels=labels,
-                           ref_rows=ref_rows, card=render_card(meta))
+                           ref_rows=ref_rows, card=render_card(meta), ood_gate=gate)
 
 
 def build_classifier(out, *, features=None, csv=None, model=None, weights=None, finetune_run=None, root=None,

@@ -8,6 +8,7 @@ Layout (``classifier.json`` is written last, so its presence marks a complete bu
     model.safetensors        fine-tuned head: the whole classifier state (encoder, fc_norm, head)
     reference.safetensors    reference-set features (M, D) float32, L2-normalised, and label indices (M,)
     reference.json           per reference row: label, image name, thumbnail (base64 JPEG ≤ 96 px or null)
+    ood.safetensors          the out-of-distribution gate (:mod:`panderm.eval.ood`); its record is ``"ood"``
     card.md                  data, metrics, intended use
 
 ``classifier.json`` records the sha256 of every member file (``"files"``). Loading
@@ -25,13 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from panderm.errors import CheckpointError, ConfigError, InputError
+from panderm.eval.ood import NO_GATE_NOTICE, OOD_FILE, OODGate, gate_verdict, load_ood_gate
 from panderm.hardware import torch_dtype
 from panderm.manifest import read_bundle_json
 
 META_FILE = "classifier.json"
 FORMAT = "panderm-classifier"
-#: 2: ``files`` records each member's sha256 (version-1 bundles are refused: rebuild them).
-VERSION = 2
+#: 3: an out-of-distribution gate (``ood``). 2: ``files`` records each member's sha256; version-2
+#: bundles load with a notice that they have no gate, version-1 bundles are refused: rebuild them.
+VERSION = 3
+OLDEST_VERSION = 2
 HEAD_FILE, MODEL_FILE, REF_FILE, REF_JSON, CARD_FILE = (
     "head.safetensors", "model.safetensors", "reference.safetensors", "reference.json", "card.md")
 HEAD_KINDS = ("probe", "finetune")
@@ -148,8 +152,10 @@ class Classifier:
     """A loaded classifier bundle (see the module docstring)."""
 
     def __init__(self, path: Path, meta: dict, weight: np.ndarray, bias: np.ndarray, net, ref_feats: np.ndarray,
-                 ref_labels: np.ndarray, ref_rows: list[dict], card: str, device: str, precision: str):
+                 ref_labels: np.ndarray, ref_rows: list[dict], card: str, device: str, precision: str,
+                 ood_gate: OODGate | None = None):
         self.path, self.meta, self.card = path, meta, card
+        self.ood_gate = ood_gate
         self.classes: list[str] = list(meta["classes"])
         self.descriptions: dict[str, str] = dict(meta.get("descriptions") or {})
         self.malignant: set[str] = set(meta.get("malignant") or [])
@@ -172,7 +178,31 @@ class Classifier:
                 "head": self.meta["head"]["kind"], "classes": self.classes, "descriptions": self.descriptions,
                 "malignant": sorted(self.malignant), "temperature": self.temperature,
                 "metrics": self.meta.get("metrics"), "reference_size": len(self._ref_labels),
-                "demo": bool(self.meta.get("demo")), "created": self.meta.get("created")}
+                "demo": bool(self.meta.get("demo")), "created": self.meta.get("created"),
+                "ood_gate": None if self.ood_gate is None else {
+                    k: self.ood_gate.info.get(k) for k in ("method", "threshold", "pass_rate", "n_reference",
+                                                           "n_calibration", "calibration_source", "reference")},
+                "ood_notice": self.ood_notice}
+
+    @property
+    def ood_notice(self) -> str | None:
+        """Why this classifier cannot refuse out-of-distribution images (``None``: it has a gate)."""
+        if self.ood_gate is not None:
+            return None
+        why = (self.meta.get("data") or {}).get("ood_missing")
+        owner = f"classifier {self.meta.get('name') or self.path.name}"
+        return f"{owner} has no out-of-distribution gate ({why})" if why else NO_GATE_NOTICE.format(owner=owner)
+
+    def ood_scores(self, feats: np.ndarray) -> np.ndarray | None:
+        """``(B,)`` out-of-distribution scores of feature rows (``None`` without a gate)."""
+        return None if self.ood_gate is None else self.ood_gate.score(feats)
+
+    def assess(self, feats: np.ndarray, qualities=None) -> list[dict]:
+        """The ``ood`` verdict of each feature row (:func:`panderm.eval.ood.gate_verdict`), with its quality report."""
+        scores = self.ood_scores(feats)
+        qualities = list(qualities) if qualities is not None else [None] * len(feats)
+        return [gate_verdict(None if scores is None else float(scores[i]), self.ood_gate, qualities[i])
+                for i in range(len(feats))]
 
     # ------------------------------------------------------------------ inference
     def embed(self, images) -> np.ndarray:
@@ -234,7 +264,7 @@ class Classifier:
 # ---------------------------------------------------------------------- writing
 def save_classifier(out: str | Path, *, meta: dict, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                     model_state: dict | None = None, ref_feats: np.ndarray, ref_labels: np.ndarray,
-                    ref_rows: list[dict], card: str) -> Path:
+                    ref_rows: list[dict], card: str, ood_gate: OODGate | None = None) -> Path:
     """Write a bundle file by file; ``classifier.json`` (with every member's sha256) last.
 
     A stale ``classifier.json`` is removed first, so an interrupted rewrite never looks complete.
@@ -269,14 +299,20 @@ def save_classifier(out: str | Path, *, meta: dict, weight: np.ndarray | None = 
                               "labels": torch.as_tensor(np.asarray(ref_labels, np.int64))}))
     atomic_write_json(out / REF_JSON, ref_rows)
     atomic_write_text(out / CARD_FILE, card)
-    meta[FILES_KEY] = hash_members(out, member_files(meta["head"]["kind"]))
+    (out / OOD_FILE).unlink(missing_ok=True)
+    meta["ood"] = None
+    if ood_gate is not None:
+        with atomic_path(out / OOD_FILE) as tmp:
+            tmp.write_bytes(save(ood_gate.to_tensors()))
+        meta["ood"] = dict(ood_gate.info)
+    meta[FILES_KEY] = hash_members(out, member_files(meta["head"]["kind"], ood_gate is not None))
     atomic_write_json(out / META_FILE, meta)
     return out
 
 
-def member_files(kind: str) -> tuple[str, ...]:
-    """The member files a bundle with head ``kind`` (``probe``/``finetune``) must list with a sha256."""
-    return (HEAD_FILE if kind == "probe" else MODEL_FILE, REF_FILE, REF_JSON, CARD_FILE)
+def member_files(kind: str, ood: bool = False) -> tuple[str, ...]:
+    """The member files a bundle with head ``kind`` (``probe``/``finetune``), and a gate if ``ood``, must list."""
+    return (HEAD_FILE if kind == "probe" else MODEL_FILE, REF_FILE, REF_JSON, CARD_FILE) + ((OOD_FILE,) if ood else ())
 
 
 # ---------------------------------------------------------------------- loading
@@ -312,13 +348,15 @@ def read_meta(path: Path) -> dict:
     if isinstance(version, int) and version > VERSION:
         raise CheckpointError(f"{path} has classifier version {version}; this panderm reads up to {VERSION}",
                               hint="upgrade panderm")
-    if FILES_KEY not in meta or (isinstance(version, int) and version < VERSION):
+    if FILES_KEY not in meta or (isinstance(version, int) and version < OLDEST_VERSION):
         raise CheckpointError(f"classifier {path} records no sha256 for its member files "
                               f"(version {version}, made by an older panderm)",
                               hint="rebuild it with `panderm classifier build` from this version of panderm")
     validate_json(meta, CLASSIFIER_SCHEMA, where=str(meta_path))
+    if version >= 3 and "ood" not in meta:  # a gated format without its gate record: refuse, never run ungated
+        raise CheckpointError(f"{meta_path} (version {version}) has no 'ood' record", hint="rebuild the bundle")
     verify_members(path, meta, owner=f"classifier {path}", meta_file=META_FILE,
-                   required=member_files(meta["head"]["kind"]))
+                   required=member_files(meta["head"]["kind"], bool(meta.get("ood"))))
     return meta
 
 
@@ -415,4 +453,15 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
     if torch_dtype(precision) is not None:
         net = net.to(torch_dtype(precision))
     feats, labels, rows = _reference_set(path, dim, k)
-    return Classifier(path, meta, weight, bias, net, feats, labels, rows, _card(path), device, precision)
+    gate = _ood_gate(path, meta, dim)
+    return Classifier(path, meta, weight, bias, net, feats, labels, rows, _card(path), device, precision, gate)
+
+
+def _ood_gate(path: Path, meta: dict, dim: int) -> OODGate | None:
+    """The bundle's out-of-distribution gate (``None``: it has none; :attr:`Classifier.ood_notice` says why)."""
+    record = meta.get("ood")
+    if not record:
+        return None
+    if record["dim"] != dim:
+        raise CheckpointError(f"{path / META_FILE}: the OOD gate is {record['dim']}-d, the encoder {dim}-d")
+    return load_ood_gate(record, _safetensors(path / OOD_FILE, "out-of-distribution gate"), where=str(path / OOD_FILE))

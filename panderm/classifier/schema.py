@@ -7,6 +7,8 @@ mistyped key is a :class:`~panderm.errors.CheckpointError` that names it
 
 from __future__ import annotations
 
+from panderm.eval.ood import OOD_SCHEMA
+
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 OPTIONAL_SHA256 = {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}
 SHORT_TEXT = {"type": "string", "maxLength": 4096}
@@ -51,6 +53,7 @@ CLASSIFIER_SCHEMA = {
         "data": {"type": ["object", "null"]},
         "created": {"type": ["string", "null"], "maxLength": 64},
         "demo": {"type": "boolean"},
+        "ood": OOD_SCHEMA,
         "files": {"type": "object", "minProperties": 1,
                   "propertyNames": {"pattern": MEMBER_NAME},
                   "additionalProperties": SHA256},

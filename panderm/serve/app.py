@@ -28,6 +28,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from panderm.eval.ood import gate_verdict
+from panderm.image_quality import assess_image
 from panderm.io import jsonable
 from panderm.serve.batcher import MicroBatcher
 from panderm.serve.server import accepted_hosts, normalise_host
@@ -128,25 +130,31 @@ def hide_reference_images(cases: list[dict]) -> list[dict]:
 
 
 def make_batch_fn(classifier):
-    """``fn(items)`` for the batcher: items are ``(image, k_neighbours)``; one encoder pass per batch."""
+    """``fn(items)`` for the batcher: items are ``(image, k_neighbours)``; one encoder pass per batch.
+
+    Each result is ``(probabilities, neighbours, ood score or None)``; the score needs the
+    classifier's ``ood_scores`` (a bundle with an out-of-distribution gate).
+    """
     has_features = all(hasattr(classifier, a) for a in ("embed", "predict_features", "neighbours"))
+    gated = has_features and getattr(classifier, "ood_gate", None) is not None
 
     def fn(items):
         images = [img for img, _ in items]
         ks = [k for _, k in items]
-        if has_features and any(ks):
+        out_n: list[list] = [[] for _ in items]
+        scores = [None] * len(items)
+        if has_features and (gated or any(ks)):
             feats = classifier.embed(images)
             probs = np.asarray(classifier.predict_features(feats), dtype=np.float64)
-            kmax = max(ks)
+            if gated:
+                scores = [float(v) for v in classifier.ood_scores(feats)]
             want = [i for i, k in enumerate(ks) if k]
-            nbrs = classifier.neighbours(feats[want], k=kmax)
-            out_n = [[] for _ in items]
-            for i, row in zip(want, nbrs):
-                out_n[i] = list(row)[: ks[i]]
+            if want:
+                for i, row in zip(want, classifier.neighbours(feats[want], k=max(ks))):
+                    out_n[i] = list(row)[: ks[i]]
         else:
             probs = np.asarray(classifier.predict_proba(images), dtype=np.float64)
-            out_n = [[] for _ in items]
-        return [(probs[i], out_n[i]) for i in range(len(items))]
+        return [(probs[i], out_n[i], scores[i]) for i in range(len(items))]
 
     return fn
 
@@ -214,7 +222,8 @@ class _Served:
     card: str
     batcher: MicroBatcher
     started: float = field(default_factory=time.time)
-    counters: dict = field(default_factory=lambda: {"requests": 0, "predictions": 0, "errors": 0})
+    counters: dict = field(default_factory=lambda: {"requests": 0, "predictions": 0, "not_assessable": 0,
+                                                    "errors": 0})
 
     @classmethod
     def build(cls, classifier, *, token, max_upload_mb, max_pixels, keep_uploads, batch_window_ms, max_batch,
@@ -351,6 +360,7 @@ def _add_info_routes(app: FastAPI, s: _Served) -> None:
         return {"name": s.name, "model": s.info, "classes": s.classes, "descriptions": s.descriptions,
                 "malignant": s.malignant, "card": s.card, "max_upload_mb": s.max_upload_mb,
                 "max_pixels": s.max_pixels, "reference_images": s.reference_images,
+                "ood_gate": s.info.get("ood_gate"), "ood_notice": _ood_notice(s.classifier),
                 "notice": "Research use only — not a diagnosis."}
 
 
@@ -363,10 +373,14 @@ def _add_predict_route(app: FastAPI, s: _Served) -> None:
         k = s.neighbours_default if neighbours is None else neighbours
         if not 0 <= k <= MAX_NEIGHBOURS:
             raise UploadError(422, f"neighbours must be between 0 and {MAX_NEIGHBOURS}")
-        image, upload = await _read_upload(request, s)
-        probs, nbrs = await s.batcher.submit((image, k))
+        image, upload, quality = await _read_upload(request, s)
+        probs, nbrs, score = await s.batcher.submit((image, k))
         s.counters["predictions"] += 1
         result = _prediction(s, probs, upload)
+        result["ood"] = gate_verdict(score, getattr(s.classifier, "ood_gate", None), quality)
+        result["quality"] = quality.to_dict()
+        if not result["ood"]["in_distribution"]:
+            s.counters["not_assessable"] += 1
         if k:
             result["neighbours"] = jsonable(nbrs if s.reference_images else hide_reference_images(nbrs))
         result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
@@ -374,17 +388,20 @@ def _add_predict_route(app: FastAPI, s: _Served) -> None:
 
 
 async def _read_upload(request: Request, s: _Served):
-    """``(image, upload info)`` of a predict request: size limits, decode on the pool, optional kept copy."""
+    """``(image, upload info, quality report)`` of a predict request: size limits, decode and the
+    image-quality gate on the pool, optional kept copy."""
     body = await read_body(request, s.max_bytes + MULTIPART_SLACK)
     data = extract_image_bytes(body, request.headers.get("content-type", ""))
     del body
     if len(data) > s.max_bytes:
         raise UploadError(413, f"image file too large: {len(data):,} bytes > limit {s.max_bytes:,}")
-    image, upload = await asyncio.get_running_loop().run_in_executor(
+    loop = asyncio.get_running_loop()
+    image, upload = await loop.run_in_executor(
         s.decoder, functools.partial(decode_image, data, s.max_pixels, slots=s.slots))
+    quality = await loop.run_in_executor(s.decoder, assess_image, np.asarray(image))
     if s.keep_uploads is not None:
         await run_in_threadpool(keep_upload, s.keep_uploads, data, upload["format"])
-    return image, upload
+    return image, upload, quality
 
 
 def _prediction(s: _Served, probs: np.ndarray, upload: dict) -> dict:
@@ -402,6 +419,14 @@ def _prediction(s: _Served, probs: np.ndarray, upload: dict) -> dict:
         "image": upload,
         "notice": "Research use only — not a diagnosis.",
     }
+
+
+def _ood_notice(classifier) -> str | None:
+    """Why the served classifier cannot refuse out-of-distribution images (``None``: it can)."""
+    if getattr(classifier, "ood_gate", None) is not None:
+        return None
+    return getattr(classifier, "ood_notice", None) or (
+        "this classifier has no out-of-distribution gate: only the image-quality gate can refuse an image")
 
 
 def _token_ok(request, token: str) -> bool:

@@ -121,6 +121,12 @@ def info_cmd(run_dir, demo, as_json):
     if info["malignant"]:
         click.echo(f"malignant: {', '.join(info['malignant'])}")
     click.echo(f"temperature {info['temperature']:.3f}; {info['reference_size']} reference images")
+    gate = info.get("ood_gate")
+    if gate:
+        click.echo(f"out-of-distribution gate: {gate['method']}, threshold {gate['threshold']:.3f} "
+                   f"({gate['pass_rate']:.0%} of {gate['n_calibration']} {gate['calibration_source']} pass)")
+    else:
+        click.echo(f"note: {info['ood_notice']}", err=True)
     for name, m in (info.get("metrics") or {}).items():
         if isinstance(m, dict) and m.get("value") is not None:
             ci = f"  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None else ""

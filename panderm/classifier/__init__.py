@@ -8,8 +8,9 @@ from panderm.classifier.bundle import (
     default_descriptions,
     demo_classifier_path,
     fit_temperature,
+    load_bundle_gate,
     load_classifier,
 )
 
 __all__ = ["CLINICAL_NAMES", "DEFAULT_MALIGNANT", "Classifier", "ClassifierWarning", "build_classifier",
-           "default_descriptions", "demo_classifier_path", "fit_temperature", "load_classifier"]
+           "default_descriptions", "demo_classifier_path", "fit_temperature", "load_bundle_gate", "load_classifier"]

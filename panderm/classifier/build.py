@@ -238,8 +238,9 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
     if demo:
         meta["data"]["licence"] = HAM_LICENCE
         meta["name"] = "panderm-demo-ham10000"
-    gate = _fit_gate(feats.X[train["row"].to_numpy()], feats.X[val["row"].to_numpy()], meta["data"]["dataset"],
-                     seed, meta["data"]["warnings"], meta["data"])
+    gate = _fit_gate(feats.X[train["row"].to_numpy()], feats.X[val["row"].to_numpy()],
+                     "HAM10000 dermoscopic" if demo else meta["data"]["dataset"], seed, meta["data"]["warnings"],
+                     meta["data"])
     meta["ood"] = None if gate is None else gate.info
     index = {c: i for i, c in enumerate(classes_raw)}
     ref_labels = np.array([index[v] for v in ref["_label"]], np.int64)

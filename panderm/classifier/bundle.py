@@ -457,6 +457,16 @@ def load_classifier(path: str | Path | None = None, *, weights: str | Path | Non
     return Classifier(path, meta, weight, bias, net, feats, labels, rows, _card(path), device, precision, gate)
 
 
+def load_bundle_gate(path: str | Path) -> tuple[OODGate | None, dict]:
+    """A classifier bundle's out-of-distribution gate (``None``: it has none) and its encoder record.
+
+    The bundle is verified as :func:`load_classifier` does (schema, member hashes), but no encoder is built.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    return _ood_gate(path, meta, int(meta["encoder"]["dim"])), dict(meta["encoder"])
+
+
 def _ood_gate(path: Path, meta: dict, dim: int) -> OODGate | None:
     """The bundle's out-of-distribution gate (``None``: it has none; :attr:`Classifier.ood_notice` says why)."""
     record = meta.get("ood")

@@ -2,7 +2,9 @@
 
 For tests, load benchmarks and UI work without torch or weights: predictions
 are a deterministic function of the image colour, and ``cost_ms`` adds a fixed
-per-call delay (independent of batch size) to mimic a model call.
+per-call delay (independent of batch size) to mimic a model call. With
+``ood_threshold`` it also has a stand-in out-of-distribution gate, so the
+server's "not assessable" answer can be exercised without a real bundle.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -26,6 +29,26 @@ DESCRIPTIONS = {
 }
 
 
+# Colour statistics (mean RGB, std RGB over a 16x16 thumbnail, 0..1) of 200 HAM10000 training
+# images: the fake gate's "training distribution".
+_REF_MEAN = np.array([0.765, 0.561, 0.591, 0.074, 0.102, 0.116])
+_REF_STD = np.array([0.084, 0.086, 0.090, 0.043, 0.043, 0.050])
+FAKE_OOD_THRESHOLD = 2.5
+"""A threshold for the fake gate that passes about 91% of held-out HAM10000 images and flags a cat photo."""
+
+
+@dataclass
+class FakeGate:
+    """Stand-in for :class:`panderm.eval.ood.OODGate`: the largest z-score of the fake's colour features."""
+
+    threshold: float
+    info: dict = field(default_factory=dict)
+
+    def score(self, feats) -> np.ndarray:
+        """``(B,)`` largest absolute z-score of each feature row against dermoscopy-like colours."""
+        return np.abs((np.atleast_2d(np.asarray(feats, np.float64)) - _REF_MEAN) / _REF_STD).max(axis=1)
+
+
 def _thumb(colour) -> str:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), tuple(int(c) for c in colour)).save(buf, format="PNG")
@@ -33,10 +56,17 @@ def _thumb(colour) -> str:
 
 
 class FakeClassifier:
-    """Deterministic fake; ``cost_ms`` sleeps once per model call."""
+    """Deterministic fake; ``cost_ms`` sleeps once per model call.
 
-    def __init__(self, cost_ms: float = 0.0):
+    ``ood_threshold``: give it a :class:`FakeGate` with that threshold (e.g.
+    :data:`FAKE_OOD_THRESHOLD`); ``None`` (default): no gate, as a bundle built before gates.
+    """
+
+    def __init__(self, cost_ms: float = 0.0, ood_threshold: float | None = None):
         self.cost_ms = float(cost_ms)
+        self.ood_gate = None if ood_threshold is None else FakeGate(
+            float(ood_threshold), {"method": "fake-colour-z", "threshold": float(ood_threshold), "pass_rate": 0.91,
+                                   "reference": "dermoscopy-like colours (fake gate)"})
         self.classes = list(CLASSES)
         self.descriptions = dict(DESCRIPTIONS)
         self.malignant = {"akiec", "bcc", "mel"}
@@ -49,7 +79,8 @@ class FakeClassifier:
 
     def model_info(self) -> dict:
         return {"name": "fake-classifier", "classes": self.classes, "n_classes": len(self.classes),
-                "device": "cpu", "precision": "fp32", "embed_dim": 6}
+                "device": "cpu", "precision": "fp32", "embed_dim": 6,
+                "ood_gate": None if self.ood_gate is None else dict(self.ood_gate.info)}
 
     def _cost(self):
         self.calls += 1
@@ -66,6 +97,10 @@ class FakeClassifier:
     def embed(self, images) -> np.ndarray:
         self._cost()
         return self._features(images)
+
+    def ood_scores(self, feats) -> np.ndarray | None:
+        """``(B,)`` out-of-distribution scores (``None`` without a gate)."""
+        return None if self.ood_gate is None else self.ood_gate.score(feats)
 
     def predict_features(self, feats) -> np.ndarray:
         logits = (np.asarray(feats) - 0.4) @ self._proj * 4.0

@@ -1,4 +1,4 @@
-"""Built-in plugin: the probe heads (:mod:`panderm.eval.heads`) and the ``probe``, ``curve`` and ``evaluate`` commands.
+"""Built-in plugin: the probe heads (:mod:`panderm.eval.heads`) and the ``probe``, ``curve``, ``evaluate`` and ``ood`` commands.
 
 Importing this module stays light: torch and scikit-learn load only when a head's
 factory is called or a command runs.
@@ -25,3 +25,5 @@ def register_commands(cli):
                          "Label-efficiency curves: metric vs fraction of training labels.")
     cli.add_lazy_command("evaluate", "panderm_probe.evaluate_commands:evaluate_cmd",
                          "Subgroup robustness of predictions (by sex, age, site, …) with 95% CIs.")
+    cli.add_lazy_command("ood", "panderm_probe.ood_commands:ood_group",
+                         "Evaluate out-of-distribution gates (AUROC, FPR at 95% TPR, histogram).")

@@ -1,8 +1,11 @@
-// PanDerm serve page: upload an image, show every class's probability as a bar.
+// PanDerm serve page: upload an image, show every class's probability as a bar,
+// or a "Not assessable" panel when the image fails the quality or out-of-distribution gate.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { maxMb: 10 };
+  // last: the latest prediction; forced: the user asked to see a not-assessable image's probabilities.
+  // seq: number of the latest upload, so a slower earlier answer cannot overwrite a later one.
+  const state = { maxMb: 10, last: null, forced: false, seq: 0 };
 
   function headers() {
     const t = $("token").value.trim() || sessionStorage.getItem("pandermToken") || "";
@@ -67,7 +70,66 @@
       (100 * t.probability).toFixed(1) + "%"));
     if (t.description) top.append(el("span", "", " — " + t.description));
     if (t.malignant) top.append(el("span", "tag malignant", "malignant"));
-    $("bars-hint").hidden = true;
+  }
+
+  // A response without an "ood" verdict (an older server) counts as assessable.
+  function assessable(res) {
+    return !res.ood || res.ood.in_distribution !== false;
+  }
+
+  // The bars, top line and similar cases of state.last: shown when it is assessable or on request.
+  function renderEstimates() {
+    const res = state.last;
+    const ok = !res || assessable(res);
+    const show = Boolean(res) && (ok || state.forced);
+    if (show) {
+      renderBars(res);
+      renderNeighbours(res);
+    } else {
+      $("bars").replaceChildren();
+      $("top").replaceChildren();
+      $("similar").replaceChildren();
+      $("similar-section").hidden = true;
+    }
+    const marked = show && !ok;  // shown on request: mark the bars and the similar cases alike
+    $("forced-banner").hidden = !marked;
+    $("similar-forced").hidden = !marked;
+    $("results").classList.toggle("forced", marked);
+    $("similar-section").classList.toggle("forced", marked);
+    const btn = $("show-anyway");
+    btn.setAttribute("aria-expanded", String(marked));
+    btn.textContent = marked ? "Hide probabilities" : "Show probabilities anyway";
+  }
+
+  // The gate panel (reasons) or the "checks passed" line; rebuilt only for a new answer, so the
+  // alert is announced once and not again on "show anyway".
+  function renderGate() {
+    const res = state.last;
+    const ok = !res || assessable(res);
+    $("gate").hidden = ok;
+    $("gate-reasons").replaceChildren();
+    if (res && !ok) {
+      const reasons = (res.ood.reasons && res.ood.reasons.length) ? res.ood.reasons
+        : ["the image did not pass the server's checks"];
+      const sentence = (r) => { const t = String(r); return t.charAt(0).toUpperCase() + t.slice(1); };
+      $("gate-reasons").append(...reasons.map((r) => el("li", "", sentence(r))));
+    }
+    const line = $("gate-ok");
+    line.hidden = !(res && ok && res.ood);
+    if (!line.hidden) {
+      line.textContent = res.ood.score === null || res.ood.score === undefined
+        ? "Image-quality checks passed; this classifier has no out-of-distribution gate"
+        : "Image checks passed (quality and out-of-distribution gate)";
+    }
+    $("bars-hint").hidden = Boolean(res);
+  }
+
+  // A new answer (or none, while uploading): "show anyway" starts off again.
+  function showAnswer(res) {
+    state.last = res;
+    state.forced = false;
+    renderGate();
+    renderEstimates();
   }
 
   function renderNeighbours(res) {
@@ -99,6 +161,7 @@
   async function upload(file) {
     showError("");
     if (!file) return;
+    const seq = ++state.seq;
     if (file.size > state.maxMb * 1024 * 1024) {
       showError("File too large (" + (file.size / 1048576).toFixed(1) + " MB > " + state.maxMb + " MB).");
       return;
@@ -108,6 +171,7 @@
     prev.src = URL.createObjectURL(file);
     prev.hidden = false;
     $("drop-text").textContent = file.name + " — drop another image or click to choose";
+    showAnswer(null);  // a new upload starts from a clean page, "show anyway" included
     $("status").textContent = "Analysing…";
     const t = $("token").value.trim();
     if (t) sessionStorage.setItem("pandermToken", t);
@@ -117,17 +181,18 @@
       const r = await fetch("/api/v1/predict", { method: "POST", body: form, headers: headers() });
       let body = null;
       try { body = await r.json(); } catch (e) { body = null; }
+      if (seq !== state.seq) return;
       if (r.status === 401) $("token-box").hidden = false;
       if (!r.ok || !body) {
         $("status").textContent = "";
         showError((body && body.error) || ("Request failed (HTTP " + r.status + ")"));
         return;
       }
-      renderBars(body);
-      renderNeighbours(body);
+      showAnswer(body);
       $("status").textContent = "Done in " + Math.round(body.latency_ms) + " ms (" + body.image.width + "×" +
         body.image.height + ").";
     } catch (e) {
+      if (seq !== state.seq) return;
       $("status").textContent = "";
       showError("Upload failed: server not reachable.");
     }
@@ -147,6 +212,10 @@
       if (f) upload(f);
     });
     $("card-link").addEventListener("click", () => { $("card").open = true; });
+    $("show-anyway").addEventListener("click", () => {
+      state.forced = !state.forced;
+      renderEstimates();
+    });
     $("token").addEventListener("change", loadModel);
     loadModel();
   });

@@ -3,8 +3,8 @@
 Cheap measures on the decoded RGB image, computed before any encoder runs
 (a few milliseconds for a 600x450 image: ``benchmarks/image_quality.py``):
 
-- **size** — the short side in pixels (hard floor :data:`MIN_SHORT_SIDE_PX` = 32,
-  the same floor the CLI applies elsewhere);
+- **size** — the short side in pixels (at least :data:`MIN_SHORT_SIDE_PX` = 64) and the
+  shape (at most :data:`MAX_ASPECT_RATIO` = 4:1);
 - **sharpness** — variance of the Laplacian of the grey image resized so its short
   side is 224 px (the resize makes the number comparable across image sizes);
 - **noise** — Immerkær's fast noise estimate (grey levels) on that same image;
@@ -34,11 +34,19 @@ import numpy as np
 from panderm.data.images import MIN_SIDE
 from panderm.errors import InputError
 
-MIN_SHORT_SIDE_PX = MIN_SIDE
-"""Hard floor on the short side, in pixels: the one extract and serve apply (:data:`panderm.data.images.MIN_SIDE`)."""
+MIN_SHORT_SIDE_PX = 2 * MIN_SIDE
+"""Smallest short side judged, in pixels (64). Extract and serve refuse outright below
+:data:`panderm.data.images.MIN_SIDE` (32); between the two an image is read but too small to judge
+(the smallest real image in ``../shared/data`` has 119 px)."""
+
+MAX_ASPECT_RATIO = 4.0
+"""Longest accepted long-to-short side ratio (real images: at most 1.5)."""
 
 ANALYSIS_SHORT_SIDE_PX = 224
 """Short side the image is resized to before sharpness, noise, exposure and skin."""
+
+ANALYSIS_LONG_SIDE_CAP_PX = 2048
+"""The analysis copy's long side never exceeds this (only strip-shaped images reach it)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class QualityThresholds:
 
     Attributes:
         min_short_side: Smallest accepted short side in pixels.
+        max_aspect_ratio: Largest accepted long-to-short side ratio.
         min_sharpness: Smallest accepted variance of the Laplacian (grey, short side 224).
         max_noise: Largest accepted Immerkær noise estimate (grey levels, short side 224).
         min_mean_luminance: Smallest accepted mean luminance (0-255).
@@ -57,6 +66,7 @@ class QualityThresholds:
     """
 
     min_short_side: int = MIN_SHORT_SIDE_PX
+    max_aspect_ratio: float = MAX_ASPECT_RATIO
     min_sharpness: float = 2.5
     max_noise: float = 6.0
     min_mean_luminance: float = 40.0
@@ -123,7 +133,8 @@ def _measure(rgb: np.ndarray, t: QualityThresholds) -> dict:
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = ANALYSIS_SHORT_SIDE_PX / min(h, w)
+    # the long side is capped too, so a thin strip cannot be blown up to gigabytes
+    scale = min(ANALYSIS_SHORT_SIDE_PX / min(h, w), ANALYSIS_LONG_SIDE_CAP_PX / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(rgb, size, interpolation=interp)
@@ -166,6 +177,9 @@ def assess_image(rgb: np.ndarray, thresholds: QualityThresholds = QUALITY_THRESH
     reasons: list[str] = []
     if min(h, w) < t.min_short_side:
         reasons.append(f"image too small ({w}×{h} px; at least {t.min_short_side} px)")
+    if max(h, w) > t.max_aspect_ratio * min(h, w):
+        reasons.append(f"unusual shape ({w}×{h} px, {max(h, w) / min(h, w):.1f}:1; at most "
+                       f"{t.max_aspect_ratio:g}:1): crop the picture to the lesion")
     if m["mean_luminance"] < t.min_mean_luminance:
         reasons.append(
             "underexposed: too dark to judge "
@@ -196,6 +210,7 @@ def assess_image(rgb: np.ndarray, thresholds: QualityThresholds = QUALITY_THRESH
 
 __all__ = [
     "ANALYSIS_SHORT_SIDE_PX",
+    "MAX_ASPECT_RATIO",
     "MIN_SHORT_SIDE_PX",
     "QUALITY_THRESHOLDS",
     "QualityReport",

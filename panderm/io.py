@@ -91,6 +91,21 @@ def read_csv_rows(path: str | os.PathLike, what: str = "CSV") -> list[tuple[int,
         raise InputError(f"cannot read {what} {path}: {exc}", hint="save it as UTF-8 CSV text") from None
 
 
+def make_out_dir(out: str | os.PathLike) -> Path:
+    """Create the output folder ``out`` (and its parents); an InputError when it is a file or cannot be made."""
+    from panderm.errors import InputError
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {out} exists and is not a folder", hint="choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out}: {exc.strerror or exc}",
+                         hint="choose a folder you can write to") from None
+    return out
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, streamed."""
     h = hashlib.sha256()

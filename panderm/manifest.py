@@ -27,8 +27,16 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # e.g. 1e400: valid JSON, but Python reads it as infinity
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
 def read_bundle_json(path: str | Path):
-    """Parse a bundle's JSON file strictly: UTF-8, at most :data:`MAX_JSON_BYTES`, no ``NaN``/``Infinity``.
+    """Parse a bundle's JSON file strictly: UTF-8, at most :data:`MAX_JSON_BYTES`, no ``NaN``/``Infinity``
+    (nor numbers like ``1e400`` that only read as infinity).
 
     Python's ``json`` accepts ``NaN`` and recurses without bound on deep nesting;
     both reach code that expects plain finite numbers, so both are refused here.
@@ -42,7 +50,7 @@ def read_bundle_json(path: str | Path):
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise CheckpointError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; not a panderm bundle file")
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants, parse_float=_finite_float)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from None
     except RecursionError:

@@ -120,14 +120,14 @@ def test_over_and_under_exposed_dermoscopy_fail(dermoscopy):
 def test_thresholds_are_the_documented_ones():
     t = QUALITY_THRESHOLDS
     assert isinstance(t, QualityThresholds)
-    assert (t.min_short_side, MIN_SHORT_SIDE_PX, ANALYSIS_SHORT_SIDE_PX) == (32, 32, 224)
+    assert (t.min_short_side, MIN_SHORT_SIDE_PX, ANALYSIS_SHORT_SIDE_PX, t.max_aspect_ratio) == (64, 64, 224, 4.0)
     assert (t.min_sharpness, t.max_noise, t.min_mean_luminance) == (2.5, 6.0, 40.0)
     assert (t.max_clipped_fraction, t.min_skin_fraction) == (0.25, 0.08)
     with pytest.raises(Exception):
         t.min_sharpness = 1.0  # frozen
     doc = Path(__file__).resolve().parents[1] / "docs" / "image-quality.md"
     text = doc.read_text(encoding="utf-8")
-    for value in ("32 px", "2.5", "6.0", "40", "25%", "8%"):
+    for value in ("64 px", "4:1", "2.5", "6.0", "40", "25%", "8%"):
         assert value in text, value
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from panderm.classifier import demo_classifier_path, load_classifier
-from panderm.errors import CheckpointError, ConfigError
+from panderm.errors import CheckpointError, ConfigError, InputError
 from panderm.eval.ood import OOD_FILE, fit_ood_gate, gate_verdict, load_ood_gate
 
 
@@ -45,6 +45,12 @@ def test_without_validation_rows_a_fifth_of_training_is_held_out():
 def test_too_few_rows_and_bad_pass_rate_are_refused():
     with pytest.raises(ConfigError, match="at least 20"):
         fit_ood_gate(_blobs(10), None)
+    with pytest.raises(ConfigError, match="at least 20 calibration images"):
+        fit_ood_gate(_blobs(60), _blobs(3, seed=2))
+    with pytest.raises(ConfigError, match="at least 20 calibration images"):
+        fit_ood_gate(_blobs(60), None)  # 12 held-out rows
+    with pytest.raises(InputError, match="not finite"):
+        fit_ood_gate(np.vstack([_blobs(40), [[np.nan] * 16]]), _blobs(30, seed=4))
     with pytest.raises(ConfigError, match="pass rate"):
         fit_ood_gate(_blobs(50), None, pass_rate=1.5)
 
@@ -61,6 +67,28 @@ def test_stored_gate_round_trips_and_misshapen_arrays_are_refused():
     nan = dict(tensors, whitener=tensors["whitener"] * float("nan"))
     with pytest.raises(CheckpointError, match="not finite"):
         load_ood_gate(gate.info, nan, where="ood.safetensors")
+
+
+def test_features_too_large_to_score_are_refused_not_passed():
+    gate = fit_ood_gate(_blobs(100), None)
+    scores = gate.score(np.vstack([_blobs(1, seed=7), np.full((1, 16), 1e200), np.full((1, 16), np.nan)]))
+    assert np.isfinite(scores[0]) and np.isinf(scores[1:]).all()
+    verdict = gate_verdict(float(scores[1]), gate, None)
+    assert verdict["in_distribution"] is False and verdict["score"] is None
+    assert "could not be compared" in verdict["reasons"][0]
+    json.dumps(verdict, allow_nan=False)
+
+
+def test_tampered_gate_arrays_are_refused():
+    gate = fit_ood_gate(_blobs(100), _blobs(40, seed=3))
+    tensors = gate.to_tensors()
+    for name, bad, match in (("reference", tensors["reference"].float(), "reference is float32"),
+                             ("whitener", tensors["whitener"] * 0, "lower-triangular"),
+                             ("whitener", tensors["whitener"].T.contiguous(), "lower-triangular")):
+        with pytest.raises(CheckpointError, match=match):
+            load_ood_gate(gate.info, dict(tensors, **{name: bad}), where="ood.safetensors")
+    with pytest.raises(CheckpointError, match="out of range"):
+        load_ood_gate(dict(gate.info, threshold=float("inf")), tensors, where="ood.safetensors")
 
 
 def test_verdict_lists_quality_reasons_first_and_the_feature_reason():
@@ -144,6 +172,20 @@ def test_version_3_bundle_without_its_gate_record_is_refused(tmp_path):
         load_classifier(bundle, device="cpu")
 
 
+def test_infinite_or_stripped_gate_records_are_refused(tmp_path):
+    bundle = tmp_path / "inf"
+    shutil.copytree(demo_classifier_path(), bundle)
+    text = (bundle / "classifier.json").read_text()
+    meta = json.loads(text)
+    (bundle / "classifier.json").write_text(text.replace(json.dumps(meta["ood"]["threshold"]), "1e400", 1))
+    with pytest.raises(CheckpointError, match="too large"):
+        load_classifier(bundle, device="cpu")
+    meta["ood"] = None  # the record gone, its file still listed: never run ungated silently
+    (bundle / "classifier.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="no 'ood' record"):
+        load_classifier(bundle, device="cpu")
+
+
 def test_gate_of_another_width_is_refused(tmp_path):
     bundle = tmp_path / "wide"
     shutil.copytree(demo_classifier_path(), bundle)
@@ -204,9 +246,23 @@ def test_api_names_failed_quality_checks(client, shared_data):
     assert any("blur" in reason for reason in body["ood"]["reasons"]), body["ood"]["reasons"]
 
 
-def test_one_pixel_png_is_refused_with_422(client):
+def test_one_pixel_png_and_strips_are_refused_with_422(client):
     r = client.post("/api/v1/predict", files={"image": ("dot.png", _png(np.zeros((1, 1, 3))), "image/png")})
     assert r.status_code == 422 and "error" in r.json()
+    strip = np.full((32, 4000, 3), 150, np.uint8)  # resizing a thin strip to a 224-px short side costs gigabytes
+    r = client.post("/api/v1/predict", files={"image": ("strip.png", _png(strip), "image/png")})
+    assert r.status_code == 422 and "unusual shape" in r.json()["error"]
+
+
+def test_small_thumbnail_is_answered_but_not_assessable(client, shared_data):
+    from PIL import Image
+
+    f = sorted((shared_data / "ham10000_segmentation" / "images").glob("*.jpg"))[0]
+    thumb = Image.open(f).convert("RGB").resize((48, 36))
+    body = client.post("/api/v1/predict", files={"image": ("t.png", _png(thumb), "image/png")}).json()
+    assert body["assessable"] is False and body["ood"]["in_distribution"] is False
+    assert any("too small" in reason for reason in body["ood"]["reasons"])
+    assert body["gates"] == ["image quality", "out of distribution"]
 
 
 def test_model_route_describes_the_gate(client):

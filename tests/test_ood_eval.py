@@ -58,10 +58,15 @@ def test_demo_gate_from_the_work_folder_with_relative_paths(folders, cli, monkey
              "--bootstrap", "100", "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)
-    assert m["n_in"] == 120 and m["n_ood"] == 12 and m["auroc"] >= 0.9
+    # the 60 train rows are the demo gate's own training images: left out, with a warning
+    assert m["n_in"] == 60 and m["n_ood"] == 12 and m["auroc"] >= 0.9
+    assert "60 in-distribution image(s) are training images" in m["warnings"][0]
+    assert "left out" in r.stderr
     assert m["ood_refused"] >= 0.75 and m["in_refused"] <= 0.15
     scores = pd.read_csv(Path("rep") / "scores.csv")
-    assert len(scores) == 132 and set(scores["set"]) == {"in", "ood"}
+    assert len(scores) == 72 and set(scores["set"]) == {"in", "ood"}
+    train = set(pd.read_csv("labels.csv").query("split == 'train'")["image"])
+    assert not train & set(scores["image"])
     assert (scores["passes_gate"] == (scores["score"] <= m["threshold"])).all()
     assert Path("rep/histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -99,3 +104,12 @@ def test_exactly_one_gate_source(folders, cli, tmp_path):
              "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "exactly one gate" in r.output
     assert os.path.exists(folders / "derm" / "features.npy")
+
+
+def test_out_that_is_a_file_is_a_clean_error(folders, cli, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    r = cli(["ood", "eval", "--demo", "--features", str(folders / "derm"), "--features-ood",
+             str(folders / "photos-feats"), "--out", str(target)])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "Internal error" not in r.output
+    assert "exists and is not a folder" in r.output and target.read_text() == "x"

@@ -183,12 +183,14 @@ def _finish_meta(*, name, encoder, kind, classes, binary, descriptions, demo, te
 OOD_FIT_IMAGES = 2000
 
 
-def _fit_gate(fit: np.ndarray, calibration: np.ndarray, reference: str, seed: int, warn: list[str], data: dict):
+def _fit_gate(fit: np.ndarray, calibration: np.ndarray, reference: str, seed: int, warn: list[str], data: dict,
+              precision: str | None):
     """The bundle's OOD gate, or ``None`` with the reason in ``data["ood_missing"]`` (too few images)."""
     from panderm.eval.ood import fit_ood_gate
 
     try:
-        return fit_ood_gate(fit, calibration, seed=seed, reference=f"the {reference} training images")
+        return fit_ood_gate(fit, calibration, seed=seed, reference=f"the {reference} training images",
+                            precision=precision)
     except ConfigError as exc:
         data["ood_missing"] = str(exc)
         msg = f"no out-of-distribution gate: {exc}"
@@ -240,7 +242,7 @@ def _probe(out, features, csv, model, weights, root, binary, reference_size, des
         meta["name"] = "panderm-demo-ham10000"
     gate = _fit_gate(feats.X[train["row"].to_numpy()], feats.X[val["row"].to_numpy()],
                      "HAM10000 dermoscopic" if demo else meta["data"]["dataset"], seed, meta["data"]["warnings"],
-                     meta["data"])
+                     meta["data"], fmeta.get("precision"))
     meta["ood"] = None if gate is None else gate.info
     index = {c: i for i, c in enumerate(classes_raw)}
     ref_labels = np.array([index[v] for v in ref["_label"]], np.int64)
@@ -438,7 +440,8 @@ def _finetune(out, run, csv, root, reference_size, descriptions, demo, seed, dev
                         data=data, extra={"steps": summary.get("steps")})
     sample = train.iloc[np.sort(np.random.default_rng(seed).permutation(len(train))[:OOD_FIT_IMAGES])]
     fit_feats, _, _ = _run_images(net, [Path(p) for p in sample["_path"]], preset, device, precision)
-    gate = _fit_gate(fit_feats, vfeat, meta["data"]["dataset"], seed, meta["data"]["warnings"], meta["data"])
+    gate = _fit_gate(fit_feats, vfeat, meta["data"]["dataset"], seed, meta["data"]["warnings"], meta["data"],
+                     precision)
     meta["ood"] = None if gate is None else gate.info
     state = {k: v for k, v in net.state_dict().items()}
     labels = np.array(ref["_y"].to_numpy(), np.int64)

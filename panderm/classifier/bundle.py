@@ -181,7 +181,8 @@ class Classifier:
                 "demo": bool(self.meta.get("demo")), "created": self.meta.get("created"),
                 "ood_gate": None if self.ood_gate is None else {
                     k: self.ood_gate.info.get(k) for k in ("method", "threshold", "pass_rate", "n_reference",
-                                                           "n_calibration", "calibration_source", "reference")},
+                                                           "n_calibration", "calibration_source", "reference",
+                                                           "precision")},
                 "ood_notice": self.ood_notice}
 
     @property
@@ -191,7 +192,19 @@ class Classifier:
             return None
         why = (self.meta.get("data") or {}).get("ood_missing")
         owner = f"classifier {self.meta.get('name') or self.path.name}"
-        return f"{owner} has no out-of-distribution gate ({why})" if why else NO_GATE_NOTICE.format(owner=owner)
+        if why or self.meta.get("version", 0) >= 3:
+            return f"{owner} has no out-of-distribution gate ({why or 'none was fitted'})"
+        return NO_GATE_NOTICE.format(owner=owner)
+
+    @property
+    def ood_precision_note(self) -> str | None:
+        """A note when this classifier computes features in another precision than its gate was calibrated on."""
+        fitted = None if self.ood_gate is None else self.ood_gate.info.get("precision")
+        if not fitted or fitted == self.precision:
+            return None
+        return (f"the out-of-distribution gate was calibrated on {fitted} features and this classifier runs in "
+                f"{self.precision}: its refusal rates differ slightly from the bundle's (pass --precision {fitted} "
+                "to match)")
 
     def ood_scores(self, feats: np.ndarray) -> np.ndarray | None:
         """``(B,)`` out-of-distribution scores of feature rows (``None`` without a gate)."""
@@ -272,13 +285,11 @@ def save_classifier(out: str | Path, *, meta: dict, weight: np.ndarray | None = 
     import torch
     from safetensors.torch import save
 
-    from panderm.io import atomic_path, atomic_write_json, atomic_write_text
+    from panderm.io import atomic_path, atomic_write_json, atomic_write_text, make_out_dir
     from panderm.manifest import FILES_KEY, hash_members
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     (out / META_FILE).unlink(missing_ok=True)
     meta = dict(meta, format=FORMAT, version=VERSION)
     meta["encoder"] = dict(meta["encoder"], file=None)
@@ -355,6 +366,9 @@ def read_meta(path: Path) -> dict:
     validate_json(meta, CLASSIFIER_SCHEMA, where=str(meta_path))
     if version >= 3 and "ood" not in meta:  # a gated format without its gate record: refuse, never run ungated
         raise CheckpointError(f"{meta_path} (version {version}) has no 'ood' record", hint="rebuild the bundle")
+    if not meta.get("ood") and OOD_FILE in meta[FILES_KEY]:  # the gate's file without its record: stripped
+        raise CheckpointError(f"{meta_path} lists {OOD_FILE} but has no 'ood' record for it",
+                              hint="the bundle was altered; rebuild it")
     verify_members(path, meta, owner=f"classifier {path}", meta_file=META_FILE,
                    required=member_files(meta["head"]["kind"], bool(meta.get("ood"))))
     return meta

@@ -30,6 +30,10 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: and its features describe interpolation, not skin. Readers that encode pass it as ``min_side``.
 MIN_SIDE = 32
 
+#: Largest long-to-short side ratio worth encoding. Real photos are below 3:1; a 32×500000 strip is a
+#: few KB as PNG but blows up to gigabytes once resized to a 224-px short side.
+MAX_ASPECT_RATIO = 20
+
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -87,10 +91,14 @@ def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
 
 
 def check_min_side(path: str | os.PathLike, size: tuple[int, int], min_side: int | None) -> None:
-    """Raise :class:`ImageReadError` when ``size`` (w, h) has a short side under ``min_side``."""
+    """Raise :class:`ImageReadError` when ``size`` (w, h) has a short side under ``min_side`` or, for readers
+    that encode (``min_side`` given), a shape longer than :data:`MAX_ASPECT_RATIO` to 1."""
     w, h = size
     if min_side is not None and min(w, h) < min_side:
         raise ImageReadError(path, f"image too small ({w}x{h} px; the short side must be at least {min_side} px)")
+    if min_side is not None and max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageReadError(path, f"unusual shape ({w}x{h} px, more than {MAX_ASPECT_RATIO}:1); crop it to the "
+                                   "lesion")
 
 
 def _open_decoded(path: Path, max_pixels: int | None, *, min_side: int | None = None) -> Image.Image:

@@ -55,7 +55,7 @@ import pandas as pd
 
 from panderm.errors import ConfigError, InputError
 from panderm.eval.curve_summary import COMPARISON_COLUMNS, compare_encoders, curve_png, find_matches, summarise
-from panderm.io import atomic_path, atomic_write_json, file_stamp
+from panderm.io import atomic_path, atomic_write_json, file_stamp, make_out_dir
 
 RUN_COLUMNS = ["encoder", "method", "percent", "seed", "n_train", "metric", "value", "ci_low", "ci_high",
                "protocol", "C", "n_iter", "features_precision", "solver", "settings"]
@@ -243,9 +243,7 @@ def _check_names(encoders: list[tuple[str, Any]], reference: str | None) -> list
 
 def _make_out_folder(out: Path) -> None:
     """Create the output folder, refusing a path that is a file."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
 
 
 def _encoder_settings(csv: Path, method: str, src, *, binary: bool, metric: str, n_bootstrap: int, protocol: str,

@@ -26,13 +26,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from panderm.errors import CheckpointError, ConfigError
+from panderm.errors import CheckpointError, ConfigError, InputError
 
 OOD_FILE = "ood.safetensors"
 METHOD = "whitened-1nn"
 DEFAULT_PASS_RATE = 0.95
 MIN_FIT_ROWS = 20
 """Fewer training rows than this fit no gate (the bundle is marked as having none)."""
+MIN_CALIBRATION_ROWS = 20
+"""A threshold set on fewer rows than this would be noise: no gate either."""
+MAX_THRESHOLD = 1e6
+"""A stored threshold above this (scores are O(1)) would let everything pass: refused on load."""
+STORED_DTYPES = {"mean": "float32", "whitener": "float32", "reference": "float16"}
 MAX_REFERENCE_ROWS = 10_000
 """At most this many training rows are kept as the reference (a seeded sample; float16 on disk)."""
 HOLDOUT_FRACTION = 0.2
@@ -45,7 +50,7 @@ OOD_SCHEMA = {
     "properties": {
         "method": {"const": METHOD},
         "file": {"const": OOD_FILE},
-        "threshold": {"type": "number", "minimum": 0},
+        "threshold": {"type": "number", "minimum": 0, "maximum": MAX_THRESHOLD},
         "pass_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "dim": {"type": "integer", "minimum": 1, "maximum": 65536},
         "n_reference": {"type": "integer", "minimum": 1, "maximum": MAX_REFERENCE_ROWS},
@@ -53,6 +58,7 @@ OOD_SCHEMA = {
         "calibration_source": {"enum": ["validation", "held-out training rows"]},
         "shrinkage": {"type": "number", "minimum": 0, "maximum": 1},
         "reference": {"type": ["string", "null"], "maxLength": 256},
+        "precision": {"type": ["string", "null"], "maxLength": 16},
     },
 }
 
@@ -80,20 +86,30 @@ class OODGate:
         return int(self.mean.shape[0])
 
     def whiten(self, feats: np.ndarray) -> np.ndarray:
-        return ((np.asarray(feats, np.float64) - self.mean) @ self.whitener).astype(np.float32)
+        """Whitened float64 rows (float64 so that huge feature values overflow to inf, never to NaN silently)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (np.asarray(feats, np.float64) - self.mean) @ self.whitener
+
+    def _reference64(self) -> tuple[np.ndarray, np.ndarray]:
+        """The reference rows in float64 and their squared norms, computed once."""
+        if getattr(self, "_ref_cache", None) is None or self._ref_cache[0].shape != self.reference.shape:
+            ref = np.asarray(self.reference, np.float64)
+            self._ref_cache = (ref, (ref ** 2).sum(1))
+        return self._ref_cache
 
     def score(self, feats: np.ndarray, batch: int = 256) -> np.ndarray:
-        """``(B,)`` RMS whitened distance of each feature row to its nearest reference row."""
+        """``(B,)`` RMS whitened distance of each feature row to its nearest reference row (``inf``: not scorable)."""
         feats = np.atleast_2d(np.asarray(feats))
         if feats.ndim != 2 or feats.shape[1] != self.dim:
             raise ConfigError(f"the OOD gate expects ({self.dim},)-d features, got {feats.shape}")
-        ref = self.reference.astype(np.float32)
-        ref_sq = (ref.astype(np.float64) ** 2).sum(1)
+        ref, ref_sq = self._reference64()
         out = np.empty(len(feats), np.float64)
-        for s in range(0, len(feats), batch):
-            q = self.whiten(feats[s:s + batch]).astype(np.float64)
-            d2 = (q ** 2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * (q @ ref.T.astype(np.float64))
-            out[s:s + batch] = np.sqrt(np.maximum(d2.min(axis=1), 0.0) / self.dim)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for s in range(0, len(feats), batch):
+                q = self.whiten(feats[s:s + batch])
+                d2 = (q ** 2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * (q @ ref.T)
+                out[s:s + batch] = np.sqrt(np.maximum(d2.min(axis=1), 0.0) / self.dim)
+        out[~np.isfinite(out)] = np.inf  # overflowed or NaN features: as unusual as it gets
         return out
 
     def passes(self, scores: np.ndarray) -> np.ndarray:
@@ -109,7 +125,8 @@ class OODGate:
 
 
 def fit_ood_gate(fit_features: np.ndarray, calibration_features: np.ndarray | None = None, *,
-                 pass_rate: float = DEFAULT_PASS_RATE, seed: int = 0, reference: str | None = None) -> OODGate:
+                 pass_rate: float = DEFAULT_PASS_RATE, seed: int = 0, reference: str | None = None,
+                 precision: str | None = None) -> OODGate:
     """Fit the gate on training features and set its threshold so ``pass_rate`` of calibration rows pass.
 
     Args:
@@ -119,9 +136,11 @@ def fit_ood_gate(fit_features: np.ndarray, calibration_features: np.ndarray | No
         pass_rate: Share of calibration images that must pass (the threshold's quantile).
         seed: Sampling seed (reference subsample, hold-out).
         reference: A short description of the training images (shown in reasons), e.g. "HAM10000".
+        precision: The precision the features were computed in (recorded: bf16 and fp32 scores differ slightly).
 
     Raises:
-        ConfigError: fewer than :data:`MIN_FIT_ROWS` rows, or a bad ``pass_rate``.
+        ConfigError: fewer than :data:`MIN_FIT_ROWS` fitting or :data:`MIN_CALIBRATION_ROWS`
+            calibration rows, or a bad ``pass_rate``. InputError: features that are not finite.
     """
     from sklearn.covariance import LedoitWolf
 
@@ -138,18 +157,27 @@ def fit_ood_gate(fit_features: np.ndarray, calibration_features: np.ndarray | No
         order = rng.permutation(len(X))
         n_hold = max(1, int(round(HOLDOUT_FRACTION * len(X))))
         C, X, source = X[order[:n_hold]], X[order[n_hold:]], "held-out training rows"
+    if len(C) < MIN_CALIBRATION_ROWS:
+        raise ConfigError(f"an out-of-distribution gate needs at least {MIN_CALIBRATION_ROWS} calibration images "
+                          f"({source}), got {len(C)}")
+    if not (np.isfinite(X).all() and np.isfinite(C).all()) or max(np.abs(X).max(), np.abs(C).max()) > 1e150:
+        raise InputError("the features to fit the out-of-distribution gate on are not finite (or absurdly large)")
     mean = X.mean(axis=0)
     lw = LedoitWolf(assume_centered=True).fit(X - mean)
     whitener = _lower_cholesky(lw.precision_)
     keep = np.sort(rng.choice(len(X), MAX_REFERENCE_ROWS, replace=False)) if len(X) > MAX_REFERENCE_ROWS \
         else np.arange(len(X))
     gate = OODGate(mean, whitener, np.zeros((0, len(mean)), np.float32), 0.0)
-    gate.reference = gate.whiten(X[keep]).astype(np.float16).astype(np.float32)  # as it will be stored
+    white = gate.whiten(X[keep])
+    if np.abs(white).max() > np.finfo(np.float16).max / 2:
+        raise InputError("the whitened training features do not fit in float16: the features are degenerate")
+    gate.reference = white.astype(np.float16).astype(np.float32)  # as it will be stored
     scores = gate.score(C)
     gate.threshold = float(np.quantile(scores, pass_rate, method="higher"))
     gate.info = {"method": METHOD, "file": OOD_FILE, "threshold": gate.threshold, "pass_rate": float(pass_rate),
                  "dim": int(len(mean)), "n_reference": int(len(keep)), "n_calibration": int(len(C)),
-                 "calibration_source": source, "shrinkage": float(lw.shrinkage_), "reference": reference}
+                 "calibration_source": source, "shrinkage": float(lw.shrinkage_), "reference": reference,
+                 "precision": precision}
     return gate
 
 
@@ -176,12 +204,19 @@ def load_ood_gate(record: dict, tensors: dict, *, where: str) -> OODGate:
     if got != want:
         raise CheckpointError(f"{where} must hold " + ", ".join(f"{k} {v}" for k, v in want.items())
                               + "; got " + ", ".join(f"{k} {v}" for k, v in got.items()))
-    arrays = {k: tensors[k].float().numpy().astype(np.float64 if k != "reference" else np.float32)
-              for k in want}
-    if not all(np.isfinite(a).all() for a in arrays.values()):
-        raise CheckpointError(f"{where} holds values that are not finite")
-    return OODGate(arrays["mean"], arrays["whitener"], arrays["reference"], float(record["threshold"]),
-                   dict(record))
+    wrong = [f"{k} is {str(tensors[k].dtype).replace('torch.', '')}" for k, dt in STORED_DTYPES.items()
+             if str(tensors[k].dtype) != f"torch.{dt}"]
+    if wrong:
+        raise CheckpointError(f"{where}: {', '.join(wrong)} (expected "
+                              + ", ".join(f"{k} {dt}" for k, dt in STORED_DTYPES.items()) + ")")
+    arrays = {k: tensors[k].double().numpy() for k in want}
+    threshold = float(record["threshold"])
+    if not all(np.isfinite(a).all() for a in arrays.values()) or not 0 <= threshold <= MAX_THRESHOLD:
+        raise CheckpointError(f"{where} or its record holds values that are not finite or out of range")
+    L = arrays["whitener"]
+    if np.abs(np.triu(L, 1)).max(initial=0.0) > 0 or (np.diag(L) <= 0).any():
+        raise CheckpointError(f"{where}: the whitening matrix is not lower-triangular with a positive diagonal")
+    return OODGate(arrays["mean"], L, arrays["reference"], threshold, dict(record))
 
 
 def gate_verdict(score: float | None, gate: OODGate | None, quality=None) -> dict:
@@ -193,10 +228,14 @@ def gate_verdict(score: float | None, gate: OODGate | None, quality=None) -> dic
     """
     reasons = list(getattr(quality, "reasons", []) or [])
     threshold = None if gate is None else float(gate.threshold)
-    if gate is not None and score is not None and score > gate.threshold:
+    if gate is not None and score is not None:
         seen = gate.info.get("reference") or "its training images"
-        reasons.append(f"does not resemble {seen} (out-of-distribution score {score:.2f} > {threshold:.2f})")
-    return {"score": None if score is None else float(score), "threshold": threshold,
+        if not np.isfinite(score):
+            reasons.append(f"its features could not be compared with {seen} (out-of-distribution score not finite)")
+        elif score > gate.threshold:
+            reasons.append(f"does not resemble {seen} (out-of-distribution score {score:.3g} > {threshold:.3g})")
+    finite = score is not None and bool(np.isfinite(score))
+    return {"score": float(score) if finite else None, "threshold": threshold,
             "in_distribution": not reasons, "reasons": reasons}
 
 

@@ -109,6 +109,23 @@ def check_gate_features(owner: str, encoder: dict, feats) -> None:
                           hint="extract both folders with the bundle's encoder")
 
 
+#: An in-distribution row scoring below this matches a stored reference row: it is one of the gate's own
+#: training images (held-out dermoscopy scores 0.15 or more with the demo gate).
+SEEN_SCORE = 1e-2
+
+
+def _unseen_rows(gate: OODGate, X: np.ndarray, owner: str, warnings: list[str]) -> np.ndarray:
+    """Rows of ``X`` that are not the gate's own training images (those would flatter every figure)."""
+    seen = gate.score(X) < SEEN_SCORE
+    if seen.all():
+        raise InputError(f"every in-distribution image is one of the training images of {owner}",
+                         hint="evaluate on images the bundle was not built from")
+    if seen.any():
+        warnings.append(f"{int(seen.sum())} in-distribution image(s) are training images of {owner} (they match "
+                        "a stored reference row) and were left out")
+    return np.flatnonzero(~seen)
+
+
 def _fitted_gate(csv: Path, feats, seed: int) -> tuple[OODGate, np.ndarray, str]:
     """A gate fitted on the ``train`` rows, calibrated on ``val``; and the ``test`` rows to score."""
     from panderm.data.tables import load_dataset, select_rows
@@ -140,7 +157,7 @@ def evaluate_ood(features: str | Path, features_ood: str | Path, out: str | Path
         n_bootstrap, seed: The AUROC's bootstrap CI.
     """
     from panderm.data.tables import load_features
-    from panderm.io import atomic_path, atomic_write_json
+    from panderm.io import atomic_path, atomic_write_json, make_out_dir
 
     if (gate is None) == (csv is None):
         raise ConfigError("give exactly one of --run (a classifier bundle's gate) or --csv (fit a gate on the "
@@ -149,18 +166,18 @@ def evaluate_ood(features: str | Path, features_ood: str | Path, out: str | Path
     if inside.X.shape[1] != outside.X.shape[1]:
         raise InputError(f"{inside.folder} has {inside.X.shape[1]}-d features but {outside.folder} "
                          f"{outside.X.shape[1]}-d", hint="extract both with the same encoder")
+    warnings: list[str] = []
     if gate is not None:
         for table in (inside, outside):
             check_gate_features(owner, encoder or {}, table)
-        in_rows, source = np.arange(len(inside.X)), f"the gate of {owner}"
+        in_rows, source = _unseen_rows(gate, inside.X, owner, warnings), f"the gate of {owner}"
     else:
         gate, in_rows, source = _fitted_gate(Path(csv), inside, seed)
+    out = make_out_dir(out)
     s_in, s_out = gate.score(inside.X[in_rows]), gate.score(outside.X)
     metrics = ood_metrics(s_in, s_out, gate.threshold, n_bootstrap=n_bootstrap, seed=seed)
     metrics.update(gate=source, method=gate.info.get("method"), features=str(inside.folder),
-                   features_ood=str(outside.folder))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+                   features_ood=str(outside.folder), warnings=warnings)
     scores = pd.DataFrame({"image": [inside.keys[i] for i in in_rows] + list(outside.keys),
                            "set": ["in"] * len(in_rows) + ["ood"] * len(outside.keys),
                            "score": np.r_[s_in, s_out]})
@@ -170,7 +187,7 @@ def evaluate_ood(features: str | Path, features_ood: str | Path, out: str | Path
     png = ood_histogram_png(out / "histogram.png", s_in, s_out, gate.threshold,
                             f"AUROC {metrics['auroc']:.3f}; FPR at 95% TPR {metrics['fpr_at_95_tpr']:.3f}")
     atomic_write_json(out / "ood_eval.json", metrics)
-    return OODEvalResult(out, metrics, [out / "ood_eval.json", out / "scores.csv", png])
+    return OODEvalResult(out, metrics, [out / "ood_eval.json", out / "scores.csv", png], warnings)
 
 
 __all__ = ["OODEvalResult", "check_gate_features", "evaluate_ood", "ood_histogram_png", "ood_metrics"]

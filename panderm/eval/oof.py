@@ -49,7 +49,7 @@ from panderm.eval.metrics import (
     paired_t_tests,
 )
 from panderm.eval.probe import features_precision, fit_predict, solver_record
-from panderm.io import atomic_path, atomic_write_json, jsonable
+from panderm.io import atomic_path, atomic_write_json, jsonable, make_out_dir
 
 
 @dataclass
@@ -312,9 +312,7 @@ def _write(out: Path, result: OOFResult) -> list[Path]:
     """``oof.csv``, figures, ``folds.json``, ``oof.json``; ``metrics.json`` last."""
     from panderm.eval.plots import confusion_matrix_png, roc_png
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     for name in ("metrics.json", "comparison.json"):
         (out / name).unlink(missing_ok=True)
     pred = result.predictions

@@ -42,7 +42,7 @@ from panderm.data.tables import FeatureTable, load_dataset, load_features, selec
 from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.linear import PROTOCOL_PENALTY, penalty_for
 from panderm.eval.metrics import ALL_METRICS, METRICS, bootstrap_ci, paired_test
-from panderm.io import atomic_path, atomic_write_json, jsonable
+from panderm.io import atomic_path, atomic_write_json, jsonable, make_out_dir
 
 
 @dataclass
@@ -299,9 +299,7 @@ def write_eval_outputs(out: Path, predictions: pd.DataFrame, classes: list, metr
     from panderm.eval.plots import confusion_matrix_png, roc_png
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     for name in ("metrics.json", *stale):
         (out / name).unlink(missing_ok=True)
     with atomic_path(out / "predictions.csv") as tmp:

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from panderm.errors import InputError
 from panderm.eval.subgroups import MISSING, OUT_OF_RANGE, WEIGHTED_RECALL_LABEL, SubgroupResult
-from panderm.io import atomic_path, atomic_write_json, jsonable
+from panderm.io import atomic_path, atomic_write_json, jsonable, make_out_dir
 
 
 def write_report(out: Path, result: SubgroupResult, predictions: Path, csv: Path, n_bootstrap: int, seed: int,
                  min_size: int, n_unmatched: int) -> list[Path]:
     """Write subgroups.csv, subgroups.png and subgroups.json into ``out``; return their paths."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     with atomic_path(out / "subgroups.csv") as tmp:
         result.table.to_csv(tmp, index=False)
     png = subgroups_png(out / "subgroups.png", result)

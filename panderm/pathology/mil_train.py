@@ -12,7 +12,7 @@ import numpy as np
 
 from panderm.errors import ConfigError, InputError, examples
 from panderm.eval.metrics import ALL_METRICS, classification_metrics, paired_t_tests
-from panderm.io import atomic_path
+from panderm.io import atomic_path, make_out_dir
 from panderm.pathology.mil import MILData, MILResult, SlideBag, build_model, load_mil_data, load_slides, predict_bags
 from panderm.pathology.mil_outputs import pooled_predictions, run_summary, write_run
 
@@ -185,9 +185,7 @@ def _fold_assignment(data: MILData, features: Path, csv: Path, folds: int, seed:
 
 def _start_out(out: Path) -> None:
     """Create the run folder; drop ``metrics.json`` (the completion mark) until this run writes it."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     (out / "metrics.json").unlink(missing_ok=True)
     (out / "attention").mkdir(exist_ok=True)
 

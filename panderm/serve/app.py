@@ -377,8 +377,12 @@ def _add_predict_route(app: FastAPI, s: _Served) -> None:
         probs, nbrs, score = await s.batcher.submit((image, k))
         s.counters["predictions"] += 1
         result = _prediction(s, probs, upload)
-        result["ood"] = gate_verdict(score, getattr(s.classifier, "ood_gate", None), quality)
-        result["quality"] = quality.to_dict()
+        gate = getattr(s.classifier, "ood_gate", None)
+        result["ood"] = jsonable(gate_verdict(score, gate, quality))
+        result["quality"] = jsonable(quality.to_dict())
+        # one plain flag for clients, and which gates ran (a bundle without a gate checks quality only)
+        result["assessable"] = result["ood"]["in_distribution"]
+        result["gates"] = ["image quality"] + (["out of distribution"] if gate is not None else [])
         if not result["ood"]["in_distribution"]:
             s.counters["not_assessable"] += 1
         if k:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from panderm.data.images import MIN_SIDE, to_rgb
+from panderm.data.images import MAX_ASPECT_RATIO, MIN_SIDE, to_rgb
 
 #: Default pixel limit for served images (pixels actually decoded; a JPEG counts at its draft size):
 #: a 48 MP phone JPEG passes (decoded at 1/2 or 1/4), a 49 MP PNG or a bomb does not.
@@ -219,10 +219,14 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _check_size(width: int, height: int, max_pixels: int | None, img: Image.Image) -> None:
-    """Refuse tiny images (422) and, before decoding, too many pixels (413); JPEGs get a draft size first."""
+    """Refuse tiny or strip-shaped images (422) and, before decoding, too many pixels (413); JPEGs get a draft
+    size first."""
     if min(width, height) < MIN_SIDE:
         raise UploadError(422, f"image too small: {width}x{height} pixels; the short side must be at least "
                                f"{MIN_SIDE} px")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):  # resizing a thin strip costs gigabytes
+        raise UploadError(422, f"unusual shape: {width}x{height} pixels is more than {MAX_ASPECT_RATIO}:1; "
+                               "crop the image to the lesion")
     if img.format == "JPEG":
         img.draft("RGB", _work_size(width, height))  # decode at 1/2, 1/4 or 1/8 when that is still enough
     w, h = img.size

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
-from panderm.io import atomic_path, atomic_write_json, jsonable
+from panderm.io import atomic_path, atomic_write_json, jsonable, make_out_dir
 from panderm.survival import models as M
 from panderm.survival.data import load_survival_data
 
@@ -219,9 +219,7 @@ def _comparison_table(candidates: list[tuple[str, str, list[str]]], cindex: dict
 def _write(out: Path, result: SurvivalResult, forest_model: str, time_label: str) -> list[Path]:
     from panderm.survival.plots import forest_png, km_png
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     (out / "survival.json").unlink(missing_ok=True)
     files = []
     for name, frame in (("cox.csv", result.cox), ("comparison.csv", result.comparison)):

@@ -66,6 +66,8 @@ def ood_eval_cmd(run_dir, demo, csv_path, features_dir, features_ood, bootstrap,
     res = evaluate_ood(features_dir, features_ood, out, gate=gate, encoder=encoder, owner=owner, csv=csv_path,
                        n_bootstrap=bootstrap, seed=seed)
     m = res.metrics
+    for line in res.warnings:
+        click.secho(f"Warning: {line}", fg="yellow", err=True)
     if as_json:
         options.echo_json({**m, "out": str(out), "files": [str(p) for p in res.files]})
         return

@@ -86,6 +86,7 @@ def serve_cmd(run_dir, demo, host, port, token, max_upload_mb, max_pixels, keep_
     click.echo(f"PanDerm serve: http://{shown}:{port}/  (research use only — not a diagnosis)", err=True)
     if token is None:
         click.echo("No token: API open to this machine only.", err=True)
-    if clf.ood_notice:
-        click.echo(f"Note: {clf.ood_notice}.", err=True)
+    for note in (clf.ood_notice, clf.ood_precision_note):
+        if note:
+            click.echo(f"Note: {note}.", err=True)
     run(app, host=host, port=port, log_level=log_level)

@@ -262,3 +262,12 @@ def test_symlinked_root_stays_allowed(jpeg, tmp_path):
     csv.write_text("image\na.jpg\n")
     items = collect_inputs(csv, root=tmp_path / "link")
     assert items == [("a.jpg", tmp_path / "link" / "a.jpg")] and load_rgb(items[0][1]).size
+
+
+def test_strips_are_refused_by_readers_that_encode(tmp_path):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (40, 2000)).save(path)  # 50:1; a 224-px short side would make it 11,200 px long
+    assert _reason(path, min_side=32) == "unusual shape (40x2000 px, more than 20:1); crop it to the lesion"
+    assert load_rgb(path).size == (40, 2000)
+    Image.new("RGB", (40, 800)).save(path)  # 20:1 is still read
+    assert load_rgb(path, min_side=32).size == (40, 800)

@@ -11,8 +11,10 @@ image-quality gate or its out-of-distribution score is above the bundle's thresh
 
 ``--compare`` also scores the alternatives the gate was chosen against, on the same features
 (fitted on the demo classifier's training split, calibrated on its validation split).
+``--via-api`` also posts every image (as PNG) to ``POST /api/v1/predict`` of the real app and
+counts ``ood.in_distribution``, as a client of ``panderm serve --demo`` would see it.
 
-    python benchmarks/ood.py [--compare] [--out /tmp/ood-bench]
+    python benchmarks/ood.py [--compare] [--via-api] [--out /tmp/ood-bench]
 """
 
 from __future__ import annotations
@@ -161,6 +163,30 @@ def compare_methods(clf, res: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def via_api(clf, sets: dict[str, list]) -> dict[str, dict]:
+    """Per set: the share of images ``POST /api/v1/predict`` answers as not in distribution (and any errors)."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from panderm.serve.app import create_app
+
+    out = {}
+    with TestClient(create_app(clf, microbatch=False), base_url="http://127.0.0.1:8000") as client:
+        for name, images in sets.items():
+            refused, errors = 0, 0
+            for im in images:
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                r = client.post("/api/v1/predict", files={"image": ("x.png", buf.getvalue(), "image/png")})
+                if r.status_code != 200:
+                    errors += 1
+                else:
+                    refused += not r.json()["ood"]["in_distribution"]
+            out[name] = {"n": len(images), "refused": refused / len(images), "http_errors": errors}
+    return out
+
+
 def _print(s: dict, comparison: dict | None) -> None:
     print(f"threshold {s['threshold']:.3f}\n{'set':<40} {'n':>5} {'quality':>8} {'features':>9} {'refused':>8}")
     for name, r in s["sets"].items():
@@ -180,13 +206,19 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--compare", action="store_true", help="also score the alternative methods")
+    ap.add_argument("--via-api", action="store_true", help="also count the API's ood.in_distribution flags")
     ap.add_argument("--out", type=Path, default=None, help="write ood_benchmark.json here")
     args = ap.parse_args()
     clf = load_classifier(None)
-    res = measure(clf, image_sets())
+    sets = image_sets()
+    res = measure(clf, sets)
     s = summary(res, clf.ood_gate.threshold)
     comparison = compare_methods(clf, res) if args.compare else None
     _print(s, comparison)
+    if args.via_api:
+        s["api"] = via_api(clf, sets)
+        for name, r in s["api"].items():
+            print(f"  API {name:<40} refused {r['refused']:6.1%}  (HTTP errors {r['http_errors']})")
     if args.out is not None:
         from panderm.io import atomic_write_json, jsonable
 

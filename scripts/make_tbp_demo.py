@@ -10,9 +10,12 @@ demo encoder and `--measure-from-image`. Usage (from the repo root, ../shared be
 The demo patient is 16 HAM10000 lesions no pseudo-patient uses (so never seen in training), each with
 complete image measurements and a recorded body site, chosen so the first screening a user sees
 looks like a real one: one malignant lesion the risk head flags, one benign lesion it also flags,
-and 14 benign lesions below every threshold (the ugly-duckling test may add one more flag). The
-choice uses the demo bundle's own scores, so it says nothing about the bundle's accuracy.
-``--patient-only`` keeps the bundle and rebuilds only the patient.
+and 14 benign lesions below every threshold (the ugly-duckling test may add one more flag), all of
+them passing the image gates. The choice uses the demo bundle's own scores, so it says nothing about
+the bundle's accuracy. A 17th tile is planted: a photo of a coffee cup (scikit-image's
+``data.coffee()``, CC0), which the bundle's out-of-distribution gate must refuse, so that the demo
+report shows the "Not assessable" section. ``--patient-only`` keeps the bundle and rebuilds only
+the patient (the bundle must already have a gate).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def pseudo_patients(labels: pd.DataFrame, n_patients: int, per_patient: int, see
     return out[["patient_id", "lesion_id", "image", "label", "dx"]]
 
 
+#: The planted non-lesion tile: lesion id, file name, the crop of skimage.data.coffee() (rows, columns), its site.
+PLANTED_ID, PLANTED_IMAGE = "PLANTED_coffee_cup", "PLANTED_coffee_cup.jpg"
+PLANTED_CROP, PLANTED_SITE = ((30, 330), (80, 480)), "back"
 MM_PER_PX = 0.06  # assumed scale of the 200x150 HAM10000 tiles (HAM10000 records none): illustrative sizes only
 DEMO_SIZE = 16
 
@@ -81,12 +87,14 @@ def score_pool(pool: pd.DataFrame, images: Path, work: Path) -> pd.DataFrame:
     pool.assign(patient_id=pool["lesion_id"])[["patient_id", "lesion_id", "image"]].to_csv(csv, index=False)
     table = read_lesions_csv(csv, root=images)
     df, _, _ = score_lesions(table, load_bundle(None), work / "pool-work", progress=False)
-    return pool.merge(df[["lesion_id", "risk_score", "ml_score", "flag_risk", "flag_ml"]], on="lesion_id")
+    return pool.merge(df[["lesion_id", "assessable", "risk_score", "ml_score", "flag_risk", "flag_ml"]],
+                      on="lesion_id")
 
 
 def compose_patient(scored: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """1 malignant + 1 benign lesion the risk head flags, 14 benign lesions no threshold flags."""
+    """1 malignant + 1 benign lesion the risk head flags, 14 benign lesions no threshold flags; all assessable."""
     rng = np.random.default_rng(seed)
+    scored = scored[scored["assessable"].astype(bool)]
     quiet = ~scored["flag_risk"] & ~scored["flag_ml"]
     mal = scored[(scored["binary_label"] == 1) & scored["flag_risk"] & scored["dx"].isin(["mel", "bcc"])]
     ben_hit = scored[(scored["binary_label"] == 0) & scored["flag_risk"]]
@@ -111,17 +119,39 @@ def illustrative_positions(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["tbp_lv_x", "tbp_lv_y", "tbp_lv_z"], index=rows.index)
 
 
+def plant_tile(path: Path) -> None:
+    """Write the planted tile: a crop of scikit-image's coffee-cup photo (CC0), resized to 200x150 like HAM10000."""
+    from PIL import Image
+    from skimage.data import coffee
+
+    (r0, r1), (c0, c1) = PLANTED_CROP
+    Image.fromarray(coffee()[r0:r1, c0:c1]).resize((200, 150), Image.LANCZOS).save(path, quality=90)
+
+
 def write_patient(rows: pd.DataFrame, src: Path, patient: Path, seed: int) -> None:
-    """Copy the tiles and write measurements.csv (site, illustrative size and position) into ``patient``."""
+    """Copy the tiles, plant the coffee-cup tile and write measurements.csv (site, illustrative size and
+    position; the planted tile has no size) into ``patient``."""
     shutil.rmtree(patient, ignore_errors=True)
     patient.mkdir(parents=True)
     for img in rows["image"]:
         shutil.copyfile(src / "images" / img, patient / img)
+    plant_tile(patient / PLANTED_IMAGE)
+    rows = pd.concat([rows, pd.DataFrame({"lesion_id": [PLANTED_ID], "image": [PLANTED_IMAGE],
+                                          "localization": [PLANTED_SITE], "major_px": [np.nan]})],
+                     ignore_index=True)
     table = pd.DataFrame({"lesion_id": rows["lesion_id"], "image": rows["image"],
                           "anatom_site_general": rows["localization"],
                           "clin_size_long_diam_mm": (rows["major_px"] * MM_PER_PX).round(1)})
     table = pd.concat([table, illustrative_positions(rows, seed)], axis=1)
     table.to_csv(patient / "measurements.csv", index=False)
+
+
+def gates_as_planned(lesions: pd.DataFrame) -> bool:
+    """Every real tile assessable, the planted one refused by the out-of-distribution gate (not only quality)."""
+    planted = lesions["lesion_id"] == PLANTED_ID
+    real_ok = bool(lesions.loc[~planted, "assessable"].all())
+    why = " ".join(lesions.loc[planted, "not_assessable_reason"].astype(str))
+    return real_ok and not lesions.loc[planted, "assessable"].any() and "out-of-distribution" in why
 
 
 def build_demo_patient(labels: pd.DataFrame, cohort: pd.DataFrame, src: Path, work: Path, seed: int,
@@ -146,23 +176,26 @@ def build_demo_patient(labels: pd.DataFrame, cohort: pd.DataFrame, src: Path, wo
         rows = compose_patient(scored, seed + attempt)
         write_patient(rows, src, patient, seed + attempt)
         res = screen_tbp(None, work / f"check-{attempt}", demo=True, reports=False, progress=False)
-        if 2 <= res.n_flagged <= 4 and not res.warnings:
+        if 2 <= res.n_flagged <= 4 and not res.warnings and gates_as_planned(res.lesions):
             break
     else:
-        raise SystemExit("no composition flags 2-4 lesions without warnings; widen the search")
+        raise SystemExit("no composition flags 2-4 lesions without warnings, with every real tile assessable and "
+                         "the planted tile refused by the OOD gate; widen the search")
     flagged = res.lesions[res.lesions["flagged"]]
     why = {r.lesion_id: "+".join(m for m, f in (("risk head", r.flag_risk), ("ugly duckling", r.flag_ud),
                                                   ("measurement model", r.flag_ml)) if f)
            for r in flagged.itertuples()}
-    (patient / "README.md").write_text(_patient_readme(rows, why, seed + attempt))
+    planted = res.lesions.loc[res.lesions["lesion_id"] == PLANTED_ID, "not_assessable_reason"].iloc[0]
+    (patient / "README.md").write_text(_patient_readme(rows, why, seed + attempt, planted))
     return why
 
 
-def _patient_readme(rows: pd.DataFrame, why: dict, seed: int) -> str:
+def _patient_readme(rows: pd.DataFrame, why: dict, seed: int, planted: str) -> str:
     dx = ", ".join(f"{r.lesion_id}={r.dx}" for r in rows.itertuples())
     flags = "; ".join(f"{k} ({v})" for k, v in why.items())
     return (
-        f"# Demo patient ({len(rows)} lesions, {int(rows['binary_label'].sum())} malignant)\n\n"
+        f"# Demo patient ({len(rows)} lesions, {int(rows['binary_label'].sum())} malignant, and one planted "
+        "non-lesion tile)\n\n"
         "Real HAM10000 dermoscopic images (200×150 JPEG, bytes unchanged) standing in for TBP tiles; "
         "CC BY-NC 4.0, ViDIR Group, Medical University of Vienna, and Cliff Rosendahl, University of "
         "Queensland. Non-commercial use only.\n\n"
@@ -177,7 +210,14 @@ def _patient_readme(rows: pd.DataFrame, why: dict, seed: int) -> str:
         f"at an assumed {MM_PER_PX} mm per pixel; HAM10000 records no scale), `tbp_lv_x`, `tbp_lv_y`, "
         "`tbp_lv_z` (**illustrative** 3D-TBP positions in mm near the recorded site; HAM10000 has no "
         "positions). The bundle measures every tile itself (`--measure-from-image`).\n"
-        f"- `panderm screen-tbp --demo` flags {len(why)} of {len(rows)} lesions: {flags}.\n\n"
+        f"- `panderm screen-tbp --demo` flags {len(why)} of {len(rows)} lesions: {flags}.\n"
+        f"- `{PLANTED_IMAGE}` (lesion id `{PLANTED_ID}`) is **not a lesion**: a crop of the coffee-cup photo "
+        "shipped with scikit-image (`skimage.data.coffee()`, courtesy of Pikolo Espresso Bar; \"No copyright "
+        "restrictions. CC0 by the photographer (Rachel Michetti)\", per its docstring), resized to 200×150. It is "
+        "planted to show the image gates: it passes the image-quality checks (its wood is skin-coloured) but "
+        "the bundle's out-of-distribution gate refuses it, so screening reports it as not assessable "
+        f"(\"{planted}\"), outside the ranking and the ugly-duckling comparison. Its row in `measurements.csv` "
+        "has a site and an illustrative position but no size.\n\n"
         f"Labels (not used by screening): {dx}.\n"
     )
 
@@ -217,7 +257,7 @@ def main() -> None:
         os.chdir(work)  # the card records the lesions CSV as given: "train.csv", not a temporary path
         res = train_tbp("train.csv", bundle, root=src / "images", model="panderm_tiny_patch16_224.demo",
                         head="probe", measure_from_image=True, demo=True, data_note=note, seed=args.seed,
-                        n_estimators=100, progress=False)
+                        n_estimators=100, progress=False, dataset_name="HAM10000")
         for junk in (".work", "validation_lesions.csv", "skipped.csv"):
             p = bundle / junk
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -76,8 +76,15 @@ def test_demo_report_shows_body_map_scores_thresholds_and_sites(browser, demo_re
     assert page.evaluate("() => document.querySelector('#body-map img').naturalWidth") > 300
     assert "flagged for dermoscopy" in page.locator("#body-map figcaption").inner_text().lower()
     assert "ranked by the risk head's probability" in page.locator("#ranking").inner_text()
-    cards = page.locator(".card")
+    cards = page.locator(".card:not(.na)")
     assert cards.count() == 16
+    # the planted coffee-cup tile: its own section, below every ranked card, with the reason in words
+    na = page.locator("#not-assessable-list .card.na")
+    assert na.count() == 1 and na.first.is_visible() and page.locator(".card.na").count() == 1
+    assert "PLANTED_coffee_cup" in na.first.inner_text() and "out-of-distribution" in na.first.inner_text()
+    assert "Not assessable (1)" in page.locator("#not-assessable").inner_text()
+    last_ranked = max(cards.nth(i).bounding_box()["y"] for i in range(cards.count()))
+    assert na.first.bounding_box()["y"] > last_ranked
     flagged = page.locator(".card.flagged")
     assert 2 <= flagged.count() <= 4
     first = page.locator("#lesion-1")

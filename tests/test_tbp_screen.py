@@ -16,8 +16,10 @@ import pytest
 
 from panderm.errors import ConfigError, InputError
 
-LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_fence", "ud_outlier",
-                  "ml_score", "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion", "not_run_reason"]
+LESION_COLUMNS = ["patient_id", "lesion_id", "image", "assessable", "not_assessable_reason", "ood_score",
+                  "risk_score", "ud_distance", "ud_fence", "ud_outlier", "ml_score", "flag_risk", "flag_ud", "flag_ml",
+                  "flagged", "rank", "suspicion", "not_run_reason"]
+PLANTED = "PLANTED_coffee_cup"  # the demo patient's planted non-lesion tile (not assessable: tests/test_tbp_gates.py)
 LOCATOR_COLUMNS = ["anatom_site_general", "size_mm", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z"]
 
 
@@ -67,10 +69,14 @@ def vectra_bundle(dest: Path, columns=("A", "B", "areaMM2"), seed: int = 0) -> P
 
 
 def check_flags_and_ranks(df: pd.DataFrame) -> None:
-    """flagged = OR of the module flags; ranks 1..n per patient in order of the risk head's probability."""
-    for col in ("flag_risk", "flag_ud", "flag_ml", "flagged", "ud_outlier"):
+    """flagged = OR of the module flags; ranks 1..n per patient (assessable tiles) in order of the risk head's
+    probability; not-assessable tiles have no rank and no flag."""
+    for col in ("flag_risk", "flag_ud", "flag_ml", "flagged", "ud_outlier", "assessable"):
         assert df[col].dtype == bool, col
     assert (df["flagged"] == (df["flag_risk"] | df["flag_ud"] | df["flag_ml"])).all()
+    bad = df[~df["assessable"]]
+    assert bad["rank"].isna().all() and not bad["flagged"].any() and bad["not_assessable_reason"].notna().all()
+    df = df[df["assessable"]]
     for pid, rows in df.groupby("patient_id"):
         assert sorted(rows["rank"]) == list(range(1, len(rows) + 1)), pid
         by_rank = rows.sort_values("rank")["risk_score"].to_numpy()
@@ -86,26 +92,28 @@ def test_demo_screen_outputs(cli, tmp_path):
     assert res.exit_code == 0, res.output
     df = read_lesions(out)
     assert list(df.columns) == LESION_COLUMNS + LOCATOR_COLUMNS
-    assert len(df) == 16
+    assert len(df) == 17
     assert df["lesion_id"].is_unique
     check_flags_and_ranks(df)
+    assert df.loc[~df["assessable"], "lesion_id"].tolist() == [PLANTED]
     # A complete demo patient: no warning (no imputation), a realistic handful flagged, all modules ran.
     assert "Warning" not in res.output
     assert 2 <= int(df["flagged"].sum()) <= 4
-    assert df["not_run_reason"].isna().all() and df["ud_distance"].notna().all()
-    assert df[LOCATOR_COLUMNS].notna().all().all()
+    real = df[df["assessable"]]
+    assert real["not_run_reason"].isna().all() and real["ud_distance"].notna().all()
+    assert real[LOCATOR_COLUMNS].notna().all().all()
     assert df["risk_score"].between(0, 1).all() and df["ml_score"].between(0, 1).all()
 
     info = json.loads((out / "patients.json").read_text())
     thr = info["thresholds"]["risk"]
     assert isinstance(thr, float)
-    assert (df["flag_risk"] == (df["risk_score"] >= thr)).all()
+    assert (real["flag_risk"] == (real["risk_score"] >= thr)).all()
     if info["thresholds"].get("ml") is not None:
-        assert (df["flag_ml"] == (df["ml_score"] >= info["thresholds"]["ml"])).all()
+        assert (real["flag_ml"] == (real["ml_score"] >= info["thresholds"]["ml"])).all()
     assert info["demo"] is True and info["ml_used"] is True
     assert len(info["patients"]) == 1
     p = info["patients"][0]
-    assert p["n_lesions"] == 16 and p["ud_applied"] is True
+    assert p["n_lesions"] == 17 and p["n_not_assessable"] == 1 and p["ud_applied"] is True
     expected = df[df["flagged"]].sort_values("rank")["lesion_id"].tolist()
     assert p["recommended_for_dermoscopy"] == expected
     assert p["n_flagged"] == len(expected) == int(df["flagged"].sum())
@@ -113,14 +121,14 @@ def test_demo_screen_outputs(cli, tmp_path):
     report = out / p["report"]
     assert report.is_file() and report.parent.name == "reports"
     html = report.read_text(encoding="utf-8")
-    assert html.count("data:image/jpeg;base64,") >= 16  # tiles embedded, report self-contained
+    assert html.count("data:image/jpeg;base64,") >= 17  # tiles embedded, report self-contained
     assert "not for clinical use" in html.lower()
     assert "<img src=\"ISIC_" not in html and "file://" not in html
     index = (out / "index.html").read_text(encoding="utf-8")
     assert f'href="{p["report"]}"' in index
     skipped = pd.read_csv(out / "skipped.csv")
     assert list(skipped.columns) == ["patient_id", "lesion_id", "image", "reason"] and skipped.empty
-    assert "16 lesions screened" in res.output
+    assert "17 lesions screened" in res.output and "1 not assessable" in res.output
 
 
 # --------------------------------------------------------------------------- 2. cohort, small patients
@@ -484,8 +492,12 @@ def test_isic2024_submission_file(cli, shared_data, tmp_path):
     assert got["target"].between(0, 1).all()
     lesions = read_lesions(tmp_path / "out").set_index("isic_id")
     np.testing.assert_allclose(got["target"], lesions.loc[got["isic_id"], "risk_score"], rtol=0, atol=1e-12)
-    # rank 1 in lesions.csv = highest target within the patient (each ISIC tile here is its own patient)
-    assert (lesions["rank"] == 1).all()
+    # rank 1 in lesions.csv = highest target within the patient (each ISIC tile here is its own patient); the
+    # tile the demo bundle's OOD gate refuses (another camera than its HAM10000 training tiles) has no rank but
+    # keeps its submission row
+    ok = lesions["assessable"]
+    assert (lesions.loc[ok, "rank"] == 1).all() and lesions.loc[~ok, "rank"].isna().all()
+    assert set(lesions.index[~ok]) <= set(got["isic_id"])
     report = next((tmp_path / "out" / "reports").glob("*.html")).read_text(encoding="utf-8")
     assert 'id="body-map"' in report and "tbp_lv_x" in report
 

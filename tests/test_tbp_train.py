@@ -134,8 +134,24 @@ def test_train_bundle_contents(trained):
     assert meta["encoder"]["weights_sha256"] == load_bundle().meta["encoder"]["weights_sha256"]
     assert meta["ml"]["measurement_source"] == "image" and meta["ml"]["n_estimators"] == 20
     assert meta["demo"] is False
-    assert set(meta["files"]) == {"risk_head.safetensors", "extra_trees.safetensors", "importance.csv", "card.md"}
+    # the OOD gate: fitted on the training rows, calibrated on the validation rows, when there are enough of each
+    from panderm.eval import ood
+
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    gated = metrics["n_train"] >= ood.MIN_FIT_ROWS and metrics["n_val"] >= getattr(ood, "MIN_CALIBRATION_ROWS", 1)
+    assert set(meta["files"]) == {"risk_head.safetensors", "extra_trees.safetensors", "importance.csv",
+                                  "card.md"} | ({"ood.safetensors"} if gated else set())
     assert meta["ml"]["model"]["n_trees"] == 20 and not list(bundle.glob("*.skops"))
+    assert meta["version"] == 3 and "ood" in meta
+    if gated:
+        assert meta["ood"]["n_reference"] == metrics["n_train"] and meta["ood"]["n_calibration"] == metrics["n_val"]
+        assert meta["ood"]["calibration_source"] == "validation"
+        assert meta["ood"]["reference"] == f"the {csv.parent.name} training tiles"  # lesions.csv: a generic name
+        assert f"threshold {meta['ood']['threshold']:.3f}" in (bundle / "card.md").read_text()
+    else:  # too few rows: no gate, and the bundle, the card and the run's warnings say why
+        assert meta["ood"] is None and "at least" in meta["training"]["ood_missing"]
+        assert "Out-of-distribution gate: none" in (bundle / "card.md").read_text()
+        assert any("no out-of-distribution gate" in w for w in metrics["warnings"])
 
     b = load_bundle(bundle)
     from sklearn.ensemble import ExtraTreesClassifier
@@ -247,7 +263,8 @@ def test_screen_with_trained_bundle(cli, trained, tmp_path):
     assert len(df) == PER_PATIENT and set(df["patient_id"]) == {"P3"}
     assert df["ml_score"].notna().all()
     th = json.loads((bundle / "bundle.json").read_text())["thresholds"]
-    assert (df["flag_risk"] == (df["risk_score"] >= th["risk"])).all()
+    ok = df["assessable"]  # tiles its OOD gate refuses are never flagged
+    assert (df.loc[ok, "flag_risk"] == (df.loc[ok, "risk_score"] >= th["risk"])).all() and not df.loc[~ok, "flagged"].any()
     info = json.loads((out / "patients.json").read_text())
     assert info["demo"] is False and Path(info["bundle"]) == bundle
     html = (out / "reports" / "P3.html").read_text(encoding="utf-8")
@@ -285,7 +302,8 @@ def test_finetune_bundle(cli, trained, tmp_path):
     assert meta["encoder"]["finetuned"] is True and meta["encoder"]["file"] == "encoder.safetensors"
     assert meta["risk_head"]["mode"] == "finetune" and meta["ml"] is None
     assert not (out / "extra_trees.safetensors").exists()
-    assert set(meta["files"]) == {"risk_head.safetensors", "encoder.safetensors", "card.md"}
+    assert {"risk_head.safetensors", "encoder.safetensors", "card.md"} <= set(meta["files"])
+    assert ("ood.safetensors" in meta["files"]) == bool(meta["ood"])  # a gate when the split is large enough
 
     from panderm.tbp.bundle import load_bundle
 

@@ -186,17 +186,16 @@ OOD_FIT_IMAGES = 2000
 def _fit_gate(fit: np.ndarray, calibration: np.ndarray, reference: str, seed: int, warn: list[str], data: dict,
               precision: str | None):
     """The bundle's OOD gate, or ``None`` with the reason in ``data["ood_missing"]`` (too few images)."""
-    from panderm.eval.ood import fit_ood_gate
+    from panderm.eval.ood import fit_gate_or_reason
 
-    try:
-        return fit_ood_gate(fit, calibration, seed=seed, reference=f"the {reference} training images",
-                            precision=precision)
-    except ConfigError as exc:
-        data["ood_missing"] = str(exc)
-        msg = f"no out-of-distribution gate: {exc}"
+    gate, why = fit_gate_or_reason(fit, calibration, reference=f"the {reference} training images", seed=seed,
+                                   precision=precision)
+    if why:
+        data["ood_missing"] = why
+        msg = f"no out-of-distribution gate: {why}"
         warn.append(msg)
         warnings.warn(msg, ClassifierWarning, stacklevel=3)
-        return None
+    return gate
 
 
 def _temperature(logits: np.ndarray, y: np.ndarray, warn: list[str]) -> tuple[float, dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from panderm.errors import CheckpointError, ConfigError, InputError
-from panderm.eval.ood import NO_GATE_NOTICE, OOD_FILE, OODGate, gate_verdict, load_ood_gate
+from panderm.eval.ood import OOD_FILE, OODGate, check_gate_record, gate_verdict, no_gate_notice, read_gate_file
 from panderm.hardware import torch_dtype
 from panderm.manifest import read_bundle_json
 
@@ -190,11 +190,8 @@ class Classifier:
         """Why this classifier cannot refuse out-of-distribution images (``None``: it has a gate)."""
         if self.ood_gate is not None:
             return None
-        why = (self.meta.get("data") or {}).get("ood_missing")
-        owner = f"classifier {self.meta.get('name') or self.path.name}"
-        if why or self.meta.get("version", 0) >= 3:
-            return f"{owner} has no out-of-distribution gate ({why or 'none was fitted'})"
-        return NO_GATE_NOTICE.format(owner=owner)
+        return no_gate_notice(f"classifier {self.meta.get('name') or self.path.name}",
+                              (self.meta.get("data") or {}).get("ood_missing"), self.meta.get("version", 0))
 
     @property
     def ood_precision_note(self) -> str | None:
@@ -364,11 +361,7 @@ def read_meta(path: Path) -> dict:
                               f"(version {version}, made by an older panderm)",
                               hint="rebuild it with `panderm classifier build` from this version of panderm")
     validate_json(meta, CLASSIFIER_SCHEMA, where=str(meta_path))
-    if version >= 3 and "ood" not in meta:  # a gated format without its gate record: refuse, never run ungated
-        raise CheckpointError(f"{meta_path} (version {version}) has no 'ood' record", hint="rebuild the bundle")
-    if not meta.get("ood") and OOD_FILE in meta[FILES_KEY]:  # the gate's file without its record: stripped
-        raise CheckpointError(f"{meta_path} lists {OOD_FILE} but has no 'ood' record for it",
-                              hint="the bundle was altered; rebuild it")
+    check_gate_record(meta, meta_path, hint="rebuild it with `panderm classifier build`")  # never run ungated
     verify_members(path, meta, owner=f"classifier {path}", meta_file=META_FILE,
                    required=member_files(meta["head"]["kind"], bool(meta.get("ood"))))
     return meta
@@ -483,9 +476,5 @@ def load_bundle_gate(path: str | Path) -> tuple[OODGate | None, dict]:
 
 def _ood_gate(path: Path, meta: dict, dim: int) -> OODGate | None:
     """The bundle's out-of-distribution gate (``None``: it has none; :attr:`Classifier.ood_notice` says why)."""
-    record = meta.get("ood")
-    if not record:
-        return None
-    if record["dim"] != dim:
-        raise CheckpointError(f"{path / META_FILE}: the OOD gate is {record['dim']}-d, the encoder {dim}-d")
-    return load_ood_gate(record, _safetensors(path / OOD_FILE, "out-of-distribution gate"), where=str(path / OOD_FILE))
+    return read_gate_file(path, meta.get("ood"), dim, meta_file=META_FILE,
+                          hint="rebuild it with `panderm classifier build`")

@@ -222,11 +222,13 @@ def load_ood_gate(record: dict, tensors: dict, *, where: str) -> OODGate:
 def gate_verdict(score: float | None, gate: OODGate | None, quality=None) -> dict:
     """The ``ood`` answer for one image: ``{score, threshold, in_distribution, reasons}``.
 
+    ``quality``: the image's :class:`~panderm.image_quality.QualityReport`, or just its reasons (a list).
+
     ``in_distribution`` is ``False`` when the image fails the quality gate (its reasons are listed
     first) or its feature score is above the threshold. Without a gate (a bundle built before
     gates existed) only the quality gate decides, and ``score``/``threshold`` are ``None``.
     """
-    reasons = list(getattr(quality, "reasons", []) or [])
+    reasons = list(quality) if isinstance(quality, (list, tuple)) else list(getattr(quality, "reasons", []) or [])
     threshold = None if gate is None else float(gate.threshold)
     if gate is not None and score is not None:
         seen = gate.info.get("reference") or "its training images"
@@ -242,5 +244,60 @@ def gate_verdict(score: float | None, gate: OODGate | None, quality=None) -> dic
 NO_GATE_NOTICE = ("{owner} has no out-of-distribution gate (built by an older panderm): only the image-quality "
                   "gate can refuse an image; rebuild it to add one")
 
-__all__ = ["DEFAULT_PASS_RATE", "MAX_REFERENCE_ROWS", "METHOD", "MIN_FIT_ROWS", "NO_GATE_NOTICE", "OODGate",
-           "OOD_FILE", "OOD_SCHEMA", "fit_ood_gate", "gate_verdict", "load_ood_gate"]
+
+def fit_gate_or_reason(fit: np.ndarray, calibration: np.ndarray | None, *, reference: str, seed: int = 0,
+                       precision: str | None = None) -> tuple[OODGate | None, str | None]:
+    """A bundle builder's gate: ``(gate, None)``, or ``(None, why)`` when there are too few images to fit one."""
+    try:
+        return fit_ood_gate(fit, calibration, seed=seed, reference=reference, precision=precision), None
+    except ConfigError as exc:
+        return None, str(exc)
+
+
+def no_gate_notice(owner: str, why: str | None, version: int) -> str:
+    """Why the bundle ``owner`` has no gate: the recorded reason, none fitted, or an older format."""
+    if why or version >= 3:
+        return f"{owner} has no out-of-distribution gate ({why or 'none was fitted'})"
+    return NO_GATE_NOTICE.format(owner=owner)
+
+
+def check_gate_record(meta: dict, meta_path, *, hint: str) -> None:
+    """A gated bundle format (version 3 on) must carry its ``"ood"`` record, and a listed gate file needs one.
+
+    Raises:
+        CheckpointError: the record is missing, or ``ood.safetensors`` is listed without one (a stripped gate).
+    """
+    version = meta.get("version")
+    if isinstance(version, int) and version >= 3 and "ood" not in meta:
+        raise CheckpointError(f"{meta_path} (version {version}) has no 'ood' record", hint=hint)
+    if not meta.get("ood") and OOD_FILE in (meta.get("files") or {}):
+        raise CheckpointError(f"{meta_path} lists {OOD_FILE} but has no 'ood' record for it",
+                              hint=f"the bundle was altered; {hint}")
+
+
+def read_gate_file(folder, record: dict | None, dim: int, *, meta_file: str, hint: str) -> OODGate | None:
+    """The gate stored in bundle ``folder`` (``None`` when ``record`` is empty), every array checked.
+
+    Raises:
+        CheckpointError: a gate of another width than the encoder's, or an unreadable or misshapen file.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not record:
+        return None
+    folder = Path(folder)
+    if record["dim"] != dim:
+        raise CheckpointError(f"{folder / meta_file}: the OOD gate is {record['dim']}-d, the encoder {dim}-d",
+                              hint=hint)
+    try:
+        tensors = load_file(str(folder / OOD_FILE))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
+        raise CheckpointError(f"cannot read the out-of-distribution gate {folder / OOD_FILE}: not a safetensors "
+                              f"file ({str(exc)[:200]})", hint=hint) from None
+    return load_ood_gate(record, tensors, where=str(folder / OOD_FILE))
+
+__all__ = ["DEFAULT_PASS_RATE", "MAX_REFERENCE_ROWS", "METHOD", "MIN_CALIBRATION_ROWS", "MIN_FIT_ROWS",
+           "NO_GATE_NOTICE", "OODGate", "OOD_FILE", "OOD_SCHEMA", "check_gate_record", "fit_gate_or_reason",
+           "fit_ood_gate", "gate_verdict", "load_ood_gate", "no_gate_notice", "read_gate_file"]

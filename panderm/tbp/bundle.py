@@ -7,12 +7,14 @@ Layout (``bundle.json`` is written last, so its presence marks a complete bundle
     risk_head.safetensors     the linear risk head: weight (1, D), bias (1,)
     encoder.safetensors       only for a fine-tuned (or randomly initialised) encoder
     extra_trees.safetensors   the measurement model's tree arrays (rebuilt by :mod:`panderm.tbp.forest`)
+    ood.safetensors           the out-of-distribution gate (:mod:`panderm.eval.ood`); its record is ``"ood"``
     importance.csv            feature, importance, std (permutation importance on validation)
     card.md                   data, metrics and intended use
 
 Nothing in a bundle is read with a deserialiser that can run code. Loading checks
 ``bundle.json`` against :data:`BUNDLE_SCHEMA` before using any key, then every member's
-sha256, then reads the arrays.
+sha256, then reads the arrays. A version-2 bundle (made before the gate existed) still loads,
+with :attr:`Bundle.ood_gate` ``None`` and :attr:`Bundle.ood_notice` saying so.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import CheckpointError, ConfigError, InputError
+from panderm.eval.ood import OOD_FILE, OOD_SCHEMA, OODGate, check_gate_record, no_gate_notice, read_gate_file
 from panderm.io import atomic_path, atomic_write_json, atomic_write_text
 from panderm.manifest import read_bundle_json
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = "panderm-tbp-bundle"
-VERSION = 2  # 2: trees in safetensors, member sha256 in "files"; 1 (skops) is refused
+#: 3: an out-of-distribution gate (``ood``). 2: trees in safetensors, member sha256 in ``files`` (loads
+#: without a gate, with a notice). 1 (skops, no ``files``) is refused.
+VERSION = 3
+OLDEST_VERSION = 2
 HEAD_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE = (
     "risk_head.safetensors", "encoder.safetensors", "extra_trees.safetensors", "importance.csv", "card.md")
 LEGACY_ML_FILE = "extra_trees.skops"
@@ -78,6 +84,7 @@ def _bundle_schema() -> dict:
                            "properties": {"risk": number, "ml": {"type": ["number", "null"]},
                                           "target_sensitivity": number}},
             "files": {"type": "object", "minProperties": 1, "additionalProperties": sha},
+            "ood": OOD_SCHEMA,
             "demo": {"type": "boolean"},
             "created": {"type": ["string", "null"]},
         },
@@ -113,6 +120,7 @@ class Bundle:
     risk_bias: float
     ml: Any | None
     importance: pd.DataFrame | None
+    ood_gate: OODGate | None = None
 
     @property
     def thresholds(self) -> dict:
@@ -130,6 +138,14 @@ class Bundle:
     @property
     def measurement_source(self) -> str | None:
         return (self.meta.get("ml") or {}).get("measurement_source")
+
+    @property
+    def ood_notice(self) -> str | None:
+        """Why this bundle cannot refuse out-of-distribution tiles (``None``: it has a gate)."""
+        if self.ood_gate is not None:
+            return None
+        return no_gate_notice(f"this screening bundle ({self.path.name})",
+                              (self.meta.get("training") or {}).get("ood_missing"), self.meta.get("version", 0))
 
     def risk_scores(self, features: np.ndarray) -> np.ndarray:
         """P(high risk) from the bundle's linear head."""
@@ -158,8 +174,11 @@ class Bundle:
 
 def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bias: float, ml=None,
                 importance: pd.DataFrame | None = None, encoder_state: dict | None = None,
-                card: str = "") -> Path:
-    """Write a bundle folder atomically file by file; ``bundle.json`` (with every member's sha256) last."""
+                card: str = "", ood_gate: OODGate | None = None) -> Path:
+    """Write a bundle folder atomically file by file; ``bundle.json`` (with every member's sha256) last.
+
+    ``ood_gate``: the out-of-distribution gate (``None``: the bundle has none; ``"ood"`` is null).
+    """
     import torch
     from safetensors.torch import save
 
@@ -169,7 +188,7 @@ def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bi
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / BUNDLE_FILE).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
-    for stale in (LEGACY_ML_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE):
+    for stale in (LEGACY_ML_FILE, ENCODER_FILE, ML_FILE, IMPORTANCE_FILE, CARD_FILE, OOD_FILE):
         (out / stale).unlink(missing_ok=True)  # a member of an earlier bundle in this folder must not linger
     w = torch.as_tensor(np.asarray(risk_weight, np.float32).reshape(1, -1))
     with atomic_path(out / HEAD_FILE) as tmp:  # bytes, so the file keeps atomic_path's permissions
@@ -194,6 +213,12 @@ def save_bundle(out: str | Path, *, meta: dict, risk_weight: np.ndarray, risk_bi
     if card:
         atomic_write_text(out / CARD_FILE, card)
         members.append(CARD_FILE)
+    meta["ood"] = None
+    if ood_gate is not None:
+        with atomic_path(out / OOD_FILE) as tmp:
+            tmp.write_bytes(save(ood_gate.to_tensors()))
+        meta["ood"] = dict(ood_gate.info)
+        members.append(OOD_FILE)
     meta[FILES_KEY] = hash_members(out, members)
     atomic_write_json(out / BUNDLE_FILE, meta)
     return out
@@ -222,10 +247,11 @@ def _read_meta(path: Path, hint: str = NOT_A_BUNDLE_HINT) -> dict:
     if isinstance(version, int) and version > VERSION:
         raise CheckpointError(f"{path} has bundle version {version}; this panderm reads up to {VERSION}",
                               hint="upgrade panderm")
-    if version != VERSION or FILES_KEY not in meta:
+    if FILES_KEY not in meta or not isinstance(version, int) or version < OLDEST_VERSION:
         raise CheckpointError(f"bundle {path} was written by an older panderm (version {version!r}, no sha256 "
                               "record of its files)", hint=RETRAIN_HINT)
     validate_json(meta, BUNDLE_SCHEMA, where=str(meta_path))
+    check_gate_record(meta, meta_path, hint=RETRAIN_HINT)  # never run a gated format ungated
     return meta
 
 
@@ -236,7 +262,8 @@ TRAINING_SIDE_FILES = ("metrics.json", "validation_lesions.csv", "skipped.csv")
 def _check_members(path: Path, meta: dict) -> None:
     from panderm.manifest import verify_members
 
-    required = [HEAD_FILE] + ([ML_FILE] if meta["ml"] else []) + ([ENCODER_FILE] if meta["encoder"]["file"] else [])
+    required = [HEAD_FILE] + ([ML_FILE] if meta["ml"] else []) + ([ENCODER_FILE] if meta["encoder"]["file"] else []) \
+        + ([OOD_FILE] if meta.get("ood") else [])
     verify_members(path, meta, owner=f"bundle {path}", meta_file=BUNDLE_FILE, required=required,
                    side_files=TRAINING_SIDE_FILES)
     if meta["ml"] and len(meta["ml"]["columns"]) != meta["ml"]["model"]["n_features"]:
@@ -290,4 +317,9 @@ def load_bundle(path: str | Path | None = None, *, not_a_bundle_hint: str = NOT_
     _check_members(path, meta)
     weight, bias = _load_head(path, meta["encoder"]["dim"])
     ml = load_forest(path / ML_FILE, meta["ml"]["model"]) if meta["ml"] else None
-    return Bundle(path, meta, weight, bias, ml, _load_importance(path))
+    return Bundle(path, meta, weight, bias, ml, _load_importance(path), _load_gate(path, meta))
+
+
+def _load_gate(path: Path, meta: dict) -> OODGate | None:
+    """The bundle's out-of-distribution gate (``None``: it has none; :attr:`Bundle.ood_notice` says why)."""
+    return read_gate_file(path, meta.get("ood"), meta["encoder"]["dim"], meta_file=BUNDLE_FILE, hint=RETRAIN_HINT)

@@ -27,6 +27,18 @@ def risk_target_lines(meta: dict) -> tuple[list[str], str]:
     return warning, f"- Risk head target: `label` (1 = malignant; fallback, see the warning above).{stats}"
 
 
+def gate_line(ood: dict | None, training: dict) -> str:
+    """The card's sentence about the out-of-distribution gate (or why there is none)."""
+    if not ood:
+        return (f"Out-of-distribution gate: none ({training.get('ood_missing') or 'not fitted'}); screening "
+                "checks image quality only.")
+    return (f"Out-of-distribution gate: distance to the nearest training tile after Ledoit-Wolf whitening, "
+            f"fitted on {ood['n_reference']} training tiles; threshold {ood['threshold']:.3f}, passed by "
+            f"{ood['pass_rate']:.0%} of {ood['n_calibration']} {ood['calibration_source']} tiles. A tile above it, "
+            "or failing the image-quality gate, is reported as not assessable: it is left out of the "
+            "ugly-duckling comparison, the ranking and the flags, and listed for examination in person.")
+
+
 def render_card(meta: dict) -> str:
     """Markdown model card from the bundle metadata (``bundle.json`` content)."""
     m, enc, tr = meta["metrics"], meta["encoder"], meta["training"]
@@ -59,6 +71,7 @@ def render_card(meta: dict) -> str:
                      f"measurements: {', '.join(ml['columns'])}.")
     else:
         lines.append("- Measurement model: none.")
+    lines.append(f"- {gate_line(meta.get('ood'), meta.get('training') or {})}")
     th = meta["thresholds"]
     lines += [(f"- Thresholds (validation sensitivity ≥ {th['target_sensitivity']}, each against its own target): "
               f"risk {_format_metric(th['risk'])}, measurement model {_format_metric(th['ml'])}."), "",

@@ -100,13 +100,24 @@ def patient_offsets(patient_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ugly_duckling_columns(patient_ids: pd.Series, X: np.ndarray, *, k: float = 1.5, min_lesions: int = 4,
-                          metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          metric: str = "euclidean",
+                          include: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """UD distance, outlier flag and the patient's fence, per row (in the rows' own order).
 
     For a patient with fewer than ``min_lesions`` lesions the test does not run: distance and
-    fence are NaN (an empty cell, "n/a" in reports) and no lesion is an outlier.
+    fence are NaN (an empty cell, "n/a" in reports) and no lesion is an outlier. ``include``
+    (boolean per row) limits the comparison to those rows, e.g. the assessable tiles: the others
+    get NaN and count towards no patient's lesions.
     """
     import panderm_kernels
+
+    if include is not None and not np.asarray(include, bool).all():
+        keep = np.asarray(include, bool)
+        d, o, f = np.full(len(X), np.nan), np.zeros(len(X), bool), np.full(len(X), np.nan)
+        if keep.any():
+            d[keep], o[keep], f[keep] = ugly_duckling_columns(pd.Series(np.asarray(patient_ids)[keep]), X[keep],
+                                                              k=k, min_lesions=min_lesions, metric=metric)
+        return d, o, f
 
     order, offsets = patient_offsets(patient_ids)
     dist, out, fence = panderm_kernels.ugly_duckling(X[order], offsets, k=k, min_lesions=min_lesions,
@@ -130,10 +141,15 @@ RANKING_SENTENCE = (
 NOTE_SEPARATOR = " | "  # between modules in ``not_run_reason``
 
 
+#: The ugly-duckling note of a tile that failed a gate (it is left out of its patient's comparison).
+UD_NOT_ASSESSABLE = "ugly duckling: left out of the comparison, the tile is not assessable"
+
+
 def module_notes(df: pd.DataFrame, thresholds: dict, min_lesions: int, ml_reason: str | None = None) -> pd.Series:
     """Why a module did not run for each lesion ("" when every module ran), e.g. the UD lesion count.
 
     One ``"<module>: <reason>"`` per module that did not run, joined by :data:`NOTE_SEPARATOR`.
+    With an ``assessable`` column, lesion counts are of assessable tiles only.
 
     Args:
         df: Scored lesions (``patient_id``, ``ud_distance``, ``ml_score``).
@@ -141,11 +157,14 @@ def module_notes(df: pd.DataFrame, thresholds: dict, min_lesions: int, ml_reason
         min_lesions: The ugly-duckling test's minimum lesion count per patient.
         ml_reason: Why the measurement model is off for this run, when it is.
     """
-    counts = df.groupby("patient_id")["patient_id"].transform("size")
+    ok = df["assessable"].astype(bool) if "assessable" in df.columns else pd.Series(True, index=df.index)
+    counts = ok.groupby(df["patient_id"]).transform("sum")
     notes = []
-    for n, d, m in zip(counts, df["ud_distance"], df["ml_score"]):
+    for n, d, m, a in zip(counts, df["ud_distance"], df["ml_score"], ok):
         parts = []
-        if pd.isna(d):
+        if not a:
+            parts.append(UD_NOT_ASSESSABLE)
+        elif pd.isna(d):
             parts.append(f"ugly duckling: needs >= {min_lesions} lesions per patient; this patient has {int(n)}")
         if pd.isna(m):
             parts.append("measurement model: " + (ml_reason or ("no measurement model" if thresholds.get("ml") is None
@@ -162,7 +181,25 @@ def flag_and_rank(df: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
     then the measurement model's score, then ``ud_distance / ud_fence``; a module that did not
     run sorts last on its key. ``suspicion`` (the largest score-to-threshold ratio) is kept for the
     metrics only; it does not order anything.
+
+    With an ``assessable`` column, a not-assessable lesion is never flagged and has no rank and no
+    suspicion (empty cells; ``rank`` is then a nullable integer); ranks count assessable lesions only.
     """
+    if "assessable" in df.columns and not df["assessable"].astype(bool).all():
+        ok = df["assessable"].astype(bool).to_numpy()
+        out = df.copy()
+        part = flag_and_rank(df[ok], thresholds) if ok.any() else None
+        for col in ("flag_risk", "flag_ud", "flag_ml", "flagged"):
+            out[col] = False
+            if part is not None:
+                out.loc[ok, col] = part[col].to_numpy()
+            out[col] = out[col].astype(bool)
+        out["suspicion"] = np.nan
+        out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
+        if part is not None:
+            out.loc[ok, "suspicion"] = part["suspicion"].to_numpy()
+            out.loc[ok, "rank"] = part["rank"].to_numpy()
+        return out
     df = df.copy()
     df["flag_risk"] = df["risk_score"] >= thresholds["risk"]
     df["flag_ud"] = df["ud_outlier"].astype(bool)

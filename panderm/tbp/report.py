@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ import pandas as pd
 
 from panderm.formatting import format_number
 from panderm.io import atomic_write_text
+from panderm.tbp.report_gates import not_assessable_html
+from panderm.tbp.report_gates import thumbnail_uri as _thumbnail_uri
 from panderm.tbp.report_plots import feature_map, importance_png
 
 THUMB_PX = 160
@@ -82,7 +83,7 @@ a{color:var(--ml)}
 .scores tr.hit td{font-weight:700;color:#8a2a00}
 .scores td.na{color:var(--muted);font-style:italic}
 .scores tr.reason td{color:var(--muted);font-size:11px;font-style:italic;padding-top:0}
-.kv td{text-align:left;padding-left:6px}.lt td:nth-child(4),.lt td:nth-child(5){white-space:nowrap}
+.kv td{text-align:left;padding-left:6px}.card.na{border:2px dashed #8a6d00}.reasons{margin:0;padding-left:18px;font-size:12px}.lt td:nth-child(4),.lt td:nth-child(5){white-space:nowrap}
 @page{size:A4;margin:12mm}
 @media print{
  body{background:#fff;padding:0;font-size:10.5px}
@@ -140,23 +141,6 @@ def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _thumbnail_uri(path: str | Path | None, size: int = THUMB_PX) -> str | None:
-    """JPEG data URI of a thumbnail (long side ≤ ``size``), or None if unreadable."""
-    if path is None or _is_nan(path) or str(path) == "":
-        return None
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=82)
-    except (OSError, ValueError, SyntaxError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -203,8 +187,8 @@ _PATIENT_TEMPLATE = """\
 <h1>TBP lesion screening &mdash; patient {{ patient_id }}</h1>
 <div class="muted">Generated {{ generated }}</div>{{ info }}
 {{ warnings_box }}
-<div class="summary"><div class="stat"><b>{{ n }}</b>lesions</div><div class="stat"><b>{{ n_flagged }}</b>flagged</div>
-<div class="stat"><b>{{ n_outliers }}</b>UD outliers</div></div>
+<div class="summary"><div class="stat"><b>{{ n }}</b>lesions{% if n_na %} ranked{% endif %}</div><div class="stat"><b>{{ n_flagged }}</b>flagged</div>
+<div class="stat"><b>{{ n_outliers }}</b>UD outliers</div>{% if n_na %}<div class="stat"><b>{{ n_na }}</b><a href="#not-assessable">not assessable</a></div>{% endif %}</div>
 <p class="ranking" id="ranking"><b>Ranking.</b> {{ ranking }} A lesion is flagged when any module reaches its
 threshold (shown next to each score).</p>
 <h2>Body map</h2>
@@ -219,6 +203,7 @@ threshold (shown next to each score).</p>
 {% else %}<p class="note">No lesion was flagged by any module.</p>{% endif %}
 {% if others %}{% if collapse %}<details><summary>{{ others_heading }}</summary>{% else %}<h2>{{ others_heading }}</h2>{% endif %}
 <div class="grid">{% for c in others %}{{ card(c) }}{% endfor %}</div>{% if collapse %}</details>{% endif %}{% endif %}
+{{ gates }}
 {{ rest }}
 """
 
@@ -378,7 +363,8 @@ THRESHOLD_NAMES = {
 def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features: np.ndarray | None,
                          image_paths: Sequence[str | Path | None], *, importance: pd.DataFrame | None = None,
                          thresholds: dict | None = None, bundle_info: dict | None = None,
-                         map_method: str = "pca", warnings: Sequence[str] = ()) -> Path:
+                         map_method: str = "pca", warnings: Sequence[str] = (),
+                         not_assessable: Sequence[dict] = (), gate_note: str | None = None) -> Path:
     """Write one patient's self-contained TBP screening report (jinja2, autoescaped).
 
     Args:
@@ -394,6 +380,9 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
         bundle_info: model bundle metadata; ``demo=True`` adds a warning banner.
         map_method: ``"pca"`` or ``"umap"`` for the feature-space map.
         warnings: the run's warnings, shown at the top of the page.
+        not_assessable: tiles that failed a gate (:func:`~panderm.tbp.report_gates.not_assessable_items`),
+            listed in their own section after the ranked lesions; ``lesions`` holds the others only.
+        gate_note: a note shown above that section (e.g. the bundle has no out-of-distribution gate).
 
     Returns:
         The written path.
@@ -427,7 +416,8 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
         ranking=RANKING_SENTENCE, body_map=body_map, map_caption=caption, map_missing=missing,
         flagged=[c for c in cards if c["flagged"]], others=others, collapse=len(others) > DETAILS_AFTER,
         legend=legend, legend_more=len(cards) - len(legend),
-        others_heading=f"Other lesions ({len(others)}), by rank",
+        others_heading=f"Other lesions ({len(others)}), by rank", n_na=len(not_assessable),
+        gates=Markup(not_assessable_html(not_assessable, gate_note)),
         rest=Markup(_rest_sections(df, features, outlier, flagged, map_method, importance, thresholds)))
     out = Path(path)
     atomic_write_text(out, _page(f"TBP report {patient_id}", text))
@@ -449,7 +439,7 @@ def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None =
     Args:
         path: output ``.html`` path (written atomically).
         patients: dicts with ``patient_id``, ``report`` (relative file name),
-            ``lesions``, ``flagged`` and optionally ``malignant_detected``.
+            ``lesions``, ``flagged`` and optionally ``not_assessable`` and ``malignant_detected``.
         bundle_info: model bundle metadata (as for :func:`write_patient_report`).
         warnings: the run's warnings, shown at the top of the page.
 
@@ -461,8 +451,8 @@ def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None =
         return (-(float(f) if not _is_nan(f) else -math.inf), str(p.get("patient_id", "")))
 
     rows = sorted(patients, key=flagged_key)
-    has_mal = any("malignant_detected" in p for p in rows)
-    head = "<tr><th>patient</th><th>lesions</th><th>flagged</th>" + (
+    has_mal, has_na = (any(key in p for p in rows) for key in ("malignant_detected", "not_assessable"))
+    head = "<tr><th>patient</th><th>lesions</th><th>flagged</th>" + ("<th>not assessable</th>" if has_na else "") + (
         "<th>malignant detected</th>" if has_mal else "") + "</tr>"
     body = []
     for p in rows:
@@ -470,8 +460,9 @@ def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None =
         report = p.get("report")
         cell = f'<a href="{_esc(quote(str(report)))}">{pid}</a>' if report else pid
         mal = f"<td>{_format_score(p.get('malignant_detected'))}</td>" if has_mal else ""
+        na = f"<td>{_format_score(p.get('not_assessable'))}</td>" if has_na else ""
         body.append(f"<tr><td>{cell}</td><td>{_format_score(p.get('lesions'))}</td>"
-                    f"<td>{_format_score(p.get('flagged'))}</td>{mal}</tr>")
+                    f"<td>{_format_score(p.get('flagged'))}</td>{na}{mal}</tr>")
     banner, info = _bundle_block(bundle_info)
     total_flagged = sum(int(p.get("flagged") or 0) for p in rows if not _is_nan(p.get("flagged")))
     text = "\n".join([

@@ -2,7 +2,12 @@
 
 Outputs in ``out`` (each written atomically): ``lesions.csv``, ``patients.json``,
 ``skipped.csv``, ``reports/<patient>.html`` and ``index.html``; ``.work/`` holds the
-resumable features and cached image measurements (rerunning reuses them).
+resumable features, cached image measurements and image-quality reports (rerunning reuses them).
+
+Every tile passes two gates first (:mod:`panderm.tbp.gates`): image quality and the bundle's
+out-of-distribution gate. A tile failing either is *not assessable*: it is left out of its
+patient's ugly-duckling comparison, gets no rank and no flag, and is listed on its own in
+``patients.json`` and the report, for examination in person or a new photo.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from panderm.errors import ConfigError, InputError
 from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 from panderm.paths import inside_out, safe_stem
 
-LESION_COLUMNS = ["patient_id", "lesion_id", "image", "risk_score", "ud_distance", "ud_fence", "ud_outlier",
-                  "ml_score", "flag_risk", "flag_ud", "flag_ml", "flagged", "rank", "suspicion", "not_run_reason"]
+LESION_COLUMNS = ["patient_id", "lesion_id", "image", "assessable", "not_assessable_reason", "ood_score",
+                  "risk_score", "ud_distance", "ud_fence", "ud_outlier", "ml_score", "flag_risk", "flag_ud", "flag_ml",
+                  "flagged", "rank", "suspicion", "not_run_reason"]
 #: Columns ``lesions.csv`` adds when the input has them: the ISIC id and where the lesion is (for the clinician).
 OPTIONAL_COLUMNS = ["isic_id", "anatom_site_general", "tbp_lv_location", "size_mm", "tbp_lv_x", "tbp_lv_y",
                     "tbp_lv_z", "label"]
@@ -37,6 +43,8 @@ def lesion_columns(df: pd.DataFrame) -> list[str]:
 
 def write_submission(path: str | Path, df: pd.DataFrame) -> Path:
     """ISIC 2024 submission: exactly ``isic_id,target`` (target = the risk head's probability), rows in ``df`` order.
+
+    Every screened row is kept, not-assessable tiles included: a benchmark file scores every tile.
 
     Raises:
         InputError: ``df`` has no ``isic_id`` column.
@@ -65,6 +73,7 @@ class ScreenResult:
     reports: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     ml_used: bool = True
+    n_not_assessable: int = 0
 
 
 def _report_name(pid: str, used: set[str]) -> str:
@@ -106,29 +115,36 @@ def _ml_scores(bundle, table, work: Path, measure_from_image: bool | None, on_mi
 def score_lesions(table, bundle, work: Path, *, model=None, weights=None, measure_from_image=None,
                   on_missing: str = "impute", batch_size: int = 32, precision: str = "auto",
                   device: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Encode, score (risk, UD, ML), flag and rank the lesions of ``table``.
+    """Gate, encode, score (risk, UD, ML), flag and rank the lesions of ``table``.
+
+    Not-assessable tiles (:mod:`panderm.tbp.gates`) keep their risk and ML scores but are left out
+    of the ugly-duckling comparison and get no flag and no rank.
 
     Returns:
         The scored table (``table.df`` order), its features and the run's warnings.
     """
     from panderm.tbp import pipeline
+    from panderm.tbp.gates import assess_tiles
 
     encoder = bundle.build_encoder(model, weights)
     X = pipeline.encode_lesions(table, encoder, work, precision=precision, batch_size=batch_size, device=device,
                                 progress=progress)
+    gates = assess_tiles(table.df["path"], X, bundle.ood_gate, work)
+    ok = gates["assessable"].to_numpy(bool)
     ml, warnings = _ml_scores(bundle, table, work, measure_from_image, on_missing, progress)
     ud = bundle.ud
     d, o, f = pipeline.ugly_duckling_columns(table.df["patient_id"], X, k=ud["k"], min_lesions=ud["min_lesions"],
-                                             metric=ud["metric"])
-    df = table.df.assign(risk_score=bundle.risk_scores(X), ud_distance=d, ud_outlier=o, ud_fence=f, ml_score=ml)
+                                             metric=ud["metric"], include=ok)
+    own = table.df.drop(columns=[c for c in gates.columns if c in table.df.columns])  # ours, never the input's
+    df = pd.concat([own, gates], axis=1).assign(risk_score=bundle.risk_scores(X), ud_distance=d, ud_outlier=o,
+                                                      ud_fence=f, ml_score=ml)
     thresholds = dict(bundle.thresholds)
     if np.isnan(ml).all():
         thresholds["ml"] = None
-    small = df.groupby("patient_id")["lesion_id"].transform("size") < ud["min_lesions"]
-    if small.any():
-        n = df.loc[small, "patient_id"].nunique()
-        warnings.append(f"{n} patient(s) have fewer than {ud['min_lesions']} lesions: the ugly-duckling test "
-                        "does not apply to them")
+    n = int((df["assessable"].groupby(df["patient_id"]).sum() < ud["min_lesions"]).sum())  # assessable tiles only
+    if n:
+        warnings.append(f"{n} patient(s) have fewer than {ud['min_lesions']} lesions to compare (assessable tiles "
+                        "only): the ugly-duckling test does not apply to them")
     df = pipeline.flag_and_rank(df, thresholds)
     ml_reason = ("the bundle has no measurement model" if bundle.ml is None else
                  "off for this run: the input has none of the measurement columns the model needs"
@@ -184,7 +200,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     df, X, warnings = score_lesions(table, b, work, model=model, weights=weights,
                                     measure_from_image=measure_from_image, on_missing=on_missing,
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
-    warnings = table.warnings + warnings
+    warnings = table.warnings + warnings + ([b.ood_notice] if b.ood_notice else [])
     if submission is not None:
         write_submission(submission, df)
         if table.skipped:
@@ -197,18 +213,27 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
         df[lesion_columns(df)].to_csv(tmp, index=False)
     write_skipped_csv(out, table.skipped, SKIPPED_COLUMNS)
     patients, paths = _patients(df, b, X, out, reports, map_method, warnings)
+    n_na = int((~df["assessable"]).sum())
     atomic_write_json(out / "patients.json", {
         "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
-        "ml_used": bool(df["ml_score"].notna().any()), "n_skipped": len(table.skipped), "warnings": warnings,
-        "patients": patients})
+        "ood_gate": None if b.ood_gate is None else {k: b.ood_gate.info.get(k) for k in GATE_INFO_KEYS},
+        "ml_used": bool(df["ml_score"].notna().any()), "n_skipped": len(table.skipped), "n_not_assessable": n_na,
+        "warnings": warnings, "patients": patients})
     return ScreenResult(out, len(patients), len(df), int(df["flagged"].sum()), len(table.skipped), df, paths,
-                        warnings, bool(df["ml_score"].notna().any()))
+                        warnings, bool(df["ml_score"].notna().any()), n_na)
+
+
+#: What patients.json says about the bundle's out-of-distribution gate.
+GATE_INFO_KEYS = ("method", "threshold", "pass_rate", "n_reference", "n_calibration", "calibration_source",
+                  "reference")
 
 
 def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str,
               warnings: list[str] | None = None):
     from panderm.tbp.bundle import demo_bundle_path
+    from panderm.tbp.gates import not_assessable_entries
     from panderm.tbp.report import write_cohort_index, write_patient_report
+    from panderm.tbp.report_gates import NO_GATE_NOTE, not_assessable_items
 
     name = "demo bundle" if b.path.resolve() == demo_bundle_path().resolve() else b.path.resolve().name
     info = {"encoder": b.meta["encoder"]["name"], "bundle": name, "created": b.meta.get("created"),
@@ -217,21 +242,26 @@ def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_
                   "ud_min_lesions": b.ud["min_lesions"]}
     imp = b.importance[["feature", "importance", "std"]] if b.importance is not None else None
     used, patients, paths = set(), [], []
-    for pid, rows in df.groupby("patient_id", sort=True):
+    for pid, all_rows in df.groupby("patient_id", sort=True):
+        ok = all_rows["assessable"].to_numpy(bool)
+        rows, bad = all_rows[ok], all_rows[~ok]  # ranked lesions; tiles that failed a gate, listed on their own
         flagged = rows[rows["flagged"]].sort_values("rank")
-        entry = {"patient_id": pid, "n_lesions": len(rows), "n_flagged": len(flagged),
+        entry = {"patient_id": pid, "n_lesions": len(all_rows), "n_flagged": len(flagged),
                  "recommended_for_dermoscopy": flagged["lesion_id"].tolist(),
-                 "ud_applied": len(rows) >= b.ud["min_lesions"]}
+                 "ud_applied": len(rows) >= b.ud["min_lesions"], "n_not_assessable": len(bad),
+                 "not_assessable": not_assessable_entries(bad)}
         if reports:
             name = _report_name(str(pid), used)
             paths.append(write_patient_report(inside_out(out, "reports", name), str(pid), rows.reset_index(drop=True),
                                               X[rows.index.to_numpy()], rows["path"].tolist(), importance=imp,
                                               thresholds=thresholds, bundle_info=info, map_method=map_method,
-                                              warnings=warnings or ()))
+                                              warnings=warnings or (), not_assessable=not_assessable_items(bad),
+                                              gate_note=NO_GATE_NOTE if b.ood_gate is None else None))
             entry["report"] = f"reports/{name}"
         patients.append(entry)
     if reports:
         write_cohort_index(out / "index.html", [{"patient_id": p["patient_id"], "lesions": p["n_lesions"],
-                                                 "flagged": p["n_flagged"], "report": p["report"]}
+                                                 "flagged": p["n_flagged"], "not_assessable": p["n_not_assessable"],
+                                                 "report": p["report"]}
                                                 for p in patients], bundle_info=info, warnings=warnings or ())
     return patients, paths

@@ -10,6 +10,11 @@ Two targets, as in the paper (Methods, TBP screening): the risk head learns ``ri
 learns the pathology ``label``, which is also what every validation metric is computed on.
 Without a ``risk_label`` column the risk head falls back to ``label``, with a warning that
 the result, ``metrics.json`` and the bundle (``risk_head.target``, ``card.md``) carry.
+
+The out-of-distribution gate (:mod:`panderm.eval.ood`) is fitted on the training rows' features
+and calibrated on the validation rows', so that 95% of validation tiles pass; with too few
+training rows the bundle has no gate (``"ood": null``), a warning says so and
+``training.ood_missing`` records why.
 """
 
 from __future__ import annotations
@@ -130,7 +135,8 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
               seed: int = 0, n_estimators: int = 300, epochs: float = 10, max_steps: int | None = None,
               batch_size: int = 32, lr: float = 5e-4, precision: str = "auto", device: str | None = None,
               on_missing: str = "impute", demo: bool = False, data_note: str = "", progress: bool = True,
-              resume: bool = False, keep_work: bool = False, random_init: bool = False) -> TBPTrainResult:
+              resume: bool = False, keep_work: bool = False, random_init: bool = False,
+              dataset_name: str | None = None) -> TBPTrainResult:
     """Train a TBP screening bundle (see the module docstring for the protocol).
 
     Args:
@@ -147,6 +153,8 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
         resume: Continue an interrupted fine-tuning run from ``out/.work``.
         keep_work: Keep ``out/.work`` (features, fine-tuning checkpoints) after success; by default
             it is removed so that the bundle folder is small enough to copy.
+        dataset_name: What the training tiles are, for the OOD gate's reasons ("does not resemble
+            the <dataset_name> training tiles"); default: from the lesions file's name.
     """
     from panderm.models.factory import create_encoder
     from panderm.tbp import pipeline
@@ -175,21 +183,50 @@ def train_tbp(lesions: str | Path, out: str | Path, *, root: str | Path | None =
                                 on_missing=on_missing, n_estimators=n_estimators, seed=seed,
                                 progress=progress) if not no_ml else _MeasurementModel()
     ud = {"k": ud_k, "min_lesions": ud_min_lesions, "metric": ud_metric}
+    training = {"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter, "seed": seed,
+                "epochs": epochs if head == "finetune" else None, "data_note": data_note}
+    from panderm.hardware import default_device, resolve_precision
+
+    gate = fit_gate(X[~val], X[val], dataset_name or _dataset_name(lesions, table.fmt), seed, table.warnings,
+                    training, resolve_precision(precision, device or default_device()))
     df, thresholds = _score_and_flag(table.df, X, w, b, ml, y, y_risk, val, target_sensitivity, ud)
     metrics = _training_metrics(df, table, y, y_risk, val, target, split_how, ml.warnings)
     meta = _bundle_meta(encoder, model, base_spec, base_sha, dim=int(X.shape[1]), head=head, target=target,
                         ud=ud, ml_meta=ml.meta,
-                        thresholds=thresholds, demo=demo, metrics=metrics,
-                        training={"lesions": str(lesions), "format": table.fmt, "lesion_filter": lesion_filter,
-                                  "seed": seed, "epochs": epochs if head == "finetune" else None,
-                                  "data_note": data_note})
+                        thresholds=thresholds, demo=demo, metrics=metrics, training=training)
+    meta["ood"] = None if gate is None else gate.info
     # A fine-tuned or randomly initialised encoder cannot be re-created from a weights file: ship it.
     state = encoder.state_dict() if (head == "finetune" or base_sha is None) else None
-    _write_training_outputs(out, meta, metrics, w, b, ml, state, df[val], table.skipped)
+    _write_training_outputs(out, meta, metrics, w, b, ml, state, df[val], table.skipped, gate)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return TBPTrainResult(out, json.loads(json.dumps(metrics)), int((~val).sum()), int(val.sum()),
                           len(table.skipped), table.warnings + ml.warnings)
+
+
+def _dataset_name(lesions, fmt: str) -> str:
+    """A short name for the training tiles: ISIC 2024, the CSV's name, or its folder's when the name is generic."""
+    if fmt == "isic2024":
+        return "ISIC 2024"
+    path = Path(str(lesions))
+    generic = ("labels", "data", "dataset", "metadata", "lesions", "train", "training", "measurements")
+    return path.parent.resolve().name if path.stem.lower() in generic else path.stem
+
+
+def fit_gate(fit: np.ndarray, calibration: np.ndarray, dataset: str, seed: int, warnings: list, training: dict,
+             precision: str | None = None):
+    """The bundle's OOD gate, or ``None`` with the reason in ``training["ood_missing"]`` (too few tiles).
+
+    The reason is also appended to ``warnings`` (the run's warnings, printed by the CLI and kept in metrics.json).
+    """
+    from panderm.eval.ood import fit_gate_or_reason
+
+    gate, why = fit_gate_or_reason(fit, calibration, reference=f"the {dataset} training tiles", seed=seed,
+                                   precision=precision)
+    if why:
+        training["ood_missing"] = why
+        warnings.append(f"no out-of-distribution gate: {why}; screening will check image quality only")
+    return gate
 
 
 def _check_train_options(head: str, target_sensitivity: float) -> None:
@@ -314,14 +351,14 @@ def _bundle_meta(encoder, model: str, base_spec, base_sha: str | None, *, dim: i
 
 
 def _write_training_outputs(out: Path, meta: dict, metrics: dict, w, b, ml: _MeasurementModel, encoder_state,
-                            validation_rows: pd.DataFrame, skipped: list) -> None:
+                            validation_rows: pd.DataFrame, skipped: list, gate=None) -> None:
     """Save the bundle (with ``card.md``), ``metrics.json``, ``validation_lesions.csv`` and ``skipped.csv``."""
     from panderm.tbp.bundle import save_bundle
     from panderm.tbp.card import render_card
     from panderm.tbp.inputs import SKIPPED_COLUMNS
 
     save_bundle(out, meta=meta, risk_weight=w, risk_bias=b, ml=ml.model, importance=ml.importance,
-                encoder_state=encoder_state, card=render_card(meta))
+                encoder_state=encoder_state, card=render_card(meta), ood_gate=gate)
     atomic_write_json(out / "metrics.json", metrics)
     with atomic_path(out / "validation_lesions.csv") as tmp:
         validation_rows.drop(columns=["_val"]).to_csv(tmp, index=False)

@@ -114,13 +114,17 @@ def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image,
                            "submission": submission})
         return
     click.echo(f"{res.n_patients} patient(s), {res.n_lesions} lesions screened, {res.n_flagged} flagged for "
-               f"dermoscopy, {res.n_skipped} skipped" + ("" if res.ml_used else " (measurement model off)"))
+               f"dermoscopy, {res.n_not_assessable} not assessable (examine in person or retake the photo), "
+               f"{res.n_skipped} skipped" + ("" if res.ml_used else " (measurement model off)"))
     from panderm_cli.format import printable
 
     for pid, rows in res.lesions.groupby("patient_id"):
         top = rows[rows["flagged"]].sort_values("rank")["lesion_id"].tolist()
         more = f" … (+{len(top) - 5})" if len(top) > 5 else ""
-        click.echo(printable(f"  {pid}: {len(top)}/{len(rows)} flagged  {', '.join(map(str, top[:5]))}{more}", one_line=True))
+        n_na = int((~rows["assessable"]).sum())
+        na = f", {n_na} not assessable" if n_na else ""
+        line = f"  {pid}: {len(top)}/{len(rows) - n_na} flagged{na}  {', '.join(map(str, top[:5]))}{more}"
+        click.echo(printable(line, one_line=True))
     click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
                f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
     if submission is not None:

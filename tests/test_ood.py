@@ -141,6 +141,12 @@ def test_demo_bundle_gate_is_recorded_and_hashed(demo):
     assert demo.ood_notice is None
 
 
+def _demo_copy(bundle):
+    """A copy of the demo classifier to tamper with, and its classifier.json."""
+    shutil.copytree(demo_classifier_path(), bundle)
+    return bundle, json.loads((bundle / "classifier.json").read_text())
+
+
 def _rehash(bundle, meta):
     from panderm.manifest import hash_members
 
@@ -149,9 +155,7 @@ def _rehash(bundle, meta):
 
 
 def test_version_2_bundle_loads_with_a_no_gate_notice(tmp_path, cli):
-    bundle = tmp_path / "old"
-    shutil.copytree(demo_classifier_path(), bundle)
-    meta = json.loads((bundle / "classifier.json").read_text())
+    bundle, meta = _demo_copy(tmp_path / "old")
     meta["version"] = 2
     del meta["ood"], meta["files"][OOD_FILE]
     (bundle / OOD_FILE).unlink()
@@ -163,9 +167,7 @@ def test_version_2_bundle_loads_with_a_no_gate_notice(tmp_path, cli):
 
 
 def test_version_3_bundle_without_its_gate_record_is_refused(tmp_path):
-    bundle = tmp_path / "stripped"
-    shutil.copytree(demo_classifier_path(), bundle)
-    meta = json.loads((bundle / "classifier.json").read_text())
+    bundle, meta = _demo_copy(tmp_path / "stripped")
     del meta["ood"]
     (bundle / "classifier.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="no 'ood' record"):
@@ -187,9 +189,7 @@ def test_infinite_or_stripped_gate_records_are_refused(tmp_path):
 
 
 def test_gate_of_another_width_is_refused(tmp_path):
-    bundle = tmp_path / "wide"
-    shutil.copytree(demo_classifier_path(), bundle)
-    meta = json.loads((bundle / "classifier.json").read_text())
+    bundle, meta = _demo_copy(tmp_path / "wide")
     meta["ood"]["dim"] = 64
     (bundle / "classifier.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="64-d"):

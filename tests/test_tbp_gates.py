@@ -131,18 +131,9 @@ def test_cli_summary_counts_not_assessable(cli, tmp_path):
 
 
 def test_blurred_tile_is_not_assessable_for_a_quality_reason(shared_data, tmp_path):
-    from PIL import Image, ImageFilter
-
     from panderm.tbp.screen import screen_tbp
 
-    src = shared_data / "ham10000_dermoscopy_cls"
-    names = pd.read_csv(src / "labels.csv").drop_duplicates("lesion_id").sort_values("image")["image"][:5].tolist()
-    patient = tmp_path / "pt"
-    patient.mkdir()
-    for n in names:
-        shutil.copyfile(src / "images" / n, patient / n)
-    with Image.open(patient / names[0]) as im:
-        im.convert("RGB").filter(ImageFilter.GaussianBlur(8)).save(patient / "blurred.jpg", quality=95)
+    names, patient = _patient_with_a_blurred_copy(shared_data, tmp_path, 0, 5)
     res = screen_tbp(patient, tmp_path / "out", reports=False, progress=False)
     df = res.lesions.set_index("image")
     assert not df.loc["blurred.jpg", "assessable"]
@@ -157,18 +148,9 @@ def test_blurred_tile_is_not_assessable_for_a_quality_reason(shared_data, tmp_pa
 
 def test_ud_minimum_counts_assessable_tiles(shared_data, tmp_path):
     """Four tiles, one blurred: three to compare, below the minimum of four, so UD does not run."""
-    from PIL import Image, ImageFilter
-
     from panderm.tbp.screen import screen_tbp
 
-    src = shared_data / "ham10000_dermoscopy_cls"
-    names = pd.read_csv(src / "labels.csv").drop_duplicates("lesion_id").sort_values("image")["image"][5:8].tolist()
-    patient = tmp_path / "pt"
-    patient.mkdir()
-    for n in names:
-        shutil.copyfile(src / "images" / n, patient / n)
-    with Image.open(patient / names[0]) as im:
-        im.convert("RGB").filter(ImageFilter.GaussianBlur(8)).save(patient / "blurred.jpg", quality=95)
+    names, patient = _patient_with_a_blurred_copy(shared_data, tmp_path, 5, 8)
     res = screen_tbp(patient, tmp_path / "out", reports=False, progress=False)
     assert res.lesions["ud_distance"].isna().all()
     assert any("fewer than 4 lesions to compare" in w for w in res.warnings)
@@ -304,3 +286,19 @@ def test_too_few_training_tiles_train_a_bundle_without_gate(shared_data, tmp_pat
     assert b.ood_gate is None and "at least 20" in b.ood_notice
     out = screen_tbp(None, tmp_path / "s", demo=True, bundle=tmp_path / "b", progress=False)
     assert any("no out-of-distribution gate" in w for w in out.warnings)
+
+
+def _patient_with_a_blurred_copy(shared_data, tmp_path, start: int, stop: int):
+    """A patient folder of real HAM10000 tiles ``[start:stop]`` plus ``blurred.jpg``, the first one blurred (r = 8)."""
+    from PIL import Image, ImageFilter
+
+    src = shared_data / "ham10000_dermoscopy_cls"
+    labels = pd.read_csv(src / "labels.csv").drop_duplicates("lesion_id").sort_values("image")
+    names = labels["image"][start:stop].tolist()
+    patient = tmp_path / "pt"
+    patient.mkdir()
+    for n in names:
+        shutil.copyfile(src / "images" / n, patient / n)
+    with Image.open(patient / names[0]) as im:
+        im.convert("RGB").filter(ImageFilter.GaussianBlur(8)).save(patient / "blurred.jpg", quality=95)
+    return names, patient

@@ -44,8 +44,11 @@ val images (--csv/--root default to the run's).
 The bundle (--out) holds classifier.json (written last, with the sha256 of
 every member file), head.safetensors or model.safetensors,
 reference.safetensors + reference.json (up to --reference-size training
-images, stratified by class, with thumbnails from --root) and card.md.
-Loading checks classifier.json against its schema and every member's sha256,
+images, stratified by class, with thumbnails from --root), ood.safetensors
+(the out-of-distribution gate: fitted on the train rows' features, its
+threshold passed by 95% of the val rows; `panderm serve` answers "not
+assessable" above it; needs 20 train and 20 val rows, else the bundle has
+no gate and a warning says so) and card.md. Loading checks classifier.json against its schema and every member's sha256,
 and refuses a changed file by name. --descriptions CSV:
 class,description[,malignant]."""
 

@@ -62,11 +62,20 @@ says so (see docs/tbp.md). Patients whose id cannot be a file name are skipped.
 demo bundle).
 
 \b
-Lesions are ranked by the risk head's probability (rank 1 = highest risk in
-the patient; ties: measurement model score, then ugly-duckling distance).
+Every tile first passes two gates: image quality (size, blur, noise,
+exposure, skin colour) and the bundle's out-of-distribution gate on its
+features. A tile failing either is "not assessable": it gets no rank and no
+flag, is left out of the ugly-duckling comparison, and is listed in its own
+report section with the reasons, for examination in person.
 
 \b
-Outputs in --out: lesions.csv (scores, thresholds, flags, rank, isic_id and
+Assessable lesions are ranked by the risk head's probability (rank 1 =
+highest risk in the patient; ties: measurement model score, then
+ugly-duckling distance).
+
+\b
+Outputs in --out: lesions.csv (assessable, not_assessable_reason,
+ood_score, scores, thresholds, flags, rank, isic_id and
 site/size/position when the input has them; empty score + not_run_reason when
 a module did not run), patients.json (lesions recommended for dermoscopy),
 skipped.csv, reports/<patient>.html (self-contained: body map, per-lesion

@@ -116,7 +116,7 @@ def test_demo_report_lists_the_tile_outside_the_ranking(demo_runs):
     assert "data:image/jpeg;base64," in section and "out-of-distribution score" in section and "back" in section
     assert "only image quality was checked" not in html  # the demo bundle has a gate
     index = (out / "index.html").read_text(encoding="utf-8")
-    assert "<th>not assessable</th>" in index and "<td>1</td>" in index.split("patient_demo")[-1]
+    assert "<th>not assessable</th>" in index and "<b>1 not assessable</b>" in index.split("patient_demo")[-1]
 
 
 def test_cli_summary_counts_not_assessable(cli, tmp_path):
@@ -302,3 +302,140 @@ def _patient_with_a_blurred_copy(shared_data, tmp_path, start: int, stop: int):
     with Image.open(patient / names[0]) as im:
         im.convert("RGB").filter(ImageFilter.GaussianBlur(8)).save(patient / "blurred.jpg", quality=95)
     return names, patient
+
+
+# --------------------------------------------------------------------------- the report after review
+
+
+def test_thumbnail_is_the_image_that_was_screened(tmp_path):
+    """EXIF-rotated, transparent and 16-bit tiles: the thumbnail is load_rgb's image, shrunk (not PIL's raw decode)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from panderm.data.images import load_rgb
+    from panderm.tbp.bundle import demo_patient_path
+    from panderm.tbp.report_gates import thumbnail_uri
+
+    with Image.open(demo_patient_path() / "ISIC_0024453.jpg") as im:
+        src = im.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side; upright after the rotation the tag asks for
+    src.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "exif.png", exif=exif.tobytes())
+    Image.merge("RGBA", (*src.split(), Image.new("L", src.size, 0))).save(tmp_path / "rgba.png")
+    Image.fromarray(np.asarray(src.convert("L"), np.uint16) * 257).save(tmp_path / "i16.png")
+    for name in ("exif.png", "rgba.png", "i16.png"):
+        uri = thumbnail_uri(tmp_path / name)
+        with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as t:
+            thumb = np.asarray(t.convert("RGB"), float)
+        seen = load_rgb(tmp_path / name)
+        seen.thumbnail(thumb.shape[1::-1])
+        assert thumb.shape[:2] == np.asarray(seen).shape[:2], name
+        assert thumb.shape[1] > thumb.shape[0], name  # landscape, like the upright tile
+        assert abs(thumb.mean() - np.asarray(seen, float).mean()) < 3, name
+    assert thumbnail_uri(tmp_path / "missing.jpg") is None
+
+
+@pytest.fixture(scope="module")
+def review_cohort(tmp_path_factory):
+    """A cohort: the demo patient plus two unreadable tiles; a patient whose every tile fails a gate;
+    a patient with no readable tile at all. Screened once, with reports."""
+    from PIL import Image
+
+    from panderm.tbp.screen import screen_tbp
+
+    base = tmp_path_factory.mktemp("review")
+    good = copy_demo_patient(base / "cohort" / "good")
+    data = (good / "ISIC_0024791.jpg").read_bytes()
+    (good / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    (good / "empty.jpg").write_bytes(b"")
+    m = pd.read_csv(good / "measurements.csv")
+    pd.concat([m, pd.DataFrame({"lesion_id": ["TRUNC", "EMPTY"], "image": ["trunc.jpg", "empty.jpg"]})]).to_csv(
+        good / "measurements.csv", index=False)
+    bad = base / "cohort" / "bad"
+    bad.mkdir()
+    shutil.copyfile(good / f"{PLANTED}.jpg", bad / "cup.jpg")
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(bad / "grey.png")
+    with Image.open(good / "ISIC_0024791.jpg") as im:
+        im.resize((40, 40)).save(bad / "tiny.jpg")
+    pd.DataFrame({"lesion_id": ["CUP", "GREY", "TINY"], "image": ["cup.jpg", "grey.png", "tiny.jpg"],
+                  "anatom_site_general": "back"}).to_csv(bad / "measurements.csv", index=False)
+    dead = base / "cohort" / "dead"
+    dead.mkdir()
+    (dead / "a.jpg").write_bytes(data[:2000])
+    pd.DataFrame({"lesion_id": ["DEAD"], "image": ["a.jpg"]}).to_csv(dead / "measurements.csv", index=False)
+    res = screen_tbp(base / "cohort", base / "out", progress=False)
+    return base / "out", res
+
+
+def _patient(out: Path, pid: str) -> dict:
+    return next(p for p in json.loads((out / "patients.json").read_text())["patients"] if p["patient_id"] == pid)
+
+
+def test_unreadable_tiles_are_listed_in_the_patient_report_and_json(review_cohort):
+    out, _ = review_cohort
+    html = (out / "reports" / "good.html").read_text(encoding="utf-8")
+    heading = html.index("Not assessable (3)")  # the planted cup plus the two unreadable tiles
+    section = html[html.index("Could not be read (2)", heading):html.index("<h2>Feature-space map</h2>")]
+    assert "TRUNC" in section and "trunc.jpg" in section and "truncated" in section
+    assert "EMPTY" in section and "empty file" in section
+    entry = _patient(out, "good")
+    assert entry["n_skipped"] == 2 and entry["n_not_assessable"] == 1
+    assert {s["lesion_id"]: s["image"] for s in entry["skipped"]} == {"TRUNC": "trunc.jpg", "EMPTY": "empty.jpg"}
+    assert all(s["reason"].startswith("unreadable image") for s in entry["skipped"])
+    dead = _patient(out, "dead")  # no readable tile: still a patient, with a report
+    assert dead["n_lesions"] == 0 and dead["n_skipped"] == 1 and dead["skipped"][0]["lesion_id"] == "DEAD"
+    assert "DEAD" in (out / dead["report"]).read_text(encoding="utf-8")
+
+
+def test_all_refused_patient_is_not_reassuring(review_cohort):
+    out, _ = review_cohort
+    html = (out / "reports" / "bad.html").read_text(encoding="utf-8")
+    assert "No lesion could be assessed: all 3 tile(s) failed the image checks" in html
+    assert "No lesion was flagged by any module." not in html
+    assert "Body map omitted: no assessable lesions." in html
+    good = (out / "reports" / "good.html").read_text(encoding="utf-8")
+    assert "No lesion could be assessed" not in good and "Recommended for dermoscopy (2)" in good
+    index = (out / "index.html").read_text(encoding="utf-8")
+    rows = index[index.index("<th>patient</th>"):]
+    assert rows.index(">bad<") < rows.index(">good<") and rows.index(">dead<") < rows.index(">good<")
+    assert "<b>all 3 not assessable \u2014 examine in person</b>" in index
+    assert "<b>all 1 not assessable \u2014 examine in person</b>" in index and "<b>3 not assessable</b>" in index
+
+
+def test_cohort_index_puts_not_assessable_patients_above_reassuring_ones(tmp_path):
+    from panderm.tbp.report import write_cohort_index
+
+    patients = [{"patient_id": "clean", "lesions": 5, "flagged": 0, "not_assessable": 0, "report": "c.html"},
+                {"patient_id": "some", "lesions": 5, "flagged": 0, "not_assessable": 2, "report": "s.html"},
+                {"patient_id": "none", "lesions": 3, "flagged": 0, "not_assessable": 3, "report": "n.html"},
+                {"patient_id": "hit", "lesions": 5, "flagged": 1, "not_assessable": 0, "report": "h.html"}]
+    text = write_cohort_index(tmp_path / "i.html", patients).read_text(encoding="utf-8")
+    order = sorted(p["patient_id"] for p in patients)
+    order = sorted(order, key=lambda pid: text.index(f">{pid}<"))
+    assert order == ["none", "hit", "some", "clean"]
+    assert '<td class="na-warn"><b>2 not assessable</b></td>' in text and "<td>0</td></tr>" in text
+
+
+def test_not_assessable_card_shows_size_and_position(review_cohort):
+    out, _ = review_cohort
+    m = pd.read_csv(out.parent / "cohort" / "good" / "measurements.csv").set_index("lesion_id").loc[PLANTED]
+    html = (out / "reports" / "good.html").read_text(encoding="utf-8")
+    card = html[html.index('id="not-assessable-list"'):]
+    card = card[:card.index("</ul></div>")]
+    expected = f"x {m['tbp_lv_x']:.0f}, y {m['tbp_lv_y']:.0f}, z {m['tbp_lv_z']:.0f} mm"
+    assert f'<td class="pos">{expected}</td>' in card
+    size = f"{m['size_mm']:.1f} mm" if pd.notna(m.get("size_mm")) else "not recorded"
+    assert f'<td class="size">{size}</td>' in card
+
+
+def test_precision_other_than_the_gates_is_a_warning(tmp_path):
+    from panderm.tbp.bundle import demo_bundle_path, load_bundle
+    from panderm.tbp.screen import screen_tbp
+
+    note = load_bundle(demo_bundle_path()).ood_precision_note("fp32", "cpu")
+    assert note and "bf16" in note  # the demo gate was calibrated on bf16 features
+    res = screen_tbp(None, tmp_path / "o", demo=True, precision="fp32", device="cpu", reports=False, progress=False)
+    assert note in res.warnings
+    assert note in json.loads((tmp_path / "o" / "patients.json").read_text())["warnings"]

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from panderm.errors import CheckpointError, ConfigError, InputError
-from panderm.eval.ood import OOD_FILE, OODGate, check_gate_record, gate_verdict, no_gate_notice, read_gate_file
+from panderm.eval.ood import (
+    OOD_FILE,
+    OODGate,
+    check_gate_record,
+    gate_verdict,
+    no_gate_notice,
+    precision_note,
+    read_gate_file,
+)
 from panderm.hardware import torch_dtype
 from panderm.manifest import read_bundle_json
 
@@ -196,12 +204,7 @@ class Classifier:
     @property
     def ood_precision_note(self) -> str | None:
         """A note when this classifier computes features in another precision than its gate was calibrated on."""
-        fitted = None if self.ood_gate is None else self.ood_gate.info.get("precision")
-        if not fitted or fitted == self.precision:
-            return None
-        return (f"the out-of-distribution gate was calibrated on {fitted} features and this classifier runs in "
-                f"{self.precision}: its refusal rates differ slightly from the bundle's (pass --precision {fitted} "
-                "to match)")
+        return precision_note(self.ood_gate, self.precision)
 
     def ood_scores(self, feats: np.ndarray) -> np.ndarray | None:
         """``(B,)`` out-of-distribution scores of feature rows (``None`` without a gate)."""

@@ -261,6 +261,15 @@ def no_gate_notice(owner: str, why: str | None, version: int) -> str:
     return NO_GATE_NOTICE.format(owner=owner)
 
 
+def precision_note(gate: OODGate | None, precision: str) -> str | None:
+    """A note when features are computed in another ``precision`` than ``gate`` was calibrated on (else ``None``)."""
+    fitted = None if gate is None else gate.info.get("precision")
+    if not fitted or fitted == precision:
+        return None
+    return (f"the out-of-distribution gate was calibrated on {fitted} features and this run computes {precision} "
+            f"ones: its refusal rates differ slightly from the bundle's (pass --precision {fitted} to match)")
+
+
 def check_gate_record(meta: dict, meta_path, *, hint: str) -> None:
     """A gated bundle format (version 3 on) must carry its ``"ood"`` record, and a listed gate file needs one.
 
@@ -300,4 +309,4 @@ def read_gate_file(folder, record: dict | None, dim: int, *, meta_file: str, hin
 
 __all__ = ["DEFAULT_PASS_RATE", "MAX_REFERENCE_ROWS", "METHOD", "MIN_CALIBRATION_ROWS", "MIN_FIT_ROWS",
            "NO_GATE_NOTICE", "OODGate", "OOD_FILE", "OOD_SCHEMA", "check_gate_record", "fit_gate_or_reason",
-           "fit_ood_gate", "gate_verdict", "load_ood_gate", "no_gate_notice", "read_gate_file"]
+           "fit_ood_gate", "gate_verdict", "load_ood_gate", "no_gate_notice", "precision_note", "read_gate_file"]

@@ -147,6 +147,13 @@ class Bundle:
         return no_gate_notice(f"this screening bundle ({self.path.name})",
                               (self.meta.get("training") or {}).get("ood_missing"), self.meta.get("version", 0))
 
+    def ood_precision_note(self, precision: str = "auto", device: str | None = None) -> str | None:
+        """A note when screening at ``precision`` on ``device`` differs from the precision the gate was calibrated on."""
+        from panderm.eval.ood import precision_note
+        from panderm.hardware import default_device, resolve_precision
+
+        return precision_note(self.ood_gate, resolve_precision(precision, device or default_device()))
+
     def risk_scores(self, features: np.ndarray) -> np.ndarray:
         """P(high risk) from the bundle's linear head."""
         return linear_risk(features, self.risk_weight, self.risk_bias)

@@ -99,9 +99,18 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
     df, _, warnings = score_lesions(table, b, out / ".work", model=model, weights=weights, on_missing=on_missing,
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
     metrics = validation_metrics(df)
+    refused = ~df["assessable"].astype(bool)
+    warnings = table.warnings + warnings + [note for note in (b.ood_notice, b.ood_precision_note(precision, device))
+                                            if note]
+    if refused.any():  # they count as missed lesions above: say how many, and how many were malignant
+        warnings.append(f"{int(refused.sum())} lesion(s) were not assessable (image gates) and count as not "
+                        f"flagged, {int(df.loc[refused, 'label'].astype(int).sum())} of them malignant")
     metrics.update({"bundle": str(b.path), "lesions": str(lesions), "split": split, "n_skipped": len(table.skipped),
+                    "n_not_assessable": int(refused.sum()),
+                    "n_not_assessable_malignant": int(df.loc[refused, "label"].astype(int).sum()),
+                    "ood_gate": None if b.ood_gate is None else b.ood_gate.info,
                     "thresholds": b.thresholds, "risk_target": risk_target_auroc(df, b.risk_target),
-                    "warnings": table.warnings + warnings})
+                    "warnings": warnings})
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "table10.csv") as tmp:
         pd.DataFrame(metrics["modules"]).to_csv(tmp, index=False)

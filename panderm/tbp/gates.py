@@ -45,25 +45,47 @@ def _quality_of(path: str) -> list[str]:
 def quality_reasons(paths: pd.Series, work: Path) -> list[list[str]]:
     """The image-quality reasons of each tile in ``paths`` (cached in ``work`` by path, size and mtime)."""
     cache = work / QUALITY_CACHE
-    known: dict[str, tuple[str, list[str]]] = {}
-    if cache.is_file():
-        try:
-            old = pd.read_csv(cache, dtype=str, keep_default_na=False)
-            known = {r.image: (r.stamp, json.loads(r.reasons)) for r in old.itertuples()}
-        except (OSError, ValueError, AttributeError):  # a damaged cache is recomputed, never trusted
-            known = {}
-        known = {k: v for k, v in known.items() if isinstance(v[1], list) and all(isinstance(r, str) for r in v[1])}
+    known = _read_quality_cache(cache)
     unique = list(dict.fromkeys(paths))
     stamps = {p: file_stamp(p) for p in unique}
     todo = [p for p in unique if p not in known or known[p][0] != stamps[p]]
     for p in todo:
         known[p] = (stamps[p], _quality_of(p))
     if todo:
-        work.mkdir(parents=True, exist_ok=True)
         rows = [{"image": p, "stamp": s, "reasons": json.dumps(r)} for p, (s, r) in known.items()]
-        with atomic_path(cache) as tmp:
-            pd.DataFrame(rows, columns=["image", "stamp", "reasons"]).to_csv(tmp, index=False)
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                pd.DataFrame(rows, columns=["image", "stamp", "reasons"]).to_csv(tmp, index=False)
+        except OSError:  # the cache only saves time: a run that cannot write it still screens every tile
+            pass
     return [list(known[p][1]) for p in paths]
+
+
+#: A cached entry beyond these limits was not written by us: recomputed, never copied into reports.
+MAX_CACHED_REASONS, MAX_REASON_CHARS = 12, 300
+
+
+def _plausible_reasons(value) -> bool:
+    return (isinstance(value, list) and len(value) <= MAX_CACHED_REASONS
+            and all(isinstance(r, str) and len(r) <= MAX_REASON_CHARS and r.isprintable() for r in value))
+
+
+def _read_quality_cache(cache: Path) -> dict[str, tuple[str, list[str]]]:
+    """``{tile path: (stamp, reasons)}`` from the cache; damaged or implausible entries are dropped (recomputed)."""
+    if not cache.is_file():
+        return {}
+    try:
+        old = pd.read_csv(cache, dtype=str, keep_default_na=False)
+        known = {}
+        for r in old.itertuples():
+            text = str(r.reasons)
+            reasons = json.loads(text) if len(text) <= MAX_CACHED_REASONS * (MAX_REASON_CHARS + 8) else None
+            if _plausible_reasons(reasons):
+                known[str(r.image)] = (str(r.stamp), reasons)
+        return known
+    except (OSError, ValueError, AttributeError, RecursionError):  # a damaged cache is recomputed, never trusted
+        return {}
 
 
 def assess_tiles(paths: pd.Series, features: np.ndarray, gate, work: Path) -> pd.DataFrame:

@@ -46,8 +46,16 @@ def encode_lesions(table: LesionTable, encoder, work: Path, *, precision: str = 
     bad = ~table.df["path"].map(lambda p: p in row_of)
     if bad.any():
         rows = table.df[bad]
-        table.skip(rows, [f"unreadable image: {reasons.get(p, 'not encoded')}" for p in rows["path"]])
+        table.skip(rows, [_encode_skip_reason(reasons.get(p)) for p in rows["path"]])
     return X[[row_of[p] for p in table.df["path"]]].astype(np.float32)
+
+
+def _encode_skip_reason(reason: str | None) -> str:
+    """``skipped.csv``'s reason for a tile the encoder left out (a strip or tiny image is readable, just not usable)."""
+    if reason is None:
+        return "unreadable image: not encoded"
+    usable = reason.startswith(("unusual shape", "image too small"))
+    return f"{'not usable' if usable else 'unreadable image'}: {reason}"
 
 
 def image_measurements(table: LesionTable, work: Path, progress: bool = True) -> pd.DataFrame:
@@ -159,13 +167,15 @@ def module_notes(df: pd.DataFrame, thresholds: dict, min_lesions: int, ml_reason
     """
     ok = df["assessable"].astype(bool) if "assessable" in df.columns else pd.Series(True, index=df.index)
     counts = ok.groupby(df["patient_id"]).transform("sum")
+    refused = (~ok).groupby(df["patient_id"]).transform("sum")
     notes = []
-    for n, d, m, a in zip(counts, df["ud_distance"], df["ml_score"], ok):
+    for n, r, d, m, a in zip(counts, refused, df["ud_distance"], df["ml_score"], ok):
         parts = []
         if not a:
             parts.append(UD_NOT_ASSESSABLE)
         elif pd.isna(d):
-            parts.append(f"ugly duckling: needs >= {min_lesions} lesions per patient; this patient has {int(n)}")
+            has = f"{int(n)} assessable lesions ({int(r)} not assessable)" if r else str(int(n))
+            parts.append(f"ugly duckling: needs >= {min_lesions} lesions per patient; this patient has {has}")
         if pd.isna(m):
             parts.append("measurement model: " + (ml_reason or ("no measurement model" if thresholds.get("ml") is None
                                                                 else "no measurements for this lesion")))

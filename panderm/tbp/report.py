@@ -21,7 +21,8 @@ import pandas as pd
 
 from panderm.formatting import format_number
 from panderm.io import atomic_write_text
-from panderm.tbp.report_gates import not_assessable_html
+from panderm.tbp.report_gates import finite_number as _num
+from panderm.tbp.report_gates import not_assessable_html, position_text, size_text
 from panderm.tbp.report_gates import thumbnail_uri as _thumbnail_uri
 from panderm.tbp.report_plots import feature_map, importance_png
 
@@ -83,7 +84,7 @@ a{color:var(--ml)}
 .scores tr.hit td{font-weight:700;color:#8a2a00}
 .scores td.na{color:var(--muted);font-style:italic}
 .scores tr.reason td{color:var(--muted);font-size:11px;font-style:italic;padding-top:0}
-.kv td{text-align:left;padding-left:6px}.card.na{border:2px dashed #8a6d00}.reasons{margin:0;padding-left:18px;font-size:12px}.lt td:nth-child(4),.lt td:nth-child(5){white-space:nowrap}
+td.na-warn{background:#fff8e1;color:#7a5600}.kv td{text-align:left;padding-left:6px}.card.na{border:2px dashed #8a6d00}.reasons{margin:0;padding-left:18px;font-size:12px}.lt td:nth-child(4),.lt td:nth-child(5){white-space:nowrap}
 @page{size:A4;margin:12mm}
 @media print{
  body{background:#fff;padding:0;font-size:10.5px}
@@ -200,7 +201,7 @@ threshold (shown next to each score).</p>
 {% else %}<p class="note">Body map omitted: {{ map_missing }}</p>{% endif %}
 <h2>Recommended for dermoscopy ({{ flagged|length }})</h2>
 {% if flagged %}<div class="grid">{% for c in flagged %}{{ card(c) }}{% endfor %}</div>
-{% else %}<p class="note">No lesion was flagged by any module.</p>{% endif %}
+{% else %}<p class="note{% if not n %} warn{% endif %}" id="none-flagged">{{ none_flagged }}</p>{% endif %}
 {% if others %}{% if collapse %}<details><summary>{{ others_heading }}</summary>{% else %}<h2>{{ others_heading }}</h2>{% endif %}
 <div class="grid">{% for c in others %}{{ card(c) }}{% endfor %}</div>{% if collapse %}</details>{% endif %}{% endif %}
 {{ gates }}
@@ -214,27 +215,12 @@ def _env():
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
 
 
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) or math.isinf(x) else x
-
-
 def format_probability(value: Any) -> str:
     """A probability for clinicians: 3 decimals, ``< 0.001`` below that, an em dash when missing."""
     x = _num(value)
     if x is None:
         return "\u2014"
     return "< 0.001" if x < 0.0005 else f"{x:.3f}"
-
-
-def _position(row: pd.Series) -> str:
-    vals = [_num(row.get(c)) for c in ("tbp_lv_x", "tbp_lv_y", "tbp_lv_z")]
-    if all(v is None for v in vals):
-        return "not recorded"
-    return ", ".join(f"{a} {v:.0f}" for a, v in zip("xyz", vals) if v is not None) + " mm"
 
 
 def _not_run(row: pd.Series, key: str) -> str:
@@ -286,26 +272,25 @@ def lesion_card(row: pd.Series, thumb: str | None, thresholds: dict) -> dict:
     """What one lesion's card shows: rank, id, site, size, position, module scores and flags."""
     from panderm.tbp.bodymap import site_text
 
-    size = _num(row.get("size_mm"))
     modules = _module_rows(row, thresholds)
     lid = str(row.get("lesion_id"))
     isic = row.get("isic_id")
     if isinstance(isic, str) and isic and isic != lid:
         lid = f"{lid} ({isic})"
     return {"rank": _format_score(row.get("rank"), 0), "lesion_id": lid, "thumb": thumb, "flagged": _as_bool(row.get("flagged")),
-            "site": site_text(row) or "not recorded", "size": f"{size:.1f} mm" if size is not None else "not recorded",
-            "position": _position(row), "image": display_name(row.get("image")), "modules": modules,
+            "site": site_text(row) or "not recorded", "size": size_text(row),
+            "position": position_text(row), "image": display_name(row.get("image")), "modules": modules,
             "by": [m for m in modules if m["flag"]]}
 
 
-def _body_map_block(df: pd.DataFrame) -> tuple[str | None, str, str]:
-    """(PNG data URI or None, caption, why it is missing)."""
+def _body_map_block(df: pd.DataFrame, n_na: int = 0) -> tuple[str | None, str, str]:
+    """(PNG data URI or None, caption, why it is missing); ``n_na``: the patient's not-assessable tiles."""
     from panderm.tbp.bodymap import body_map_png
 
     from panderm.tbp.bodymap import SITE_COLUMNS, has_positions
 
     if df.empty:
-        return None, "", "no lesions."
+        return None, "", "no assessable lesions." if n_na else "no lesions."
     sites = [c for c in SITE_COLUMNS if c in df.columns and df[c].notna().any()]
     if not has_positions(df) and not sites:
         return None, "", "the input gives no body site (anatom_site_general, tbp_lv_location) or 3D position " \
@@ -364,7 +349,8 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
                          image_paths: Sequence[str | Path | None], *, importance: pd.DataFrame | None = None,
                          thresholds: dict | None = None, bundle_info: dict | None = None,
                          map_method: str = "pca", warnings: Sequence[str] = (),
-                         not_assessable: Sequence[dict] = (), gate_note: str | None = None) -> Path:
+                         not_assessable: Sequence[dict] = (), gate_note: str | None = None,
+                         skipped: Sequence[dict] = ()) -> Path:
     """Write one patient's self-contained TBP screening report (jinja2, autoescaped).
 
     Args:
@@ -383,6 +369,8 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
         not_assessable: tiles that failed a gate (:func:`~panderm.tbp.report_gates.not_assessable_items`),
             listed in their own section after the ranked lesions; ``lesions`` holds the others only.
         gate_note: a note shown above that section (e.g. the bundle has no out-of-distribution gate).
+        skipped: tiles that could not be read at all (:func:`~panderm.tbp.report_gates.skipped_items`),
+            listed in that section under "Could not be read".
 
     Returns:
         The written path.
@@ -404,7 +392,8 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
     df["flagged"] = flagged
     if "rank" not in df.columns:
         df["rank"] = np.arange(1, n + 1)
-    body_map, caption, missing = _body_map_block(df)
+    n_na = len(not_assessable) + len(skipped)
+    body_map, caption, missing = _body_map_block(df, n_na)
     df = df.sort_values(["rank", "_pos"], kind="stable", na_position="last")
     cards = [lesion_card(r, _thumbnail_uri(image_paths[int(r["_pos"])]), thresholds) for _, r in df.iterrows()]
     banner, info = _bundle_block(bundle_info)
@@ -416,12 +405,20 @@ def write_patient_report(path, patient_id: str, lesions: pd.DataFrame, features:
         ranking=RANKING_SENTENCE, body_map=body_map, map_caption=caption, map_missing=missing,
         flagged=[c for c in cards if c["flagged"]], others=others, collapse=len(others) > DETAILS_AFTER,
         legend=legend, legend_more=len(cards) - len(legend),
-        others_heading=f"Other lesions ({len(others)}), by rank", n_na=len(not_assessable),
-        gates=Markup(not_assessable_html(not_assessable, gate_note)),
+        others_heading=f"Other lesions ({len(others)}), by rank", n_na=n_na, none_flagged=none_flagged(n, n_na),
+        gates=Markup(not_assessable_html(not_assessable, gate_note, skipped)),
         rest=Markup(_rest_sections(df, features, outlier, flagged, map_method, importance, thresholds)))
     out = Path(path)
     atomic_write_text(out, _page(f"TBP report {patient_id}", text))
     return out
+
+
+def none_flagged(n: int, n_na: int) -> str:
+    """The "Recommended for dermoscopy" text when nothing is flagged (never reassuring if none was assessable)."""
+    if n == 0 and n_na:
+        return (f"No lesion could be assessed: all {n_na} tile(s) failed the image checks or could not be read "
+                "\u2014 examine in person.")
+    return "No lesion was flagged by any module." if n else "No lesions."
 
 
 def warnings_html(warnings: Sequence[str]) -> str:
@@ -432,25 +429,48 @@ def warnings_html(warnings: Sequence[str]) -> str:
     return f'<div class="warn" id="warnings" role="alert"><b>Warnings ({len(warnings)})</b><ul>{items}</ul></div>'
 
 
+def _count(value: Any) -> int:
+    return int(_num(value) or 0)
+
+
+def _none_assessable(p: dict) -> bool:
+    na = _count(p.get("not_assessable"))
+    return na > 0 and na >= _count(p.get("lesions"))
+
+
+def _index_key(p: dict) -> tuple:
+    """No assessable lesion first, then most flagged, then most not-assessable tiles, then patient id."""
+    f = _num(p.get("flagged"))
+    return (not _none_assessable(p), -(f if f is not None else -math.inf), -_count(p.get("not_assessable")),
+            str(p.get("patient_id", "")))
+
+
+def _na_cell(p: dict) -> str:
+    """The index's not-assessable cell: a warning when any tile is not assessable."""
+    na = _count(p.get("not_assessable"))
+    if not na:
+        return f"<td>{_format_score(p.get('not_assessable'))}</td>"
+    text = (f"all {na} not assessable \u2014 examine in person" if _none_assessable(p) else f"{na} not assessable")
+    return f'<td class="na-warn"><b>{_esc(text)}</b></td>'
+
+
 def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None = None,
                        warnings: Sequence[str] = ()) -> Path:
-    """Write an index page linking every patient report, most-flagged first.
+    """Write an index page linking every patient report: patients with no assessable lesion first, then
+    most-flagged first, then most not-assessable tiles first (a patient is never reassuring for want of images).
 
     Args:
         path: output ``.html`` path (written atomically).
         patients: dicts with ``patient_id``, ``report`` (relative file name),
-            ``lesions``, ``flagged`` and optionally ``not_assessable`` and ``malignant_detected``.
+            ``lesions`` (tiles, not-assessable ones included), ``flagged`` and optionally ``not_assessable``
+            (tiles that failed a gate or could not be read) and ``malignant_detected``.
         bundle_info: model bundle metadata (as for :func:`write_patient_report`).
         warnings: the run's warnings, shown at the top of the page.
 
     Returns:
         The written path.
     """
-    def flagged_key(p: dict) -> tuple[float, str]:
-        f = p.get("flagged")
-        return (-(float(f) if not _is_nan(f) else -math.inf), str(p.get("patient_id", "")))
-
-    rows = sorted(patients, key=flagged_key)
+    rows = sorted(patients, key=_index_key)
     has_mal, has_na = (any(key in p for p in rows) for key in ("malignant_detected", "not_assessable"))
     head = "<tr><th>patient</th><th>lesions</th><th>flagged</th>" + ("<th>not assessable</th>" if has_na else "") + (
         "<th>malignant detected</th>" if has_mal else "") + "</tr>"
@@ -460,7 +480,7 @@ def write_cohort_index(path, patients: list[dict], *, bundle_info: dict | None =
         report = p.get("report")
         cell = f'<a href="{_esc(quote(str(report)))}">{pid}</a>' if report else pid
         mal = f"<td>{_format_score(p.get('malignant_detected'))}</td>" if has_mal else ""
-        na = f"<td>{_format_score(p.get('not_assessable'))}</td>" if has_na else ""
+        na = _na_cell(p) if has_na else ""
         body.append(f"<tr><td>{cell}</td><td>{_format_score(p.get('lesions'))}</td>"
                     f"<td>{_format_score(p.get('flagged'))}</td>{na}{mal}</tr>")
     banner, info = _bundle_block(bundle_info)

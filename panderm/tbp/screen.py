@@ -201,6 +201,9 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
                                     measure_from_image=measure_from_image, on_missing=on_missing,
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
     warnings = table.warnings + warnings + ([b.ood_notice] if b.ood_notice else [])
+    precision_note = b.ood_precision_note(precision, device)
+    if precision_note is not None:
+        warnings.append(precision_note)
     if submission is not None:
         write_submission(submission, df)
         if table.skipped:
@@ -212,7 +215,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     with atomic_path(out / "lesions.csv") as tmp:
         df[lesion_columns(df)].to_csv(tmp, index=False)
     write_skipped_csv(out, table.skipped, SKIPPED_COLUMNS)
-    patients, paths = _patients(df, b, X, out, reports, map_method, warnings)
+    patients, paths = _patients(df, b, X, out, reports, map_method, warnings, table.skipped)
     n_na = int((~df["assessable"]).sum())
     atomic_write_json(out / "patients.json", {
         "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
@@ -228,8 +231,25 @@ GATE_INFO_KEYS = ("method", "threshold", "pass_rate", "n_reference", "n_calibrat
                   "reference")
 
 
+#: ``table.skipped`` reason of rows the lesion filter removed on purpose: not listed in patient reports.
+FILTER_REASON = "removed by the lesion filter"
+
+
+def skipped_by_patient(skipped: list[dict]) -> dict[str, list[dict]]:
+    """Unreadable tiles per patient id (``lesion_id``, ``image`` file name, ``reason``); rows without a patient
+    id and lesion-filter removals are left to ``skipped.csv``."""
+    from panderm.tbp.report_gates import skipped_items
+
+    by: dict[str, list[dict]] = {}
+    for r in skipped:
+        pid = r.get("patient_id")
+        if r.get("reason") != FILTER_REASON and pid is not None and not pd.isna(pid) and str(pid):
+            by.setdefault(str(pid), []).extend(skipped_items([r]))
+    return by
+
+
 def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_method: str,
-              warnings: list[str] | None = None):
+              warnings: list[str] | None = None, skipped: list[dict] = ()):
     from panderm.tbp.bundle import demo_bundle_path
     from panderm.tbp.gates import not_assessable_entries
     from panderm.tbp.report import write_cohort_index, write_patient_report
@@ -242,26 +262,33 @@ def _patients(df: pd.DataFrame, b, X: np.ndarray, out: Path, reports: bool, map_
                   "ud_min_lesions": b.ud["min_lesions"]}
     imp = b.importance[["feature", "importance", "std"]] if b.importance is not None else None
     used, patients, paths = set(), [], []
-    for pid, all_rows in df.groupby("patient_id", sort=True):
+    unread = skipped_by_patient(list(skipped))
+    groups = dict(iter(df.groupby("patient_id", sort=True)))
+    for pid in sorted(set(groups) | set(unread)):  # a patient with no readable tile still gets a report
+        all_rows, pid_skipped = groups.get(pid, df.iloc[:0]), unread.get(pid, [])
         ok = all_rows["assessable"].to_numpy(bool)
         rows, bad = all_rows[ok], all_rows[~ok]  # ranked lesions; tiles that failed a gate, listed on their own
         flagged = rows[rows["flagged"]].sort_values("rank")
         entry = {"patient_id": pid, "n_lesions": len(all_rows), "n_flagged": len(flagged),
                  "recommended_for_dermoscopy": flagged["lesion_id"].tolist(),
                  "ud_applied": len(rows) >= b.ud["min_lesions"], "n_not_assessable": len(bad),
-                 "not_assessable": not_assessable_entries(bad)}
+                 "not_assessable": not_assessable_entries(bad), "n_skipped": len(pid_skipped),
+                 "skipped": pid_skipped}
         if reports:
             name = _report_name(str(pid), used)
             paths.append(write_patient_report(inside_out(out, "reports", name), str(pid), rows.reset_index(drop=True),
                                               X[rows.index.to_numpy()], rows["path"].tolist(), importance=imp,
                                               thresholds=thresholds, bundle_info=info, map_method=map_method,
                                               warnings=warnings or (), not_assessable=not_assessable_items(bad),
-                                              gate_note=NO_GATE_NOTE if b.ood_gate is None else None))
+                                              gate_note=NO_GATE_NOTE if b.ood_gate is None else None,
+                                              skipped=pid_skipped))
             entry["report"] = f"reports/{name}"
         patients.append(entry)
     if reports:
-        write_cohort_index(out / "index.html", [{"patient_id": p["patient_id"], "lesions": p["n_lesions"],
-                                                 "flagged": p["n_flagged"], "not_assessable": p["n_not_assessable"],
+        # the index counts every tile of a patient: unreadable ones are not assessable either
+        write_cohort_index(out / "index.html", [{"patient_id": p["patient_id"], "flagged": p["n_flagged"],
+                                                 "lesions": p["n_lesions"] + p["n_skipped"],
+                                                 "not_assessable": p["n_not_assessable"] + p["n_skipped"],
                                                  "report": p["report"]}
                                                 for p in patients], bundle_info=info, warnings=warnings or ())
     return patients, paths

@@ -133,6 +133,8 @@ def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image,
         n_na = int((~rows["assessable"]).sum())
         na = f", {n_na} not assessable" if n_na else ""
         line = f"  {pid}: {len(top)}/{len(rows) - n_na} flagged{na}  {', '.join(map(str, top[:5]))}{more}"
+        if n_na == len(rows):  # nothing could be judged: not a reassuring "0 flagged"
+            line = f"  {pid}: no lesion could be assessed ({n_na} not assessable): examine in person"
         click.echo(printable(line, one_line=True))
     click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
                f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
@@ -295,6 +297,9 @@ def tbp_eval_cmd(run_dir, csv_path, root, split, out, as_json, weights, fmt, ima
     click.echo(f"lesion sensitivity {format_number(s['lesion_sensitivity'])}, patient sensitivity {format_number(s['patient_sensitivity'])} "
                f"({s['patients_detected']}/{s['n_patients_with_malignant']}), benign flagged "
                f"{s['benign_flagged_total']} ({format_number(s['benign_flagged_per_patient_mean'])} per patient)")
+    if m["n_not_assessable"]:
+        click.echo(f"not assessable (image gates; counted as not flagged): {m['n_not_assessable']} lesion(s), "
+                   f"{m['n_not_assessable_malignant']} malignant")
     click.echo(f"ISIC 2024 pAUC above 80% TPR (risk score, max 0.2): {format_number(m['isic2024_pauc'])}")
     click.echo("partial AUROC (TPR ≥ 0.8): " + ", ".join(f"{k} {format_number(v)}" for k, v in m["partial_auroc_tpr80"].items()))
     rt = m["risk_target"]

@@ -439,3 +439,13 @@ def test_precision_other_than_the_gates_is_a_warning(tmp_path):
     res = screen_tbp(None, tmp_path / "o", demo=True, precision="fp32", device="cpu", reports=False, progress=False)
     assert note in res.warnings
     assert note in json.loads((tmp_path / "o" / "patients.json").read_text())["warnings"]
+
+
+def test_cli_summary_names_patients_with_nothing_assessable(review_cohort, cli, tmp_path):
+    out, _ = review_cohort
+    res = cli(["screen-tbp", str(out.parent / "cohort"), "--out", str(tmp_path / "o"), "-q", "--no-reports"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split(":")[0].strip(): line for line in res.stdout.splitlines() if line.startswith("  ")}
+    assert "no lesion could be assessed (3 not assessable): examine in person" in lines["bad"]
+    assert "no tile could be read (1 skipped): examine in person" in lines["dead"]
+    assert "2/16 flagged, 1 not assessable" in lines["good"]

@@ -119,7 +119,7 @@ def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image,
     if as_json:
         import json
 
-        options.echo_json({**json.loads((res.out / "patients.json").read_text()), "out": res.out,
+        options.echo_json({**json.loads((res.out / "patients.json").read_text(encoding="utf-8")), "out": res.out,
                            "submission": submission})
         return
     click.echo(f"{res.n_patients} patient(s), {res.n_lesions} lesions screened, {res.n_flagged} flagged for "
@@ -136,6 +136,14 @@ def screen_tbp_cmd(input, run_dir, demo, out, lesion_filter, measure_from_image,
         if n_na == len(rows):  # nothing could be judged: not a reassuring "0 flagged"
             line = f"  {pid}: no lesion could be assessed ({n_na} not assessable): examine in person"
         click.echo(printable(line, one_line=True))
+    import json
+
+    screened = set(res.lesions["patient_id"].astype(str))
+    for entry in json.loads((res.out / "patients.json").read_text(encoding="utf-8"))["patients"]:
+        if str(entry["patient_id"]) not in screened:  # every tile unreadable: still a patient to examine
+            line = (f"  {entry['patient_id']}: no tile could be read ({entry.get('n_skipped', 0)} skipped): "
+                    "examine in person")
+            click.echo(printable(line, one_line=True))
     click.echo(f"wrote lesions.csv, patients.json, skipped.csv"
                f"{', index.html and ' + str(len(res.reports)) + ' report(s)' if res.reports else ''} to {res.out}/")
     if submission is not None:

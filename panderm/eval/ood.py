@@ -92,10 +92,11 @@ class OODGate:
 
     def _reference64(self) -> tuple[np.ndarray, np.ndarray]:
         """The reference rows in float64 and their squared norms, computed once."""
-        if getattr(self, "_ref_cache", None) is None or self._ref_cache[0].shape != self.reference.shape:
+        cache = getattr(self, "_ref_cache", None)
+        if cache is None or cache[0] is not self.reference:  # rebuilt when the reference array is replaced
             ref = np.asarray(self.reference, np.float64)
-            self._ref_cache = (ref, (ref ** 2).sum(1))
-        return self._ref_cache
+            self._ref_cache = cache = (self.reference, ref, (ref ** 2).sum(1))
+        return cache[1], cache[2]
 
     def score(self, feats: np.ndarray, batch: int = 256) -> np.ndarray:
         """``(B,)`` RMS whitened distance of each feature row to its nearest reference row (``inf``: not scorable)."""

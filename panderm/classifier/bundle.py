@@ -30,6 +30,7 @@ from panderm.eval.ood import (
     OOD_FILE,
     OODGate,
     check_gate_record,
+    gate_summary,
     gate_verdict,
     no_gate_notice,
     precision_note,
@@ -187,10 +188,7 @@ class Classifier:
                 "malignant": sorted(self.malignant), "temperature": self.temperature,
                 "metrics": self.meta.get("metrics"), "reference_size": len(self._ref_labels),
                 "demo": bool(self.meta.get("demo")), "created": self.meta.get("created"),
-                "ood_gate": None if self.ood_gate is None else {
-                    k: self.ood_gate.info.get(k) for k in ("method", "threshold", "pass_rate", "n_reference",
-                                                           "n_calibration", "calibration_source", "reference",
-                                                           "precision")},
+                "ood_gate": gate_summary(self.ood_gate),
                 "ood_notice": self.ood_notice}
 
     @property

@@ -262,6 +262,16 @@ def no_gate_notice(owner: str, why: str | None, version: int) -> str:
     return NO_GATE_NOTICE.format(owner=owner)
 
 
+#: The part of a gate's record that outputs show (model info, patients.json).
+SUMMARY_KEYS = ("method", "threshold", "pass_rate", "n_reference", "n_calibration", "calibration_source", "reference",
+                "precision")
+
+
+def gate_summary(gate: OODGate | None) -> dict | None:
+    """What outputs say about ``gate`` (``None`` without one)."""
+    return None if gate is None else {k: gate.info.get(k) for k in SUMMARY_KEYS}
+
+
 def precision_note(gate: OODGate | None, precision: str) -> str | None:
     """A note when features are computed in another ``precision`` than ``gate`` was calibrated on (else ``None``)."""
     fitted = None if gate is None else gate.info.get("precision")
@@ -309,5 +319,5 @@ def read_gate_file(folder, record: dict | None, dim: int, *, meta_file: str, hin
     return load_ood_gate(record, tensors, where=str(folder / OOD_FILE))
 
 __all__ = ["DEFAULT_PASS_RATE", "MAX_REFERENCE_ROWS", "METHOD", "MIN_CALIBRATION_ROWS", "MIN_FIT_ROWS",
-           "NO_GATE_NOTICE", "OODGate", "OOD_FILE", "OOD_SCHEMA", "check_gate_record", "fit_gate_or_reason",
+           "NO_GATE_NOTICE", "OODGate", "SUMMARY_KEYS", "gate_summary", "OOD_FILE", "OOD_SCHEMA", "check_gate_record", "fit_gate_or_reason",
            "fit_ood_gate", "gate_verdict", "load_ood_gate", "no_gate_notice", "precision_note", "read_gate_file"]

@@ -100,8 +100,7 @@ def evaluate_tbp(bundle: str | Path | None, lesions: str | Path, out: str | Path
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
     metrics = validation_metrics(df)
     refused = ~df["assessable"].astype(bool)
-    warnings = table.warnings + warnings + [note for note in (b.ood_notice, b.ood_precision_note(precision, device))
-                                            if note]
+    warnings = table.warnings + warnings
     if refused.any():  # they count as missed lesions above: say how many, and how many were malignant
         warnings.append(f"{int(refused.sum())} lesion(s) were not assessable (image gates) and count as not "
                         f"flagged, {int(df.loc[refused, 'label'].astype(int).sum())} of them malignant")

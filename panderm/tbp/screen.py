@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import ConfigError, InputError
+from panderm.eval.ood import gate_summary
 from panderm.io import atomic_path, atomic_write_json, write_skipped_csv
 from panderm.paths import inside_out, safe_stem
 
@@ -150,6 +151,8 @@ def score_lesions(table, bundle, work: Path, *, model=None, weights=None, measur
                  "off for this run: the input has none of the measurement columns the model needs"
                  if np.isnan(ml).all() else None)
     df["not_run_reason"] = pipeline.module_notes(df, thresholds, ud["min_lesions"], ml_reason)
+    # what the gates could not do on this run: screening and evaluation both say so
+    warnings += [note for note in (bundle.ood_notice, bundle.ood_precision_note(precision, device)) if note]
     return df, X, warnings
 
 
@@ -200,10 +203,7 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     df, X, warnings = score_lesions(table, b, work, model=model, weights=weights,
                                     measure_from_image=measure_from_image, on_missing=on_missing,
                                     batch_size=batch_size, precision=precision, device=device, progress=progress)
-    warnings = table.warnings + warnings + ([b.ood_notice] if b.ood_notice else [])
-    precision_note = b.ood_precision_note(precision, device)
-    if precision_note is not None:
-        warnings.append(precision_note)
+    warnings = table.warnings + warnings
     if submission is not None:
         write_submission(submission, df)
         if table.skipped:
@@ -219,16 +219,11 @@ def screen_tbp(input: str | Path | None, out: str | Path, *, bundle: str | Path 
     n_na = int((~df["assessable"]).sum())
     atomic_write_json(out / "patients.json", {
         "bundle": str(b.path), "demo": bool(b.meta.get("demo")), "thresholds": b.thresholds, "ud": b.ud,
-        "ood_gate": None if b.ood_gate is None else {k: b.ood_gate.info.get(k) for k in GATE_INFO_KEYS},
+        "ood_gate": gate_summary(b.ood_gate),
         "ml_used": bool(df["ml_score"].notna().any()), "n_skipped": len(table.skipped), "n_not_assessable": n_na,
         "warnings": warnings, "patients": patients})
     return ScreenResult(out, len(patients), len(df), int(df["flagged"].sum()), len(table.skipped), df, paths,
                         warnings, bool(df["ml_score"].notna().any()), n_na)
-
-
-#: What patients.json says about the bundle's out-of-distribution gate.
-GATE_INFO_KEYS = ("method", "threshold", "pass_rate", "n_reference", "n_calibration", "calibration_source",
-                  "reference")
 
 
 #: ``table.skipped`` reason of rows the lesion filter removed on purpose: not listed in patient reports.

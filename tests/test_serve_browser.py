@@ -76,6 +76,17 @@ def _screenshot(page, name: str) -> None:
     shot.quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
 
 
+def _wait_for_model_name(page) -> None:
+    """Wait until the page has fetched the model record.
+
+    A locator assertion, not ``wait_for_function``: that one compiles its predicate with
+    ``eval`` in the page, which the page's own Content-Security-Policy rightly forbids.
+    """
+    from playwright.sync_api import expect
+
+    expect(page.locator("#model-name")).not_to_have_text("loading…", timeout=60_000)
+
+
 def _bar_probabilities(page) -> list[float]:
     return [float(v) for v in page.locator("#bars .bar").evaluate_all("els => els.map(e => e.dataset.p)")]
 
@@ -89,7 +100,7 @@ def test_page_upload_shows_bars(shared_data, tmp_path):
     with _served_page(create_app(clf), viewport={"width": 1200, "height": 900}) as (page, _url):
         notice = page.locator("#notice")
         assert notice.is_visible() and "Research use only" in notice.inner_text()
-        page.wait_for_function("document.getElementById('model-name').textContent !== 'loading…'")
+        _wait_for_model_name(page)
         page.set_input_files("#file", str(image))
         page.wait_for_selector("#bars .bar", timeout=60_000)
         ps = _bar_probabilities(page)
@@ -186,7 +197,7 @@ def test_page_not_assessable(shared_data, tmp_path, which):
     with _served_page(create_app(clf), viewport={"width": 1200, "height": 900}) as (page, url):
         csp = []  # the page draws everything through the DOM: no Content-Security-Policy violation
         page.on("console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text else None)
-        page.wait_for_function("document.getElementById('model-name').textContent !== 'loading…'")
+        _wait_for_model_name(page)
         lesion = _in_distribution_image(page, url, held_out)
         blurred = tmp_path / "blurred.png"
         Image.open(lesion).convert("RGB").filter(ImageFilter.GaussianBlur(8)).save(blurred)

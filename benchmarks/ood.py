@@ -8,7 +8,8 @@ immunohistochemistry image, 20 more scikit-image and matplotlib sample pictures 
 after the gate was chosen and never used to choose it ("unseen pictures"), 256-px tiles of the
 slide in ``../shared/data/wsi``, and uniform, noise and heavily blurred (Gaussian radius 8)
 images. An image is refused when it fails the image-quality gate or its out-of-distribution score
-is above the bundle's threshold, as in ``panderm serve``. Targets (issue 17): AUROC >= 0.95 and <= 10% of held-out dermoscopy refused.
+is above the bundle's threshold, as in ``panderm serve``. Targets (issue 17): AUROC >= 0.95 and
+<= 10% of held-out dermoscopy refused.
 
 ``--compare`` also scores the alternatives the gate was chosen against, on the same features
 (fitted on the demo classifier's training split, calibrated on its validation split).
